@@ -1,0 +1,150 @@
+import path from "node:path";
+import { DEFAULT_IMAGE } from "./images/recipe.js";
+
+/** Resource limits of a run. Each has a default and a server maximum; clients may only lower. */
+export interface Limits {
+  /** Wall-clock timeout of one run, milliseconds. */
+  timeout_ms: number;
+  /** Memory (no swap), MiB. */
+  memory_mb: number;
+  /** CPU cores (fractional allowed). */
+  cpus: number;
+  /** Maximum number of processes/threads. */
+  pids: number;
+  /** Maximum open file descriptors per process. */
+  open_files: number;
+  /** Largest single file a run may write, MiB. */
+  file_size_mb: number;
+  /** Size quota of the sandbox workspace, MiB. */
+  workspace_mb: number;
+  /** Captured bytes per output stream; beyond this, output is dropped and flagged truncated. */
+  output_bytes: number;
+}
+
+export const LIMIT_KEYS: readonly (keyof Limits)[] = [
+  "timeout_ms", "memory_mb", "cpus", "pids", "open_files", "file_size_mb", "workspace_mb", "output_bytes",
+];
+
+export interface Config {
+  host: string;
+  port: number;
+  dataDir: string;
+  workspaceRoot: string;
+  /** Per-sandbox caches (e.g. Go build cache), kept outside the workspace and its file listing. */
+  cacheRoot: string;
+  adminToken: string | undefined;
+  logLevel: string;
+  /** Runtime used when a sandbox does not ask for one: "docker" (default) or "bwrap". */
+  runtime: string;
+  /** OCI runtime Docker is asked to use: runc, crun or runsc. */
+  ociRuntime: string;
+  dockerSocket: string;
+  /** Image per language, after PETRI_IMAGE / PETRI_IMAGE_<LANG> overrides. */
+  images: Readonly<Record<string, string>>;
+  /** Directory holding image root filesystems built by `petri images build` (used by bwrap). */
+  imageDir: string;
+  sandboxUid: number;
+  sandboxGid: number;
+  defaultLimits: Readonly<Limits>;
+  maxLimits: Readonly<Limits>;
+  tmpfsMb: number;
+  maxUploadBytes: number;
+  sandboxIdleTimeoutMs: number;
+  sandboxTtlMs: number;
+  reaperIntervalMs: number;
+}
+
+export class ConfigError extends Error {}
+
+export const LANGUAGES_WITH_IMAGES = ["python", "node", "go", "bash"] as const;
+
+type Env = Record<string, string | undefined>;
+
+function int(env: Env, name: string, def: number, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return def;
+  if (!/^\d+$/.test(raw.trim())) throw new ConfigError(`${name} must be a whole number, got "${raw}"`);
+  const v = Number(raw.trim());
+  if (v < min || v > max) throw new ConfigError(`${name} must be between ${min} and ${max}, got ${v}`);
+  return v;
+}
+
+function num(env: Env, name: string, def: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return def;
+  const v = Number(raw.trim());
+  if (!Number.isFinite(v) || v < min || v > max) throw new ConfigError(`${name} must be a number between ${min} and ${max}, got "${raw}"`);
+  return v;
+}
+
+function oneOf(env: Env, name: string, def: string, allowed: string[]): string {
+  const v = env[name] || def;
+  if (!allowed.includes(v)) throw new ConfigError(`${name} must be one of ${allowed.join(", ")}, got "${v}"`);
+  return v;
+}
+
+/**
+ * Reads and validates every PETRI_* variable once. Nothing else in Petri reads process.env:
+ * the frozen result is passed down.
+ */
+export function loadConfig(env: Env = process.env, cwd: string = process.cwd()): Readonly<Config> {
+  const dataDir = path.resolve(cwd, env.PETRI_DATA_DIR || ".petri");
+  const workspaceRoot = path.resolve(cwd, env.PETRI_WORKSPACE_ROOT || path.join(dataDir, "workspaces"));
+
+  const defaultLimits: Limits = {
+    timeout_ms: int(env, "PETRI_DEFAULT_TIMEOUT_MS", 30_000, 100),
+    memory_mb: int(env, "PETRI_DEFAULT_MEMORY_MB", 512, 16),
+    cpus: num(env, "PETRI_DEFAULT_CPUS", 1, 0.01, 1024),
+    pids: int(env, "PETRI_DEFAULT_PIDS", 128, 8),
+    open_files: int(env, "PETRI_DEFAULT_OPEN_FILES", 1024, 16),
+    file_size_mb: int(env, "PETRI_DEFAULT_FILE_SIZE_MB", 100, 1),
+    workspace_mb: int(env, "PETRI_DEFAULT_WORKSPACE_MB", 512, 1),
+    output_bytes: int(env, "PETRI_DEFAULT_OUTPUT_BYTES", 1024 * 1024, 1024),
+  };
+  const maxLimits: Limits = {
+    timeout_ms: int(env, "PETRI_MAX_TIMEOUT_MS", 600_000, 100),
+    memory_mb: int(env, "PETRI_MAX_MEMORY_MB", 4096, 16),
+    cpus: num(env, "PETRI_MAX_CPUS", 2, 0.01, 1024),
+    pids: int(env, "PETRI_MAX_PIDS", 1024, 8),
+    open_files: int(env, "PETRI_MAX_OPEN_FILES", 4096, 16),
+    file_size_mb: int(env, "PETRI_MAX_FILE_SIZE_MB", 1024, 1),
+    workspace_mb: int(env, "PETRI_MAX_WORKSPACE_MB", 4096, 1),
+    output_bytes: int(env, "PETRI_MAX_OUTPUT_BYTES", 16 * 1024 * 1024, 1024),
+  };
+  for (const k of LIMIT_KEYS) {
+    if (defaultLimits[k] > maxLimits[k]) {
+      throw new ConfigError(`default ${k} (${defaultLimits[k]}) is above its maximum (${maxLimits[k]})`);
+    }
+  }
+
+  const baseImage = env.PETRI_IMAGE || DEFAULT_IMAGE;
+  const images: Record<string, string> = {};
+  for (const lang of LANGUAGES_WITH_IMAGES) {
+    images[lang] = env[`PETRI_IMAGE_${lang.toUpperCase()}`] || baseImage;
+  }
+
+  const cfg: Config = {
+    host: env.PETRI_HOST || "127.0.0.1",
+    port: int(env, "PETRI_PORT", 8080, 0, 65535),
+    dataDir,
+    workspaceRoot,
+    cacheRoot: path.join(dataDir, "cache"),
+    adminToken: env.PETRI_ADMIN_TOKEN || undefined,
+    logLevel: oneOf(env, "PETRI_LOG_LEVEL", "info", ["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
+    runtime: oneOf(env, "PETRI_RUNTIME", "docker", ["docker"]),
+    ociRuntime: oneOf(env, "PETRI_OCI_RUNTIME", "runc", ["runc", "crun", "runsc"]),
+    dockerSocket: env.PETRI_DOCKER_SOCKET || "/var/run/docker.sock",
+    images: Object.freeze(images),
+    imageDir: path.resolve(cwd, env.PETRI_IMAGE_DIR || "/var/lib/petri/images"),
+    sandboxUid: int(env, "PETRI_SANDBOX_UID", 1000, 1, 2 ** 31),
+    sandboxGid: int(env, "PETRI_SANDBOX_GID", 1000, 1, 2 ** 31),
+    defaultLimits: Object.freeze(defaultLimits),
+    maxLimits: Object.freeze(maxLimits),
+    tmpfsMb: int(env, "PETRI_TMPFS_MB", 64, 1),
+    maxUploadBytes: int(env, "PETRI_MAX_UPLOAD_MB", 100, 1) * 1024 * 1024,
+    sandboxIdleTimeoutMs: int(env, "PETRI_SANDBOX_IDLE_TIMEOUT_MS", 60 * 60 * 1000, 1000),
+    sandboxTtlMs: int(env, "PETRI_SANDBOX_TTL_MS", 24 * 60 * 60 * 1000, 1000),
+    reaperIntervalMs: int(env, "PETRI_REAPER_INTERVAL_MS", 30_000, 100),
+  };
+  return Object.freeze(cfg);
+}

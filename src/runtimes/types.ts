@@ -1,0 +1,117 @@
+/**
+ * The Runtime contract: one fully described run in, one result out. A runtime knows nothing of
+ * sandboxes, tenants or HTTP. Every implementation passes the same conformance suite
+ * (src/runtimes/conformance.ts).
+ */
+export interface Mount {
+  /** Absolute host path. */
+  source: string;
+  /** Absolute path inside the run. */
+  target: string;
+  readonly: boolean;
+}
+
+export interface RunLimits {
+  memoryBytes: number;
+  /** CPU cores, may be fractional. */
+  cpus: number;
+  pids: number;
+  openFiles: number;
+  /** Largest file a process may write (RLIMIT_FSIZE). */
+  fileSizeBytes: number;
+  /** Size of the private writable /tmp. */
+  tmpfsBytes: number;
+}
+
+export interface RunSpec {
+  /** Docker image reference (docker runtime) — also names the rootfs for rootfs-based runtimes. */
+  image: string;
+  /** Root filesystem directory for runtimes that run straight from one (bwrap). */
+  rootfs?: string;
+  argv: string[];
+  env: Record<string, string>;
+  cwd: string;
+  mounts: Mount[];
+  limits: RunLimits;
+  timeoutMs: number;
+  /** Bytes fed to stdin, then stdin is closed. Ignored when `stdinStream` is given. */
+  stdin?: Buffer | string;
+  /** Live stdin (streaming runs): each chunk is written, end() closes stdin. */
+  stdinStream?: AsyncIterable<Buffer | string>;
+  /** Bytes kept per output stream; the rest is dropped and the stream marked truncated. */
+  outputLimitBytes: number;
+  uid: number;
+  gid: number;
+  /** Labels put on everything the runtime creates, so a reaper can find leftovers. */
+  labels: Record<string, string>;
+  /** Aborting kills the whole run (its process tree) and the result says `killed`. */
+  signal?: AbortSignal;
+  /** Called with output as it is produced (before truncation is applied to the result). */
+  onStdout?: (chunk: Buffer) => void;
+  onStderr?: (chunk: Buffer) => void;
+}
+
+export interface RunResult {
+  exitCode: number | null;
+  /** Name of the signal that ended the main process, e.g. "SIGKILL". */
+  signal: string | null;
+  timedOut: boolean;
+  oomKilled: boolean;
+  /** The run was stopped by its AbortSignal (cancel, quota). */
+  killed: boolean;
+  stdout: Buffer;
+  stderr: Buffer;
+  stdoutTruncated: boolean;
+  stderrTruncated: boolean;
+  durationMs: number;
+  cpuTimeMs: number | null;
+  peakMemoryBytes: number | null;
+  /** Where the time went, for benchmarks (create/start/wait/remove…). */
+  timings?: Record<string, number>;
+}
+
+export interface RuntimeInfo {
+  name: string;
+  /** e.g. the OCI runtime behind Docker. */
+  variant?: string;
+  available: boolean;
+  reason?: string;
+}
+
+export interface Runtime {
+  readonly name: string;
+  run(spec: RunSpec): Promise<RunResult>;
+  /** Removes everything carrying these labels (crash leftovers). Returns how many were removed. */
+  reap(labels: Record<string, string>): Promise<number>;
+  /** How many live units (containers/processes) carry these labels. */
+  count(labels: Record<string, string>): Promise<number>;
+  close?(): Promise<void>;
+}
+
+/** Keeps the first `limit` bytes of a stream and remembers whether more came. */
+export class CappedBuffer {
+  private chunks: Buffer[] = [];
+  private size = 0;
+  truncated = false;
+  constructor(private readonly limit: number) {}
+
+  push(chunk: Buffer): void {
+    if (this.size >= this.limit) {
+      if (chunk.length > 0) this.truncated = true;
+      return;
+    }
+    const room = this.limit - this.size;
+    if (chunk.length > room) {
+      this.chunks.push(chunk.subarray(0, room));
+      this.size += room;
+      this.truncated = true;
+    } else {
+      this.chunks.push(chunk);
+      this.size += chunk.length;
+    }
+  }
+
+  toBuffer(): Buffer {
+    return Buffer.concat(this.chunks, this.size);
+  }
+}
