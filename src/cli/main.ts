@@ -1,23 +1,92 @@
 import Docker from "dockerode";
-import { loadConfig } from "../config.js";
+import { ConfigError, loadConfig } from "../config.js";
 import { buildDefaultImage } from "../images/build.js";
+import { openDatabase } from "../store/db.js";
+import { KeyService } from "../auth/keys.js";
+import { createServer } from "../server.js";
 
 const USAGE = `usage: petri <command>
 
-  serve                         start the HTTP server
-  images build [--force]        build the runtime image from Debian packages
-  keys create [--name N] [--tenant T] [--admin]
-                                create an API key (printed once)
-  keys list                     list API keys (never their secrets)
+  serve                          start the HTTP server (PETRI_HOST:PETRI_PORT)
+  images build [--force]         build the runtime image from Debian packages
+  keys create [--name N] [--tenant TENANT_ID] [--admin]
+                                 create an API key; its token is printed once
+  keys list                      list API keys (never their tokens)
+  keys revoke KEY_ID             revoke a key; it stops working at once
+  help                           this text
+
+Configuration comes from PETRI_* environment variables (see README.md).
 `;
+
+function flag(args: string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  if (i === -1) return undefined;
+  const v = args[i + 1];
+  if (v === undefined || v.startsWith("--")) throw new ConfigError(`${name} needs a value`);
+  return v;
+}
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, sub, ...rest] = argv;
-  if (cmd === "images" && sub === "build") {
-    const cfg = loadConfig();
-    await buildDefaultImage({ imageDir: cfg.imageDir, docker: new Docker({ socketPath: cfg.dockerSocket }), force: rest.includes("--force") });
-    return 0;
+  try {
+    if (cmd === "serve") return await serve();
+    if (cmd === "images" && sub === "build") {
+      const cfg = loadConfig();
+      await buildDefaultImage({ imageDir: cfg.imageDir, docker: new Docker({ socketPath: cfg.dockerSocket }), force: rest.includes("--force") });
+      return 0;
+    }
+    if (cmd === "keys") {
+      const cfg = loadConfig();
+      const keys = new KeyService(openDatabase(cfg.dataDir));
+      if (sub === "create") {
+        const { key, token } = keys.createKey({ name: flag(rest, "--name"), tenantId: flag(rest, "--tenant"), admin: rest.includes("--admin") });
+        process.stdout.write(`key ${key.id} (tenant ${key.tenant_id}${key.is_admin ? ", admin" : ""})\n${token}\n`);
+        return 0;
+      }
+      if (sub === "list") {
+        for (const k of keys.listKeys()) {
+          process.stdout.write(`${k.id}\t${k.tenant_id}\t${k.name}\t${k.is_admin ? "admin" : "-"}\t${k.revoked_at ? "revoked " + k.revoked_at : "active"}\n`);
+        }
+        return 0;
+      }
+      if (sub === "revoke" && rest[0]) {
+        if (!keys.revokeKey(rest[0])) {
+          process.stderr.write(`no active key ${rest[0]}\n`);
+          return 1;
+        }
+        process.stdout.write(`revoked ${rest[0]}\n`);
+        return 0;
+      }
+    }
+  } catch (e) {
+    if (e instanceof ConfigError || (e as { code?: string }).code) {
+      process.stderr.write(`petri: ${(e as Error).message}\n`);
+      return 2;
+    }
+    throw e;
   }
   process.stderr.write(USAGE);
   return cmd === undefined || cmd === "help" || cmd === "--help" ? 0 : 2;
+}
+
+async function serve(): Promise<number> {
+  const config = loadConfig();
+  const server = await createServer(config);
+  const log = server.app.log;
+  if (server.bootstrap.source === "file-created") {
+    log.info({ file: server.bootstrap.file }, `bootstrap admin key generated and written to ${server.bootstrap.file} (mode 0600)`);
+  }
+  await server.app.listen({ host: config.host, port: config.port });
+  log.info({ host: config.host, port: config.port, runtimes: [...server.runtimes.keys()] }, "petri is ready");
+  let closing = false;
+  const stop = async (sig: string) => {
+    if (closing) return;
+    closing = true;
+    log.info({ signal: sig }, "shutting down");
+    await server.close();
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGINT", () => void stop("SIGINT"));
+  return await new Promise<number>(() => undefined);
 }

@@ -1,0 +1,201 @@
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import multipart from "@fastify/multipart";
+import swagger from "@fastify/swagger";
+import { Type } from "@sinclair/typebox";
+import type { Logger } from "pino";
+import type { Config } from "../config.js";
+import { PetriError, ERROR_CODES, type ErrorCode } from "../errors.js";
+import type { AuthContext, KeyService } from "../auth/keys.js";
+import type { SandboxService } from "../sandboxes/sandboxes.js";
+import type { WorkspaceStore } from "../workspaces/workspaces.js";
+import type { ExecService } from "../exec/exec.js";
+import type { Runtime } from "../runtimes/types.js";
+import { ErrorBody } from "./schemas.js";
+import { sandboxRoutes } from "./routes/sandboxes.js";
+import { fileRoutes } from "./routes/files.js";
+import { execRoutes } from "./routes/exec.js";
+import { adminRoutes } from "./routes/admin.js";
+
+export interface AuditSink {
+  append(ev: Record<string, unknown>): unknown;
+}
+
+export interface AppDeps {
+  keys: KeyService;
+  sandboxes: SandboxService;
+  workspaces: WorkspaceStore;
+  exec: ExecService;
+  runtimes: Map<string, Runtime>;
+  defaultRuntime: string;
+  logger: Logger;
+  audit?: AuditSink;
+  /** Extra route plugins (vault, audit…) registered inside the authenticated scope. */
+  plugins?: ((app: FastifyInstance) => Promise<void>)[];
+}
+
+declare module "fastify" {
+  interface FastifyRequest {
+    auth: AuthContext;
+  }
+  interface FastifyContextConfig {
+    /** Name of the action for the audit log, e.g. "sandbox.create". */
+    action?: string;
+    public?: boolean;
+  }
+}
+
+const FASTIFY_CODES: Record<string, ErrorCode> = {
+  FST_ERR_CTP_INVALID_JSON_BODY: "INVALID_JSON",
+  FST_ERR_CTP_EMPTY_JSON_BODY: "INVALID_JSON",
+  FST_ERR_CTP_BODY_TOO_LARGE: "PAYLOAD_TOO_LARGE",
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: "UNSUPPORTED_MEDIA_TYPE",
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: "VALIDATION_ERROR",
+  FST_REQ_FILE_TOO_LARGE: "PAYLOAD_TOO_LARGE",
+  FST_FILES_LIMIT: "PAYLOAD_TOO_LARGE",
+  FST_PARTS_LIMIT: "PAYLOAD_TOO_LARGE",
+  FST_FIELDS_LIMIT: "PAYLOAD_TOO_LARGE",
+  FST_PROTO_VIOLATION: "VALIDATION_ERROR",
+  FST_INVALID_MULTIPART_CONTENT_TYPE: "UNSUPPORTED_MEDIA_TYPE",
+  FST_ERR_VALIDATION: "VALIDATION_ERROR",
+};
+
+/** Turns any error into the stable `{error: {code, message}}` shape; only real faults are 500s. */
+export function toPetriError(err: unknown): PetriError {
+  if (err instanceof PetriError) return err;
+  const e = err as FastifyError & { validation?: unknown };
+  if (e?.validation) return new PetriError("VALIDATION_ERROR", e.message);
+  if (e?.code && FASTIFY_CODES[e.code]) return new PetriError(FASTIFY_CODES[e.code], e.message);
+  if (e instanceof SyntaxError) return new PetriError("INVALID_JSON", `request body is not valid JSON: ${e.message}`);
+  const status = e?.statusCode;
+  if (typeof status === "number" && status >= 400 && status < 500) {
+    const byStatus: Record<number, ErrorCode> = { 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "ROUTE_NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 429: "TOO_MANY_REQUESTS" };
+    return new PetriError(byStatus[status] ?? "VALIDATION_ERROR", e.message);
+  }
+  return new PetriError("INTERNAL", "internal error");
+}
+
+export function sendError(reply: FastifyReply, err: PetriError): FastifyReply {
+  return reply.code(ERROR_CODES[err.code]).type("application/json").send(err.toJSON());
+}
+
+function bearer(req: FastifyRequest): string | null {
+  const h = req.headers.authorization;
+  if (!h) return null;
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(h);
+  return m ? m[1] : null;
+}
+
+/**
+ * Builds the HTTP app without listening, so tests can use `app.inject()`. Routes are thin:
+ * they validate (JSON schemas, which also generate the OpenAPI document) and call services.
+ */
+export async function buildApp(config: Readonly<Config>, deps: AppDeps): Promise<FastifyInstance> {
+  const app: FastifyInstance = Fastify({
+    loggerInstance: deps.logger as unknown as FastifyBaseLogger,
+    bodyLimit: 10 * 1024 * 1024,
+    genReqId: () => `req_${Math.random().toString(36).slice(2, 12)}${Date.now().toString(36)}`,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: "array", allErrors: false } },
+    disableRequestLogging: false,
+  });
+  app.decorateRequest("auth", null as unknown as AuthContext);
+
+  // `curl -d '{"language":"python"}'` sends form-encoding; the documented examples must work as
+  // written, so a form body that is JSON is read as JSON.
+  app.addContentTypeParser("application/x-www-form-urlencoded", { parseAs: "string" }, (_req, body, done) => {
+    const text = (body as string).trim();
+    if (text === "") return done(null, undefined);
+    try {
+      done(null, JSON.parse(text));
+    } catch {
+      const form = Object.fromEntries(new URLSearchParams(text));
+      done(null, form);
+    }
+  });
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (_req, body, done) => {
+    const text = (body as string).trim();
+    if (text === "") return done(null, undefined);
+    try {
+      done(null, JSON.parse(text));
+    } catch (e) {
+      done(new PetriError("INVALID_JSON", `request body is not valid JSON: ${(e as Error).message}`), undefined);
+    }
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: "3.0.3",
+      info: { title: "Petri", description: "Self-hosted execution engine for untrusted code", version: "0.1.0" },
+      components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
+      security: [{ bearer: [] }],
+    },
+  });
+  app.addSchema(ErrorBody);
+
+  app.setErrorHandler((err, req, reply) => {
+    const pe = toPetriError(err);
+    if (pe.code === "INTERNAL") req.log.error({ err }, "unhandled error");
+    return sendError(reply, pe);
+  });
+  app.setNotFoundHandler((req, reply) => sendError(reply, new PetriError("ROUTE_NOT_FOUND", `no route for ${req.method} ${req.url.split("?")[0]}`)));
+
+  app.addHook("onRequest", async (req, reply) => {
+    if (req.routeOptions.config?.public) return;
+    const token = bearer(req);
+    const auth = token ? deps.keys.authenticate(token) : null;
+    if (!auth) {
+      deps.audit?.append({
+        kind: "auth", action: "auth.failure", outcome: "denied", client_ip: req.ip, request_id: req.id,
+        error_code: "UNAUTHORIZED", detail: { method: req.method, path: req.url.split("?")[0], reason: token ? "unknown or revoked key" : "missing bearer token" },
+      });
+      return sendError(reply, new PetriError("UNAUTHORIZED", token ? "API key is not valid" : "missing `Authorization: Bearer <key>` header"));
+    }
+    req.auth = auth;
+  });
+
+  app.addHook("onResponse", async (req, reply) => {
+    const action = req.routeOptions.config?.action;
+    if (!action || !req.auth || !deps.audit) return;
+    const params = (req.params ?? {}) as Record<string, string>;
+    const status = reply.statusCode;
+    deps.audit.append({
+      kind: "api", action, outcome: status < 400 ? "success" : status === 401 || status === 403 || status === 404 ? "denied" : "failure",
+      tenant_id: req.auth.tenantId, key_id: req.auth.keyId, sandbox_id: params.id ?? null, exec_id: params.execId ?? null,
+      client_ip: req.ip, request_id: req.id, detail: { method: req.method, route: req.routeOptions.url, status },
+    });
+  });
+
+  app.get("/healthz", {
+    config: { public: true },
+    schema: { summary: "Liveness", security: [], response: { 200: Type.Object({ status: Type.String(), active_runs: Type.Number() }) } },
+  }, async () => ({ status: "ok", active_runs: deps.exec.activeCount() }));
+
+  app.get("/openapi.json", { schema: { hide: true } }, async () => app.swagger());
+
+  app.get("/v1/runtimes", {
+    schema: {
+      summary: "Runtimes this server allows",
+      response: { 200: Type.Object({ default: Type.String(), runtimes: Type.Array(Type.Object({ name: Type.String(), kind: Type.String() })) }) },
+    },
+  }, async () => ({
+    default: deps.defaultRuntime,
+    runtimes: [...deps.runtimes.entries()].map(([name, r]) => ({ name, kind: r.name })),
+  }));
+
+  await app.register(async (scoped) => {
+    await sandboxRoutes(scoped, config, deps);
+    await execRoutes(scoped, config, deps);
+    await adminRoutes(scoped, config, deps);
+    for (const p of deps.plugins ?? []) await p(scoped);
+  });
+  // File routes need their own body parsers (raw bytes and multipart), so they live in a scope
+  // where the JSON/form parsers are not installed.
+  await app.register(async (filesScope) => {
+    filesScope.removeAllContentTypeParsers();
+    filesScope.addContentTypeParser("*", (_req, _payload, done) => done(null));
+    await filesScope.register(multipart, {
+      limits: { fileSize: config.maxUploadBytes, files: 1000, fields: 2000, parts: 3000, fieldSize: 64 * 1024 },
+    });
+    await fileRoutes(filesScope, config, deps);
+  });
+  return app;
+}

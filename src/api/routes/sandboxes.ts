@@ -1,0 +1,44 @@
+import type { FastifyInstance } from "fastify";
+import { Type, type Static } from "@sinclair/typebox";
+import type { Config } from "../../config.js";
+import type { AppDeps } from "../app.js";
+import { CreateSandboxBody, SandboxParams, SandboxSchema, errorResponses } from "../schemas.js";
+
+export async function sandboxRoutes(app: FastifyInstance, _config: Readonly<Config>, deps: AppDeps): Promise<void> {
+  app.post<{ Body: Static<typeof CreateSandboxBody> }>("/v1/sandboxes", {
+    config: { action: "sandbox.create" },
+    schema: {
+      summary: "Create a sandbox (starts no container)",
+      body: CreateSandboxBody,
+      response: { 201: SandboxSchema, ...errorResponses(400, 401, 429) },
+    },
+  }, async (req, reply) => {
+    const sb = deps.sandboxes.create(req.auth, req.body);
+    return reply.code(201).send(sb);
+  });
+
+  app.get<{ Querystring: { limit?: number; cursor?: string } }>("/v1/sandboxes", {
+    schema: {
+      summary: "List sandboxes (paginated, oldest first)",
+      querystring: Type.Object({
+        limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+        cursor: Type.Optional(Type.String({ maxLength: 512 })),
+      }),
+      response: { 200: Type.Object({ items: Type.Array(SandboxSchema), next_cursor: Type.Union([Type.String(), Type.Null()]) }), ...errorResponses(400, 401) },
+    },
+  }, async (req) => deps.sandboxes.list(req.auth, { limit: req.query.limit ?? 100, cursor: req.query.cursor }));
+
+  app.get<{ Params: Static<typeof SandboxParams> }>("/v1/sandboxes/:id", {
+    schema: { summary: "Get a sandbox", params: SandboxParams, response: { 200: SandboxSchema, ...errorResponses(401, 404) } },
+  }, async (req) => deps.sandboxes.get(req.auth, req.params.id));
+
+  app.delete<{ Params: Static<typeof SandboxParams> }>("/v1/sandboxes/:id", {
+    config: { action: "sandbox.delete" },
+    schema: { summary: "Delete a sandbox, its runs and its workspace", params: SandboxParams, response: { 204: Type.Null(), ...errorResponses(401, 404) } },
+  }, async (req, reply) => {
+    const sb = deps.sandboxes.get(req.auth, req.params.id);
+    await deps.exec.cancelSandbox(sb.id);
+    deps.sandboxes.destroy(sb.id);
+    return reply.code(204).send();
+  });
+}

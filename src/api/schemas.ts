@@ -1,0 +1,112 @@
+import { Type, type TSchema } from "@sinclair/typebox";
+
+export const ErrorBody = Type.Object({
+  error: Type.Object({
+    code: Type.String({ description: "Stable error code from the error table" }),
+    message: Type.String(),
+    details: Type.Optional(Type.Object({}, { additionalProperties: true })),
+  }),
+}, { $id: "Error" });
+
+export const LimitsSchema = Type.Object({
+  timeout_ms: Type.Optional(Type.Number({ minimum: 1, description: "Wall-clock timeout of one run, ms" })),
+  memory_mb: Type.Optional(Type.Number({ minimum: 1, description: "Memory, MiB (no swap)" })),
+  cpus: Type.Optional(Type.Number({ exclusiveMinimum: 0, description: "CPU cores" })),
+  pids: Type.Optional(Type.Number({ minimum: 1, description: "Max processes/threads" })),
+  open_files: Type.Optional(Type.Number({ minimum: 1, description: "Max open files per process" })),
+  file_size_mb: Type.Optional(Type.Number({ minimum: 1, description: "Largest file a run may write, MiB" })),
+  workspace_mb: Type.Optional(Type.Number({ minimum: 1, description: "Workspace size quota, MiB" })),
+  output_bytes: Type.Optional(Type.Number({ minimum: 1, description: "Captured bytes per output stream" })),
+}, { additionalProperties: false });
+
+const FullLimits = Type.Object({
+  timeout_ms: Type.Number(), memory_mb: Type.Number(), cpus: Type.Number(), pids: Type.Number(),
+  open_files: Type.Number(), file_size_mb: Type.Number(), workspace_mb: Type.Number(), output_bytes: Type.Number(),
+});
+
+export const SandboxSchema = Type.Object({
+  id: Type.String({ description: "sb_…" }),
+  tenant_id: Type.String(),
+  language: Type.String(),
+  runtime: Type.String(),
+  status: Type.String({ description: "ready (idle, no container) or running (a run is in flight)" }),
+  limits: FullLimits,
+  metadata: Type.Record(Type.String(), Type.String()),
+  created_at: Type.String({ format: "date-time" }),
+  last_active_at: Type.String({ format: "date-time" }),
+  expires_at: Type.String({ format: "date-time" }),
+  idle_timeout_ms: Type.Number(),
+  ttl_ms: Type.Number(),
+});
+
+export const CreateSandboxBody = Type.Object({
+  language: Type.String({ description: "python, node, go, bash" }),
+  runtime: Type.Optional(Type.String({ description: "one of the runtimes the server allows (GET /v1/runtimes)" })),
+  limits: Type.Optional(LimitsSchema),
+  ttl_ms: Type.Optional(Type.Integer({ minimum: 1000, description: "Absolute lifetime, ms" })),
+  idle_timeout_ms: Type.Optional(Type.Integer({ minimum: 1000, description: "Destroyed after this long without activity, ms" })),
+  metadata: Type.Optional(Type.Record(Type.String({ maxLength: 64 }), Type.String({ maxLength: 256 }), { maxProperties: 32 })),
+}, { additionalProperties: false });
+
+export const FileEntrySchema = Type.Object({
+  path: Type.String(),
+  type: Type.String({ description: "file, directory, symlink or other" }),
+  size: Type.Number(),
+  sha256: Type.Optional(Type.String()),
+  mtime: Type.String({ format: "date-time" }),
+});
+
+export const ExecBody = Type.Object({
+  filename: Type.Optional(Type.String({ description: "Workspace file to run" })),
+  code: Type.Optional(Type.String({ description: "Snippet to run (instead of filename)" })),
+  args: Type.Optional(Type.Array(Type.String(), { maxItems: 1000 })),
+  stdin: Type.Optional(Type.String()),
+  env: Type.Optional(Type.Record(Type.String(), Type.String())),
+  timeout_ms: Type.Optional(Type.Integer({ minimum: 1 })),
+  limits: Type.Optional(LimitsSchema),
+  stream: Type.Optional(Type.Boolean({ description: "Stream output as NDJSON events while the run lives" })),
+  detach: Type.Optional(Type.Boolean({ description: "Return 202 at once; fetch the result with GET …/exec/{exec_id}" })),
+}, { additionalProperties: false });
+
+const FileChangesSchema = Type.Object({
+  created: Type.Array(Type.String()),
+  modified: Type.Array(Type.String()),
+  deleted: Type.Array(Type.String()),
+});
+
+export const ExecResultSchema = Type.Object({
+  id: Type.String({ description: "ex_…" }),
+  sandbox_id: Type.String(),
+  status: Type.String({ description: "running, completed, failed, cancelled" }),
+  language: Type.Optional(Type.String()),
+  runtime: Type.Optional(Type.String()),
+  entry: Type.Optional(Type.String()),
+  exit_code: Type.Optional(Type.Union([Type.Integer(), Type.Null()])),
+  signal: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+  stdout: Type.Optional(Type.String()),
+  stderr: Type.Optional(Type.String()),
+  stdout_truncated: Type.Optional(Type.Boolean()),
+  stderr_truncated: Type.Optional(Type.Boolean()),
+  truncated: Type.Optional(Type.Boolean()),
+  duration_ms: Type.Optional(Type.Number()),
+  timed_out: Type.Optional(Type.Boolean()),
+  oom_killed: Type.Optional(Type.Boolean()),
+  cancelled: Type.Optional(Type.Boolean()),
+  cpu_time_ms: Type.Optional(Type.Union([Type.Number(), Type.Null()])),
+  peak_memory_bytes: Type.Optional(Type.Union([Type.Number(), Type.Null()])),
+  files: Type.Optional(FileChangesSchema),
+  workspace_bytes: Type.Optional(Type.Number()),
+  workspace_quota_bytes: Type.Optional(Type.Number()),
+  workspace_quota_exceeded: Type.Optional(Type.Boolean()),
+  error: Type.Optional(Type.Union([Type.Object({ code: Type.String(), message: Type.String() }), Type.Null()])),
+  created_at: Type.Optional(Type.String()),
+  finished_at: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+}, { additionalProperties: true });
+
+export const SandboxParams = Type.Object({ id: Type.String({ maxLength: 64 }) });
+
+export function errorResponses(...statuses: number[]): Record<number, TSchema> {
+  const out: Record<number, TSchema> = {};
+  for (const s of statuses) out[s] = Type.Ref("Error");
+  return out;
+}

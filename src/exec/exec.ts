@@ -1,0 +1,380 @@
+import { EventEmitter } from "node:events";
+import fs from "node:fs";
+import path from "node:path";
+import type { Config, Limits } from "../config.js";
+import type { DB } from "../store/db.js";
+import { PetriError } from "../errors.js";
+import { newId } from "../ids.js";
+import { CACHE_DIR, LANGUAGES, SNIPPET_DIR, substitute } from "./languages.js";
+import { resolveLimits, type Sandbox, type SandboxService } from "../sandboxes/sandboxes.js";
+import { diffSnapshots, type FileChanges, type WorkspaceStore } from "../workspaces/workspaces.js";
+import { parseRelPath } from "../workspaces/paths.js";
+import type { Mount, RunResult, RunSpec, Runtime } from "../runtimes/types.js";
+import type { AuthContext } from "../auth/keys.js";
+
+export interface ExecRequest {
+  filename?: string;
+  code?: string;
+  args?: string[];
+  stdin?: string;
+  env?: Record<string, string>;
+  timeout_ms?: number;
+  limits?: Partial<Limits>;
+}
+
+export type ExecStatus = "running" | "completed" | "failed" | "cancelled";
+
+export interface ExecResult {
+  id: string;
+  sandbox_id: string;
+  status: ExecStatus;
+  language: string;
+  runtime: string;
+  entry: string;
+  exit_code: number | null;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+  stdout_truncated: boolean;
+  stderr_truncated: boolean;
+  truncated: boolean;
+  duration_ms: number;
+  timed_out: boolean;
+  oom_killed: boolean;
+  cancelled: boolean;
+  cpu_time_ms: number | null;
+  peak_memory_bytes: number | null;
+  files: FileChanges;
+  workspace_bytes: number;
+  workspace_quota_bytes: number;
+  workspace_quota_exceeded: boolean;
+  error: { code: string; message: string } | null;
+  created_at: string;
+  finished_at: string | null;
+}
+
+export interface ExecEvents {
+  stdout: [Buffer];
+  stderr: [Buffer];
+  done: [ExecResult];
+}
+
+/** A run in flight: its output can be followed, stdin written, and it can be cancelled. */
+export class RunHandle extends EventEmitter<ExecEvents> {
+  readonly abort = new AbortController();
+  private readonly stdinQueue: (Buffer | null)[] = [];
+  private stdinWake: (() => void) | null = null;
+  stdinOpen: boolean;
+  result: ExecResult | null = null;
+  readonly done: Promise<ExecResult>;
+  resolveDone!: (r: ExecResult) => void;
+  cancelReason: "cancel" | "quota" | "shutdown" | null = null;
+
+  constructor(readonly id: string, readonly sandboxId: string, readonly tenantId: string, interactiveStdin: boolean) {
+    super();
+    this.stdinOpen = interactiveStdin;
+    this.done = new Promise((r) => (this.resolveDone = r));
+  }
+
+  writeStdin(data: Buffer): void {
+    if (!this.stdinOpen) throw new PetriError("EXEC_NOT_RUNNING", "stdin of this run is closed");
+    this.stdinQueue.push(data);
+    this.stdinWake?.();
+  }
+
+  closeStdin(): void {
+    if (!this.stdinOpen) return;
+    this.stdinOpen = false;
+    this.stdinQueue.push(null);
+    this.stdinWake?.();
+  }
+
+  async *stdinIterator(): AsyncGenerator<Buffer> {
+    for (;;) {
+      while (this.stdinQueue.length) {
+        const c = this.stdinQueue.shift()!;
+        if (c === null) return;
+        yield c;
+      }
+      await new Promise<void>((r) => (this.stdinWake = r));
+      this.stdinWake = null;
+    }
+  }
+
+  cancel(reason: "cancel" | "quota" | "shutdown"): void {
+    this.cancelReason ??= reason;
+    this.abort.abort();
+  }
+}
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+const BASE_ENV = { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/tmp", LANG: "C.UTF-8", TMPDIR: "/tmp" };
+
+export interface ExecDeps {
+  db: DB;
+  config: Readonly<Config>;
+  sandboxes: SandboxService;
+  workspaces: WorkspaceStore;
+  runtimes: Map<string, Runtime>;
+  instanceId: string;
+  /** Resolves the rootfs directory of an image, for runtimes that run from one. */
+  rootfsFor: (image: string) => string | undefined;
+  log: { info: (o: object, m?: string) => void; warn: (o: object, m?: string) => void; error: (o: object, m?: string) => void };
+  /** Hook for the audit layer: called when a run starts and ends. */
+  onRunEvent?: (ev: { phase: "start" | "finish"; auth: AuthContext; sandbox: Sandbox; request: ExecRequest; argv: string[]; image: string; result?: ExecResult }) => void;
+}
+
+export class ExecService {
+  private readonly running = new Map<string, RunHandle>();
+
+  constructor(private readonly d: ExecDeps) {}
+
+  activeCount(): number {
+    return this.running.size;
+  }
+
+  /** Validates and starts a run; the returned handle's `done` resolves with the result. */
+  start(auth: AuthContext, sandbox: Sandbox, req: ExecRequest, opts: { interactiveStdin?: boolean } = {}): RunHandle {
+    const { config, workspaces } = this.d;
+    const lang = LANGUAGES[sandbox.language];
+    if (!lang) throw new PetriError("UNKNOWN_LANGUAGE", `unknown language "${sandbox.language}"`);
+    const hasFile = typeof req.filename === "string";
+    const hasCode = typeof req.code === "string";
+    if (hasFile === hasCode) throw new PetriError("VALIDATION_ERROR", "give exactly one of `filename` or `code`");
+    const limits = resolveLimits(sandbox.limits, config.maxLimits, { ...(req.limits ?? {}), ...(req.timeout_ms !== undefined ? { timeout_ms: req.timeout_ms } : {}) });
+    for (const k of Object.keys(req.env ?? {})) {
+      if (!ENV_NAME.test(k)) throw new PetriError("VALIDATION_ERROR", `env name "${k}" is not a valid variable name`);
+    }
+    const runtime = this.d.runtimes.get(sandbox.runtime);
+    if (!runtime) throw new PetriError("RUNTIME_UNAVAILABLE", `runtime "${sandbox.runtime}" is not available on this server`);
+
+    const id = newId("ex");
+    const runDir = path.join(config.dataDir, "runs", id);
+    const mounts: Mount[] = [{ source: workspaces.dirFor(sandbox.id), target: "/workspace", readonly: false }];
+    let argv: string[];
+    let entry: string;
+    if (hasFile) {
+      const parts = parseRelPath(req.filename);
+      entry = parts.join("/");
+      // Refuse early, with a clear error, what the run could not open anyway.
+      const { fd } = (() => {
+        try {
+          return workspaces.openRead(sandbox.id, entry);
+        } catch (e) {
+          if (e instanceof PetriError && e.code === "FILE_NOT_FOUND") {
+            throw new PetriError("FILE_NOT_FOUND", `cannot run ${entry}: no such file in the workspace`);
+          }
+          throw e;
+        }
+      })();
+      fs.closeSync(fd);
+      argv = substitute(lang.file, { file: entry });
+    } else {
+      entry = "<snippet>";
+      if ("filename" in lang.snippet) {
+        fs.mkdirSync(path.join(runDir, "snippet"), { recursive: true, mode: 0o755 });
+        fs.writeFileSync(path.join(runDir, "snippet", lang.snippet.filename), req.code!, { mode: 0o644 });
+        mounts.push({ source: path.join(runDir, "snippet"), target: SNIPPET_DIR, readonly: true });
+        argv = substitute(lang.snippet.argv, { file: `${SNIPPET_DIR}/${lang.snippet.filename}` });
+      } else {
+        argv = substitute(lang.snippet.argv, { code: req.code! });
+      }
+    }
+    argv = [...argv, ...(req.args ?? [])];
+
+    const cacheDir = this.d.sandboxes.cacheDirFor(sandbox.id);
+    fs.mkdirSync(cacheDir, { recursive: true, mode: 0o755 });
+    fs.chownSync(cacheDir, config.sandboxUid, config.sandboxGid);
+    mounts.push({ source: cacheDir, target: CACHE_DIR, readonly: false });
+
+    const image = config.images[sandbox.language] ?? config.images.python;
+    const now = Date.now();
+    const requestRecord = { filename: req.filename ?? null, code_bytes: req.code?.length ?? null, args: req.args ?? [], env_names: Object.keys(req.env ?? {}), limits };
+    this.d.db.prepare("INSERT INTO execs(id, sandbox_id, tenant_id, status, request_json, created_at) VALUES (?, ?, ?, 'running', ?, ?)")
+      .run(id, sandbox.id, auth.tenantId, JSON.stringify(requestRecord), now);
+
+    const handle = new RunHandle(id, sandbox.id, auth.tenantId, Boolean(opts.interactiveStdin));
+    this.running.set(id, handle);
+    this.d.sandboxes.runStarted(sandbox.id);
+    this.d.sandboxes.touch(sandbox.id);
+    this.d.onRunEvent?.({ phase: "start", auth, sandbox, request: req, argv, image });
+
+    const spec: RunSpec = {
+      image,
+      rootfs: this.d.rootfsFor(image),
+      argv,
+      env: { ...BASE_ENV, ...lang.env, ...(req.env ?? {}) },
+      cwd: "/workspace",
+      mounts,
+      limits: {
+        memoryBytes: limits.memory_mb * 1024 * 1024,
+        cpus: limits.cpus,
+        pids: limits.pids,
+        openFiles: limits.open_files,
+        fileSizeBytes: Math.min(limits.file_size_mb, limits.workspace_mb) * 1024 * 1024,
+        tmpfsBytes: config.tmpfsMb * 1024 * 1024,
+      },
+      timeoutMs: limits.timeout_ms,
+      stdin: opts.interactiveStdin ? undefined : req.stdin ?? undefined,
+      stdinStream: opts.interactiveStdin ? handle.stdinIterator() : undefined,
+      outputLimitBytes: limits.output_bytes,
+      uid: config.sandboxUid,
+      gid: config.sandboxGid,
+      labels: {
+        "io.jhansi.petri.managed": "true",
+        "io.jhansi.petri.instance": this.d.instanceId,
+        "io.jhansi.petri.sandbox": sandbox.id,
+        "io.jhansi.petri.exec": id,
+      },
+      signal: handle.abort.signal,
+      onStdout: (b) => handle.emit("stdout", b),
+      onStderr: (b) => handle.emit("stderr", b),
+    };
+    if (opts.interactiveStdin && req.stdin) handle.writeStdin(Buffer.from(req.stdin));
+
+    void this.execute(auth, sandbox, req, handle, runtime, spec, limits, entry, runDir, now);
+    return handle;
+  }
+
+  private async execute(auth: AuthContext, sandbox: Sandbox, req: ExecRequest, handle: RunHandle, runtime: Runtime, spec: RunSpec,
+    limits: Limits, entry: string, runDir: string, createdAt: number): Promise<void> {
+    const { workspaces, config } = this.d;
+    const quotaBytes = limits.workspace_mb * 1024 * 1024;
+    let result: ExecResult;
+    let raw: RunResult | null = null;
+    let error: ExecResult["error"] = null;
+    let quotaHit = false;
+    const before = workspaces.snapshot(sandbox.id);
+    // Disk quota watchdog: a run that grows the workspace past its quota is stopped.
+    const watchdog = setInterval(() => {
+      if (workspaces.usage(sandbox.id) > quotaBytes) {
+        quotaHit = true;
+        handle.cancel("quota");
+      }
+    }, 250);
+    try {
+      raw = await runtime.run(spec);
+    } catch (e) {
+      const msg = (e as Error).message ?? String(e);
+      this.d.log.error({ err: msg, exec: handle.id }, "run failed to start");
+      error = /No such image|not found/i.test(msg)
+        ? { code: "IMAGE_MISSING", message: `image ${spec.image} is not available; run \`petri images build\`` }
+        : { code: "RUNTIME_UNAVAILABLE", message: "the runtime could not start this run" };
+    } finally {
+      clearInterval(watchdog);
+      handle.closeStdin();
+      fs.rmSync(runDir, { recursive: true, force: true });
+    }
+    const after = workspaces.snapshot(sandbox.id);
+    const usage = workspaces.usage(sandbox.id);
+    if (usage > quotaBytes) quotaHit = true;
+    if (quotaHit) {
+      error = { code: "WORKSPACE_QUOTA_EXCEEDED", message: `the run grew the workspace to ${usage} bytes, beyond its quota of ${quotaBytes} bytes${handle.cancelReason === "quota" ? "; the run was stopped" : ""}` };
+    }
+    const cancelled = handle.cancelReason === "cancel" || handle.cancelReason === "shutdown";
+    const stdout = raw?.stdout.toString("utf8") ?? "";
+    const stderr = raw?.stderr.toString("utf8") ?? "";
+    result = {
+      id: handle.id,
+      sandbox_id: sandbox.id,
+      status: raw === null ? "failed" : cancelled ? "cancelled" : "completed",
+      language: sandbox.language,
+      runtime: sandbox.runtime,
+      entry,
+      exit_code: raw?.exitCode ?? null,
+      signal: raw?.signal ?? null,
+      stdout,
+      stderr,
+      stdout_truncated: raw?.stdoutTruncated ?? false,
+      stderr_truncated: raw?.stderrTruncated ?? false,
+      truncated: Boolean(raw?.stdoutTruncated || raw?.stderrTruncated),
+      duration_ms: raw?.durationMs ?? 0,
+      timed_out: raw?.timedOut ?? false,
+      oom_killed: raw?.oomKilled ?? false,
+      cancelled,
+      cpu_time_ms: raw?.cpuTimeMs ?? null,
+      peak_memory_bytes: raw?.peakMemoryBytes ?? null,
+      files: diffSnapshots(before, after),
+      workspace_bytes: usage,
+      workspace_quota_bytes: quotaBytes,
+      workspace_quota_exceeded: quotaHit,
+      error,
+      created_at: new Date(createdAt).toISOString(),
+      finished_at: new Date().toISOString(),
+    };
+    try {
+      this.d.db.prepare("UPDATE execs SET status = ?, result_json = ?, finished_at = ? WHERE id = ?")
+        .run(result.status, JSON.stringify(result), Date.now(), handle.id);
+    } catch (e) {
+      this.d.log.error({ err: (e as Error).message, exec: handle.id }, "could not record run result");
+    }
+    this.running.delete(handle.id);
+    this.d.sandboxes.runEnded(sandbox.id);
+    this.d.sandboxes.touch(sandbox.id);
+    this.d.onRunEvent?.({ phase: "finish", auth, sandbox, request: req, argv: spec.argv, image: spec.image, result });
+    handle.result = result;
+    handle.resolveDone(result);
+    handle.emit("done", result);
+    void config;
+  }
+
+  getHandle(tenantId: string, sandboxId: string, execId: string): RunHandle | undefined {
+    const h = this.running.get(execId);
+    return h && h.tenantId === tenantId && h.sandboxId === sandboxId ? h : undefined;
+  }
+
+  get(auth: AuthContext, sandboxId: string, execId: string): ExecResult | { id: string; sandbox_id: string; status: "running"; created_at: string } {
+    const row = this.d.db.prepare("SELECT * FROM execs WHERE id = ? AND sandbox_id = ? AND tenant_id = ?").get(execId, sandboxId, auth.tenantId) as
+      { id: string; status: string; result_json: string | null; created_at: number } | undefined;
+    if (!row) throw new PetriError("EXEC_NOT_FOUND", `run ${execId} not found`);
+    if (row.result_json) return JSON.parse(row.result_json) as ExecResult;
+    return { id: row.id, sandbox_id: sandboxId, status: "running", created_at: new Date(row.created_at).toISOString() };
+  }
+
+  history(auth: AuthContext, sandboxId: string, opts: { limit: number }): object[] {
+    const rows = this.d.db.prepare("SELECT id, status, result_json, created_at, finished_at, request_json FROM execs WHERE sandbox_id = ? AND tenant_id = ? ORDER BY created_at DESC, id LIMIT ?")
+      .all(sandboxId, auth.tenantId, opts.limit) as { id: string; status: string; result_json: string | null; created_at: number; finished_at: number | null; request_json: string }[];
+    return rows.map((r) => {
+      const res = r.result_json ? (JSON.parse(r.result_json) as ExecResult) : null;
+      const req = JSON.parse(r.request_json) as { filename: string | null };
+      return {
+        id: r.id,
+        status: r.status,
+        entry: req.filename ?? "<snippet>",
+        exit_code: res?.exit_code ?? null,
+        timed_out: res?.timed_out ?? false,
+        oom_killed: res?.oom_killed ?? false,
+        duration_ms: res?.duration_ms ?? null,
+        created_at: new Date(r.created_at).toISOString(),
+        finished_at: r.finished_at ? new Date(r.finished_at).toISOString() : null,
+      };
+    });
+  }
+
+  /** Cancels every run of a sandbox and waits for them to end (used before deleting it). */
+  async cancelSandbox(sandboxId: string): Promise<void> {
+    const hs = [...this.running.values()].filter((h) => h.sandboxId === sandboxId);
+    for (const h of hs) h.cancel("cancel");
+    await Promise.all(hs.map((h) => h.done));
+  }
+
+  async shutdown(): Promise<void> {
+    const hs = [...this.running.values()];
+    for (const h of hs) h.cancel("shutdown");
+    await Promise.all(hs.map((h) => h.done));
+  }
+
+  /** Runs left "running" by a crash are closed with a clear status, never silently dropped. */
+  recoverInterrupted(): number {
+    const rows = this.d.db.prepare("SELECT id, sandbox_id, created_at FROM execs WHERE status = 'running'").all() as { id: string; sandbox_id: string; created_at: number }[];
+    for (const r of rows) {
+      const result = {
+        id: r.id, sandbox_id: r.sandbox_id, status: "failed", exit_code: null, signal: null, stdout: "", stderr: "",
+        error: { code: "INTERNAL", message: "the server stopped while this run was in progress; its container was removed" },
+        created_at: new Date(r.created_at).toISOString(), finished_at: new Date().toISOString(),
+      };
+      this.d.db.prepare("UPDATE execs SET status = 'failed', result_json = ?, finished_at = ? WHERE id = ?").run(JSON.stringify(result), Date.now(), r.id);
+    }
+    return rows.length;
+  }
+}

@@ -1,0 +1,68 @@
+/**
+ * A language is data, not a code path: adding one is an entry here plus an image that has its
+ * toolchain. `{file}` and `{code}` are substituted into argv; `args` are appended.
+ */
+export interface Language {
+  name: string;
+  /** Extensions the language's entry files usually have (informational; any file may be run). */
+  extensions: string[];
+  /** argv to run a workspace file. */
+  file: string[];
+  /**
+   * How to run a snippet: inline through argv (`{code}`), or written to a read-only file
+   * mounted into the run (for toolchains that need a file, like Go).
+   */
+  snippet: { argv: string[] } | { filename: string; argv: string[] };
+  /** Extra environment for this language. */
+  env: Record<string, string>;
+  /** How dependencies are declared (documented for users; installed by the code itself offline). */
+  dependencies: string;
+}
+
+export const SNIPPET_DIR = "/petri/snippet";
+export const CACHE_DIR = "/cache";
+
+export const LANGUAGES: Readonly<Record<string, Language>> = Object.freeze({
+  python: {
+    name: "python",
+    extensions: [".py"],
+    file: ["python3", "{file}"],
+    snippet: { argv: ["python3", "-c", "{code}"] },
+    // Byte-code caches would otherwise show up as workspace changes after every run.
+    env: { PYTHONDONTWRITEBYTECODE: "1", PYTHONUNBUFFERED: "1", PYTHONPATH: "/workspace" },
+    dependencies: "modules in the workspace (import lib.util from lib/util.py); Debian's python3 packages baked into the image",
+  },
+  node: {
+    name: "node",
+    extensions: [".js", ".mjs", ".cjs"],
+    file: ["node", "{file}"],
+    snippet: { argv: ["node", "-e", "{code}"] },
+    env: { NODE_PATH: "/workspace/node_modules:/usr/share/nodejs" },
+    dependencies: "node_modules/ in the workspace (uploaded), or Debian's node-* packages in the image",
+  },
+  go: {
+    name: "go",
+    extensions: [".go"],
+    file: ["go", "run", "{file}"],
+    snippet: { filename: "main.go", argv: ["go", "run", "{file}"] },
+    // The build cache lives in a per-sandbox cache directory, so a second run of an unchanged
+    // program reuses compiled packages. No network: modules must be vendored in the workspace.
+    env: {
+      GOCACHE: `${CACHE_DIR}/go-build`, GOPATH: `${CACHE_DIR}/gopath`, GOTMPDIR: "/tmp", GOFLAGS: "-buildvcs=false",
+      GOPROXY: "off", GOTOOLCHAIN: "local", GO111MODULE: "auto", CGO_ENABLED: "0",
+    },
+    dependencies: "a go.mod with vendored modules in the workspace (no network during runs)",
+  },
+  bash: {
+    name: "bash",
+    extensions: [".sh", ".bash"],
+    file: ["bash", "{file}"],
+    snippet: { argv: ["bash", "-c", "{code}"] },
+    env: {},
+    dependencies: "the image's tools",
+  },
+});
+
+export function substitute(argv: string[], vars: { file?: string; code?: string }): string[] {
+  return argv.map((a) => (a === "{file}" ? vars.file ?? a : a === "{code}" ? vars.code ?? a : a));
+}

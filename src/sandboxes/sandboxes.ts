@@ -1,0 +1,192 @@
+import fs from "node:fs";
+import path from "node:path";
+import type { Config, Limits } from "../config.js";
+import { LIMIT_KEYS } from "../config.js";
+import type { DB } from "../store/db.js";
+import { PetriError } from "../errors.js";
+import { newId } from "../ids.js";
+import { LANGUAGES } from "../exec/languages.js";
+import type { WorkspaceStore } from "../workspaces/workspaces.js";
+import type { AuthContext } from "../auth/keys.js";
+
+export interface Sandbox {
+  id: string;
+  tenant_id: string;
+  language: string;
+  runtime: string;
+  status: "ready" | "running";
+  limits: Limits;
+  metadata: Record<string, string>;
+  created_at: string;
+  last_active_at: string;
+  expires_at: string;
+  idle_timeout_ms: number;
+  ttl_ms: number;
+}
+
+export interface CreateSandboxInput {
+  language: string;
+  runtime?: string;
+  limits?: Partial<Limits>;
+  ttl_ms?: number;
+  idle_timeout_ms?: number;
+  metadata?: Record<string, string>;
+}
+
+interface Row {
+  id: string; tenant_id: string; language: string; runtime: string; status: string;
+  limits_json: string; metadata_json: string; created_at: number; last_active_at: number;
+  idle_timeout_ms: number; ttl_ms: number; expires_at: number;
+}
+
+/** Merges client limits into a base, refusing anything above the server's maximum. */
+export function resolveLimits(base: Readonly<Limits>, max: Readonly<Limits>, req: Partial<Limits> | undefined): Limits {
+  const out: Limits = { ...base };
+  if (!req) return out;
+  for (const k of Object.keys(req) as (keyof Limits)[]) {
+    if (!LIMIT_KEYS.includes(k)) throw new PetriError("VALIDATION_ERROR", `unknown limit "${k}"`);
+    const v = req[k];
+    if (v === undefined) continue;
+    if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) throw new PetriError("VALIDATION_ERROR", `limit ${k} must be a positive number`);
+    if (v > max[k]) throw new PetriError("LIMIT_ABOVE_MAXIMUM", `limit ${k}=${v} is above the server maximum of ${max[k]}`, { limit: k, maximum: max[k] });
+    out[k] = k === "cpus" ? v : Math.floor(v);
+  }
+  return out;
+}
+
+export class SandboxService {
+  /** Sandboxes with runs in flight, so status can say "running" and deletes can cancel them. */
+  private readonly active = new Map<string, number>();
+
+  constructor(
+    private readonly db: DB,
+    private readonly config: Readonly<Config>,
+    private readonly workspaces: WorkspaceStore,
+    private readonly runtimeNames: () => string[],
+    private readonly defaultRuntime: () => string,
+  ) {}
+
+  private toApi(r: Row): Sandbox {
+    return {
+      id: r.id,
+      tenant_id: r.tenant_id,
+      language: r.language,
+      runtime: r.runtime,
+      status: (this.active.get(r.id) ?? 0) > 0 ? "running" : "ready",
+      limits: JSON.parse(r.limits_json),
+      metadata: JSON.parse(r.metadata_json),
+      created_at: new Date(r.created_at).toISOString(),
+      last_active_at: new Date(r.last_active_at).toISOString(),
+      expires_at: new Date(r.expires_at).toISOString(),
+      idle_timeout_ms: r.idle_timeout_ms,
+      ttl_ms: r.ttl_ms,
+    };
+  }
+
+  create(auth: AuthContext, input: CreateSandboxInput): Sandbox {
+    if (!Object.hasOwn(LANGUAGES, input.language)) {
+      throw new PetriError("UNKNOWN_LANGUAGE", `unknown language "${input.language}"; known: ${Object.keys(LANGUAGES).join(", ")}`);
+    }
+    const runtime = input.runtime ?? this.defaultRuntime();
+    if (!this.runtimeNames().includes(runtime)) {
+      throw new PetriError("UNKNOWN_RUNTIME", `runtime "${runtime}" is not available on this server; available: ${this.runtimeNames().join(", ")}`);
+    }
+    const limits = resolveLimits(this.config.defaultLimits, this.config.maxLimits, input.limits);
+    const ttl = input.ttl_ms ?? this.config.sandboxTtlMs;
+    const idle = input.idle_timeout_ms ?? this.config.sandboxIdleTimeoutMs;
+    if (ttl > this.config.sandboxTtlMs) {
+      throw new PetriError("LIMIT_ABOVE_MAXIMUM", `ttl_ms=${ttl} is above the server maximum of ${this.config.sandboxTtlMs}`);
+    }
+    if (idle > this.config.sandboxTtlMs) {
+      throw new PetriError("LIMIT_ABOVE_MAXIMUM", `idle_timeout_ms=${idle} is above the server maximum of ${this.config.sandboxTtlMs}`);
+    }
+    const id = newId("sb");
+    const now = Date.now();
+    const expires = Math.min(now + ttl, now + idle);
+    this.workspaces.create(id);
+    try {
+      this.db.prepare(`INSERT INTO sandboxes(id, tenant_id, language, runtime, status, limits_json, metadata_json,
+        created_at, last_active_at, idle_timeout_ms, ttl_ms, expires_at) VALUES (?, ?, ?, ?, 'ready', ?, ?, ?, ?, ?, ?, ?)`)
+        .run(id, auth.tenantId, input.language, runtime, JSON.stringify(limits), JSON.stringify(input.metadata ?? {}), now, now, idle, ttl, expires);
+    } catch (e) {
+      this.workspaces.destroy(id);
+      throw e;
+    }
+    return this.get(auth, id);
+  }
+
+  /** Another tenant's sandbox is indistinguishable from one that does not exist. */
+  get(auth: AuthContext, id: string): Sandbox {
+    const r = this.db.prepare("SELECT * FROM sandboxes WHERE id = ? AND tenant_id = ?").get(id, auth.tenantId) as Row | undefined;
+    if (!r) throw new PetriError("SANDBOX_NOT_FOUND", `sandbox ${id} not found`);
+    return this.toApi(r);
+  }
+
+  list(auth: AuthContext, opts: { limit: number; cursor?: string }): { items: Sandbox[]; next_cursor: string | null } {
+    let after: [number, string] = [-1, ""];
+    if (opts.cursor) {
+      try {
+        const [t, id] = JSON.parse(Buffer.from(opts.cursor, "base64url").toString("utf8"));
+        if (typeof t !== "number" || typeof id !== "string") throw new Error();
+        after = [t, id];
+      } catch {
+        throw new PetriError("VALIDATION_ERROR", "cursor is not valid");
+      }
+    }
+    const rows = this.db.prepare(`SELECT * FROM sandboxes WHERE tenant_id = ? AND (created_at > ? OR (created_at = ? AND id > ?))
+      ORDER BY created_at, id LIMIT ?`).all(auth.tenantId, after[0], after[0], after[1], opts.limit + 1) as Row[];
+    const more = rows.length > opts.limit;
+    const page = rows.slice(0, opts.limit);
+    const last = page[page.length - 1];
+    return {
+      items: page.map((r) => this.toApi(r)),
+      next_cursor: more && last ? Buffer.from(JSON.stringify([last.created_at, last.id])).toString("base64url") : null,
+    };
+  }
+
+  count(): number {
+    return (this.db.prepare("SELECT COUNT(*) AS n FROM sandboxes").get() as { n: number }).n;
+  }
+
+  /** Activity pushes the idle expiry out, never past the sandbox's absolute TTL. */
+  touch(id: string): void {
+    const now = Date.now();
+    this.db.prepare(`UPDATE sandboxes SET last_active_at = ?, expires_at = MIN(created_at + ttl_ms, ? + idle_timeout_ms) WHERE id = ?`).run(now, now, id);
+  }
+
+  runStarted(id: string): void {
+    this.active.set(id, (this.active.get(id) ?? 0) + 1);
+  }
+
+  runEnded(id: string): void {
+    const n = (this.active.get(id) ?? 1) - 1;
+    if (n <= 0) this.active.delete(id);
+    else this.active.set(id, n);
+  }
+
+  cacheDirFor(id: string): string {
+    return path.join(this.config.cacheRoot, id);
+  }
+
+  /** Removes the sandbox, its workspace, its caches and its run records. */
+  destroy(id: string): void {
+    this.db.transaction(() => {
+      this.db.prepare("DELETE FROM execs WHERE sandbox_id = ?").run(id);
+      this.db.prepare("DELETE FROM sandboxes WHERE id = ?").run(id);
+    })();
+    this.workspaces.destroy(id);
+    fs.rmSync(this.cacheDirFor(id), { recursive: true, force: true });
+  }
+
+  expired(now = Date.now()): string[] {
+    return (this.db.prepare("SELECT id FROM sandboxes WHERE expires_at <= ?").all(now) as { id: string }[]).map((r) => r.id);
+  }
+
+  allIds(): Set<string> {
+    return new Set((this.db.prepare("SELECT id FROM sandboxes").all() as { id: string }[]).map((r) => r.id));
+  }
+
+  tenantOf(id: string): string | undefined {
+    return (this.db.prepare("SELECT tenant_id FROM sandboxes WHERE id = ?").get(id) as { tenant_id: string } | undefined)?.tenant_id;
+  }
+}
