@@ -95,7 +95,6 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps): Promise
     bodyLimit: 10 * 1024 * 1024,
     genReqId: () => `req_${Math.random().toString(36).slice(2, 12)}${Date.now().toString(36)}`,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: "array", allErrors: false } },
-    disableRequestLogging: false,
   });
   app.decorateRequest("auth", null as unknown as AuthContext);
 

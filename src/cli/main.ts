@@ -78,6 +78,19 @@ async function serve(): Promise<number> {
   }
   await server.app.listen({ host: config.host, port: config.port });
   log.info({ host: config.host, port: config.port, runtimes: [...server.runtimes.keys()] }, "petri is ready");
+  const base = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${config.port}`;
+  const keyLine = server.bootstrap.file ? `KEY=$(cat ${server.bootstrap.file})` : "KEY=$PETRI_ADMIN_TOKEN";
+  process.stderr.write(`
+Petri is serving on ${base}. Try it:
+
+  ${keyLine}
+  SB=$(curl -s -X POST ${base}/v1/sandboxes -H "Authorization: Bearer $KEY" -d '{"language": "python"}' | sed 's/.*"id":"\\([^"]*\\)".*/\\1/')
+  echo 'print("hello from isolation")' > main.py
+  curl -s -X POST ${base}/v1/sandboxes/$SB/files -H "Authorization: Bearer $KEY" -F "file=@main.py"
+  curl -s -X POST ${base}/v1/sandboxes/$SB/exec -H "Authorization: Bearer $KEY" -d '{"filename": "main.py"}'
+  curl -s -X DELETE ${base}/v1/sandboxes/$SB -H "Authorization: Bearer $KEY"
+
+`);
   let closing = false;
   const stop = async (sig: string) => {
     if (closing) return;

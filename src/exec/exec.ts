@@ -245,13 +245,24 @@ export class ExecService {
     let error: ExecResult["error"] = null;
     let quotaHit = false;
     const before = workspaces.snapshot(sandbox.id);
-    // Disk quota watchdog: a run that grows the workspace past its quota is stopped.
-    const watchdog = setInterval(() => {
-      if (workspaces.usage(sandbox.id) > quotaBytes) {
-        quotaHit = true;
-        handle.cancel("quota");
+    const startUsage = [...before.values()].reduce((a, e) => a + (e.type === "file" ? e.size : 0), 0);
+    // Disk quota watchdog: a run that grows the workspace past its quota is stopped. A workspace
+    // already over quota (uploads refused) may still be cleaned up by a run, so only growth
+    // beyond max(quota, usage at start) counts. The poll interval adapts to the cost of a walk.
+    const limitBytes = Math.max(quotaBytes, startUsage);
+    let stopWatch = false;
+    const watch = (async () => {
+      while (!stopWatch) {
+        const t0 = performance.now();
+        if (workspaces.usage(sandbox.id) > limitBytes) {
+          quotaHit = true;
+          handle.cancel("quota");
+          return;
+        }
+        const cost = performance.now() - t0;
+        await new Promise((r) => setTimeout(r, Math.max(50, cost * 10)));
       }
-    }, 250);
+    })();
     try {
       raw = await runtime.run(spec);
     } catch (e) {
@@ -261,13 +272,14 @@ export class ExecService {
         ? { code: "IMAGE_MISSING", message: `image ${spec.image} is not available; run \`petri images build\`` }
         : { code: "RUNTIME_UNAVAILABLE", message: "the runtime could not start this run" };
     } finally {
-      clearInterval(watchdog);
+      stopWatch = true;
+      await watch;
       handle.closeStdin();
       fs.rmSync(runDir, { recursive: true, force: true });
     }
     const after = workspaces.snapshot(sandbox.id);
     const usage = workspaces.usage(sandbox.id);
-    if (usage > quotaBytes) quotaHit = true;
+    if (usage > limitBytes) quotaHit = true;
     if (quotaHit) {
       error = { code: "WORKSPACE_QUOTA_EXCEEDED", message: `the run grew the workspace to ${usage} bytes, beyond its quota of ${quotaBytes} bytes${handle.cancelReason === "quota" ? "; the run was stopped" : ""}` };
     }

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Idempotent set-up of everything Petri and its tests need on a Debian machine, as root:
+# Debian packages (Docker engine, OCI runtimes, bubblewrap, mmdebstrap, PostgreSQL, rsyslog),
+# the Docker daemon with Petri's OCI runtimes registered, npm packages, the build, and the
+# runtime image. Each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup.sh must run as root (it installs packages and starts dockerd)" >&2
+  exit 1
+fi
+
+PACKAGES=(docker.io crun runsc bubblewrap mmdebstrap debootstrap uidmap iproute2 openssl ca-certificates
+          postgresql rsyslog rsyslog-gnutls python3 python3-pytest)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian starts the packaged PostgreSQL cluster and rsyslog only under systemd; Petri's tests
+# start their own instances, so nothing else is needed here.
+
+# Register the OCI runtimes Petri can use. gVisor's ptrace platform works without KVM; with
+# Docker's "none" network it must not try to set up its own netstack.
+node scripts/docker-daemon-json.mjs /etc/docker/daemon.json
+./scripts/cgroups-for-crun.sh || log "crun: could not adjust cgroups (crun stays unavailable; runc and runsc still work)"
+
+if ! docker info >/dev/null 2>&1; then
+  log "starting dockerd"
+  mkdir -p /var/log
+  setsid dockerd >/var/log/dockerd.log 2>&1 < /dev/null &
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { tail -20 /var/log/dockerd.log >&2; echo "dockerd did not start" >&2; exit 1; }
+elif ! docker info --format '{{json .Runtimes}}' | grep -q runsc; then
+  log "reloading dockerd so it sees the runtimes in /etc/docker/daemon.json"
+  pkill -HUP -x dockerd || true
+  sleep 1
+fi
+
+stamp=node_modules/.petri-lock-sha
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  log "installing npm packages"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$want" > "$stamp"
+fi
+log "building"
+npm run --silent build
+
+node bin/petri.js images build

@@ -1,0 +1,71 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import pino from "pino";
+import Docker from "dockerode";
+import { loadConfig } from "../src/config.js";
+import { createServer, LABEL_INSTANCE, type PetriServer } from "../src/server.js";
+
+export interface TestServer {
+  url: string;
+  adminKey: string;
+  server: PetriServer;
+  dataDir: string;
+  /** fetch with the admin key (or another) and JSON handling. */
+  api: (method: string, p: string, opts?: { body?: unknown; key?: string | null; headers?: Record<string, string>; raw?: RequestInit["body"] }) => Promise<{ status: number; json: any; text: string; headers: Headers }>;
+  close: () => Promise<void>;
+}
+
+export const docker = new Docker();
+
+export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "petri-test-"));
+  const adminKey = `pk_test_${Math.random().toString(36).slice(2)}${Date.now().toString(36)}`;
+  const config = loadConfig({ PETRI_DATA_DIR: dataDir, PETRI_ADMIN_TOKEN: adminKey, PETRI_PORT: "0", PETRI_LOG_LEVEL: "silent", ...env });
+  const server = await createServer(config, { logger: pino({ level: "silent" }) });
+  await server.app.listen({ host: "127.0.0.1", port: 0 });
+  const addr = server.app.server.address();
+  const url = `http://127.0.0.1:${typeof addr === "object" && addr ? addr.port : 0}`;
+  const api: TestServer["api"] = async (method, p, opts = {}) => {
+    const headers: Record<string, string> = { ...(opts.headers ?? {}) };
+    const key = opts.key === undefined ? adminKey : opts.key;
+    if (key !== null) headers.authorization = `Bearer ${key}`;
+    let body: RequestInit["body"] = opts.raw;
+    if (opts.body !== undefined) {
+      body = typeof opts.body === "string" ? opts.body : JSON.stringify(opts.body);
+      headers["content-type"] ??= "application/json";
+    }
+    const res = await fetch(url + p, { method, headers, body });
+    const text = await res.text();
+    let json: any = undefined;
+    try { json = JSON.parse(text); } catch { /* not JSON */ }
+    return { status: res.status, json, text, headers: res.headers };
+  };
+  return {
+    url, adminKey, server, dataDir, api,
+    close: async () => {
+      await server.close();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Containers this server's instance has in the engine (running or not). */
+export async function containersOf(instanceId: string): Promise<number> {
+  const list = await docker.listContainers({ all: true, filters: { label: [`${LABEL_INSTANCE}=${instanceId}`] } });
+  return list.length;
+}
+
+export async function createSandbox(t: TestServer, body: Record<string, unknown> = { language: "python" }, key?: string): Promise<string> {
+  const r = await t.api("POST", "/v1/sandboxes", { body, key });
+  if (r.status !== 201) throw new Error(`create sandbox: ${r.status} ${r.text}`);
+  return r.json.id as string;
+}
+
+export async function putFile(t: TestServer, sb: string, p: string, content: string | Buffer, key?: string) {
+  return t.api("PUT", `/v1/sandboxes/${sb}/files/${p}`, { raw: content as unknown as RequestInit["body"], key, headers: { "content-type": "application/octet-stream" } });
+}
+
+export async function exec(t: TestServer, sb: string, body: Record<string, unknown>, key?: string) {
+  return t.api("POST", `/v1/sandboxes/${sb}/exec`, { body, key });
+}

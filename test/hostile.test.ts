@@ -1,0 +1,196 @@
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import { startTestServer, createSandbox, putFile, exec, containersOf, type TestServer } from "./helpers.js";
+
+/**
+ * Hostile code: each case must be contained, come back with a clear result, and leave the
+ * server answering /healthz while it runs.
+ */
+describe("hostile code is contained", () => {
+  let t: TestServer;
+  let sb: string;
+  before(async () => {
+    t = await startTestServer({ PETRI_DEFAULT_TIMEOUT_MS: "10000" });
+    sb = await createSandbox(t, { language: "python", limits: { memory_mb: 128, pids: 64, workspace_mb: 20 } });
+  });
+  after(async () => {
+    const left = await containersOf(t.server.instanceId);
+    await t.close();
+    assert.equal(left, 0, "no container may be left behind");
+  });
+
+  /** Runs `body` while polling /healthz; every health answer must be 200 and prompt. */
+  async function whileHealthy<T>(run: () => Promise<T>): Promise<T> {
+    let done = false;
+    let worst = 0;
+    let checks = 0;
+    const poll = (async () => {
+      while (!done) {
+        const t0 = performance.now();
+        const h = await fetch(`${t.url}/healthz`);
+        assert.equal(h.status, 200);
+        worst = Math.max(worst, performance.now() - t0);
+        checks++;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+    try {
+      return await run();
+    } finally {
+      done = true;
+      await poll;
+      assert.ok(checks > 0);
+      // Generous: this is liveness under load, not a benchmark.
+      assert.ok(worst < 2000, `healthz took ${worst} ms during a hostile run`);
+    }
+  }
+
+  it("fork bomb: stopped by the pids limit, the run returns", async () => {
+    const r = await whileHealthy(() => exec(t, sb, {
+      code: "import os\nn = 0\ntry:\n    while True:\n        if os.fork() == 0:\n            import time; time.sleep(30)\n        n += 1\nexcept OSError as e:\n    print('fork failed after', n, e.errno)\n",
+      timeout_ms: 8000,
+    }));
+    assert.equal(r.status, 200, r.text);
+    assert.match(r.json.stdout, /fork failed after \d+ 11/);
+    assert.ok(Number(/after (\d+)/.exec(r.json.stdout)![1]) < 64);
+  });
+
+  it("memory hog: oom_killed", async () => {
+    const r = await whileHealthy(() => exec(t, sb, { code: "x = []\nwhile True:\n    x.append(bytearray(16 << 20))\n" }));
+    assert.equal(r.json.oom_killed, true, r.text);
+    assert.equal(r.json.exit_code, null);
+    assert.equal(r.json.signal, "SIGKILL");
+    assert.ok(r.json.peak_memory_bytes >= 100 * 1024 * 1024, `peak ${r.json.peak_memory_bytes}`);
+  });
+
+  it("infinite loop: timed_out, and everything it started is killed", async () => {
+    const r = await whileHealthy(() => exec(t, sb, {
+      code: "import subprocess\nsubprocess.Popen(['sleep', '1000'])\nwhile True:\n    pass\n",
+      timeout_ms: 1500,
+    }));
+    assert.equal(r.json.timed_out, true, r.text);
+    assert.equal(r.json.signal, "SIGKILL");
+    assert.ok(r.json.duration_ms >= 1400 && r.json.duration_ms < 10000, `duration ${r.json.duration_ms}`);
+    assert.equal(await containersOf(t.server.instanceId), 0);
+  });
+
+  it("output flood: truncated at the cap", async () => {
+    const r = await whileHealthy(() => exec(t, sb, {
+      code: "import sys\nfor _ in range(200000):\n    sys.stdout.write('x' * 1000)\nsys.stderr.write('e' * 10)\n",
+      limits: { output_bytes: 65536 },
+    }));
+    assert.equal(r.json.exit_code, 0, r.text.slice(0, 300));
+    assert.equal(r.json.stdout.length, 65536);
+    assert.equal(r.json.stdout_truncated, true);
+    assert.equal(r.json.truncated, true);
+    assert.equal(r.json.stderr, "eeeeeeeeee");
+    assert.equal(r.json.stderr_truncated, false);
+  });
+
+  it("network access fails", async () => {
+    const r = await exec(t, sb, {
+      code: [
+        "import socket",
+        "for host, port in [('1.1.1.1', 53), ('127.0.0.1', 22), ('localhost', 80)]:",
+        "    try:",
+        "        socket.create_connection((host, port), timeout=2)",
+        "        print('CONNECTED', host)",
+        "    except OSError as e:",
+        "        print('refused', host, type(e).__name__)",
+        "print(sorted(n for _, n in socket.if_nameindex()))",
+      ].join("\n"),
+    });
+    assert.doesNotMatch(r.json.stdout, /CONNECTED/, r.text);
+    assert.match(r.json.stdout, /refused 1\.1\.1\.1/);
+    assert.match(r.json.stdout, /\['lo'\]/, "only a loopback interface exists");
+  });
+
+  it("host files are not visible", async () => {
+    const marker = `/root/petri-host-secret-${Date.now()}`;
+    fs.writeFileSync(marker, "host secret");
+    try {
+      const r = await exec(t, sb, {
+        code: `import os\nfor p in ['${marker}', '${t.dataDir}/petri.db', '/etc/shadow']:\n    try:\n        print(p, open(p).read()[:20])\n    except Exception as e:\n        print(p, 'ERR', type(e).__name__)\nprint(os.listdir('/workspace'))\n`,
+      });
+      assert.doesNotMatch(r.json.stdout, /host secret/, r.text);
+      assert.match(r.json.stdout, new RegExp(`${marker} ERR`));
+      assert.match(r.json.stdout, /petri\.db ERR/);
+      assert.match(r.json.stdout, /\/etc\/shadow ERR PermissionError/);
+    } finally {
+      fs.rmSync(marker, { force: true });
+    }
+  });
+
+  it("cannot write outside /workspace, has no capabilities, is not root", async () => {
+    const r = await exec(t, sb, {
+      code: "import os\nfor p in ['/etc/x', '/usr/x', '/x', '/cache/../etc/y']:\n    try:\n        open(p, 'w').write('x'); print('WROTE', p)\n    except OSError as e:\n        print('no', p, e.errno)\nprint('uid', os.getuid())\nprint([l for l in open('/proc/self/status') if l.startswith(('CapEff', 'NoNewPrivs'))])\n",
+    });
+    assert.doesNotMatch(r.json.stdout, /WROTE/, r.text);
+    assert.match(r.json.stdout, /uid 1000/);
+    assert.match(r.json.stdout, /CapEff:\\t0000000000000000/);
+    assert.match(r.json.stdout, /NoNewPrivs:\\t1/);
+  });
+
+  it("a symlink to /etc/passwd planted in the workspace is refused by download, list and upload", async () => {
+    const r = await exec(t, sb, { code: "import os\nos.symlink('/etc/passwd', 'passwd')\nos.symlink('/etc', 'etcdir')\n" });
+    assert.equal(r.json.exit_code, 0, r.text);
+    assert.deepEqual(r.json.files.created, ["etcdir", "passwd"]);
+    const dl = await t.api("GET", `/v1/sandboxes/${sb}/files/passwd`);
+    assert.equal(dl.status, 400);
+    assert.equal(dl.json.error.code, "SYMLINK_REFUSED");
+    assert.doesNotMatch(dl.text, /root:x:0/);
+    const through = await t.api("GET", `/v1/sandboxes/${sb}/files/etcdir/passwd`);
+    assert.equal(through.status, 400);
+    assert.doesNotMatch(through.text, /root:x:0/);
+    const list = await t.api("GET", `/v1/sandboxes/${sb}/files?path=etcdir`);
+    assert.equal(list.status, 400, "listing through a symlinked directory is refused");
+    const all = await t.api("GET", `/v1/sandboxes/${sb}/files`);
+    const link = all.json.files.find((f: { path: string }) => f.path === "passwd");
+    assert.equal(link.type, "symlink");
+    assert.equal(link.sha256, undefined);
+    assert.ok(!all.json.files.some((f: { path: string }) => f.path.startsWith("etcdir/")), "symlinked dir is not descended into");
+    const hostPasswd = fs.readFileSync("/etc/passwd", "utf8");
+    const up = await putFile(t, sb, "etcdir/evil", "pwned");
+    assert.equal(up.status, 400, up.text);
+    assert.equal(fs.existsSync("/etc/evil"), false);
+    const over = await putFile(t, sb, "passwd", "replaced");
+    assert.equal(over.status, 201, "writing over a symlink replaces the link itself");
+    assert.equal(fs.readFileSync("/etc/passwd", "utf8"), hostPasswd, "host /etc/passwd untouched");
+    assert.equal((await t.api("GET", `/v1/sandboxes/${sb}/files/passwd`)).text, "replaced");
+    assert.equal((await t.api("DELETE", `/v1/sandboxes/${sb}/files/etcdir`)).status, 204);
+    assert.ok(fs.existsSync("/etc/passwd"), "deleting the link does not touch its target");
+    await t.api("DELETE", `/v1/sandboxes/${sb}/files/passwd`);
+  });
+
+  it("a FIFO planted in the workspace cannot hang a download", async () => {
+    await exec(t, sb, { code: "import os\nos.mkfifo('pipe')\n" });
+    const r = await t.api("GET", `/v1/sandboxes/${sb}/files/pipe`);
+    assert.equal(r.status, 400);
+    assert.equal(r.json.error.code, "NOT_A_FILE");
+    await t.api("DELETE", `/v1/sandboxes/${sb}/files/pipe`);
+  });
+
+  it("a run that fills the disk is stopped at the workspace quota and says so", async () => {
+    const r = await whileHealthy(() => exec(t, sb, {
+      code: "i = 0\nwhile True:\n    with open(f'fill{i}.bin', 'wb') as f:\n        f.write(b'\\0' * (1 << 20))\n    i += 1\n",
+      timeout_ms: 20000,
+    }));
+    assert.equal(r.json.workspace_quota_exceeded, true, r.text);
+    assert.equal(r.json.error.code, "WORKSPACE_QUOTA_EXCEEDED");
+    assert.equal(r.json.timed_out, false, "stopped by the quota watchdog, not the timeout");
+    // Further uploads are refused until space is freed.
+    const up = await putFile(t, sb, "more.txt", "x".repeat(1024));
+    assert.equal(up.status, 413);
+    assert.equal(up.json.error.code, "WORKSPACE_QUOTA_EXCEEDED");
+    // /tmp is a small tmpfs: filling it fails inside the run, never on the host.
+    const tmp = await exec(t, sb, { code: "import os\nos.system('rm -f /workspace/fill*')\ntry:\n    for i in range(20):\n        with open(f'/tmp/big{i}','wb') as f:\n            for _ in range(10):\n                f.write(b'0' * (1 << 20))\nexcept OSError as e:\n    print('tmp full', e.errno)\n" });
+    assert.match(tmp.json.stdout, /tmp full 28/, tmp.text);
+    assert.equal((await putFile(t, sb, "more.txt", "ok")).status, 201);
+  });
+
+  it("a file larger than the file-size limit cannot be written", async () => {
+    const r = await exec(t, sb, { code: "import signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\ntry:\n    open('big.bin','wb').write(b'0' * (3 << 20))\nexcept OSError as e:\n    print('EFBIG', e.errno)\n", limits: { file_size_mb: 2 } });
+    assert.match(r.json.stdout, /EFBIG 27/, r.text);
+  });
+});
