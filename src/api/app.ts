@@ -1,6 +1,8 @@
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import multipart from "@fastify/multipart";
 import swagger from "@fastify/swagger";
+import { Ajv } from "ajv";
+import addFormatsModule from "ajv-formats";
 import { Type } from "@sinclair/typebox";
 import type { Logger } from "pino";
 import type { Config } from "../config.js";
@@ -94,9 +96,14 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps): Promise
     loggerInstance: deps.logger as unknown as FastifyBaseLogger,
     bodyLimit: 10 * 1024 * 1024,
     genReqId: () => `req_${Math.random().toString(36).slice(2, 12)}${Date.now().toString(36)}`,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: "array", allErrors: false } },
   });
   app.decorateRequest("auth", null as unknown as AuthContext);
+  // Query strings and path params are text and need coercing ("?limit=2"); JSON bodies must
+  // not be coerced, or {"language": 7} would quietly become "7".
+  const addFormats = addFormatsModule as unknown as (a: Ajv) => Ajv;
+  const strict = addFormats(new Ajv({ coerceTypes: false, useDefaults: true, removeAdditional: false, allErrors: false, strict: false }));
+  const coercing = addFormats(new Ajv({ coerceTypes: "array", useDefaults: true, removeAdditional: false, allErrors: false, strict: false }));
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === "body" ? strict : coercing).compile(schema));
 
   // `curl -d '{"language":"python"}'` sends form-encoding; the documented examples must work as
   // written, so a form body that is JSON is read as JSON.
