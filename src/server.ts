@@ -14,6 +14,7 @@ import { DockerRuntime } from "./runtimes/docker.js";
 import type { Runtime } from "./runtimes/types.js";
 import { rootfsDirFor } from "./images/build.js";
 import { buildApp, type AppDeps } from "./api/app.js";
+import { BlobStore } from "./workspaces/sync.js";
 
 export interface PetriServer {
   app: FastifyInstance;
@@ -73,7 +74,8 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   fs.rmSync(path.join(config.dataDir, "runs"), { recursive: true, force: true });
   if (startupReaped || interrupted) logger.warn({ containers: startupReaped, runs: interrupted }, "cleaned up after an unclean stop");
 
-  const deps: AppDeps = { keys, sandboxes, workspaces, exec, runtimes, defaultRuntime, logger };
+  const blobs = new BlobStore(path.join(config.dataDir, "blobs"));
+  const deps: AppDeps = { keys, sandboxes, workspaces, blobs, exec, runtimes, defaultRuntime, logger };
   const app = await buildApp(config, deps);
 
   let reaping: Promise<{ expired: number; containers: number }> | null = null;

@@ -17,6 +17,8 @@ import { sandboxRoutes } from "./routes/sandboxes.js";
 import { fileRoutes } from "./routes/files.js";
 import { execRoutes } from "./routes/exec.js";
 import { adminRoutes } from "./routes/admin.js";
+import { syncApplyRoutes, syncPlanRoutes } from "./routes/sync.js";
+import type { BlobStore } from "../workspaces/sync.js";
 
 export interface AuditSink {
   append(ev: Record<string, unknown>): unknown;
@@ -26,6 +28,7 @@ export interface AppDeps {
   keys: KeyService;
   sandboxes: SandboxService;
   workspaces: WorkspaceStore;
+  blobs: BlobStore;
   exec: ExecService;
   runtimes: Map<string, Runtime>;
   defaultRuntime: string;
@@ -191,6 +194,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps): Promise
     await sandboxRoutes(scoped, config, deps);
     await execRoutes(scoped, config, deps);
     await adminRoutes(scoped, config, deps);
+    await syncPlanRoutes(scoped, config, deps);
     for (const p of deps.plugins ?? []) await p(scoped);
   });
   // File routes need their own body parsers (raw bytes and multipart), so they live in a scope
@@ -202,6 +206,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps): Promise
       limits: { fileSize: config.maxUploadBytes, files: 1000, fields: 2000, parts: 3000, fieldSize: 64 * 1024 },
     });
     await fileRoutes(filesScope, config, deps);
+    await syncApplyRoutes(filesScope, config, deps);
   });
   return app;
 }

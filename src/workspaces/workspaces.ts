@@ -52,7 +52,7 @@ function typeOf(st: fs.Stats | fs.BigIntStats): FileEntry["type"] {
  * unprivileged uid the runs use. All access goes through paths.ts (no symlink is ever followed).
  */
 export class WorkspaceStore {
-  private readonly stagingDir: string;
+  readonly stagingDir: string;
   private readonly hashCache = new Map<string, string>();
 
   constructor(private readonly opts: { root: string; uid: number; gid: number }) {
@@ -208,6 +208,29 @@ export class WorkspaceStore {
       }
     } catch (e) {
       if (e instanceof PetriError) throw e;
+      mapFsError(e, relPath);
+    } finally {
+      fs.closeSync(dirfd);
+    }
+  }
+
+  /** Sets a file's mode (only the executable bits are a client's choice). */
+  chmod(sandboxId: string, relPath: string, mode: 0o755 | 0o644): void {
+    const parts = parseRelPath(relPath);
+    let dirfd: number;
+    try {
+      dirfd = openDirNoFollow(this.dirFor(sandboxId), parts.slice(0, -1));
+    } catch (e) {
+      mapFsError(e, relPath);
+    }
+    try {
+      const fd = fs.openSync(fdPath(dirfd, parts[parts.length - 1]), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+      try {
+        fs.fchmodSync(fd, mode);
+      } finally {
+        fs.closeSync(fd);
+      }
+    } catch (e) {
       mapFsError(e, relPath);
     } finally {
       fs.closeSync(dirfd);
