@@ -145,6 +145,7 @@ describe("hostile code is contained", () => {
     assert.doesNotMatch(through.text, /root:x:0/);
     const list = await t.api("GET", `/v1/sandboxes/${sb}/files?path=etcdir`);
     assert.equal(list.status, 400, "listing through a symlinked directory is refused");
+    assert.equal(list.json.error.code, "SYMLINK_REFUSED");
     const all = await t.api("GET", `/v1/sandboxes/${sb}/files`);
     const link = all.json.files.find((f: { path: string }) => f.path === "passwd");
     assert.equal(link.type, "symlink");

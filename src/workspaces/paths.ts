@@ -73,6 +73,10 @@ export function openDirNoFollow(root: string, parts: string[], opts: { create?: 
       try {
         next = fs.openSync(fdPath(fd, part), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
       } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === "ENOTDIR" && fs.lstatSync(fdPath(fd, part), { throwIfNoEntry: false })?.isSymbolicLink()) {
+          // Linux answers ENOTDIR for O_DIRECTORY|O_NOFOLLOW on a symlink; say what it is.
+          throw Object.assign(new Error(`symbolic link: ${part}`), { code: "ELOOP" });
+        }
         if ((e as NodeJS.ErrnoException).code !== "ENOENT" || !opts.create) throw e;
         try {
           fs.mkdirSync(fdPath(fd, part), { mode: 0o755 });
