@@ -1,0 +1,422 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, test as nodeTest } from "node:test";
+import type { RunResult, RunSpec, Runtime } from "./types.js";
+
+/**
+ * The behaviour every Runtime must show, as node:test tests: what a user (or hostile code)
+ * observes from inside and outside a run. A runtime is conformant when this suite passes on it;
+ * runtime-specific properties (e.g. "really runs under gVisor") are tested beside it.
+ *
+ * `baseSpec(workspaceDir)` must return a runnable spec with the workspace mounted at /workspace
+ * and cwd /workspace, the run uid/gid, generous limits and timeout; tests override what they probe.
+ * The suite creates (and removes) one temp workspace per test, chowned to the spec's uid/gid.
+ */
+export interface ConformanceSubject {
+  runtime: Runtime;
+  baseSpec: (workspaceDir: string) => RunSpec;
+}
+
+export interface ConformanceOptions {
+  /** Skip the whole suite with this reason (e.g. the runtime is not available on this host). */
+  skip?: string | false;
+  /**
+   * Known gaps of this runtime, by test title: those tests still run, but are reported as TODO
+   * with the reason instead of failing the suite. Every entry is a bug to fix, not a waiver.
+   */
+  knownGaps?: Record<string, string>;
+}
+
+export const PID1_TEST = "the program is not pid 1: a signal it sends itself takes effect";
+
+type Overrides = Partial<Omit<RunSpec, "limits">> & { limits?: Partial<RunSpec["limits"]> };
+
+/** Processes on the host whose command line contains `marker` (sandboxed processes are host processes too, except under gVisor). */
+export function hostProcessesWith(marker: string): number[] {
+  const found: number[] = [];
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      if (fs.readFileSync(`/proc/${entry}/cmdline`, "utf8").includes(marker)) found.push(Number(entry));
+    } catch { /* exited meanwhile */ }
+  }
+  return found;
+}
+
+async function waitUntil(cond: () => boolean, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (cond()) return true;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return cond();
+}
+
+function out(r: RunResult): string {
+  return r.stdout.toString("utf8");
+}
+
+function describeResult(r: RunResult): string {
+  const { stdout, stderr, ...rest } = r;
+  return `${JSON.stringify(rest)}\nstdout: ${stdout.toString("utf8").slice(0, 800)}\nstderr: ${stderr.toString("utf8").slice(0, 800)}`;
+}
+
+export function runtimeConformanceSuite(
+  name: string,
+  make: () => Promise<ConformanceSubject>,
+  opts: ConformanceOptions = {},
+): void {
+  describe(`runtime conformance: ${name}`, { concurrency: 1, skip: opts.skip || false }, () => {
+    let subject: ConformanceSubject;
+    const labels = { "io.jhansi.petri.conformance": randomBytes(6).toString("hex") };
+
+    before(async () => {
+      subject = await make();
+    });
+
+    after(async () => {
+      if (!subject) return;
+      await subject.runtime.reap(labels).catch(() => undefined);
+      await subject.runtime.close?.();
+    });
+
+    /** Runs `argv` with a fresh workspace; `prepare` may seed it, `check` inspects it after. */
+    async function run(
+      argv: string[],
+      overrides: Overrides = {},
+      hooks: { prepare?: (ws: string) => void; check?: (ws: string, r: RunResult, spec: RunSpec) => void | Promise<void> } = {},
+    ): Promise<RunResult> {
+      const ws = fs.mkdtempSync(path.join(os.tmpdir(), "petri-conf-"));
+      try {
+        const base = subject.baseSpec(ws);
+        fs.chownSync(ws, base.uid, base.gid);
+        hooks.prepare?.(ws);
+        const spec: RunSpec = {
+          ...base,
+          ...overrides,
+          argv,
+          labels: { ...base.labels, ...labels },
+          limits: { ...base.limits, ...(overrides.limits ?? {}) },
+        };
+        const r = await subject.runtime.run(spec);
+        await hooks.check?.(ws, r, spec);
+        return r;
+      } finally {
+        fs.rmSync(ws, { recursive: true, force: true });
+      }
+    }
+
+    const py = (code: string, ...extra: string[]) => ["python3", "-c", code, ...extra];
+    const test = (title: string, fn: () => Promise<void>) =>
+      nodeTest(title, opts.knownGaps?.[title] ? { todo: opts.knownGaps[title] } : {}, fn);
+
+    test("hello world", async () => {
+      const r = await run(py("print('hello world')"));
+      assert.equal(r.exitCode, 0, describeResult(r));
+      assert.equal(out(r), "hello world\n");
+      assert.equal(r.signal, null);
+      assert.equal(r.timedOut, false);
+      assert.equal(r.oomKilled, false);
+      assert.equal(r.killed, false);
+      assert.equal(r.stdoutTruncated, false);
+      assert.equal(r.stderr.length, 0, describeResult(r));
+      assert.ok(r.durationMs >= 0);
+    });
+
+    test("exit code propagates", async () => {
+      const r = await run(py("import sys; sys.exit(42)"));
+      assert.equal(r.exitCode, 42, describeResult(r));
+      assert.equal(r.signal, null);
+    });
+
+    test("death by signal is reported as the signal, with no exit code", async () => {
+      const r = await run(py("import ctypes; ctypes.string_at(0)"));
+      assert.equal(r.signal, "SIGSEGV", describeResult(r));
+      assert.equal(r.exitCode, null);
+    });
+
+    // As pid 1 of a pid namespace, a program ignores every signal it has no handler for
+    // (SIGTERM, SIGINT from itself or its children) and must reap orphans: surprising for code
+    // written for a normal process. Runtimes put an init (bwrap's reaper, docker --init) above it.
+    test(PID1_TEST, async () => {
+      const r = await run(py("import os, signal; os.kill(os.getpid(), signal.SIGTERM); print('survived')"));
+      assert.equal(r.signal, "SIGTERM", describeResult(r));
+      assert.equal(r.exitCode, null);
+    });
+
+    test("stdin bytes are fed, then closed", async () => {
+      const r = await run(py("import sys; d = sys.stdin.read(); print(d.upper(), end='')"), { stdin: "ping\nmore\n" });
+      assert.equal(out(r), "PING\nMORE\n", describeResult(r));
+    });
+
+    test("streamed stdin is fed chunk by chunk", async () => {
+      async function* chunks() {
+        for (const c of ["one\n", "two\n", "three\n"]) {
+          await new Promise((res) => setTimeout(res, 30));
+          yield c;
+        }
+      }
+      const r = await run(py("import sys\nfor l in sys.stdin: print(len(l.strip()))"), { stdinStream: chunks() });
+      assert.equal(out(r), "3\n3\n5\n", describeResult(r));
+    });
+
+    test("no stdin reads as end-of-file", async () => {
+      const r = await run(py("import sys; print(repr(sys.stdin.read()))"));
+      assert.equal(out(r), "''\n", describeResult(r));
+    });
+
+    test("stderr is kept apart from stdout, and output is streamed", async () => {
+      const live: string[] = [];
+      const r = await run(py("import sys; print('to out'); sys.stdout.flush(); print('to err', file=sys.stderr)"), {
+        onStdout: (b) => live.push(`o:${b.toString()}`),
+        onStderr: (b) => live.push(`e:${b.toString()}`),
+      });
+      assert.equal(out(r), "to out\n");
+      assert.equal(r.stderr.toString(), "to err\n");
+      assert.deepEqual(live.sort(), ["e:to err\n", "o:to out\n"]);
+    });
+
+    test("the environment is exactly the one given", async () => {
+      const env = { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/workspace", LANG: "C.UTF-8", PETRI_TRICKY: "a b=c\nd ünï 'q' \"dq\" $HOME" };
+      const r = await run(py("import os, json; print(json.dumps(dict(os.environ)))"), { env });
+      assert.equal(r.exitCode, 0, describeResult(r));
+      const seen = JSON.parse(out(r)) as Record<string, string>;
+      for (const [k, v] of Object.entries(env)) assert.equal(seen[k], v, `env ${k}`);
+      // Docker adds HOSTNAME and bubblewrap PWD (always, equal to the cwd); nothing else may
+      // appear, in particular nothing of the host's environment.
+      if ("PWD" in seen) assert.equal(seen.PWD, "/workspace");
+      const extra = Object.keys(seen).filter((k) => !(k in env) && k !== "HOSTNAME" && k !== "PWD");
+      assert.deepEqual(extra, [], `unexpected variables: ${extra.join(", ")}`);
+    });
+
+    test("workspace: host files are readable, written files appear on the host, owned by the run uid", async () => {
+      await run(py("import os; s = open('/workspace/in.txt').read(); open('/workspace/out.txt', 'w').write(s[::-1]); os.mkdir('/workspace/sub'); open('/workspace/sub/f', 'w').write('x')"), {}, {
+        prepare: (ws) => fs.writeFileSync(path.join(ws, "in.txt"), "abc"),
+        check: (ws, r, spec) => {
+          assert.equal(r.exitCode, 0, describeResult(r));
+          assert.equal(fs.readFileSync(path.join(ws, "out.txt"), "utf8"), "cba");
+          assert.equal(fs.readFileSync(path.join(ws, "sub", "f"), "utf8"), "x");
+          const st = fs.statSync(path.join(ws, "out.txt"));
+          assert.equal(st.uid, spec.uid, "file owner on the host");
+          assert.equal(st.gid, spec.gid);
+        },
+      });
+    });
+
+    test("cwd is the one given", async () => {
+      const r = await run(py("import os; print(os.getcwd())"), {}, {});
+      assert.equal(out(r), "/workspace\n");
+    });
+
+    test("not root: runs as the given uid/gid", async () => {
+      await run(py("import os; print(os.getuid(), os.geteuid(), os.getgid(), os.getegid(), os.getgroups())"), {}, {
+        check: (_ws, r, spec) => {
+          const [uid, euid, gid, egid] = out(r).split(" ").map(Number);
+          assert.equal(uid, spec.uid, describeResult(r));
+          assert.equal(euid, spec.uid);
+          assert.equal(gid, spec.gid);
+          assert.equal(egid, spec.gid);
+          assert.notEqual(uid, 0);
+        },
+      });
+    });
+
+    test("no capabilities, and no way to gain them", async () => {
+      const r = await run(py("print(open('/proc/self/status').read())"));
+      const status = out(r);
+      const field = (k: string) => new RegExp(`^${k}:\\s+([0-9a-f]+)$`, "m").exec(status)?.[1];
+      assert.equal(BigInt(`0x${field("CapEff") ?? "ff"}`), 0n, status);
+      assert.equal(BigInt(`0x${field("CapPrm") ?? "ff"}`), 0n, status);
+      assert.equal(BigInt(`0x${field("CapAmb") ?? "0"}`), 0n, status);
+      // setuid binaries must not help: su/newgrp exist in the image but cannot elevate.
+      const r2 = await run(py("import os; os.setuid(0)"));
+      assert.notEqual(r2.exitCode, 0, describeResult(r2));
+    });
+
+    test("reading host files is not possible", async () => {
+      const secretDir = fs.mkdtempSync(path.join(os.tmpdir(), "petri-conf-secret-"));
+      const secret = path.join(secretDir, "secret.txt");
+      fs.writeFileSync(secret, "host secret");
+      const rootMarker = `/root/.petri-conformance-${randomBytes(4).toString("hex")}`;
+      let madeRootMarker = false;
+      try {
+        try { fs.writeFileSync(rootMarker, "x"); madeRootMarker = true; } catch { /* not root: the /root probe below still runs */ }
+        const code = [
+          "import os, sys, json",
+          "res = {}",
+          "for p in sys.argv[1:3]:",
+          "    try:",
+          "        res[p] = open(p).read()[:40]",
+          "    except OSError as e:",
+          "        res[p] = 'ERR ' + type(e).__name__",
+          "try:",
+          "    res['/root'] = os.listdir('/root')",
+          "except OSError as e:",
+          "    res['/root'] = 'ERR ' + type(e).__name__",
+          "print(json.dumps(res))",
+        ].join("\n");
+        const r = await run(py(code, secret, "/etc/shadow"));
+        assert.equal(r.exitCode, 0, describeResult(r));
+        const res = JSON.parse(out(r)) as Record<string, string | string[]>;
+        assert.match(String(res[secret]), /^ERR /, "a host file outside the mounts is visible");
+        assert.match(String(res["/etc/shadow"]), /^ERR /, "/etc/shadow is readable");
+        if (Array.isArray(res["/root"])) assert.ok(!res["/root"].includes(path.basename(rootMarker)), "the host's /root is visible");
+      } finally {
+        fs.rmSync(secretDir, { recursive: true, force: true });
+        if (madeRootMarker) fs.rmSync(rootMarker, { force: true });
+      }
+    });
+
+    test("writing outside the workspace and /tmp fails (read-only root)", async () => {
+      const code = [
+        "import json",
+        "res = {}",
+        "for p in ['/petri-x', '/etc/petri-x', '/usr/petri-x', '/usr/bin/python3', '/tmp/petri-x', '/workspace/petri-x']:",
+        "    try:",
+        "        open(p, 'a').write('x')",
+        "        res[p] = 'ok'",
+        "    except OSError as e:",
+        "        res[p] = type(e).__name__",
+        "print(json.dumps(res))",
+      ].join("\n");
+      const r = await run(py(code), {}, {
+        check: (ws) => assert.equal(fs.readFileSync(path.join(ws, "petri-x"), "utf8"), "x"),
+      });
+      const res = JSON.parse(out(r)) as Record<string, string>;
+      for (const p of ["/petri-x", "/etc/petri-x", "/usr/petri-x", "/usr/bin/python3"]) assert.notEqual(res[p], "ok", `${p} is writable`);
+      assert.equal(res["/tmp/petri-x"], "ok", "/tmp must be writable");
+      assert.equal(res["/workspace/petri-x"], "ok");
+    });
+
+    test("network: outside addresses and the host's loopback are unreachable, immediately", async () => {
+      const server = net.createServer((s) => s.end("host service\n"));
+      await new Promise<void>((res) => server.listen(0, "127.0.0.1", () => res()));
+      const port = (server.address() as net.AddressInfo).port;
+      try {
+        // Refuse to try the outside address if the sandbox has any interface but lo: no packet
+        // may leave this machine, even when the runtime under test is broken.
+        const code = [
+          "import socket, json, sys, time",
+          "ifaces = [n for _, n in socket.if_nameindex()]",
+          "if any(n != 'lo' for n in ifaces):",
+          "    print(json.dumps({'ifaces': ifaces})); sys.exit(3)",
+          "res = {'ifaces': ifaces}",
+          "for host, port in [('1.1.1.1', 53), ('127.0.0.1', int(sys.argv[1]))]:",
+          "    t = time.time()",
+          "    s = socket.socket(); s.settimeout(5)",
+          "    try:",
+          "        s.connect((host, port)); res[host] = 'connected'",
+          "    except OSError as e:",
+          "        res[host] = type(e).__name__",
+          "    res[host + '_s'] = time.time() - t",
+          "print(json.dumps(res))",
+        ].join("\n");
+        const r = await run(py(code, String(port)));
+        assert.equal(r.exitCode, 0, describeResult(r));
+        const res = JSON.parse(out(r)) as Record<string, string | number>;
+        assert.notEqual(res["1.1.1.1"], "connected");
+        assert.notEqual(res["127.0.0.1"], "connected", "reached a service on the host's loopback");
+        assert.ok(Number(res["1.1.1.1_s"]) < 2, `outside connect took ${res["1.1.1.1_s"]} s: it should fail at once`);
+      } finally {
+        server.close();
+      }
+    });
+
+    test("a file larger than fileSizeBytes cannot be written", async () => {
+      const limit = 1024 * 1024;
+      const code = [
+        "import errno",
+        "try:",
+        "    with open('/workspace/big', 'wb') as f:",
+        "        for _ in range(4):",
+        "            f.write(b'x' * (1024 * 1024)); f.flush()",
+        "    print('wrote all')",
+        "except OSError as e:",
+        "    print(errno.errorcode.get(e.errno))",
+      ].join("\n");
+      await run(py(code), { limits: { fileSizeBytes: limit } }, {
+        check: (ws, r) => {
+          assert.ok(r.signal === "SIGXFSZ" || out(r).trim() === "EFBIG", describeResult(r));
+          assert.ok(fs.statSync(path.join(ws, "big")).size <= limit);
+        },
+      });
+    });
+
+    test("output flood is cut at outputLimitBytes and flagged", async () => {
+      const limit = 64 * 1024;
+      const r = await run(py("import sys\nfor _ in range(64): sys.stdout.write('y' * 65536)\nsys.stderr.write('e' * 10)"), { outputLimitBytes: limit });
+      assert.equal(r.exitCode, 0, describeResult(r));
+      assert.equal(r.stdout.length, limit);
+      assert.equal(r.stdoutTruncated, true);
+      assert.equal(r.stderr.toString(), "eeeeeeeeee");
+      assert.equal(r.stderrTruncated, false);
+    });
+
+    test("a memory hog is OOM-killed", async () => {
+      const r = await run(py("x = []\nwhile True: x.append(b'x' * (8 << 20))"), { limits: { memoryBytes: 128 * 1024 * 1024 }, timeoutMs: 30_000 });
+      assert.equal(r.oomKilled, true, describeResult(r));
+      assert.notEqual(r.exitCode, 0);
+      assert.equal(r.timedOut, false);
+    });
+
+    test("an infinite loop times out and its whole process tree is gone", async () => {
+      const marker = `petri-conf-loop-${randomBytes(6).toString("hex")}`;
+      const code = "import os, time\nfor _ in range(3):\n    if os.fork() == 0:\n        os.setsid()\n        time.sleep(1000)\nwhile True: pass";
+      const t0 = Date.now();
+      const r = await run(py(code, marker), { timeoutMs: 1500 });
+      assert.equal(r.timedOut, true, describeResult(r));
+      assert.equal(r.killed, false);
+      assert.equal(r.exitCode, null);
+      assert.ok(Date.now() - t0 < 15_000, "the timeout was not enforced promptly");
+      assert.ok(await waitUntil(() => hostProcessesWith(marker).length === 0, 5000), `left behind: ${hostProcessesWith(marker).join(", ")}`);
+      assert.equal(await subject.runtime.count(labels), 0);
+    });
+
+    test("a fork bomb is contained and the host stays fine", async () => {
+      const marker = `petri-conf-bomb-${randomBytes(6).toString("hex")}`;
+      const code = "import os, time\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        time.sleep(0.01)";
+      const t0 = Date.now();
+      const r = await run(py(code, marker), { limits: { pids: 64 }, timeoutMs: 3000 });
+      assert.ok(Date.now() - t0 < 30_000, "the result did not come back");
+      // Normally the bomb runs into the pids limit until the timeout; a runtime may also end the
+      // run early (gVisor's sandbox dies when its host threads hit the limit). Either way it ends.
+      assert.ok(r.timedOut || r.exitCode !== 0, describeResult(r));
+      assert.ok(await waitUntil(() => hostProcessesWith(marker).length === 0, 10_000), `left behind: ${hostProcessesWith(marker).length} processes`);
+      assert.equal(await subject.runtime.count(labels), 0);
+      assert.equal(spawnSync("true").status, 0, "the host cannot start a process");
+      const again = await run(py("print('still fine')"));
+      assert.equal(out(again), "still fine\n");
+    });
+
+    test("the abort signal kills the run", async () => {
+      const ac = new AbortController();
+      const t0 = Date.now();
+      setTimeout(() => ac.abort(), 500);
+      const r = await run(py("import time; time.sleep(60)"), { signal: ac.signal, timeoutMs: 60_000 });
+      assert.equal(r.killed, true, describeResult(r));
+      assert.equal(r.timedOut, false);
+      assert.notEqual(r.exitCode, 0);
+      assert.ok(Date.now() - t0 < 15_000);
+      assert.equal(await subject.runtime.count(labels), 0);
+    });
+
+    test("resource usage is reported as numbers", async () => {
+      const r = await run(py("x = b'x' * (32 << 20); s = sum(range(3_000_000)); print(len(x))"));
+      assert.equal(r.exitCode, 0, describeResult(r));
+      assert.equal(typeof r.peakMemoryBytes, "number", describeResult(r));
+      assert.equal(typeof r.cpuTimeMs, "number", describeResult(r));
+      assert.ok(r.peakMemoryBytes! >= 32 << 20, `peak ${r.peakMemoryBytes} below what the run allocated`);
+      assert.ok(r.cpuTimeMs! > 0);
+    });
+
+    test("count/reap see nothing once runs are over", async () => {
+      assert.equal(await subject.runtime.count(labels), 0);
+      assert.equal(await subject.runtime.reap(labels), 0);
+    });
+  });
+}
