@@ -1,0 +1,422 @@
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { canonicalJson, GENESIS_HASH, recordHash } from "./canonical.js";
+import { loadOrCreateSigningKey, signStatement, type CheckpointStatement, type SigningKey } from "./keys.js";
+import { acquireLock, LOCK_FILE, LOG_FILE, readAt, readLines, writeAll } from "./logfile.js";
+import { RecordIndex, type QueryFilter } from "./recordindex.js";
+import { sanitizeDetail } from "./redact.js";
+import type { SinkConfig } from "./sinks/config.js";
+import { SinkWorker, type LogPosition, type LogSource, type SinkStatus } from "./sinks/worker.js";
+import {
+  AUDIT_KINDS, AUDIT_OUTCOMES, CHECKPOINT_ACTION, silentLogger,
+  type AuditEvent, type AuditLogger, type AuditRecord,
+} from "./types.js";
+
+export const INDEX_FILE = "audit-index.sqlite";
+
+export interface AuditLogOptions {
+  /** Directory of the log, its signing key, query index and sink cursors. Created (mode 0700) if missing. */
+  dir: string;
+  sinks?: SinkConfig[];
+  /** Write a signed checkpoint after this many records. Default 1000. */
+  checkpointEvery?: number;
+  /** Also write one every this many milliseconds when records arrived since the last. Default 60000; 0 = off. */
+  checkpointIntervalMs?: number;
+  log?: AuditLogger;
+  /** Reported in OCSF metadata.product.version. */
+  productVersion?: string;
+  /** Host name in syslog HOSTNAME, OCSF device and Splunk host. Default os.hostname(). */
+  hostname?: string;
+  /** How long close() lets sinks catch up before stopping them, milliseconds. Default 5000. */
+  flushTimeoutMs?: number;
+}
+
+export type AuditQuery = Omit<QueryFilter, "limit"> & { limit?: number };
+
+const MAX_QUERY_LIMIT = 1000;
+const ID_FIELDS = ["tenant_id", "key_id", "sandbox_id", "exec_id", "client_ip", "request_id", "error_code"] as const;
+const ACTION_RE = /^[A-Za-z0-9_.:-]{1,128}$/;
+// Printable, no control characters: ids end up in syslog structured data and SQL filters.
+const ID_RE = /^[^\u0000-\u001f\u007f]{1,256}$/;
+
+function validate(ev: AuditEvent): void {
+  if (ev === null || typeof ev !== "object") throw new TypeError("audit event must be an object");
+  if (!(AUDIT_KINDS as readonly string[]).includes(ev.kind)) throw new TypeError(`audit event kind must be one of ${AUDIT_KINDS.join(", ")}, got ${JSON.stringify(ev.kind)}`);
+  if (!(AUDIT_OUTCOMES as readonly string[]).includes(ev.outcome)) throw new TypeError(`audit event outcome must be one of ${AUDIT_OUTCOMES.join(", ")}, got ${JSON.stringify(ev.outcome)}`);
+  if (typeof ev.action !== "string" || !ACTION_RE.test(ev.action)) throw new TypeError(`audit event action must match ${ACTION_RE}, got ${JSON.stringify(ev.action)}`);
+  for (const f of ID_FIELDS) {
+    const v = ev[f];
+    if (v !== undefined && v !== null && (typeof v !== "string" || !ID_RE.test(v))) throw new TypeError(`audit event ${f} must be a short printable string, got ${JSON.stringify(v)}`);
+  }
+}
+
+function isoOrThrow(v: string | undefined, what: string): string | undefined {
+  if (v === undefined) return undefined;
+  const t = Date.parse(v);
+  if (Number.isNaN(t)) throw new TypeError(`${what} must be an ISO 8601 time, got ${JSON.stringify(v)}`);
+  return new Date(t).toISOString();
+}
+
+function fsyncDir(dir: string): void {
+  const fd = fs.openSync(dir, "r");
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Finds the start of the last line of the first `size` bytes (0 if there is one line). */
+function lastLineStart(fd: number, size: number): number {
+  const chunk = 64 * 1024;
+  let end = size - 1; // skip the final "\n"
+  while (end > 0) {
+    const from = Math.max(0, end - chunk);
+    const buf = readAt(fd, from, end - from);
+    const i = buf.lastIndexOf(10);
+    if (i !== -1) return from + i + 1;
+    end = from;
+  }
+  return 0;
+}
+
+/**
+ * The audit log: an append-only JSON Lines file (`audit.jsonl`) where every record carries the
+ * SHA-256 of the previous one, with Ed25519-signed checkpoints written into the same chain, a
+ * rebuildable SQLite index for queries, and sink workers that stream the file to SIEMs.
+ */
+export class AuditLog implements LogSource {
+  private headSeq: number;
+  private headHash: string;
+  /** File size: where the next record goes. */
+  private end: number;
+  private sinceCheckpoint: number;
+  private closed = false;
+  private closing: Promise<void> | undefined;
+  private broken: Error | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly workers: SinkWorker[] = [];
+  private readonly checkpointEvery: number;
+  private readonly flushTimeoutMs: number;
+
+  private constructor(
+    readonly dir: string,
+    private readonly fd: number,
+    private readonly index: RecordIndex,
+    private readonly key: SigningKey,
+    private readonly release: () => void,
+    private readonly log: AuditLogger,
+    head: { seq: number; hash: string; end: number; sinceCheckpoint: number },
+    opts: AuditLogOptions,
+  ) {
+    this.headSeq = head.seq;
+    this.headHash = head.hash;
+    this.end = head.end;
+    this.sinceCheckpoint = head.sinceCheckpoint;
+    this.checkpointEvery = opts.checkpointEvery ?? 1000;
+    this.flushTimeoutMs = opts.flushTimeoutMs ?? 5000;
+    if (!Number.isInteger(this.checkpointEvery) || this.checkpointEvery < 1) throw new TypeError("checkpointEvery must be a whole number ≥ 1");
+  }
+
+  /** Opens (creating on first start) the log in `opts.dir` and starts its sinks. Synchronous. */
+  static open(opts: AuditLogOptions): AuditLog {
+    const log = opts.log ?? silentLogger;
+    const dir = path.resolve(opts.dir);
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const release = acquireLock(path.join(dir, LOCK_FILE));
+    let fd: number | undefined;
+    let index: RecordIndex | undefined;
+    try {
+      const key = loadOrCreateSigningKey(dir);
+      fd = fs.openSync(path.join(dir, LOG_FILE), "a+", 0o600);
+      let size = fs.fstatSync(fd).size;
+      if (size === 0) fsyncDir(dir); // make the new log's (and key's) directory entries durable too
+
+      if (size > 0 && readAt(fd, size - 1, 1)[0] !== 10) {
+        // A write that never returned (crash mid-append): it was never acknowledged, so it is cut
+        // off — but kept beside the log, because this is evidence and not ours to destroy.
+        const cut = size === 1 ? 0 : lastLineStart(fd, size + 1);
+        const tornFile = path.join(dir, `${LOG_FILE}.torn-${Date.now()}`);
+        fs.writeFileSync(tornFile, readAt(fd, cut, size - cut), { mode: 0o600 });
+        fs.ftruncateSync(fd, cut);
+        fs.fsyncSync(fd);
+        log.warn({ bytes: size - cut, saved_to: tornFile }, "audit log ended in an incomplete record; moved it aside");
+        size = cut;
+      }
+
+      let head = { seq: 0, hash: GENESIS_HASH };
+      if (size > 0) {
+        const start = lastLineStart(fd, size);
+        try {
+          const last = JSON.parse(readAt(fd, start, size - 1 - start).toString("utf8")) as AuditRecord;
+          if (!Number.isInteger(last.seq) || typeof last.hash !== "string") throw new Error("no seq/hash");
+          head = { seq: last.seq, hash: last.hash };
+        } catch (e) {
+          throw new Error(`audit log ${path.join(dir, LOG_FILE)}: its last record is unreadable (${(e as Error).message}); run "petri audit verify" and move the file aside to start a new log`);
+        }
+      }
+
+      index = new RecordIndex(path.join(dir, INDEX_FILE));
+      AuditLog.catchUpIndex(fd, size, index, log);
+      const lastCheckpoint = index.lastOfKind("audit");
+      const al = new AuditLog(dir, fd, index, key, release, log, { ...head, end: size, sinceCheckpoint: head.seq - lastCheckpoint }, opts);
+      al.startSinks(opts);
+      const every = opts.checkpointIntervalMs ?? 60_000;
+      if (every > 0) {
+        al.timer = setInterval(() => {
+          try {
+            al.checkpoint();
+          } catch (e) {
+            log.error({ err: String(e) }, "audit checkpoint failed");
+          }
+        }, every);
+        al.timer.unref();
+      }
+      log.info({ dir, seq: head.seq, key: key.fingerprint, sinks: (opts.sinks ?? []).map((s) => s.name) }, "audit log open");
+      return al;
+    } catch (e) {
+      index?.close();
+      if (fd !== undefined) fs.closeSync(fd);
+      release();
+      throw e;
+    }
+  }
+
+  /** Brings the index level with the log; rebuilds it if it disagrees with the file. */
+  private static catchUpIndex(fd: number, size: number, index: RecordIndex, log: AuditLogger): void {
+    let from = 0;
+    const last = index.last();
+    if (last) {
+      let agrees = false;
+      if (last.offset + last.length <= size) {
+        try {
+          const r = JSON.parse(readAt(fd, last.offset, last.length).toString("utf8")) as AuditRecord;
+          agrees = r.seq === last.seq && r.hash === last.hash;
+        } catch {
+          /* disagrees */
+        }
+      }
+      if (agrees) from = last.offset + last.length;
+      else {
+        log.warn({}, "audit index disagrees with the log; rebuilding it");
+        index.clear();
+      }
+    }
+    let batch: { record: AuditRecord; offset: number; length: number }[] = [];
+    for (const line of readLines(fd, from, size)) {
+      try {
+        batch.push({ record: JSON.parse(line.text) as AuditRecord, offset: line.offset, length: line.length });
+      } catch {
+        log.error({ offset: line.offset }, "audit log holds an unreadable line; not indexed (run petri audit verify)");
+      }
+      if (batch.length >= 1000) {
+        index.insertMany(batch);
+        batch = [];
+      }
+    }
+    if (batch.length) index.insertMany(batch);
+  }
+
+  private startSinks(opts: AuditLogOptions): void {
+    const names = new Set<string>();
+    for (const cfg of opts.sinks ?? []) {
+      if (names.has(cfg.name)) throw new TypeError(`two audit sinks share the name "${cfg.name}": they would share a cursor`);
+      names.add(cfg.name);
+    }
+    const fmtBase = { productVersion: opts.productVersion, hostname: opts.hostname };
+    for (const cfg of opts.sinks ?? []) {
+      const w = new SinkWorker(cfg, this, this.dir, { ...fmtBase, format: cfg.format }, this.log);
+      this.workers.push(w);
+    }
+    for (const w of this.workers) w.start();
+  }
+
+  /** Public key fingerprint ("sha256:<hex>") of the checkpoint signing key. */
+  get keyFingerprint(): string {
+    return this.key.fingerprint;
+  }
+
+  /**
+   * Appends one event durably (written and fdatasync'ed before returning) and returns the stored
+   * record. Synchronous; never waits for sinks. Throws TypeError on an invalid event, and the I/O
+   * error if the record could not be made durable (nothing is then recorded).
+   */
+  append(ev: AuditEvent): AuditRecord {
+    validate(ev);
+    const rec = this.write({
+      kind: ev.kind,
+      action: ev.action,
+      outcome: ev.outcome,
+      tenant_id: ev.tenant_id ?? null,
+      key_id: ev.key_id ?? null,
+      sandbox_id: ev.sandbox_id ?? null,
+      exec_id: ev.exec_id ?? null,
+      client_ip: ev.client_ip ?? null,
+      request_id: ev.request_id ?? null,
+      error_code: ev.error_code ?? null,
+      detail: sanitizeDetail(ev.detail),
+    });
+    this.sinceCheckpoint++;
+    if (this.sinceCheckpoint >= this.checkpointEvery) {
+      try {
+        this.checkpoint();
+      } catch (e) {
+        this.log.error({ err: String(e) }, "audit checkpoint failed");
+      }
+    }
+    return rec;
+  }
+
+  private write(fields: Omit<AuditRecord, "id" | "seq" | "time" | "prev_hash" | "hash">, time = new Date().toISOString()): AuditRecord {
+    if (this.closed) throw new Error("audit log is closed");
+    if (this.broken) throw new Error(`audit log is unusable after a failed write: ${this.broken.message}`);
+    const unhashed = {
+      id: `au_${randomBytes(12).toString("hex")}`,
+      seq: this.headSeq + 1,
+      time,
+      ...fields,
+      prev_hash: this.headHash,
+    };
+    const rec: AuditRecord = { ...unhashed, hash: recordHash(unhashed) };
+    const buf = Buffer.from(canonicalJson(rec) + "\n", "utf8");
+    const offset = this.end;
+    try {
+      writeAll(this.fd, buf);
+      fs.fdatasyncSync(this.fd);
+    } catch (e) {
+      try {
+        fs.ftruncateSync(this.fd, offset);
+      } catch {
+        this.broken = e as Error;
+      }
+      throw e;
+    }
+    this.end = offset + buf.length;
+    this.headSeq = rec.seq;
+    this.headHash = rec.hash;
+    try {
+      this.index.insert(rec, offset, buf.length);
+    } catch (e) {
+      // The log has the record; the index is rebuilt from it on the next start.
+      this.log.error({ seq: rec.seq, err: String(e) }, "audit index insert failed");
+    }
+    for (const w of this.workers) w.notify();
+    return rec;
+  }
+
+  /**
+   * Writes a signed checkpoint now if any record arrived since the last one; returns it. Called
+   * by the timer, every `checkpointEvery` records, and on close.
+   */
+  checkpoint(): AuditRecord | undefined {
+    if (this.sinceCheckpoint === 0 || this.headSeq === 0) return undefined;
+    const statement: CheckpointStatement = { v: 1, seq: this.headSeq, hash: this.headHash, time: new Date().toISOString() };
+    const rec = this.write(
+      {
+        kind: "audit",
+        action: CHECKPOINT_ACTION,
+        outcome: "success",
+        tenant_id: null, key_id: null, sandbox_id: null, exec_id: null, client_ip: null, request_id: null, error_code: null,
+        detail: {
+          checkpoint: statement,
+          algorithm: "Ed25519",
+          signature: signStatement(this.key, statement),
+          key_fingerprint: this.key.fingerprint,
+          public_key: this.key.spkiBase64,
+        },
+      },
+      statement.time,
+    );
+    this.sinceCheckpoint = 0;
+    return rec;
+  }
+
+  /**
+   * Records matching every given filter, oldest first (or newest first with order "desc"). `since`
+   * is inclusive, `until` exclusive. Page with after_seq (asc) or before_seq (desc). limit ≤ 1000.
+   */
+  query(f: AuditQuery = {}): AuditRecord[] {
+    if (this.closed) throw new Error("audit log is closed");
+    const limit = f.limit ?? 100;
+    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_QUERY_LIMIT) throw new TypeError(`limit must be between 1 and ${MAX_QUERY_LIMIT}`);
+    for (const k of ["after_seq", "before_seq"] as const) {
+      if (f[k] !== undefined && (!Number.isInteger(f[k]) || f[k]! < 0)) throw new TypeError(`${k} must be a whole number`);
+    }
+    const filter: QueryFilter = { ...f, since: isoOrThrow(f.since, "since"), until: isoOrThrow(f.until, "until") };
+    const out: AuditRecord[] = [];
+    for (const row of this.index.find(filter, limit)) {
+      try {
+        out.push(JSON.parse(readAt(this.fd, row.offset, row.length).toString("utf8")) as AuditRecord);
+      } catch (e) {
+        this.log.error({ offset: row.offset, err: String(e) }, "audit query: unreadable record");
+      }
+    }
+    return out;
+  }
+
+  /** Delivery state of each sink, for health endpoints and metrics. */
+  sinkStatus(): SinkStatus[] {
+    return this.workers.map((w) => w.status());
+  }
+
+  /** Resolves true once every sink has delivered everything appended so far; false on timeout. */
+  async waitForSinks(timeoutMs: number): Promise<boolean> {
+    const seq = this.headSeq;
+    const results = await Promise.all(this.workers.map((w) => w.waitDelivered(seq, timeoutMs)));
+    return results.every(Boolean);
+  }
+
+  /** Writes a final checkpoint, lets sinks catch up (bounded by flushTimeoutMs), stops timers, releases the directory. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      if (this.timer) clearInterval(this.timer);
+      try {
+        this.checkpoint();
+      } catch (e) {
+        this.log.error({ err: String(e) }, "audit checkpoint on close failed");
+      }
+      this.closed = true;
+      // Hand everything to the transports; stopping them then closes gracefully, which is what
+      // confirms syslog deliveries without waiting out their confirmation window.
+      const head = this.headSeq;
+      await Promise.all(this.workers.map((w) => w.waitSent(head, this.flushTimeoutMs)));
+      await Promise.all(this.workers.map((w) => w.stop(1000)));
+      this.index.close();
+      fs.closeSync(this.fd);
+      this.release();
+    })();
+    return this.closing;
+  }
+
+  // LogSource, for the sink workers.
+
+  head(): LogPosition {
+    return { seq: this.headSeq, offset: this.end };
+  }
+
+  locate(seq: number): LogPosition | undefined {
+    if (seq === 0) return { seq: 0, offset: 0 };
+    const p = this.index.position(seq);
+    return p ? { seq, offset: p.offset + p.length } : undefined;
+  }
+
+  readAfter(pos: LogPosition, max: number): { records: AuditRecord[]; end: LogPosition } {
+    const records: AuditRecord[] = [];
+    let end = pos;
+    if (pos.offset >= this.end) return { records, end };
+    for (const line of readLines(this.fd, pos.offset, this.end, 256 * 1024)) {
+      if (line.partial) break;
+      try {
+        const r = JSON.parse(line.text) as AuditRecord;
+        records.push(r);
+        end = { seq: r.seq, offset: line.offset + line.length };
+      } catch {
+        this.log.error({ offset: line.offset }, "audit sink skipped an unreadable line (run petri audit verify)");
+        end = { seq: end.seq, offset: line.offset + line.length };
+      }
+      if (records.length >= max) break;
+    }
+    return { records, end };
+  }
+}
