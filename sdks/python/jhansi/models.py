@@ -1,0 +1,210 @@
+"""Data returned by the SDK. Field names follow the server's JSON (snake_case)."""
+
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, Dict, List, Mapping, Optional
+
+
+def parse_time(s: Optional[str]) -> Optional[datetime]:
+    if not s:
+        return None
+    # datetime.fromisoformat accepts a trailing "Z" only from Python 3.11 on.
+    return datetime.fromisoformat(s[:-1] + "+00:00" if s.endswith("Z") else s)
+
+
+@dataclass
+class Limits:
+    """Resource limits of a sandbox or of one run. None means the server's default (capped by its maximums)."""
+
+    timeout_ms: Optional[int] = None
+    """Wall-clock limit of one run, milliseconds."""
+    memory_mb: Optional[int] = None
+    """Memory, MiB, no swap."""
+    cpus: Optional[float] = None
+    """CPU cores, may be fractional."""
+    pids: Optional[int] = None
+    """Max processes and threads."""
+    open_files: Optional[int] = None
+    """Max open files per process."""
+    file_size_mb: Optional[int] = None
+    """Largest file a run may write, MiB."""
+    workspace_mb: Optional[int] = None
+    """Workspace size quota, MiB."""
+    output_bytes: Optional[int] = None
+    """Bytes of each output stream kept in the result."""
+
+    def to_wire(self) -> Dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_wire(cls, w: Mapping[str, Any]) -> "Limits":
+        return cls(**{f.name: w.get(f.name) for f in fields(cls)})
+
+
+def limits_to_wire(limits: Any) -> Optional[Dict[str, Any]]:
+    if limits is None:
+        return None
+    if isinstance(limits, Limits):
+        return limits.to_wire()
+    if isinstance(limits, Mapping):
+        return {k: v for k, v in limits.items() if v is not None}
+    raise TypeError("limits must be a jhansi.Limits or a dict")
+
+
+@dataclass
+class SandboxInfo:
+    id: str
+    """``sb_…``"""
+    tenant_id: str
+    language: str
+    runtime: str
+    status: str
+    """``ready`` (idle, no container) or ``running`` (a run is in flight)."""
+    limits: Limits
+    metadata: Dict[str, str]
+    created_at: Optional[datetime]
+    last_active_at: Optional[datetime]
+    expires_at: Optional[datetime]
+    idle_timeout_ms: int
+    """Destroyed after this long without activity, milliseconds."""
+    ttl_ms: int
+    """Absolute lifetime, milliseconds."""
+
+    @classmethod
+    def from_wire(cls, w: Mapping[str, Any]) -> "SandboxInfo":
+        return cls(
+            id=w["id"], tenant_id=w.get("tenant_id", ""), language=w.get("language", ""), runtime=w.get("runtime", ""),
+            status=w.get("status", ""), limits=Limits.from_wire(w.get("limits") or {}), metadata=dict(w.get("metadata") or {}),
+            created_at=parse_time(w.get("created_at")), last_active_at=parse_time(w.get("last_active_at")),
+            expires_at=parse_time(w.get("expires_at")), idle_timeout_ms=w.get("idle_timeout_ms", 0), ttl_ms=w.get("ttl_ms", 0),
+        )
+
+
+@dataclass
+class FileInfo:
+    path: str
+    """Path inside the workspace, ``/``-separated."""
+    type: str
+    """``file``, ``directory``, ``symlink`` or ``other``."""
+    size: int
+    """Bytes."""
+    mtime: Optional[datetime]
+    sha256: Optional[str] = None
+    """Hex sha256 of a file's content, when asked for."""
+
+    @classmethod
+    def from_wire(cls, w: Mapping[str, Any]) -> "FileInfo":
+        return cls(path=w["path"], type=w.get("type", "file"), size=w.get("size", 0), mtime=parse_time(w.get("mtime")), sha256=w.get("sha256"))
+
+
+@dataclass
+class FileChanges:
+    """Workspace paths a run created, modified and deleted."""
+
+    created: List[str] = field(default_factory=list)
+    modified: List[str] = field(default_factory=list)
+    deleted: List[str] = field(default_factory=list)
+
+
+@dataclass
+class ExecResult:
+    """The outcome of one run. ``output`` is stdout; nothing is raised for a non-zero exit."""
+
+    id: str
+    """``ex_…``"""
+    sandbox_id: str
+    status: str
+    """``running``, ``completed`` (the program ended, whatever its exit code), ``failed``, ``cancelled``."""
+    entry: str = ""
+    """The file that ran, or ``<snippet>``."""
+    exit_code: Optional[int] = None
+    signal: Optional[str] = None
+    """Name of the signal that ended the program (e.g. ``SIGKILL``), if any."""
+    stdout: str = ""
+    stderr: str = ""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    truncated: bool = False
+    """Either stream was cut at ``limits.output_bytes``."""
+    duration_ms: float = 0
+    """Wall-clock duration, milliseconds."""
+    timed_out: bool = False
+    oom_killed: bool = False
+    cancelled: bool = False
+    cpu_time_ms: Optional[float] = None
+    peak_memory_bytes: Optional[int] = None
+    files: FileChanges = field(default_factory=FileChanges)
+    workspace_quota_exceeded: bool = False
+    error: Optional[Dict[str, str]] = None
+    """Why the run failed or was stopped (``{"code", "message"}``), else None."""
+    created_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False)
+    """The result as the server sent it."""
+
+    @property
+    def output(self) -> str:
+        """stdout of the run (the E2B-style name)."""
+        return self.stdout
+
+    @property
+    def ok(self) -> bool:
+        """True when the program ran to its end and exited 0."""
+        return self.status == "completed" and self.exit_code == 0 and not self.timed_out and not self.oom_killed
+
+    @classmethod
+    def from_wire(cls, w: Mapping[str, Any]) -> "ExecResult":
+        files = w.get("files") or {}
+        return cls(
+            id=w["id"], sandbox_id=w.get("sandbox_id", ""), status=w.get("status", ""), entry=w.get("entry") or "",
+            exit_code=w.get("exit_code"), signal=w.get("signal"), stdout=w.get("stdout") or "", stderr=w.get("stderr") or "",
+            stdout_truncated=bool(w.get("stdout_truncated")), stderr_truncated=bool(w.get("stderr_truncated")),
+            truncated=bool(w.get("truncated")), duration_ms=w.get("duration_ms") or 0, timed_out=bool(w.get("timed_out")),
+            oom_killed=bool(w.get("oom_killed")), cancelled=bool(w.get("cancelled")), cpu_time_ms=w.get("cpu_time_ms"),
+            peak_memory_bytes=w.get("peak_memory_bytes"),
+            files=FileChanges(list(files.get("created") or []), list(files.get("modified") or []), list(files.get("deleted") or [])),
+            workspace_quota_exceeded=bool(w.get("workspace_quota_exceeded")), error=w.get("error"),
+            created_at=parse_time(w.get("created_at")), finished_at=parse_time(w.get("finished_at")), raw=dict(w),
+        )
+
+
+@dataclass
+class ExecSummary:
+    """One line of a sandbox's run history."""
+
+    id: str
+    status: str
+    entry: str
+    """The file that ran, or ``<snippet>``."""
+    exit_code: Optional[int]
+    timed_out: bool
+    oom_killed: bool
+    duration_ms: Optional[float]
+    created_at: Optional[datetime]
+    finished_at: Optional[datetime]
+
+    @classmethod
+    def from_wire(cls, w: Mapping[str, Any]) -> "ExecSummary":
+        return cls(
+            id=w["id"], status=w.get("status", ""), entry=w.get("entry", ""), exit_code=w.get("exit_code"),
+            timed_out=bool(w.get("timed_out")), oom_killed=bool(w.get("oom_killed")), duration_ms=w.get("duration_ms"),
+            created_at=parse_time(w.get("created_at")), finished_at=parse_time(w.get("finished_at")),
+        )
+
+
+@dataclass
+class SyncResult:
+    uploaded: int
+    """Files whose content was sent."""
+    reused: int
+    """Files the server filled from content it already had (same key owner, any sandbox)."""
+    deleted: int
+    """Workspace files deleted because the local directory no longer has them."""
+    unchanged: int
+    """Files already up to date."""
+    bytes_sent: int
+    """Bytes of file content sent (manifests and multipart framing not counted)."""
+    duration_ms: float
+    uploaded_paths: List[str] = field(default_factory=list)
+    reused_paths: List[str] = field(default_factory=list)
+    deleted_paths: List[str] = field(default_factory=list)

@@ -1,0 +1,100 @@
+import os
+import random
+
+import pytest
+from conftest import write_tree
+
+from jhansi import Sandbox
+
+
+def workspace_paths(s):
+    return sorted(f.path for f in s.files.list("", hashes=False) if f.type == "file")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return tmp_path_factory.mktemp("sync")
+
+
+def test_sync_uploads_all_then_only_changes_and_propagates_deletions(sb, project):
+    d = project
+    write_tree(d, {
+        "main.py": "from lib.util import X\nprint(X)\n",
+        "lib/__init__.py": "",
+        "lib/util.py": "X = 1\n",
+        "data/big.bin": bytes([7]) * 200_000,
+        "run.sh": "#!/bin/sh\necho ok\n",
+        ".git/HEAD": "ref: refs/heads/main\n",
+        "node_modules/dep/index.js": "module.exports = 1\n",
+        "lib/__pycache__/util.cpython-311.pyc": "junk",
+        ".venv/bin/python": "junk",
+        "out/result.txt": "ignored by .petriignore\n",
+        "notes.tmp": "ignored\n",
+        "keep.tmp": "re-included\n",
+        ".petriignore": "# local artefacts\n/out/\n*.tmp\n!keep.tmp\n",
+    })
+    os.chmod(d / "run.sh", 0o755)
+    expected = [".petriignore", "data/big.bin", "keep.tmp", "lib/__init__.py", "lib/util.py", "main.py", "run.sh"]
+    total = sum((d / p).stat().st_size for p in expected)
+
+    first = sb.sync(d)
+    assert first.uploaded + first.reused == len(expected)
+    assert first.bytes_sent == total
+    assert workspace_paths(sb) == expected
+    assert sb.run("main.py").stdout == "1\n"
+    assert sb.exec("import os; print(os.access('run.sh', os.X_OK))").stdout == "True\n", "the executable bit travels"
+
+    again = sb.sync(d)
+    assert again.bytes_sent == 0, "a no-change sync sends no file bytes"
+    assert again.uploaded == 0 and again.deleted == 0
+    assert again.unchanged == len(expected)
+
+    (d / "lib" / "util.py").write_text("X = 2\n")
+    one = sb.sync(d)
+    assert one.uploaded_paths == ["lib/util.py"]
+    assert one.bytes_sent == len("X = 2\n")
+    assert sb.run("main.py").stdout == "2\n"
+
+    (d / "data" / "big.bin").unlink()
+    (d / "data").rmdir()
+    (d / "keep.tmp").unlink()
+    gone = sb.sync(d)
+    assert gone.bytes_sent == 0
+    assert sorted(gone.deleted_paths) == ["data/big.bin", "keep.tmp"]
+    assert gone.deleted == 2
+    assert workspace_paths(sb) == [".petriignore", "lib/__init__.py", "lib/util.py", "main.py", "run.sh"]
+
+    # Files a run creates are not in the local directory: sync deletes them unless told not to.
+    sb.exec("open('made.txt', 'w').write('x')")
+    assert sb.sync(d, delete_extraneous=False).deleted == 0
+    assert "made.txt" in workspace_paths(sb)
+    sb.sync(d)
+    assert "made.txt" not in workspace_paths(sb)
+
+
+def test_content_already_uploaded_by_the_key_owner_is_reused(server, sb, project):
+    with Sandbox(language="python", **server.conn) as other:
+        r = other.sync(project)
+        assert r.bytes_sent == 0 and r.uploaded == 0
+        assert r.reused > 0
+        assert workspace_paths(other) == workspace_paths(sb)
+        assert other.run("main.py").stdout == "2\n"
+
+
+def test_more_files_than_one_request_carries_go_in_batches(server, tmp_path):
+    write_tree(tmp_path, {f"d{i % 7}/f{i}.txt": f"file {i} {random.random()}\n" for i in range(1100)})
+    with Sandbox(language="bash", **server.conn) as other:
+        r = other.sync(tmp_path)
+        assert r.uploaded == 1100
+        assert len(workspace_paths(other)) == 1100
+        assert other.sync(tmp_path).bytes_sent == 0
+
+
+def test_names_with_spaces_quotes_and_non_ascii_letters(server, tmp_path):
+    write_tree(tmp_path, {"ünï/é.txt": "é\n", "sp ace/a'b.txt": "ab\n", 'q"uote.txt': "q\n"})
+    with Sandbox(language="bash", **server.conn) as other:
+        r = other.sync(tmp_path)
+        assert r.uploaded + r.reused == 3
+        assert workspace_paths(other) == ['q"uote.txt', "sp ace/a'b.txt", "ünï/é.txt"]
+        assert other.files.read("ünï/é.txt") == "é\n"
+        assert other.sync(tmp_path).bytes_sent == 0

@@ -1,0 +1,118 @@
+/** Resource limits of a sandbox or of one run. Every field is optional; the server fills defaults and caps them. */
+export interface Limits {
+  /** Wall-clock limit of one run, milliseconds (server field `timeout_ms`). */
+  timeoutMs?: number;
+  /** Memory, MiB, no swap (`memory_mb`). */
+  memoryMb?: number;
+  /** CPU cores, may be fractional (`cpus`). */
+  cpus?: number;
+  /** Max processes and threads (`pids`). */
+  pids?: number;
+  /** Max open files per process (`open_files`). */
+  openFiles?: number;
+  /** Largest file a run may write, MiB (`file_size_mb`). */
+  fileSizeMb?: number;
+  /** Workspace size quota, MiB (`workspace_mb`). */
+  workspaceMb?: number;
+  /** Bytes of each output stream kept in the result (`output_bytes`). */
+  outputBytes?: number;
+}
+
+export type Language = "python" | "node" | "go" | "bash";
+
+export interface SandboxInfo {
+  /** `sb_…` */
+  id: string;
+  tenantId: string;
+  language: string;
+  runtime: string;
+  /** `ready` (idle, no container) or `running` (a run is in flight). */
+  status: string;
+  limits: Required<Limits>;
+  metadata: Record<string, string>;
+  createdAt: Date;
+  lastActiveAt: Date;
+  expiresAt: Date;
+  /** Destroyed after this long without activity, ms. */
+  idleTimeoutMs: number;
+  /** Absolute lifetime, ms. */
+  ttlMs: number;
+}
+
+export interface FileInfo {
+  /** Path inside the workspace, `/`-separated. */
+  path: string;
+  /** `file`, `directory`, `symlink` or `other`. */
+  type: string;
+  /** Size in bytes. */
+  size: number;
+  /** Hex sha256 of a file's content, when asked for. */
+  sha256?: string;
+  mtime: Date;
+}
+
+/** Workspace paths a run created, modified and deleted. */
+export interface FileChanges {
+  created: string[];
+  modified: string[];
+  deleted: string[];
+}
+
+/** One line of a sandbox's run history. */
+export interface ExecSummary {
+  /** `ex_…` */
+  id: string;
+  status: ExecStatus;
+  /** The file that ran, or `<snippet>`. */
+  entry: string;
+  exitCode: number | null;
+  timedOut: boolean;
+  oomKilled: boolean;
+  durationMs: number | null;
+  createdAt: Date;
+  finishedAt: Date | null;
+}
+
+export type ExecStatus = "running" | "completed" | "failed" | "cancelled";
+
+export function limitsToWire(l: Limits | undefined): Record<string, number> | undefined {
+  if (!l) return undefined;
+  const map: [keyof Limits, string][] = [
+    ["timeoutMs", "timeout_ms"], ["memoryMb", "memory_mb"], ["cpus", "cpus"], ["pids", "pids"],
+    ["openFiles", "open_files"], ["fileSizeMb", "file_size_mb"], ["workspaceMb", "workspace_mb"], ["outputBytes", "output_bytes"],
+  ];
+  const out: Record<string, number> = {};
+  for (const [k, w] of map) if (l[k] !== undefined) out[w] = l[k]!;
+  return out;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Wire = Record<string, any>;
+
+export function limitsFromWire(w: Wire): Required<Limits> {
+  return {
+    timeoutMs: w.timeout_ms, memoryMb: w.memory_mb, cpus: w.cpus, pids: w.pids,
+    openFiles: w.open_files, fileSizeMb: w.file_size_mb, workspaceMb: w.workspace_mb, outputBytes: w.output_bytes,
+  };
+}
+
+export function sandboxInfoFromWire(w: Wire): SandboxInfo {
+  return {
+    id: w.id, tenantId: w.tenant_id, language: w.language, runtime: w.runtime, status: w.status,
+    limits: limitsFromWire(w.limits ?? {}), metadata: w.metadata ?? {},
+    createdAt: new Date(w.created_at), lastActiveAt: new Date(w.last_active_at), expiresAt: new Date(w.expires_at),
+    idleTimeoutMs: w.idle_timeout_ms, ttlMs: w.ttl_ms,
+  };
+}
+
+export function fileInfoFromWire(w: Wire): FileInfo {
+  return { path: w.path, type: w.type, size: w.size, ...(w.sha256 ? { sha256: w.sha256 } : {}), mtime: new Date(w.mtime) };
+}
+
+export function execSummaryFromWire(w: Wire): ExecSummary {
+  return {
+    id: w.id, status: w.status, entry: w.entry, exitCode: w.exit_code ?? null, timedOut: Boolean(w.timed_out),
+    oomKilled: Boolean(w.oom_killed), durationMs: w.duration_ms ?? null,
+    createdAt: new Date(w.created_at), finishedAt: w.finished_at ? new Date(w.finished_at) : null,
+  };
+}
