@@ -21,5 +21,7 @@ describe("config", () => {
     assert.throws(() => loadConfig({ PETRI_PORT: "http" }), (e: Error) => e instanceof ConfigError && /PETRI_PORT/.test(e.message));
     assert.throws(() => loadConfig({ PETRI_DEFAULT_MEMORY_MB: "9000", PETRI_MAX_MEMORY_MB: "100" }), /above its maximum/);
     assert.throws(() => loadConfig({ PETRI_OCI_RUNTIME: "kata" }), /PETRI_OCI_RUNTIME/);
+    assert.throws(() => loadConfig({ PETRI_RUNTIMES: "runc,firecracker" }), /PETRI_RUNTIMES/);
+    assert.deepEqual(loadConfig({ PETRI_RUNTIMES: "gvisor, bwrap" }).allowedRuntimes, ["runsc", "bwrap"]);
   });
 });

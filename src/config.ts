@@ -34,10 +34,15 @@ export interface Config {
   cacheRoot: string;
   adminToken: string | undefined;
   logLevel: string;
-  /** Runtime used when a sandbox does not ask for one: "docker" (default) or "bwrap". */
+  /**
+   * Runtime used when a sandbox does not ask for one: "auto" (probe and pick), "docker" (the
+   * best Docker OCI runtime), or a runtime name.
+   */
   runtime: string;
-  /** OCI runtime Docker is asked to use: runc, crun or runsc. */
-  ociRuntime: string;
+  /** Preferred OCI runtime under Docker (runc, crun or runsc); unset: detection order. */
+  ociRuntime: string | undefined;
+  /** Runtimes this server may offer (each is probed at start; unavailable ones are left out). */
+  allowedRuntimes: readonly string[];
   dockerSocket: string;
   /** Image per language, after PETRI_IMAGE / PETRI_IMAGE_<LANG> overrides. */
   images: Readonly<Record<string, string>>;
@@ -52,6 +57,8 @@ export interface Config {
   sandboxIdleTimeoutMs: number;
   sandboxTtlMs: number;
   reaperIntervalMs: number;
+  /** How long a pre-started single-use container waits for a sandbox's next run; 0 disables. */
+  warmIdleMs: number;
 }
 
 export class ConfigError extends Error {}
@@ -59,6 +66,18 @@ export class ConfigError extends Error {}
 export const LANGUAGES_WITH_IMAGES = ["python", "node", "go", "bash"] as const;
 
 type Env = Record<string, string | undefined>;
+
+/** Runtime names a sandbox can ask for: Docker with an OCI runtime, or bubblewrap. */
+export const RUNTIME_NAMES = ["runc", "crun", "runsc", "bwrap"] as const;
+
+function runtimeList(raw: string | undefined): string[] {
+  if (!raw || raw.trim() === "" || raw.trim() === "all") return [...RUNTIME_NAMES];
+  const out = raw.split(",").map((s) => s.trim()).filter(Boolean).map((s) => (s === "gvisor" ? "runsc" : s));
+  for (const r of out) {
+    if (!(RUNTIME_NAMES as readonly string[]).includes(r)) throw new ConfigError(`PETRI_RUNTIMES: unknown runtime "${r}"; known: ${RUNTIME_NAMES.join(", ")}`);
+  }
+  return [...new Set(out)];
+}
 
 function int(env: Env, name: string, def: number, min = 0, max = Number.MAX_SAFE_INTEGER): number {
   const raw = env[name];
@@ -131,8 +150,9 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     cacheRoot: path.join(dataDir, "cache"),
     adminToken: env.PETRI_ADMIN_TOKEN || undefined,
     logLevel: oneOf(env, "PETRI_LOG_LEVEL", "info", ["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
-    runtime: oneOf(env, "PETRI_RUNTIME", "docker", ["docker"]),
-    ociRuntime: oneOf(env, "PETRI_OCI_RUNTIME", "runc", ["runc", "crun", "runsc"]),
+    runtime: oneOf(env, "PETRI_RUNTIME", "auto", ["auto", "docker", ...RUNTIME_NAMES, "gvisor"]),
+    ociRuntime: env.PETRI_OCI_RUNTIME ? oneOf(env, "PETRI_OCI_RUNTIME", "runc", ["runc", "crun", "runsc"]) : undefined,
+    allowedRuntimes: Object.freeze(runtimeList(env.PETRI_RUNTIMES)),
     dockerSocket: env.PETRI_DOCKER_SOCKET || "/var/run/docker.sock",
     images: Object.freeze(images),
     imageDir: path.resolve(cwd, env.PETRI_IMAGE_DIR || "/var/lib/petri/images"),
@@ -145,6 +165,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     sandboxIdleTimeoutMs: int(env, "PETRI_SANDBOX_IDLE_TIMEOUT_MS", 60 * 60 * 1000, 1000),
     sandboxTtlMs: int(env, "PETRI_SANDBOX_TTL_MS", 24 * 60 * 60 * 1000, 1000),
     reaperIntervalMs: int(env, "PETRI_REAPER_INTERVAL_MS", 30_000, 100),
+    warmIdleMs: int(env, "PETRI_WARM_IDLE_MS", 60_000, 0),
   };
   return Object.freeze(cfg);
 }

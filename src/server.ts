@@ -11,8 +11,11 @@ import { WorkspaceStore } from "./workspaces/workspaces.js";
 import { SandboxService } from "./sandboxes/sandboxes.js";
 import { ExecService } from "./exec/exec.js";
 import { DockerRuntime } from "./runtimes/docker.js";
+import { BwrapRuntime } from "./runtimes/bwrap.js";
+import { bwrapStrategy, describeChoice, detectRuntimes, dockerStrategy, type RuntimeProbe } from "./runtimes/detect.js";
 import type { Runtime } from "./runtimes/types.js";
 import { rootfsDirFor } from "./images/build.js";
+import { DEFAULT_IMAGE } from "./images/recipe.js";
 import { buildApp, type AppDeps } from "./api/app.js";
 import { BlobStore } from "./workspaces/sync.js";
 
@@ -23,6 +26,8 @@ export interface PetriServer {
   sandboxes: SandboxService;
   exec: ExecService;
   runtimes: Map<string, Runtime>;
+  /** What runtime detection found at start (for `petri doctor` and logs). */
+  probes: RuntimeProbe[];
   instanceId: string;
   /** Where the bootstrap admin key came from (said once at start). */
   bootstrap: { source: string; file?: string };
@@ -39,7 +44,10 @@ export const LABEL_INSTANCE = "io.jhansi.petri.instance";
  */
 export async function createServer(config: Readonly<Config>, opts: { logger?: Logger } = {}): Promise<PetriServer> {
   const logger = opts.logger ?? pino({ level: config.logLevel, redact: { paths: ["req.headers.authorization"], censor: "[REDACTED]" } });
-  fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  // Searchable (not listable) by others: bwrap runs as the sandbox uid and must reach the
+  // workspaces below. Secret files inside keep their own 0600 modes.
+  fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o711 });
+  fs.chmodSync(config.dataDir, 0o711);
   const db = openDatabase(config.dataDir);
   let instanceId = getMeta(db, "instance_id");
   if (!instanceId) {
@@ -52,11 +60,8 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   fs.mkdirSync(config.cacheRoot, { recursive: true, mode: 0o711 });
 
   const docker = new Docker({ socketPath: config.dockerSocket });
-  const runtimes = new Map<string, Runtime>();
-  runtimes.set("docker", new DockerRuntime({ docker, ociRuntime: config.ociRuntime, cgroupParent: `petri-${instanceId}` }));
-  const defaultRuntime = "docker";
-
-  const sandboxes = new SandboxService(db, config, workspaces, () => [...runtimes.keys()], () => defaultRuntime);
+  const { runtimes, defaultRuntime, probes } = await setupRuntimes(config, docker, instanceId, logger);
+  const sandboxes = new SandboxService(db, config, workspaces, () => [...runtimes.keys()], () => defaultRuntime ?? "none");
   const exec = new ExecService({
     db, config, sandboxes, workspaces, runtimes, instanceId,
     rootfsFor: (image) => {
@@ -75,7 +80,7 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   if (startupReaped || interrupted) logger.warn({ containers: startupReaped, runs: interrupted }, "cleaned up after an unclean stop");
 
   const blobs = new BlobStore(path.join(config.dataDir, "blobs"));
-  const deps: AppDeps = { keys, sandboxes, workspaces, blobs, exec, runtimes, defaultRuntime, logger };
+  const deps: AppDeps = { keys, sandboxes, workspaces, blobs, exec, runtimes, defaultRuntime: defaultRuntime ?? "none", logger };
   const app = await buildApp(config, deps);
 
   let reaping: Promise<{ expired: number; containers: number }> | null = null;
@@ -101,7 +106,7 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   timer.unref();
 
   return {
-    app, db, keys, sandboxes, exec, runtimes, instanceId, bootstrap, reapNow,
+    app, db, keys, sandboxes, exec, runtimes, probes, instanceId, bootstrap, reapNow,
     async close() {
       clearInterval(timer);
       await app.close();
@@ -110,4 +115,48 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
       db.close();
     },
   };
+}
+
+/**
+ * Probes the runtimes the configuration allows (each really runs something) and registers the
+ * ones that work under their names: runc, crun, runsc (Docker with that OCI runtime) and bwrap.
+ * The default is PETRI_RUNTIME, or with "auto" the first that works in order of preference.
+ * When none works, no runtime is registered and runs are refused: code never runs unsandboxed.
+ */
+export async function setupRuntimes(config: Readonly<Config>, docker: Docker, instanceId: string, logger: Logger):
+  Promise<{ runtimes: Map<string, Runtime>; defaultRuntime: string | null; probes: RuntimeProbe[] }> {
+  const probeImage = DEFAULT_IMAGE;
+  const rootfs = rootfsDirFor(config.imageDir, DEFAULT_IMAGE);
+  const opts = { docker, image: probeImage, rootfs, sandboxUid: config.sandboxUid, sandboxGid: config.sandboxGid };
+  let order = [...config.allowedRuntimes];
+  const prefer = (name: string) => { if (order.includes(name)) order = [name, ...order.filter((r) => r !== name)]; };
+  if (config.ociRuntime) prefer(config.ociRuntime);
+  const wanted = config.runtime === "gvisor" ? "runsc" : config.runtime;
+  if (wanted !== "auto" && wanted !== "docker") prefer(wanted);
+  const probes = await detectRuntimes({ strategies: order.map((r) => (r === "bwrap" ? bwrapStrategy(opts) : dockerStrategy(r, opts))) });
+  const runtimes = new Map<string, Runtime>();
+  for (const p of probes) {
+    if (!p.available) continue;
+    if (p.id === "bwrap") {
+      runtimes.set("bwrap", new BwrapRuntime({ cgroupParent: `petri-bwrap-${instanceId}` }));
+    } else {
+      const oci = p.variant ?? p.id.split("/")[1];
+      runtimes.set(oci, new DockerRuntime({
+        docker, ociRuntime: oci, cgroupParent: `petri-${instanceId}`,
+        warm: { idleMs: config.warmIdleMs, images: new Set([DEFAULT_IMAGE]) },
+      }));
+    }
+  }
+  let defaultRuntime: string | null;
+  if (wanted === "auto") defaultRuntime = [...runtimes.keys()][0] ?? null;
+  else if (wanted === "docker") defaultRuntime = [...runtimes.keys()].find((r) => r !== "bwrap") ?? null;
+  else defaultRuntime = runtimes.has(wanted) ? wanted : null;
+  const line = describeChoice(probes);
+  if (defaultRuntime) {
+    logger.info({ runtime: defaultRuntime, available: [...runtimes.keys()] }, line);
+  } else {
+    logger.error({ wanted, probes: probes.map((p) => ({ id: p.id, reason: p.reason })) },
+      `runtime "${wanted}" is not available; runs will be refused (see \`petri doctor\`). ${line}`);
+  }
+  return { runtimes, defaultRuntime, probes };
 }

@@ -8,7 +8,7 @@ describe("the documented flow, per language, through HTTP", () => {
   let t: TestServer;
   before(async () => { t = await startTestServer(); });
   after(async () => {
-    const left = await containersOf(t.server.instanceId);
+    const left = await containersOf(t);
     await t.close();
     assert.equal(left, 0, "no container may be left behind");
   });

@@ -21,7 +21,7 @@ export const docker = new Docker();
 export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "petri-test-"));
   const adminKey = `pk_test_${Math.random().toString(36).slice(2)}${Date.now().toString(36)}`;
-  const config = loadConfig({ PETRI_DATA_DIR: dataDir, PETRI_ADMIN_TOKEN: adminKey, PETRI_PORT: "0", PETRI_LOG_LEVEL: "silent", ...env });
+  const config = loadConfig({ PETRI_DATA_DIR: dataDir, PETRI_ADMIN_TOKEN: adminKey, PETRI_PORT: "0", PETRI_LOG_LEVEL: "silent", PETRI_WARM_IDLE_MS: "0", PETRI_RUNTIMES: "runc", ...env });
   const server = await createServer(config, { logger: pino({ level: "silent" }) });
   await server.app.listen({ host: "127.0.0.1", port: 0 });
   const addr = server.app.server.address();
@@ -50,8 +50,18 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
   };
 }
 
-/** Containers this server's instance has in the engine (running or not). */
-export async function containersOf(instanceId: string): Promise<number> {
+/**
+ * Containers this server's instance has in the engine (running or not). Given the server
+ * itself, removals it has already scheduled are waited for first.
+ */
+export async function containersOf(target: string | TestServer): Promise<number> {
+  let instanceId: string;
+  if (typeof target === "string") {
+    instanceId = target;
+  } else {
+    instanceId = target.server.instanceId;
+    for (const rt of target.server.runtimes.values()) await rt.count({ [LABEL_INSTANCE]: instanceId });
+  }
   const list = await docker.listContainers({ all: true, filters: { label: [`${LABEL_INSTANCE}=${instanceId}`] } });
   return list.length;
 }

@@ -15,7 +15,7 @@ describe("hostile code is contained", () => {
     sb = await createSandbox(t, { language: "python", limits: { memory_mb: 128, pids: 64, workspace_mb: 20 } });
   });
   after(async () => {
-    const left = await containersOf(t.server.instanceId);
+    const left = await containersOf(t);
     await t.close();
     assert.equal(left, 0, "no container may be left behind");
   });
@@ -72,7 +72,7 @@ describe("hostile code is contained", () => {
     assert.equal(r.json.timed_out, true, r.text);
     assert.equal(r.json.signal, "SIGKILL");
     assert.ok(r.json.duration_ms >= 1400 && r.json.duration_ms < 10000, `duration ${r.json.duration_ms}`);
-    assert.equal(await containersOf(t.server.instanceId), 0);
+    assert.equal(await containersOf(t), 0);
   });
 
   it("output flood: truncated at the cap", async () => {

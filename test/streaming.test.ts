@@ -10,7 +10,7 @@ describe("streaming, detached and cancellable runs, history", () => {
     sb = await createSandbox(t, { language: "python" });
   });
   after(async () => {
-    const left = await containersOf(t.server.instanceId);
+    const left = await containersOf(t);
     await t.close();
     assert.equal(left, 0);
   });
@@ -95,7 +95,7 @@ describe("streaming, detached and cancellable runs, history", () => {
     assert.equal(c.json.status, "cancelled");
     assert.equal(c.json.cancelled, true);
     assert.equal(c.json.signal, "SIGKILL");
-    assert.equal(await containersOf(t.server.instanceId), 0, "nothing of the run is left");
+    assert.equal(await containersOf(t), 0, "nothing of the run is left");
   });
 
   it("deleting a sandbox cancels its live runs", async () => {
@@ -104,6 +104,6 @@ describe("streaming, detached and cancellable runs, history", () => {
     assert.equal(r.status, 202);
     await new Promise((res) => setTimeout(res, 500));
     assert.equal((await t.api("DELETE", `/v1/sandboxes/${other}`)).status, 204);
-    assert.equal(await containersOf(t.server.instanceId), 0);
+    assert.equal(await containersOf(t), 0);
   });
 });

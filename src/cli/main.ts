@@ -1,6 +1,8 @@
 import Docker from "dockerode";
-import { ConfigError, loadConfig } from "../config.js";
-import { buildDefaultImage } from "../images/build.js";
+import { ConfigError, loadConfig, RUNTIME_NAMES } from "../config.js";
+import { buildDefaultImage, rootfsDirFor } from "../images/build.js";
+import { DEFAULT_IMAGE } from "../images/recipe.js";
+import { bwrapStrategy, detectRuntimes, doctorText, dockerStrategy } from "../runtimes/detect.js";
 import { openDatabase } from "../store/db.js";
 import { KeyService } from "../auth/keys.js";
 import { createServer } from "../server.js";
@@ -13,6 +15,9 @@ const USAGE = `usage: petri <command>
                                  create an API key; its token is printed once
   keys list                      list API keys (never their tokens)
   keys revoke KEY_ID             revoke a key; it stops working at once
+  doctor                         which sandbox runtimes work here, and how to fix the rest
+  audit verify [DIR] [--public-key FILE]
+                                 check the audit log's hash chain and signed checkpoints
   help                           this text
 
 Configuration comes from PETRI_* environment variables (see README.md).
@@ -30,6 +35,14 @@ export async function main(argv: string[]): Promise<number> {
   const [cmd, sub, ...rest] = argv;
   try {
     if (cmd === "serve") return await serve();
+    if (cmd === "doctor") {
+      const cfg = loadConfig();
+      const docker = new Docker({ socketPath: cfg.dockerSocket });
+      const opts = { docker, image: DEFAULT_IMAGE, rootfs: rootfsDirFor(cfg.imageDir, DEFAULT_IMAGE), sandboxUid: cfg.sandboxUid, sandboxGid: cfg.sandboxGid };
+      const probes = await detectRuntimes({ strategies: RUNTIME_NAMES.map((r) => (r === "bwrap" ? bwrapStrategy(opts) : dockerStrategy(r, opts))) });
+      process.stdout.write(doctorText(probes) + "\n");
+      return probes.some((p) => p.available) ? 0 : 1;
+    }
     if (cmd === "images" && sub === "build") {
       const cfg = loadConfig();
       await buildDefaultImage({ imageDir: cfg.imageDir, docker: new Docker({ socketPath: cfg.dockerSocket }), force: rest.includes("--force") });

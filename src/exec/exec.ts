@@ -363,11 +363,17 @@ export class ExecService {
     });
   }
 
-  /** Cancels every run of a sandbox and waits for them to end (used before deleting it). */
+  /**
+   * Cancels every run of a sandbox, waits for them to end, and removes any pre-started
+   * container kept for it (used before deleting it).
+   */
   async cancelSandbox(sandboxId: string): Promise<void> {
     const hs = [...this.running.values()].filter((h) => h.sandboxId === sandboxId);
     for (const h of hs) h.cancel("cancel");
     await Promise.all(hs.map((h) => h.done));
+    for (const rt of this.d.runtimes.values()) {
+      await rt.reap({ "io.jhansi.petri.instance": this.d.instanceId, "io.jhansi.petri.sandbox": sandboxId }).catch(() => 0);
+    }
   }
 
   async shutdown(): Promise<void> {

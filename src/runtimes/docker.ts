@@ -9,12 +9,43 @@ export interface DockerRuntimeOptions {
   ociRuntime: string;
   /** Cgroup parent (relative, no leading slash) under which each run gets its own cgroup. */
   cgroupParent?: string;
+  /**
+   * Pre-started single-use containers. After a run, one container with the same shape (image,
+   * mounts, limits, labels) is created and started, blocked in a launcher until the next run
+   * hands it an argv; it is used once and removed. Kept for `idleMs`, then removed, so an idle
+   * sandbox runs nothing. Only for images known to have `launcher[0]`.
+   */
+  warm?: { idleMs: number; images: Set<string> };
 }
 
 const SIGNALS: Record<number, string> = {
   1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL",
   10: "SIGUSR1", 11: "SIGSEGV", 12: "SIGUSR2", 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM", 24: "SIGXCPU", 25: "SIGXFSZ", 31: "SIGSYS",
 };
+
+/**
+ * Launcher of pre-started containers: reads one JSON line {argv, env, cwd} from stdin byte by
+ * byte (so no byte meant for the program is buffered away), then execs the program as the
+ * container's pid 1 with the rest of stdin. Nothing of the launcher remains after exec.
+ */
+const LAUNCHER = [
+  "import os, json",
+  "b = b''",
+  "while not b.endswith(b'\\n'):",
+  "    c = os.read(0, 1)",
+  "    if not c:",
+  "        os._exit(125)",
+  "    b += c",
+  "s = json.loads(b)",
+  "os.chdir(s['cwd'])",
+  "try:",
+  "    os.execvpe(s['argv'][0], s['argv'], s['env'])",
+  "except OSError as e:",
+  "    os.write(2, ('petri: cannot execute %s: %s\\n' % (s['argv'][0], e.strerror)).encode())",
+  "    os._exit(127)",
+].join("\n");
+const LAUNCHER_ARGV = ["python3", "-I", "-S", "-c", LAUNCHER];
+export const LABEL_WARM = "io.jhansi.petri.warm";
 
 let runCounter = 0;
 
@@ -23,7 +54,7 @@ let runCounter = 0;
  * length). Hand-written because the framing is trivial and we need per-chunk callbacks with no
  * extra stream plumbing on the hot path.
  */
-function demux(stream: NodeJS.ReadableStream, onOut: (b: Buffer) => void, onErr: (b: Buffer) => void): Promise<void> {
+function demux(stream: NodeJS.ReadableStream, sink: { out: (b: Buffer) => void; err: (b: Buffer) => void }): Promise<void> {
   let buf: Buffer = Buffer.alloc(0);
   return new Promise((resolve) => {
     stream.on("data", (chunk: Buffer) => {
@@ -32,8 +63,8 @@ function demux(stream: NodeJS.ReadableStream, onOut: (b: Buffer) => void, onErr:
         const len = buf.readUInt32BE(4);
         if (buf.length < 8 + len) break;
         const payload = buf.subarray(8, 8 + len);
-        if (buf[0] === 2) onErr(payload);
-        else onOut(payload);
+        if (buf[0] === 2) sink.err(payload);
+        else sink.out(payload);
         buf = buf.subarray(8 + len);
       }
     });
@@ -43,41 +74,75 @@ function demux(stream: NodeJS.ReadableStream, onOut: (b: Buffer) => void, onErr:
   });
 }
 
+/** A container created and attached (and, when warm, started), not yet given to a run. */
+interface Prepared {
+  container: Docker.Container;
+  stream: Duplex;
+  outputDone: Promise<void>;
+  sink: { out: (b: Buffer) => void; err: (b: Buffer) => void };
+  cgroupRel: string;
+  warm: boolean;
+  expiry?: NodeJS.Timeout;
+  timings: Record<string, number>;
+}
+
+function shapeKey(spec: RunSpec): string {
+  const labels = { ...spec.labels };
+  for (const k of Object.keys(labels)) if (k.endsWith(".exec")) delete labels[k];
+  return JSON.stringify([spec.image, spec.mounts, spec.limits, spec.uid, spec.gid, labels]);
+}
+
 export class DockerRuntime implements Runtime {
   readonly name = "docker";
   private readonly docker: Docker;
   private readonly ociRuntime: string;
   private readonly cgroupParent: string;
   private readonly layout: CgroupLayout;
+  private readonly warmOpts?: { idleMs: number; images: Set<string> };
+  private readonly pool = new Map<string, Prepared>();
+  private readonly preparing = new Map<string, Promise<void>>();
+  private readonly removing = new Set<Promise<void>>();
+  private closed = false;
 
   constructor(opts: DockerRuntimeOptions) {
     this.docker = opts.docker;
     this.ociRuntime = opts.ociRuntime;
     this.cgroupParent = opts.cgroupParent ?? "petri";
     this.layout = detectCgroupLayout();
+    this.warmOpts = opts.warm && opts.warm.idleMs > 0 ? opts.warm : undefined;
   }
 
   get variant(): string {
     return this.ociRuntime;
   }
 
-  async run(spec: RunSpec): Promise<RunResult> {
+  private canWarm(spec: RunSpec): boolean {
+    return Boolean(this.warmOpts && !this.closed && this.warmOpts.images.has(spec.image));
+  }
+
+  /** Creates and attaches a container for `spec`; a warm one runs the launcher and is started. */
+  private async prepare(spec: RunSpec, warm: boolean): Promise<Prepared> {
     const t0 = performance.now();
     const timings: Record<string, number> = {};
     const cgroupRel = `${this.cgroupParent}/run-${process.pid}-${Date.now().toString(36)}-${(runCounter++).toString(36)}`;
-    const wantsStdin = spec.stdin !== undefined || spec.stdinStream !== undefined;
+    const withStdin = warm || spec.stdin !== undefined || spec.stdinStream !== undefined;
+    const labels = { ...spec.labels };
+    if (warm) {
+      for (const k of Object.keys(labels)) if (k.endsWith(".exec")) delete labels[k];
+      labels[LABEL_WARM] = "true";
+    }
     const container = await this.docker.createContainer({
       Image: spec.image,
-      Cmd: spec.argv,
-      Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
+      Cmd: warm ? LAUNCHER_ARGV : spec.argv,
+      Env: warm ? ["PATH=/usr/bin:/bin"] : Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
       WorkingDir: spec.cwd,
       User: `${spec.uid}:${spec.gid}`,
-      Labels: spec.labels,
-      AttachStdin: wantsStdin,
+      Labels: labels,
+      AttachStdin: withStdin,
       AttachStdout: true,
       AttachStderr: true,
-      OpenStdin: wantsStdin,
-      StdinOnce: wantsStdin,
+      OpenStdin: withStdin,
+      StdinOnce: withStdin,
       Tty: false,
       NetworkDisabled: true,
       HostConfig: {
@@ -102,13 +167,73 @@ export class DockerRuntime implements Runtime {
         Runtime: this.ociRuntime,
         CgroupParent: this.layout.kind === "none" ? undefined : `/${cgroupRel}`,
         IpcMode: "private",
+        // A minimal init (docker-init) as pid 1 reaps orphans and lets the program's own
+        // signals take effect (pid 1 ignores default-action signals).
+        Init: true,
         AutoRemove: false,
       },
     });
     timings.create = performance.now() - t0;
+    try {
+      const stream = (await container.attach({ stream: true, stdin: withStdin, stdout: true, stderr: true, hijack: withStdin })) as unknown as Duplex;
+      const sink = { out: (_b: Buffer) => undefined as void, err: (_b: Buffer) => undefined as void };
+      const outputDone = demux(stream, { out: (b) => sink.out(b), err: (b) => sink.err(b) });
+      timings.attach = performance.now() - t0;
+      if (warm) {
+        await container.start();
+        timings.start = performance.now() - t0;
+      }
+      return { container, stream, outputDone, sink, cgroupRel, warm, timings };
+    } catch (e) {
+      await container.remove({ force: true, v: true }).catch(() => undefined);
+      removeCgroup(this.layout, cgroupRel);
+      throw e;
+    }
+  }
 
+  /** Keeps one pre-started container of this shape ready, for `idleMs`. */
+  private replenish(spec: RunSpec): void {
+    if (!this.canWarm(spec)) return;
+    const key = shapeKey(spec);
+    if (this.pool.has(key) || this.preparing.has(key)) return;
+    const p = this.prepare(spec, true).then((prep) => {
+      if (this.closed) return this.dispose(prep);
+      prep.expiry = setTimeout(() => {
+        if (this.pool.get(key) === prep) this.pool.delete(key);
+        void this.dispose(prep);
+      }, this.warmOpts!.idleMs);
+      prep.expiry.unref();
+      this.pool.set(key, prep);
+    }).catch(() => undefined).finally(() => this.preparing.delete(key));
+    this.preparing.set(key, p);
+  }
+
+  private take(spec: RunSpec): Prepared | undefined {
+    if (!this.canWarm(spec)) return undefined;
+    const key = shapeKey(spec);
+    const prep = this.pool.get(key);
+    if (!prep) return undefined;
+    this.pool.delete(key);
+    clearTimeout(prep.expiry);
+    return prep;
+  }
+
+  private async dispose(prep: Prepared): Promise<void> {
+    clearTimeout(prep.expiry);
+    prep.stream.destroy();
+    await prep.container.remove({ force: true, v: true }).catch(() => undefined);
+    removeCgroup(this.layout, prep.cgroupRel);
+  }
+
+  async run(spec: RunSpec): Promise<RunResult> {
+    const t0 = performance.now();
+    const prep = this.take(spec) ?? await this.prepare(spec, false);
+    const { container, stream, timings } = prep;
+    if (prep.warm) timings.warm = 1;
     const stdout = new CappedBuffer(spec.outputLimitBytes);
     const stderr = new CappedBuffer(spec.outputLimitBytes);
+    prep.sink.out = (b) => { stdout.push(b); spec.onStdout?.(b); };
+    prep.sink.err = (b) => { stderr.push(b); spec.onStderr?.(b); };
     let timedOut = false;
     let killed = false;
     let timer: NodeJS.Timeout | undefined;
@@ -117,12 +242,12 @@ export class DockerRuntime implements Runtime {
     let result: RunResult;
 
     try {
-      const stream = (await container.attach({ stream: true, stdin: wantsStdin, stdout: true, stderr: true, hijack: wantsStdin })) as unknown as Duplex;
-      const outputDone = demux(stream, (b) => { stdout.push(b); spec.onStdout?.(b); }, (b) => { stderr.push(b); spec.onStderr?.(b); });
-      timings.attach = performance.now() - t0;
-
       const waitP = container.wait({ condition: "next-exit" });
-      await container.start();
+      if (prep.warm) {
+        stream.write(JSON.stringify({ argv: spec.argv, env: spec.env, cwd: spec.cwd }) + "\n");
+      } else {
+        await container.start();
+      }
       const startedAt = performance.now();
       timings.start = startedAt - t0;
       timer = setTimeout(() => { timedOut = true; void kill(); }, spec.timeoutMs);
@@ -130,14 +255,16 @@ export class DockerRuntime implements Runtime {
         if (spec.signal.aborted) onAbort();
         else spec.signal.addEventListener("abort", onAbort, { once: true });
       }
-      if (wantsStdin) void this.feedStdin(stream, spec);
+      if (prep.warm || spec.stdin !== undefined || spec.stdinStream !== undefined) void this.feedStdin(stream, spec);
+      // The next run of this shape will find a container already started.
+      this.replenish(spec);
 
       const waited = (await waitP) as { StatusCode: number };
       const finishedAt = performance.now();
       clearTimeout(timer);
       timings.wait = finishedAt - t0;
       // Output can trail the exit by a moment; don't let a stuck stream hold the result.
-      await Promise.race([outputDone, new Promise((r) => setTimeout(r, 2000))]);
+      await Promise.race([prep.outputDone, new Promise((r) => setTimeout(r, 2000))]);
       stream.destroy();
 
       const info = await container.inspect();
@@ -159,19 +286,25 @@ export class DockerRuntime implements Runtime {
         peakMemoryBytes: null,
         timings,
       };
+    } catch (e) {
+      this.removeLater(prep);
+      throw e;
     } finally {
       clearTimeout(timer);
       spec.signal?.removeEventListener("abort", onAbort);
-      const tr = performance.now();
-      await container.remove({ force: true, v: true }).catch(() => undefined);
-      timings.remove = performance.now() - tr;
     }
-    // Accounting is read after removal, from the run's parent cgroup (see cgroups.ts).
-    const usage = readUsage(this.layout, cgroupRel);
-    removeCgroup(this.layout, cgroupRel);
+    // Every process of the run is gone, so the parent cgroup's counters are final (cgroups.ts).
+    const usage = readUsage(this.layout, prep.cgroupRel);
     result.cpuTimeMs = usage.cpuTimeMs;
     result.peakMemoryBytes = usage.peakMemoryBytes;
+    // Removal does not hold the result back; count(), reap() and close() wait for it.
+    this.removeLater(prep);
     return result;
+  }
+
+  private removeLater(prep: Prepared): void {
+    const p = this.dispose(prep).finally(() => this.removing.delete(p));
+    this.removing.add(p);
   }
 
   private async feedStdin(stream: Duplex, spec: RunSpec): Promise<void> {
@@ -191,12 +324,29 @@ export class DockerRuntime implements Runtime {
   }
 
   async reap(labels: Record<string, string>): Promise<number> {
+    await Promise.all(this.removing);
+    for (const [key, prep] of this.pool) {
+      if (Object.entries(labels).every(([k, v]) => key.includes(JSON.stringify(k) + ":" + JSON.stringify(v)))) {
+        this.pool.delete(key);
+        clearTimeout(prep.expiry);
+      }
+    }
     const list = await this.docker.listContainers({ all: true, filters: { label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) } });
     await Promise.all(list.map((c) => this.docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined)));
     return list.length;
   }
 
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.preparing.values());
+    await Promise.all(this.removing);
+    const all = [...this.pool.values()];
+    this.pool.clear();
+    await Promise.all(all.map((p) => this.dispose(p)));
+  }
+
   async count(labels: Record<string, string>): Promise<number> {
+    await Promise.all(this.removing);
     const list = await this.docker.listContainers({ all: true, filters: { label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) } });
     return list.length;
   }

@@ -87,8 +87,14 @@ export class SandboxService {
     if (!Object.hasOwn(LANGUAGES, input.language)) {
       throw new PetriError("UNKNOWN_LANGUAGE", `unknown language "${input.language}"; known: ${Object.keys(LANGUAGES).join(", ")}`);
     }
-    const runtime = input.runtime ?? this.defaultRuntime();
-    if (!this.runtimeNames().includes(runtime)) {
+    const names = this.runtimeNames();
+    if (names.length === 0) {
+      throw new PetriError("RUNTIME_UNAVAILABLE", "no sandbox runtime is available on this server (see `petri doctor`); code is never run unsandboxed");
+    }
+    let runtime = input.runtime ?? this.defaultRuntime();
+    if (runtime === "gvisor") runtime = "runsc";
+    if (runtime === "docker") runtime = names.find((n) => n !== "bwrap") ?? runtime;
+    if (!names.includes(runtime)) {
       throw new PetriError("UNKNOWN_RUNTIME", `runtime "${runtime}" is not available on this server; available: ${this.runtimeNames().join(", ")}`);
     }
     const limits = resolveLimits(this.config.defaultLimits, this.config.maxLimits, input.limits);

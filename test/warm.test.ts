@@ -1,0 +1,82 @@
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startTestServer, createSandbox, putFile, exec, containersOf, type TestServer } from "./helpers.js";
+
+/**
+ * Pre-started containers: single-use, as isolated as cold ones, and gone once a sandbox idles.
+ */
+describe("pre-started (warm) containers", () => {
+  let t: TestServer;
+  before(async () => { t = await startTestServer({ PETRI_WARM_IDLE_MS: "3000" }); });
+  after(async () => {
+    await t.close();
+    assert.equal(await containersOf(t.server.instanceId), 0, "closing removes pre-started containers");
+  });
+
+  const probe = [
+    "import os, socket, sys",
+    "print('host', open('/proc/sys/kernel/hostname').read().strip())",
+    "print('marker', os.path.exists('/tmp/marker'))",
+    "open('/tmp/marker', 'w').write('x')",
+    "print('uid', os.getuid(), 'ppid', os.getppid(), 'init', open('/proc/1/cmdline').read().split(chr(0))[0])",
+    "print('procs', sorted(open(f'/proc/{p}/cmdline').read().split(chr(0))[0] for p in os.listdir('/proc') if p.isdigit()))",
+    "print([l.split()[1] for l in open('/proc/self/status') if l.startswith(('CapEff', 'NoNewPrivs'))])",
+    "print('ifaces', sorted(n for _, n in socket.if_nameindex()))",
+    "print('env', sorted(k for k in os.environ if k not in ('PWD',)))",
+    "print('stdin', sys.stdin.read())",
+    "try:\n    open('/etc/x', 'w')\nexcept OSError as e:\n    print('rofs', e.errno)",
+  ].join("\n");
+
+  it("a second run gets a new container with the same isolation, env and stdin semantics", async () => {
+    const sb = await createSandbox(t);
+    await putFile(t, sb, "probe.py", probe);
+    const outs: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await exec(t, sb, { filename: "probe.py", stdin: `in${i}`, env: { ONLY: "1" } });
+      assert.equal(r.json.exit_code, 0, r.text);
+      outs.push(r.json.stdout);
+    }
+    const hosts = outs.map((o) => /host (\S+)/.exec(o)![1]);
+    assert.equal(new Set(hosts).size, 3, "every run had its own container");
+    for (const [i, o] of outs.entries()) {
+      assert.match(o, /marker False/, "no state carried over in /tmp");
+      assert.match(o, /uid 1000 ppid 1 init \/sbin\/docker-init\n/, "the program runs right under the container's init");
+      assert.match(o, /procs \['\/sbin\/docker-init', 'python3'\]/, "nothing of the launcher remains: it exec'd into the program");
+      assert.match(o, /\['0000000000000000', '1'\]/);
+      assert.match(o, /ifaces \['lo'\]/);
+      assert.match(o, /rofs 30/);
+      assert.match(o, new RegExp(`stdin in${i}\\n`));
+      const env = /env (\[.*\])/.exec(o)![1];
+      assert.ok(env.includes("'ONLY'") && !env.includes("SUDO") , env);
+    }
+    assert.ok(await containersOf(t) >= 1, "a pre-started container waits for the next run");
+  });
+
+  it("timeouts, exit codes and stdin EOF behave as in a cold container", async () => {
+    const sb = await createSandbox(t);
+    await putFile(t, sb, "a.py", "import sys\nprint(sys.stdin.read() == '')\nsys.exit(7)\n");
+    for (let i = 0; i < 2; i++) {
+      const r = await exec(t, sb, { filename: "a.py" });
+      assert.equal(r.json.exit_code, 7);
+      assert.equal(r.json.stdout, "True\n");
+    }
+    const slow = await exec(t, sb, { code: "while True: pass", timeout_ms: 1000 });
+    assert.equal(slow.json.timed_out, true);
+    const after = await exec(t, sb, { code: "print('fine')" });
+    assert.equal(after.json.stdout, "fine\n");
+    assert.equal((await exec(t, sb, { code: "x", args: [] })).json.exit_code, 1);
+  });
+
+  it("an idle sandbox runs nothing once the warm period is over; deleting removes them at once", async () => {
+    const sb = await createSandbox(t);
+    await exec(t, sb, { code: "print(1)" });
+    const until = Date.now() + 15000;
+    while ((await containersOf(t)) > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 250));
+    assert.equal(await containersOf(t), 0);
+    const other = await createSandbox(t);
+    await exec(t, other, { code: "print(1)" });
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal((await t.api("DELETE", `/v1/sandboxes/${other}`)).status, 204);
+    assert.equal(await containersOf(t), 0);
+  });
+});
