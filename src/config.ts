@@ -57,6 +57,12 @@ export interface Config {
   sandboxIdleTimeoutMs: number;
   sandboxTtlMs: number;
   reaperIntervalMs: number;
+  /** Audit log directory (hash-chained records, signing key, sink cursors). */
+  auditDir: string;
+  /** Audit sinks, as PETRI_AUDIT_SINKS says (docs/audit.md); parsed by the audit layer. */
+  auditSinks: string;
+  /** Signed checkpoint every N records. */
+  auditCheckpointEvery: number;
   /** How long a pre-started single-use container waits for a sandbox's next run; 0 disables. */
   warmIdleMs: number;
 }
@@ -166,6 +172,9 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     sandboxTtlMs: int(env, "PETRI_SANDBOX_TTL_MS", 24 * 60 * 60 * 1000, 1000),
     reaperIntervalMs: int(env, "PETRI_REAPER_INTERVAL_MS", 30_000, 100),
     warmIdleMs: int(env, "PETRI_WARM_IDLE_MS", 60_000, 0),
+    auditDir: path.resolve(cwd, env.PETRI_AUDIT_DIR || path.join(dataDir, "audit")),
+    auditSinks: env.PETRI_AUDIT_SINKS ?? "",
+    auditCheckpointEvery: int(env, "PETRI_AUDIT_CHECKPOINT_EVERY", 1000, 1),
   };
   return Object.freeze(cfg);
 }

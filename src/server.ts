@@ -18,6 +18,7 @@ import { rootfsDirFor } from "./images/build.js";
 import { DEFAULT_IMAGE } from "./images/recipe.js";
 import { buildApp, type AppDeps } from "./api/app.js";
 import { BlobStore } from "./workspaces/sync.js";
+import { AuditLog, parseSinkConfig } from "./audit/index.js";
 
 export interface PetriServer {
   app: FastifyInstance;
@@ -26,6 +27,7 @@ export interface PetriServer {
   sandboxes: SandboxService;
   exec: ExecService;
   runtimes: Map<string, Runtime>;
+  audit: AuditLog;
   /** What runtime detection found at start (for `petri doctor` and logs). */
   probes: RuntimeProbe[];
   instanceId: string;
@@ -54,6 +56,11 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
     instanceId = randomBytes(8).toString("hex");
     setMeta(db, "instance_id", instanceId);
   }
+  // The audit log is opened first and closed last: everything in between is recorded.
+  const audit = AuditLog.open({
+    dir: config.auditDir, sinks: parseSinkConfig(config.auditSinks), log: logger,
+    checkpointEvery: config.auditCheckpointEvery, productVersion: "0.1.0",
+  });
   const keys = new KeyService(db);
   const bootstrap = keys.ensureBootstrapAdmin({ adminToken: config.adminToken, dataDir: config.dataDir });
   const workspaces = new WorkspaceStore({ root: config.workspaceRoot, uid: config.sandboxUid, gid: config.sandboxGid });
@@ -69,6 +76,7 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
       return fs.existsSync(dir) ? dir : undefined;
     },
     log: logger,
+    audit,
   });
 
   const mine = { [LABEL_MANAGED]: "true", [LABEL_INSTANCE]: instanceId };
@@ -80,7 +88,7 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   if (startupReaped || interrupted) logger.warn({ containers: startupReaped, runs: interrupted }, "cleaned up after an unclean stop");
 
   const blobs = new BlobStore(path.join(config.dataDir, "blobs"));
-  const deps: AppDeps = { keys, sandboxes, workspaces, blobs, exec, runtimes, defaultRuntime: defaultRuntime ?? "none", logger };
+  const deps: AppDeps = { keys, sandboxes, workspaces, blobs, exec, runtimes, defaultRuntime: defaultRuntime ?? "none", logger, audit };
   const app = await buildApp(config, deps);
 
   let reaping: Promise<{ expired: number; containers: number }> | null = null;
@@ -106,13 +114,14 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   timer.unref();
 
   return {
-    app, db, keys, sandboxes, exec, runtimes, probes, instanceId, bootstrap, reapNow,
+    app, db, keys, sandboxes, exec, runtimes, audit, probes, instanceId, bootstrap, reapNow,
     async close() {
       clearInterval(timer);
       await app.close();
       await exec.shutdown();
       for (const rt of runtimes.values()) await rt.close?.();
       db.close();
+      await audit.close();
     },
   };
 }

@@ -13,6 +13,9 @@ import type { WorkspaceStore } from "../workspaces/workspaces.js";
 import type { ExecService } from "../exec/exec.js";
 import type { Runtime } from "../runtimes/types.js";
 import { ErrorBody } from "./schemas.js";
+import type { AuditEvent, AuditRecord } from "../audit/types.js";
+import type { AuditQuery } from "../audit/log.js";
+import { auditRoutes } from "./routes/audit.js";
 import { sandboxRoutes } from "./routes/sandboxes.js";
 import { fileRoutes } from "./routes/files.js";
 import { execRoutes } from "./routes/exec.js";
@@ -21,7 +24,8 @@ import { syncApplyRoutes, syncPlanRoutes } from "./routes/sync.js";
 import type { BlobStore } from "../workspaces/sync.js";
 
 export interface AuditSink {
-  append(ev: Record<string, unknown>): unknown;
+  append(ev: AuditEvent): unknown;
+  query(f: AuditQuery): AuditRecord[];
 }
 
 export interface AppDeps {
@@ -41,6 +45,8 @@ export interface AppDeps {
 declare module "fastify" {
   interface FastifyRequest {
     auth: AuthContext;
+    /** Ids a route created, for the audit record of the request (e.g. the new sandbox). */
+    auditIds: { sandbox_id?: string; exec_id?: string } | null;
   }
   interface FastifyContextConfig {
     /** Name of the action for the audit log, e.g. "sandbox.create". */
@@ -101,6 +107,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps): Promise
     genReqId: () => `req_${Math.random().toString(36).slice(2, 12)}${Date.now().toString(36)}`,
   });
   app.decorateRequest("auth", null as unknown as AuthContext);
+  app.decorateRequest("auditIds", null);
   // Query strings and path params are text and need coercing ("?limit=2"); JSON bodies must
   // not be coerced, or {"language": 7} would quietly become "7".
   const addFormats = addFormatsModule as unknown as (a: Ajv) => Ajv;
@@ -168,7 +175,8 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps): Promise
     const status = reply.statusCode;
     deps.audit.append({
       kind: "api", action, outcome: status < 400 ? "success" : status === 401 || status === 403 || status === 404 ? "denied" : "failure",
-      tenant_id: req.auth.tenantId, key_id: req.auth.keyId, sandbox_id: params.id ?? null, exec_id: params.execId ?? null,
+      tenant_id: req.auth.tenantId, key_id: req.auth.keyId,
+      sandbox_id: params.id ?? req.auditIds?.sandbox_id ?? null, exec_id: params.execId ?? req.auditIds?.exec_id ?? null,
       client_ip: req.ip, request_id: req.id, detail: { method: req.method, route: req.routeOptions.url, status },
     });
   });
@@ -195,6 +203,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps): Promise
     await execRoutes(scoped, config, deps);
     await adminRoutes(scoped, config, deps);
     await syncPlanRoutes(scoped, config, deps);
+    await auditRoutes(scoped, config, deps);
     for (const p of deps.plugins ?? []) await p(scoped);
   });
   // File routes need their own body parsers (raw bytes and multipart), so they live in a scope

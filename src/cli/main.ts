@@ -6,6 +6,7 @@ import { bwrapStrategy, detectRuntimes, doctorText, dockerStrategy } from "../ru
 import { openDatabase } from "../store/db.js";
 import { KeyService } from "../auth/keys.js";
 import { createServer } from "../server.js";
+import { runAuditVerifyCli } from "../audit/index.js";
 
 const USAGE = `usage: petri <command>
 
@@ -42,6 +43,10 @@ export async function main(argv: string[]): Promise<number> {
       const probes = await detectRuntimes({ strategies: RUNTIME_NAMES.map((r) => (r === "bwrap" ? bwrapStrategy(opts) : dockerStrategy(r, opts))) });
       process.stdout.write(doctorText(probes) + "\n");
       return probes.some((p) => p.available) ? 0 : 1;
+    }
+    if (cmd === "audit" && sub === "verify") {
+      const dir = rest[0] && !rest[0].startsWith("--") ? rest[0] : loadConfig().auditDir;
+      return runAuditVerifyCli(dir, { publicKeyFile: flag(rest, "--public-key") });
     }
     if (cmd === "images" && sub === "build") {
       const cfg = loadConfig();

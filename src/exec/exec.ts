@@ -11,6 +11,8 @@ import { diffSnapshots, type FileChanges, type WorkspaceStore } from "../workspa
 import { parseRelPath } from "../workspaces/paths.js";
 import type { Mount, RunResult, RunSpec, Runtime } from "../runtimes/types.js";
 import type { AuthContext } from "../auth/keys.js";
+import type { AuditEvent } from "../audit/types.js";
+import { runFinishEvents, runStartEvent, toAuditSnapshot, type RunAuditContext } from "./audit-events.js";
 
 export interface ExecRequest {
   filename?: string;
@@ -120,8 +122,8 @@ export interface ExecDeps {
   /** Resolves the rootfs directory of an image, for runtimes that run from one. */
   rootfsFor: (image: string) => string | undefined;
   log: { info: (o: object, m?: string) => void; warn: (o: object, m?: string) => void; error: (o: object, m?: string) => void };
-  /** Hook for the audit layer: called when a run starts and ends. */
-  onRunEvent?: (ev: { phase: "start" | "finish"; auth: AuthContext; sandbox: Sandbox; request: ExecRequest; argv: string[]; image: string; result?: ExecResult }) => void;
+  /** The audit log: every run is recorded (what ran, what it touched, how it ended). */
+  audit?: { append(ev: AuditEvent): unknown };
 }
 
 export class ExecService {
@@ -197,7 +199,6 @@ export class ExecService {
     this.running.set(id, handle);
     this.d.sandboxes.runStarted(sandbox.id);
     this.d.sandboxes.touch(sandbox.id);
-    this.d.onRunEvent?.({ phase: "start", auth, sandbox, request: req, argv, image });
 
     const spec: RunSpec = {
       image,
@@ -232,18 +233,28 @@ export class ExecService {
     };
     if (opts.interactiveStdin && req.stdin) handle.writeStdin(Buffer.from(req.stdin));
 
-    void this.execute(auth, sandbox, req, handle, runtime, spec, limits, entry, runDir, now);
+    const auditCtx: RunAuditContext = {
+      tenant_id: auth.tenantId, key_id: auth.keyId, sandbox_id: sandbox.id, exec_id: id, language: sandbox.language,
+      runtime: sandbox.runtime, image, argv, entry, code: req.code, envNames: Object.keys(spec.env).sort(), limits,
+    };
+    void this.execute(auth, sandbox, req, handle, runtime, spec, limits, entry, runDir, now, auditCtx);
     return handle;
   }
 
   private async execute(auth: AuthContext, sandbox: Sandbox, req: ExecRequest, handle: RunHandle, runtime: Runtime, spec: RunSpec,
-    limits: Limits, entry: string, runDir: string, createdAt: number): Promise<void> {
+    limits: Limits, entry: string, runDir: string, createdAt: number, auditCtx: RunAuditContext): Promise<void> {
     const { workspaces, config } = this.d;
     const quotaBytes = limits.workspace_mb * 1024 * 1024;
     let result: ExecResult;
     let raw: RunResult | null = null;
     let error: ExecResult["error"] = null;
     let quotaHit = false;
+    const audit = this.d.audit;
+    const auditBefore = audit ? toAuditSnapshot(await workspaces.list(sandbox.id, "", { recursive: true, hashes: true })) : null;
+    if (audit && auditBefore) {
+      if (entry !== "<snippet>") auditCtx.entrySha256 = auditBefore.files.get(entry)?.sha256;
+      this.safeAppend(runStartEvent(auditCtx, auditBefore));
+    }
     const before = workspaces.snapshot(sandbox.id);
     const startUsage = [...before.values()].reduce((a, e) => a + (e.type === "file" ? e.size : 0), 0);
     // Disk quota watchdog: a run that grows the workspace past its quota is stopped. A workspace
@@ -323,11 +334,28 @@ export class ExecService {
     this.running.delete(handle.id);
     this.d.sandboxes.runEnded(sandbox.id);
     this.d.sandboxes.touch(sandbox.id);
-    this.d.onRunEvent?.({ phase: "finish", auth, sandbox, request: req, argv: spec.argv, image: spec.image, result });
+    if (audit && auditBefore) {
+      try {
+        const auditAfter = toAuditSnapshot(await workspaces.list(sandbox.id, "", { recursive: true, hashes: true }));
+        for (const ev of runFinishEvents(auditCtx, auditBefore, auditAfter, {
+          ...result, stdout: raw?.stdout ?? Buffer.alloc(0), stderr: raw?.stderr ?? Buffer.alloc(0),
+        })) this.safeAppend(ev);
+      } catch (e) {
+        this.d.log.error({ err: (e as Error).message, exec: handle.id }, "could not record the run in the audit log");
+      }
+    }
     handle.result = result;
     handle.resolveDone(result);
     handle.emit("done", result);
     void config;
+  }
+
+  private safeAppend(ev: AuditEvent): void {
+    try {
+      this.d.audit?.append(ev);
+    } catch (e) {
+      this.d.log.error({ err: (e as Error).message, action: ev.action }, "audit append failed");
+    }
   }
 
   getHandle(tenantId: string, sandboxId: string, execId: string): RunHandle | undefined {

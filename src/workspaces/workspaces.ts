@@ -148,6 +148,8 @@ export class WorkspaceStore {
         fs.chownSync(f.staged.tmpPath, this.opts.uid, this.opts.gid);
         fs.renameSync(f.staged.tmpPath, fdPath(dirfd, f.parts[f.parts.length - 1]));
         const st = fs.lstatSync(fdPath(dirfd, f.parts[f.parts.length - 1]));
+        // The upload's hash is known: listings and audit snapshots need not read the file again.
+        this.hashCache.set(`${root}\0${rel}\0${st.ino}\0${st.size}\0${st.mtimeMs}\0${st.ctimeMs}`, f.staged.sha256);
         out.push({ path: rel, type: "file", size: f.staged.size, sha256: f.staged.sha256, mtime: st.mtime.toISOString() });
       } catch (e) {
         this.discard([f.staged]);

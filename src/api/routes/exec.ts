@@ -25,6 +25,7 @@ export async function execRoutes(app: FastifyInstance, _config: Readonly<Config>
     const body = req.body ?? {};
     const streaming = body.stream === true || (req.headers.accept ?? "").includes("application/x-ndjson");
     const handle = exec.start(req.auth, sb, body, { interactiveStdin: body.stdin_open === true });
+    req.auditIds = { exec_id: handle.id };
     if (body.detach) {
       return reply.code(202).send({ id: handle.id, sandbox_id: sb.id, status: "running" });
     }

@@ -14,6 +14,7 @@ export async function sandboxRoutes(app: FastifyInstance, _config: Readonly<Conf
     },
   }, async (req, reply) => {
     const sb = deps.sandboxes.create(req.auth, req.body);
+    req.auditIds = { sandbox_id: sb.id };
     return reply.code(201).send(sb);
   });
 
