@@ -212,7 +212,8 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps): Promise
     filesScope.removeAllContentTypeParsers();
     filesScope.addContentTypeParser("*", (_req, _payload, done) => done(null));
     await filesScope.register(multipart, {
-      limits: { fileSize: config.maxUploadBytes, files: 1000, fields: 2000, parts: 3000, fieldSize: 64 * 1024 },
+      // fieldSize: a delta-sync manifest of 100,000 files is a text field of ~15 MB.
+      limits: { fileSize: config.maxUploadBytes, files: 100_000, fields: 100_000, parts: 200_000, fieldSize: 32 * 1024 * 1024 },
     });
     await fileRoutes(filesScope, config, deps);
     await syncApplyRoutes(filesScope, config, deps);

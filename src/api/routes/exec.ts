@@ -1,3 +1,4 @@
+import { StringDecoder } from "node:string_decoder";
 import type { FastifyInstance } from "fastify";
 import { Type, type Static } from "@sinclair/typebox";
 import type { Config } from "../../config.js";
@@ -37,13 +38,20 @@ export async function execRoutes(app: FastifyInstance, _config: Readonly<Config>
     res.writeHead(200, { "content-type": "application/x-ndjson", "cache-control": "no-store", "x-petri-exec-id": handle.id });
     const send = (o: object) => { if (!res.writableEnded) res.write(JSON.stringify(o) + "\n"); };
     send({ type: "start", id: handle.id, sandbox_id: sb.id });
-    const onOut = (b: Buffer) => send({ type: "stdout", data: b.toString("utf8") });
-    const onErr = (b: Buffer) => send({ type: "stderr", data: b.toString("utf8") });
+    // A multi-byte character split across two chunks must not turn into two replacement marks.
+    const outDec = new StringDecoder("utf8");
+    const errDec = new StringDecoder("utf8");
+    const onOut = (b: Buffer) => { const d = outDec.write(b); if (d) send({ type: "stdout", data: d }); };
+    const onErr = (b: Buffer) => { const d = errDec.write(b); if (d) send({ type: "stderr", data: d }); };
     handle.on("stdout", onOut);
     handle.on("stderr", onErr);
     const result = await handle.done;
     handle.off("stdout", onOut);
     handle.off("stderr", onErr);
+    const restOut = outDec.end();
+    const restErr = errDec.end();
+    if (restOut) send({ type: "stdout", data: restOut });
+    if (restErr) send({ type: "stderr", data: restErr });
     send({ type: "result", result });
     res.end();
   });

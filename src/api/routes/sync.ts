@@ -61,9 +61,12 @@ export async function syncApplyRoutes(app: FastifyInstance, config: Readonly<Con
     let wanted: ReturnType<typeof validateManifest> | undefined;
     const received = new Map<string, StagedFile>();
     let bytes = 0;
+    let pendingPath: string | undefined;
     try {
       for await (const part of req.parts()) {
         if (part.type === "field") {
+          // A `path` field names the next file part (for names a field name cannot carry).
+          if (part.fieldname === "path") { pendingPath = String(part.value); continue; }
           if (part.fieldname !== "manifest") continue;
           try {
             manifest = JSON.parse(String(part.value)) as Manifest;
@@ -75,7 +78,8 @@ export async function syncApplyRoutes(app: FastifyInstance, config: Readonly<Con
           continue;
         }
         if (!wanted) throw new PetriError("VALIDATION_ERROR", "the manifest field must come before the files");
-        const rel = parseRelPath(part.fieldname).join("/");
+        const rel = parseRelPath(pendingPath ?? part.fieldname).join("/");
+        pendingPath = undefined;
         const entry = wanted.get(rel);
         if (!entry) throw new PetriError("VALIDATION_ERROR", `file ${rel} is not in the manifest`);
         const staged = await workspaces.stage(part.file, Math.min(config.maxUploadBytes, quota));
@@ -105,7 +109,7 @@ export async function syncApplyRoutes(app: FastifyInstance, config: Readonly<Con
       workspaces.discard([...received.values()]);
       received.clear();
       workspaces.commit(sb.id, toCommit, quota);
-      for (const p of [...plan.missing, ...plan.reusable]) {
+      for (const p of [...plan.missing, ...plan.reusable, ...plan.unchanged]) {
         const mode = wanted.get(p)!.mode;
         if (mode !== undefined) workspaces.chmod(sb.id, p, mode & 0o111 ? 0o755 : 0o644);
       }
