@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import type { Readable, Writable } from "node:stream";
-import { CappedBuffer, type RunLimits, type RunResult, type RunSpec, type Runtime } from "./types.js";
+import { CappedBuffer, signalFromExitCode, type RunLimits, type RunResult, type RunSpec, type Runtime } from "./types.js";
 
 /**
  * BwrapRuntime: each run is a bubblewrap sandbox (new user/pid/net/ipc/uts/mount/cgroup
@@ -29,10 +29,6 @@ import { CappedBuffer, type RunLimits, type RunResult, type RunSpec, type Runtim
  * as well (cgroup.kill on v2, kill-every-pid on v1) so nothing survives the run.
  */
 
-const SIGNALS: Record<number, string> = {
-  1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL",
-  10: "SIGUSR1", 11: "SIGSEGV", 12: "SIGUSR2", 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM", 24: "SIGXCPU", 25: "SIGXFSZ", 31: "SIGSYS",
-};
 
 /** bwrap's own processes (outer monitor + pid 1 of the namespace) count against pids.max. */
 const BWRAP_OWN_PIDS = 2;
@@ -539,7 +535,7 @@ export class BwrapRuntime implements Runtime {
         if (status.exitCode === undefined) throw new BwrapSetupError(withHint(errText || `bwrap exited with ${code}`));
       }
       const exitCode = exitSignal ? null : (status.exitCode ?? code ?? null);
-      const sigFromCode = exitCode !== null && exitCode > 128 && exitCode < 160 ? (SIGNALS[exitCode - 128] ?? `SIG${exitCode - 128}`) : null;
+      const sigFromCode = signalFromExitCode(exitCode);
       const usage = cg?.usage() ?? { peakMemoryBytes: null, cpuTimeMs: null, oomKills: null };
       result = {
         exitCode: exitSignal || sigFromCode ? null : exitCode,

@@ -1,6 +1,6 @@
 import { Duplex } from "node:stream";
 import Docker from "dockerode";
-import { CappedBuffer, type RunResult, type RunSpec, type Runtime } from "./types.js";
+import { CappedBuffer, signalFromExitCode, type RunResult, type RunSpec, type Runtime } from "./types.js";
 import { detectCgroupLayout, readUsage, removeCgroup, type CgroupLayout } from "./cgroups.js";
 
 export interface DockerRuntimeOptions {
@@ -18,10 +18,6 @@ export interface DockerRuntimeOptions {
   warm?: { idleMs: number; images: Set<string> };
 }
 
-const SIGNALS: Record<number, string> = {
-  1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL",
-  10: "SIGUSR1", 11: "SIGSEGV", 12: "SIGUSR2", 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM", 24: "SIGXCPU", 25: "SIGXFSZ", 31: "SIGSYS",
-};
 
 /**
  * Launcher of pre-started containers: reads one JSON line {argv, env, cwd} from stdin byte by
@@ -270,7 +266,7 @@ export class DockerRuntime implements Runtime {
       const info = await container.inspect();
       const exitCode = info.State?.ExitCode ?? waited.StatusCode;
       const oomKilled = Boolean(info.State?.OOMKilled);
-      const signal = exitCode > 128 && exitCode < 160 ? (SIGNALS[exitCode - 128] ?? `SIG${exitCode - 128}`) : null;
+      const signal = signalFromExitCode(exitCode);
       result = {
         exitCode: signal ? null : exitCode,
         signal,

@@ -1,3 +1,5 @@
+import os from "node:os";
+
 /**
  * The Runtime contract: one fully described run in, one result out. A runtime knows nothing of
  * sandboxes, tenants or HTTP. Every implementation passes the same conformance suite
@@ -86,6 +88,17 @@ export interface Runtime {
   /** How many live units (containers/processes) carry these labels. */
   count(labels: Record<string, string>): Promise<number>;
   close?(): Promise<void>;
+}
+
+const SIGNAL_NAMES = new Map(Object.entries(os.constants.signals).map(([name, n]) => [n as number, name]));
+
+/**
+ * The signal that ended a process whose shell-style exit status is `code` (128 + signal number),
+ * or null. Both runtimes report status this way (docker-init and the bwrap wrapper do).
+ */
+export function signalFromExitCode(code: number | null): string | null {
+  if (code === null || code <= 128 || code >= 160) return null;
+  return SIGNAL_NAMES.get(code - 128) ?? `SIG${code - 128}`;
 }
 
 /** Keeps the first `limit` bytes of a stream and remembers whether more came. */
