@@ -57,6 +57,8 @@ export interface Config {
   sandboxIdleTimeoutMs: number;
   sandboxTtlMs: number;
   reaperIntervalMs: number;
+  /** Quotas of a tenant that has none of its own. */
+  tenantDefaults: Readonly<{ max_sandboxes: number; max_concurrent_runs: number; max_workspace_mb: number }>;
   /** Audit log directory (hash-chained records, signing key, sink cursors). */
   auditDir: string;
   /** Audit sinks, as PETRI_AUDIT_SINKS says (docs/audit.md); parsed by the audit layer. */
@@ -172,6 +174,11 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     sandboxTtlMs: int(env, "PETRI_SANDBOX_TTL_MS", 24 * 60 * 60 * 1000, 1000),
     reaperIntervalMs: int(env, "PETRI_REAPER_INTERVAL_MS", 30_000, 100),
     warmIdleMs: int(env, "PETRI_WARM_IDLE_MS", 60_000, 0),
+    tenantDefaults: Object.freeze({
+      max_sandboxes: int(env, "PETRI_TENANT_MAX_SANDBOXES", 20_000, 1),
+      max_concurrent_runs: int(env, "PETRI_TENANT_MAX_CONCURRENT_RUNS", 64, 1),
+      max_workspace_mb: int(env, "PETRI_TENANT_MAX_WORKSPACE_MB", 100 * 1024, 1),
+    }),
     auditDir: path.resolve(cwd, env.PETRI_AUDIT_DIR || path.join(dataDir, "audit")),
     auditSinks: env.PETRI_AUDIT_SINKS ?? "",
     auditCheckpointEvery: int(env, "PETRI_AUDIT_CHECKPOINT_EVERY", 1000, 1),

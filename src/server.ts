@@ -7,6 +7,7 @@ import type { FastifyInstance } from "fastify";
 import type { Config } from "./config.js";
 import { openDatabase, getMeta, setMeta, type DB } from "./store/db.js";
 import { KeyService } from "./auth/keys.js";
+import { QuotaService } from "./auth/quotas.js";
 import { WorkspaceStore } from "./workspaces/workspaces.js";
 import { SandboxService } from "./sandboxes/sandboxes.js";
 import { ExecService } from "./exec/exec.js";
@@ -68,7 +69,8 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
 
   const docker = new Docker({ socketPath: config.dockerSocket });
   const { runtimes, defaultRuntime, probes } = await setupRuntimes(config, docker, instanceId, logger);
-  const sandboxes = new SandboxService(db, config, workspaces, () => [...runtimes.keys()], () => defaultRuntime ?? "none");
+  const quotas = new QuotaService(db, config, (id) => workspaces.usage(id));
+  const sandboxes = new SandboxService(db, config, workspaces, () => [...runtimes.keys()], () => defaultRuntime ?? "none", quotas);
   const exec = new ExecService({
     db, config, sandboxes, workspaces, runtimes, instanceId,
     rootfsFor: (image) => {
@@ -77,6 +79,7 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
     },
     log: logger,
     audit,
+    quotas,
   });
 
   const mine = { [LABEL_MANAGED]: "true", [LABEL_INSTANCE]: instanceId };
@@ -88,7 +91,7 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   if (startupReaped || interrupted) logger.warn({ containers: startupReaped, runs: interrupted }, "cleaned up after an unclean stop");
 
   const blobs = new BlobStore(path.join(config.dataDir, "blobs"));
-  const deps: AppDeps = { keys, sandboxes, workspaces, blobs, exec, runtimes, defaultRuntime: defaultRuntime ?? "none", logger, audit };
+  const deps: AppDeps = { keys, sandboxes, workspaces, blobs, exec, runtimes, defaultRuntime: defaultRuntime ?? "none", logger, audit, quotas };
   const app = await buildApp(config, deps);
 
   let reaping: Promise<{ expired: number; containers: number }> | null = null;

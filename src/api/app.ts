@@ -12,6 +12,7 @@ import type { SandboxService } from "../sandboxes/sandboxes.js";
 import type { WorkspaceStore } from "../workspaces/workspaces.js";
 import type { ExecService } from "../exec/exec.js";
 import type { Runtime } from "../runtimes/types.js";
+import type { QuotaService } from "../auth/quotas.js";
 import { ErrorBody } from "./schemas.js";
 import type { AuditEvent, AuditRecord } from "../audit/types.js";
 import type { AuditQuery } from "../audit/log.js";
@@ -38,6 +39,7 @@ export interface AppDeps {
   defaultRuntime: string;
   logger: Logger;
   audit?: AuditSink;
+  quotas?: QuotaService;
   /** Extra route plugins (vault, audit…) registered inside the authenticated scope. */
   plugins?: ((app: FastifyInstance) => Promise<void>)[];
 }

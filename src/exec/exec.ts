@@ -11,6 +11,7 @@ import { diffSnapshots, type FileChanges, type WorkspaceStore } from "../workspa
 import { parseRelPath } from "../workspaces/paths.js";
 import type { Mount, RunResult, RunSpec, Runtime } from "../runtimes/types.js";
 import type { AuthContext } from "../auth/keys.js";
+import type { QuotaService } from "../auth/quotas.js";
 import type { AuditEvent } from "../audit/types.js";
 import { runFinishEvents, runStartEvent, toAuditSnapshot, type RunAuditContext } from "./audit-events.js";
 
@@ -122,6 +123,7 @@ export interface ExecDeps {
   /** Resolves the rootfs directory of an image, for runtimes that run from one. */
   rootfsFor: (image: string) => string | undefined;
   log: { info: (o: object, m?: string) => void; warn: (o: object, m?: string) => void; error: (o: object, m?: string) => void };
+  quotas?: QuotaService;
   /** The audit log: every run is recorded (what ran, what it touched, how it ended). */
   audit?: { append(ev: AuditEvent): unknown };
 }
@@ -192,8 +194,14 @@ export class ExecService {
     const image = config.images[sandbox.language] ?? config.images.python;
     const now = Date.now();
     const requestRecord = { filename: req.filename ?? null, code_bytes: req.code?.length ?? null, args: req.args ?? [], env_names: Object.keys(req.env ?? {}), limits };
-    this.d.db.prepare("INSERT INTO execs(id, sandbox_id, tenant_id, status, request_json, created_at) VALUES (?, ?, ?, 'running', ?, ?)")
-      .run(id, sandbox.id, auth.tenantId, JSON.stringify(requestRecord), now);
+    this.d.quotas?.runStarting(auth.tenantId);
+    try {
+      this.d.db.prepare("INSERT INTO execs(id, sandbox_id, tenant_id, status, request_json, created_at) VALUES (?, ?, ?, 'running', ?, ?)")
+        .run(id, sandbox.id, auth.tenantId, JSON.stringify(requestRecord), now);
+    } catch (e) {
+      this.d.quotas?.runEnded(auth.tenantId);
+      throw e;
+    }
 
     const handle = new RunHandle(id, sandbox.id, auth.tenantId, Boolean(opts.interactiveStdin));
     this.running.set(id, handle);
@@ -332,6 +340,8 @@ export class ExecService {
       this.d.log.error({ err: (e as Error).message, exec: handle.id }, "could not record run result");
     }
     this.running.delete(handle.id);
+    this.d.quotas?.runEnded(auth.tenantId);
+    this.d.quotas?.recordUsage(auth.tenantId, sandbox.id, usage);
     this.d.sandboxes.runEnded(sandbox.id);
     this.d.sandboxes.touch(sandbox.id);
     if (audit && auditBefore) {

@@ -8,6 +8,7 @@ import { newId } from "../ids.js";
 import { LANGUAGES } from "../exec/languages.js";
 import type { WorkspaceStore } from "../workspaces/workspaces.js";
 import type { AuthContext } from "../auth/keys.js";
+import type { QuotaService } from "../auth/quotas.js";
 
 export interface Sandbox {
   id: string;
@@ -64,6 +65,7 @@ export class SandboxService {
     private readonly workspaces: WorkspaceStore,
     private readonly runtimeNames: () => string[],
     private readonly defaultRuntime: () => string,
+    private readonly quotas?: QuotaService,
   ) {}
 
   private toApi(r: Row): Sandbox {
@@ -98,6 +100,7 @@ export class SandboxService {
       throw new PetriError("UNKNOWN_RUNTIME", `runtime "${runtime}" is not available on this server; available: ${this.runtimeNames().join(", ")}`);
     }
     const limits = resolveLimits(this.config.defaultLimits, this.config.maxLimits, input.limits);
+    this.quotas?.checkNewSandbox(auth.tenantId);
     const ttl = input.ttl_ms ?? this.config.sandboxTtlMs;
     const idle = input.idle_timeout_ms ?? this.config.sandboxIdleTimeoutMs;
     if (ttl > this.config.sandboxTtlMs) {
@@ -181,6 +184,7 @@ export class SandboxService {
       this.db.prepare("DELETE FROM sandboxes WHERE id = ?").run(id);
     })();
     this.workspaces.destroy(id);
+    this.quotas?.forget(id);
     fs.rmSync(this.cacheDirFor(id), { recursive: true, force: true });
   }
 

@@ -65,6 +65,38 @@ export async function adminRoutes(app: FastifyInstance, _config: Readonly<Config
     return reply.code(201).send(keys.createTenant(req.body.name));
   });
 
+  const QuotasSchema = Type.Object({
+    max_sandboxes: Type.Optional(Type.Integer({ minimum: 1 })),
+    max_concurrent_runs: Type.Optional(Type.Integer({ minimum: 1 })),
+    max_workspace_mb: Type.Optional(Type.Integer({ minimum: 1 })),
+  }, { additionalProperties: false });
+  const FullQuotas = Type.Object({ max_sandboxes: Type.Integer(), max_concurrent_runs: Type.Integer(), max_workspace_mb: Type.Integer() });
+
+  app.get<{ Params: { tenantId: string } }>("/v1/tenants/:tenantId", {
+    schema: {
+      summary: "A tenant and its quotas (admin, or a key of that tenant)",
+      params: Type.Object({ tenantId: Type.String({ maxLength: 64 }) }),
+      response: { 200: Type.Composite([TenantSchema, Type.Object({ quotas: FullQuotas })]), ...errorResponses(401, 404) },
+    },
+  }, async (req) => {
+    const t = keys.getTenant(req.params.tenantId);
+    if (!t || (!req.auth.isAdmin && req.auth.tenantId !== t.id)) throw new PetriError("TENANT_NOT_FOUND", `tenant ${req.params.tenantId} not found`);
+    return { ...t, quotas: deps.quotas!.get(t.id) };
+  });
+
+  app.put<{ Params: { tenantId: string }; Body: Static<typeof QuotasSchema> }>("/v1/tenants/:tenantId/quotas", {
+    config: { action: "tenant.quotas" },
+    schema: {
+      summary: "Set a tenant's quotas (admin)",
+      params: Type.Object({ tenantId: Type.String({ maxLength: 64 }) }),
+      body: QuotasSchema,
+      response: { 200: FullQuotas, ...errorResponses(400, 401, 403, 404) },
+    },
+  }, async (req) => {
+    requireAdmin(req);
+    return deps.quotas!.set(req.params.tenantId, req.body);
+  });
+
   app.get("/v1/tenants", {
     schema: { summary: "List tenants (admin)", response: { 200: Type.Object({ items: Type.Array(TenantSchema) }), ...errorResponses(401, 403) } },
   }, async (req) => {

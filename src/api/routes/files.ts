@@ -60,7 +60,14 @@ export async function fileRoutes(app: FastifyInstance, config: Readonly<Config>,
       throw e;
     }
     if (staged.length === 0) throw new PetriError("VALIDATION_ERROR", "no file parts in the upload");
+    try {
+      deps.quotas?.checkWorkspaceBytes(req.auth.tenantId, sb.id, total);
+    } catch (e) {
+      workspaces.discard(staged.map((x) => x.staged));
+      throw e;
+    }
     const files = workspaces.commit(sb.id, staged, quota);
+    deps.quotas?.recordUsage(req.auth.tenantId, sb.id, workspaces.usage(sb.id));
     sandboxes.touch(sb.id);
     return reply.code(201).send({ files });
   });
@@ -77,7 +84,14 @@ export async function fileRoutes(app: FastifyInstance, config: Readonly<Config>,
     const parts = parseRelPath(req.params["*"]);
     const quota = sb.limits.workspace_mb * 1024 * 1024;
     const s = await workspaces.stage(req.raw, Math.min(config.maxUploadBytes, quota));
+    try {
+      deps.quotas?.checkWorkspaceBytes(req.auth.tenantId, sb.id, s.size);
+    } catch (e) {
+      workspaces.discard([s]);
+      throw e;
+    }
     const [entry] = workspaces.commit(sb.id, [{ parts, staged: s }], quota);
+    deps.quotas?.recordUsage(req.auth.tenantId, sb.id, workspaces.usage(sb.id));
     sandboxes.touch(sb.id);
     return reply.code(201).send(entry);
   });
@@ -125,6 +139,7 @@ export async function fileRoutes(app: FastifyInstance, config: Readonly<Config>,
   }, async (req, reply) => {
     const sb = sandboxes.get(req.auth, req.params.id);
     workspaces.remove(sb.id, req.params["*"], req.query.recursive ?? false);
+    deps.quotas?.recordUsage(req.auth.tenantId, sb.id, workspaces.usage(sb.id));
     sandboxes.touch(sb.id);
     return reply.code(204).send();
   });

@@ -108,6 +108,12 @@ export async function syncApplyRoutes(app: FastifyInstance, config: Readonly<Con
       }
       workspaces.discard([...received.values()]);
       received.clear();
+      try {
+        deps.quotas?.checkWorkspaceBytes(req.auth.tenantId, sb.id, toCommit.reduce((a, f) => a + f.staged.size, 0));
+      } catch (e) {
+        workspaces.discard(toCommit.map((f) => f.staged));
+        throw e;
+      }
       workspaces.commit(sb.id, toCommit, quota);
       for (const p of [...plan.missing, ...plan.reusable, ...plan.unchanged]) {
         const mode = wanted.get(p)!.mode;
@@ -120,6 +126,7 @@ export async function syncApplyRoutes(app: FastifyInstance, config: Readonly<Con
           if (!(e instanceof PetriError && e.code === "FILE_NOT_FOUND")) throw e;
         }
       }
+      deps.quotas?.recordUsage(req.auth.tenantId, sb.id, workspaces.usage(sb.id));
       sandboxes.touch(sb.id);
       return { uploaded, reused: plan.missing.length + plan.reusable.length - uploaded, unchanged: plan.unchanged.length, deleted: plan.delete.length, bytes_received: bytes };
     } finally {
