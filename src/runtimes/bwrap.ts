@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import type { Readable, Writable } from "node:stream";
+import { readNumber } from "./cgroups.js";
 import { CappedBuffer, signalFromExitCode, type RunLimits, type RunResult, type RunSpec, type Runtime } from "./types.js";
 
 /**
@@ -106,15 +107,6 @@ export function planCgroups(hierarchies: CgroupHierarchy[]): CgroupPlan {
     byMount.set(h.mount, entry);
   }
   return { hierarchies: [...byMount.values()], missing };
-}
-
-function readNumber(file: string): number | null {
-  try {
-    const v = Number(fs.readFileSync(file, "utf8").trim());
-    return Number.isFinite(v) ? v : null;
-  } catch {
-    return null;
-  }
 }
 
 function readKey(file: string, key: string): number | null {

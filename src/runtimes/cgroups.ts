@@ -15,7 +15,7 @@ export function detectCgroupLayout(root = "/sys/fs/cgroup"): CgroupLayout {
   return { kind: "none" };
 }
 
-function readNumber(file: string): number | null {
+export function readNumber(file: string): number | null {
   try {
     const v = Number(fs.readFileSync(file, "utf8").trim());
     return Number.isFinite(v) ? v : null;

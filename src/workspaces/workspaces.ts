@@ -183,7 +183,11 @@ export class WorkspaceStore {
     }
   }
 
-  remove(sandboxId: string, relPath: string, recursive: boolean): void {
+  /**
+   * Runs `fn` with the opened parent directory of relPath and its last component; errno
+   * failures become API errors naming relPath.
+   */
+  private inParent<T>(sandboxId: string, relPath: string, fn: (dirfd: number, name: string) => T): T {
     const parts = parseRelPath(relPath);
     let dirfd: number;
     try {
@@ -191,23 +195,8 @@ export class WorkspaceStore {
     } catch (e) {
       mapFsError(e, relPath);
     }
-    const name = parts[parts.length - 1];
     try {
-      const st = fs.lstatSync(fdPath(dirfd, name));
-      if (st.isDirectory()) {
-        if (!recursive) {
-          try {
-            fs.rmdirSync(fdPath(dirfd, name));
-          } catch (e) {
-            mapFsError(e, relPath);
-          }
-        } else {
-          removeTree(dirfd, name);
-        }
-      } else {
-        // unlink never follows: a symlink is removed, not its target.
-        fs.unlinkSync(fdPath(dirfd, name));
-      }
+      return fn(dirfd, parts[parts.length - 1]);
     } catch (e) {
       if (e instanceof PetriError) throw e;
       mapFsError(e, relPath);
@@ -216,27 +205,30 @@ export class WorkspaceStore {
     }
   }
 
+  remove(sandboxId: string, relPath: string, recursive: boolean): void {
+    this.inParent(sandboxId, relPath, (dirfd, name) => {
+      const st = fs.lstatSync(fdPath(dirfd, name));
+      if (!st.isDirectory()) {
+        // unlink never follows: a symlink is removed, not its target.
+        fs.unlinkSync(fdPath(dirfd, name));
+      } else if (recursive) {
+        removeTree(dirfd, name);
+      } else {
+        fs.rmdirSync(fdPath(dirfd, name));
+      }
+    });
+  }
+
   /** Sets a file's mode (only the executable bits are a client's choice). */
   chmod(sandboxId: string, relPath: string, mode: 0o755 | 0o644): void {
-    const parts = parseRelPath(relPath);
-    let dirfd: number;
-    try {
-      dirfd = openDirNoFollow(this.dirFor(sandboxId), parts.slice(0, -1));
-    } catch (e) {
-      mapFsError(e, relPath);
-    }
-    try {
-      const fd = fs.openSync(fdPath(dirfd, parts[parts.length - 1]), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    this.inParent(sandboxId, relPath, (dirfd, name) => {
+      const fd = fs.openSync(fdPath(dirfd, name), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
       try {
         fs.fchmodSync(fd, mode);
       } finally {
         fs.closeSync(fd);
       }
-    } catch (e) {
-      mapFsError(e, relPath);
-    } finally {
-      fs.closeSync(dirfd);
-    }
+    });
   }
 
   /** Lists entries below relPath without following symlinks (they are listed as symlinks). */
