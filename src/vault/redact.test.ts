@@ -1,0 +1,85 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Redactor, encodedForms } from "./redact.js";
+
+const SECRET = "pa$$w0rd/with+odd=chars&more";
+const r = new Redactor([{ name: "db", value: SECRET }]);
+
+test("raw, hex, URL-encoded and JSON forms are replaced", () => {
+  const raw = Buffer.from(SECRET);
+  const inputs = [
+    `x=${SECRET};`,
+    `hex ${raw.toString("hex")} / ${raw.toString("hex").toUpperCase()}`,
+    `url ${encodeURIComponent(SECRET)} form ${new URLSearchParams({ a: SECRET }).toString()}`,
+    `json ${JSON.stringify({ p: SECRET + '"' })}`,
+    `every byte ${[...raw].map((b) => "%" + b.toString(16).padStart(2, "0")).join("")}`,
+  ];
+  for (const s of inputs) {
+    const out = r.redact(s);
+    assert.deepEqual(out.redactions, ["db"], s);
+    assert.ok(out.text.includes("[REDACTED:db]"), out.text);
+    for (const f of encodedForms(SECRET)) assert.ok(!out.text.includes(f), `${f} survived in ${out.text}`);
+  }
+});
+
+test("base64 of the value embedded at any alignment is caught", () => {
+  for (const prefix of ["", "a", "ab", "abc", "user:"]) {
+    for (const suffix of ["", "x", "xy"]) {
+      for (const enc of ["base64", "base64url"] as const) {
+        const b64 = Buffer.from(prefix + SECRET + suffix).toString(enc);
+        const out = r.redact(`Authorization: Basic ${b64}`);
+        assert.deepEqual(out.redactions, ["db"], `${prefix}|${suffix}|${enc}`);
+        // What remains is the surrounding data plus at most a boundary character or two.
+        const left = out.text.replace("Authorization: Basic ", "").split("[REDACTED:db]").join("");
+        assert.ok(left.length <= Math.ceil(((prefix.length + suffix.length) * 4) / 3) + 6, left);
+      }
+    }
+  }
+});
+
+test("ordinary output passes through byte for byte", () => {
+  const bin = Buffer.from([0, 255, 1, 2, 0xc3, 0x28, 10]);
+  const out = r.redactBuffer(bin);
+  assert.deepEqual(out.redactions, []);
+  assert.equal(out.data, bin);
+});
+
+test("stream redactor catches a secret split across every possible chunk boundary", () => {
+  const text = `before ${SECRET} middle ${Buffer.from(SECRET).toString("base64")} after`;
+  const buf = Buffer.from(text);
+  const whole = r.redact(text).text;
+  for (let cut = 1; cut < buf.length; cut++) {
+    for (const cut2 of [cut, Math.min(buf.length, cut + 3)]) {
+      const s = r.stream();
+      const out = Buffer.concat([s.push(buf.subarray(0, cut)), s.push(buf.subarray(cut, cut2)), s.push(buf.subarray(cut2)), s.end()]).toString();
+      assert.equal(out, whole, `cut at ${cut}/${cut2}`);
+      assert.deepEqual(s.redactions, ["db"]);
+    }
+  }
+  // One byte at a time.
+  const s = r.stream();
+  const parts: Buffer[] = [];
+  for (const b of buf) parts.push(s.push(Buffer.from([b])));
+  parts.push(s.end());
+  assert.equal(Buffer.concat(parts).toString(), whole);
+});
+
+test("several secrets, overlapping and repeated occurrences", () => {
+  const two = new Redactor([
+    { name: "a", value: "alpha-secret" },
+    { name: "b", value: "secret-beta!" },
+  ]);
+  const out = two.redact("alpha-secret-beta! and alpha-secret and secret-beta!");
+  assert.ok(!out.text.includes("alpha-secret") && !out.text.includes("secret-beta"), out.text);
+  assert.deepEqual(out.redactions.sort(), ["a", "b"]);
+  const rep = new Redactor([{ name: "z", value: "zzzzzz" }]).redact("z".repeat(50));
+  assert.equal(rep.text.replace(/\[REDACTED:z\]/g, "").replace(/z{0,5}/, ""), "");
+});
+
+test("empty redactor is a no-op", () => {
+  const e = new Redactor([]);
+  assert.equal(e.empty, true);
+  assert.equal(e.redact("anything").text, "anything");
+  const s = e.stream();
+  assert.equal(s.push("abc").toString() + s.end().toString(), "abc");
+});
