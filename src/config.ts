@@ -57,6 +57,9 @@ export interface Config {
   sandboxIdleTimeoutMs: number;
   sandboxTtlMs: number;
   reaperIntervalMs: number;
+  /** TenantVault master key (hex or base64) from PETRI_MASTER_KEY; else a 0600 key file. */
+  masterKey: string | undefined;
+  masterKeyFile: string;
   /** Quotas of a tenant that has none of its own. */
   tenantDefaults: Readonly<{ max_sandboxes: number; max_concurrent_runs: number; max_workspace_mb: number }>;
   /** Audit log directory (hash-chained records, signing key, sink cursors). */
@@ -174,6 +177,8 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     sandboxTtlMs: int(env, "PETRI_SANDBOX_TTL_MS", 24 * 60 * 60 * 1000, 1000),
     reaperIntervalMs: int(env, "PETRI_REAPER_INTERVAL_MS", 30_000, 100),
     warmIdleMs: int(env, "PETRI_WARM_IDLE_MS", 60_000, 0),
+    masterKey: env.PETRI_MASTER_KEY || undefined,
+    masterKeyFile: path.resolve(cwd, env.PETRI_MASTER_KEY_FILE || path.join(dataDir, "master.key")),
     tenantDefaults: Object.freeze({
       max_sandboxes: int(env, "PETRI_TENANT_MAX_SANDBOXES", 20_000, 1),
       max_concurrent_runs: int(env, "PETRI_TENANT_MAX_CONCURRENT_RUNS", 64, 1),

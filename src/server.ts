@@ -20,6 +20,7 @@ import { DEFAULT_IMAGE } from "./images/recipe.js";
 import { buildApp, type AppDeps } from "./api/app.js";
 import { BlobStore } from "./workspaces/sync.js";
 import { AuditLog, parseSinkConfig } from "./audit/index.js";
+import { SecretStore, loadOrCreateMasterKey, readMasterKeyRing, vaultRoutes } from "./vault/index.js";
 
 export interface PetriServer {
   app: FastifyInstance;
@@ -29,6 +30,7 @@ export interface PetriServer {
   exec: ExecService;
   runtimes: Map<string, Runtime>;
   audit: AuditLog;
+  vault: SecretStore;
   /** What runtime detection found at start (for `petri doctor` and logs). */
   probes: RuntimeProbe[];
   instanceId: string;
@@ -70,7 +72,10 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   const docker = new Docker({ socketPath: config.dockerSocket });
   const { runtimes, defaultRuntime, probes } = await setupRuntimes(config, docker, instanceId, logger);
   const quotas = new QuotaService(db, config, (id) => workspaces.usage(id));
-  const sandboxes = new SandboxService(db, config, workspaces, () => [...runtimes.keys()], () => defaultRuntime ?? "none", quotas);
+  const vault = new SecretStore(db, loadOrCreateMasterKey({ env: config.masterKey, file: config.masterKeyFile }),
+    config.masterKey ? {} : { reloadKeys: () => readMasterKeyRing(config.masterKeyFile) });
+  const sandboxes = new SandboxService(db, config, workspaces, () => [...runtimes.keys()], () => defaultRuntime ?? "none", quotas,
+    (tenantId, name) => { vault.get(tenantId, name); });
   const exec = new ExecService({
     db, config, sandboxes, workspaces, runtimes, instanceId,
     rootfsFor: (image) => {
@@ -80,6 +85,7 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
     log: logger,
     audit,
     quotas,
+    vault,
   });
 
   const mine = { [LABEL_MANAGED]: "true", [LABEL_INSTANCE]: instanceId };
@@ -91,7 +97,8 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   if (startupReaped || interrupted) logger.warn({ containers: startupReaped, runs: interrupted }, "cleaned up after an unclean stop");
 
   const blobs = new BlobStore(path.join(config.dataDir, "blobs"));
-  const deps: AppDeps = { keys, sandboxes, workspaces, blobs, exec, runtimes, defaultRuntime: defaultRuntime ?? "none", logger, audit, quotas };
+  const deps: AppDeps = { keys, sandboxes, workspaces, blobs, exec, runtimes, defaultRuntime: defaultRuntime ?? "none", logger, audit, quotas, vault,
+    plugins: [(scoped) => vaultRoutes(scoped, { store: vault })] };
   const app = await buildApp(config, deps);
 
   let reaping: Promise<{ expired: number; containers: number }> | null = null;
@@ -117,7 +124,7 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   timer.unref();
 
   return {
-    app, db, keys, sandboxes, exec, runtimes, audit, probes, instanceId, bootstrap, reapNow,
+    app, db, keys, sandboxes, exec, runtimes, audit, vault, probes, instanceId, bootstrap, reapNow,
     async close() {
       clearInterval(timer);
       await app.close();

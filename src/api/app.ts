@@ -13,6 +13,7 @@ import type { WorkspaceStore } from "../workspaces/workspaces.js";
 import type { ExecService } from "../exec/exec.js";
 import type { Runtime } from "../runtimes/types.js";
 import type { QuotaService } from "../auth/quotas.js";
+import type { SecretStore } from "../vault/index.js";
 import { ErrorBody } from "./schemas.js";
 import type { AuditEvent, AuditRecord } from "../audit/types.js";
 import type { AuditQuery } from "../audit/log.js";
@@ -40,6 +41,8 @@ export interface AppDeps {
   logger: Logger;
   audit?: AuditSink;
   quotas?: QuotaService;
+  /** TenantVault, to redact secret values from files the API returns. */
+  vault?: SecretStore;
   /** Extra route plugins (vault, audit…) registered inside the authenticated scope. */
   plugins?: ((app: FastifyInstance) => Promise<void>)[];
 }

@@ -37,7 +37,12 @@ export const SandboxSchema = Type.Object({
   expires_at: Type.String({ format: "date-time" }),
   idle_timeout_ms: Type.Number(),
   ttl_ms: Type.Number(),
+  secrets: Type.Array(Type.String(), { description: "vault secrets its runs may use (code sees placeholders)" }),
+  allow_hosts: Type.Array(Type.String(), { description: "hosts reachable through the HTTP broker; empty: no network" }),
 });
+
+const SecretNames = Type.Array(Type.String({ pattern: "^[A-Za-z][A-Za-z0-9_-]{0,63}$" }), { maxItems: 64 });
+const HostPatterns = Type.Array(Type.String({ minLength: 1, maxLength: 255 }), { maxItems: 256 });
 
 export const CreateSandboxBody = Type.Object({
   language: Type.String({ description: "python, node, go, bash" }),
@@ -46,6 +51,8 @@ export const CreateSandboxBody = Type.Object({
   ttl_ms: Type.Optional(Type.Integer({ minimum: 1000, description: "Absolute lifetime, ms" })),
   idle_timeout_ms: Type.Optional(Type.Integer({ minimum: 1000, description: "Destroyed after this long without activity, ms" })),
   metadata: Type.Optional(Type.Record(Type.String({ maxLength: 64 }), Type.String({ maxLength: 256 }), { maxProperties: 32 })),
+  secrets: Type.Optional(SecretNames),
+  allow_hosts: Type.Optional(HostPatterns),
 }, { additionalProperties: false });
 
 export const FileEntrySchema = Type.Object({
@@ -66,6 +73,8 @@ export const ExecBody = Type.Object({
   limits: Type.Optional(LimitsSchema),
   stream: Type.Optional(Type.Boolean({ description: "Stream output as NDJSON events while the run lives" })),
   detach: Type.Optional(Type.Boolean({ description: "Return 202 at once; fetch the result with GET …/exec/{exec_id}" })),
+  secrets: Type.Optional(SecretNames),
+  allow_hosts: Type.Optional(HostPatterns),
 }, { additionalProperties: false });
 
 const FileChangesSchema = Type.Object({
@@ -98,6 +107,7 @@ export const ExecResultSchema = Type.Object({
   workspace_bytes: Type.Optional(Type.Number()),
   workspace_quota_bytes: Type.Optional(Type.Number()),
   workspace_quota_exceeded: Type.Optional(Type.Boolean()),
+  redactions: Type.Optional(Type.Array(Type.String(), { description: "secrets whose value was redacted from the output" })),
   error: Type.Optional(Type.Union([Type.Object({ code: Type.String(), message: Type.String() }), Type.Null()])),
   created_at: Type.Optional(Type.String()),
   finished_at: Type.Optional(Type.Union([Type.String(), Type.Null()])),

@@ -7,6 +7,7 @@ import { openDatabase } from "../store/db.js";
 import { KeyService } from "../auth/keys.js";
 import { createServer } from "../server.js";
 import { runAuditVerifyCli } from "../audit/index.js";
+import { SecretStore, generateMasterKey, loadOrCreateMasterKey, readMasterKeyRing, rotateMasterKeyFile } from "../vault/index.js";
 
 const USAGE = `usage: petri <command>
 
@@ -16,6 +17,7 @@ const USAGE = `usage: petri <command>
                                  create an API key; its token is printed once
   keys list                      list API keys (never their tokens)
   keys revoke KEY_ID             revoke a key; it stops working at once
+  vault rotate-master-key        re-wrap every tenant data key under a new master key (key file only)
   doctor                         which sandbox runtimes work here, and how to fix the rest
   audit verify [DIR] [--public-key FILE]
                                  check the audit log's hash chain and signed checkpoints
@@ -36,6 +38,18 @@ export async function main(argv: string[]): Promise<number> {
   const [cmd, sub, ...rest] = argv;
   try {
     if (cmd === "serve") return await serve();
+    if (cmd === "vault" && sub === "rotate-master-key") {
+      const cfg = loadConfig();
+      if (cfg.masterKey) {
+        process.stderr.write("petri: PETRI_MASTER_KEY is set; rotate by re-wrapping with the new key in your secret manager (see docs/vault.md)\n");
+        return 2;
+      }
+      const db = openDatabase(cfg.dataDir);
+      const store = new SecretStore(db, loadOrCreateMasterKey({ file: cfg.masterKeyFile }), { reloadKeys: () => readMasterKeyRing(cfg.masterKeyFile) });
+      const { rewrapped } = await rotateMasterKeyFile(store, cfg.masterKeyFile, generateMasterKey());
+      process.stdout.write(`master key rotated; ${rewrapped} tenant data key(s) re-wrapped; running servers pick it up without a restart\n`);
+      return 0;
+    }
     if (cmd === "doctor") {
       const cfg = loadConfig();
       const docker = new Docker({ socketPath: cfg.dockerSocket });

@@ -12,6 +12,7 @@ import { parseRelPath } from "../workspaces/paths.js";
 import type { Mount, RunResult, RunSpec, Runtime } from "../runtimes/types.js";
 import type { AuthContext } from "../auth/keys.js";
 import type { QuotaService } from "../auth/quotas.js";
+import { openBrokerSession, type BrokerSession, type SecretStore } from "../vault/index.js";
 import type { AuditEvent } from "../audit/types.js";
 import { runFinishEvents, runStartEvent, toAuditSnapshot, type RunAuditContext } from "./audit-events.js";
 
@@ -23,6 +24,10 @@ export interface ExecRequest {
   env?: Record<string, string>;
   timeout_ms?: number;
   limits?: Partial<Limits>;
+  /** Vault secrets this run may use, in addition to the sandbox's. */
+  secrets?: string[];
+  /** Hosts this run may reach through the HTTP broker, in addition to the sandbox's. */
+  allow_hosts?: string[];
 }
 
 export type ExecStatus = "running" | "completed" | "failed" | "cancelled";
@@ -51,6 +56,8 @@ export interface ExecResult {
   workspace_bytes: number;
   workspace_quota_bytes: number;
   workspace_quota_exceeded: boolean;
+  /** Names of secrets whose value was found in the output and replaced by [REDACTED:name]. */
+  redactions: string[];
   error: { code: string; message: string } | null;
   created_at: string;
   finished_at: string | null;
@@ -72,6 +79,19 @@ export class RunHandle extends EventEmitter<ExecEvents> {
   readonly done: Promise<ExecResult>;
   resolveDone!: (r: ExecResult) => void;
   cancelReason: "cancel" | "quota" | "shutdown" | null = null;
+  private redactors: { push(b: Buffer): Buffer; end(): Buffer; redactions: string[] }[] = [];
+
+  trackRedactors(out: RunHandle["redactors"][number], err: RunHandle["redactors"][number]): void {
+    this.redactors = [out, err];
+  }
+
+  /** Flushes what stream redaction held back (a possible secret prefix) and names what it hid. */
+  get streamRedactions(): string[] {
+    const [out, err] = this.redactors;
+    if (out) { const t = out.end(); if (t.length) this.emit("stdout", t); }
+    if (err) { const t = err.end(); if (t.length) this.emit("stderr", t); }
+    return this.redactors.flatMap((r) => r.redactions);
+  }
 
   constructor(readonly id: string, readonly sandboxId: string, readonly tenantId: string, interactiveStdin: boolean) {
     super();
@@ -124,6 +144,8 @@ export interface ExecDeps {
   rootfsFor: (image: string) => string | undefined;
   log: { info: (o: object, m?: string) => void; warn: (o: object, m?: string) => void; error: (o: object, m?: string) => void };
   quotas?: QuotaService;
+  /** TenantVault: secrets runs may use through brokers, never read. */
+  vault?: SecretStore;
   /** The audit log: every run is recorded (what ran, what it touched, how it ended). */
   audit?: { append(ev: AuditEvent): unknown };
 }
@@ -148,6 +170,14 @@ export class ExecService {
     const limits = resolveLimits(sandbox.limits, config.maxLimits, { ...(req.limits ?? {}), ...(req.timeout_ms !== undefined ? { timeout_ms: req.timeout_ms } : {}) });
     for (const k of Object.keys(req.env ?? {})) {
       if (!ENV_NAME.test(k)) throw new PetriError("VALIDATION_ERROR", `env name "${k}" is not a valid variable name`);
+    }
+    const egress = {
+      secrets: [...new Set([...sandbox.secrets, ...(req.secrets ?? [])])],
+      allowHosts: [...new Set([...sandbox.allow_hosts, ...(req.allow_hosts ?? [])])],
+    };
+    if (egress.secrets.length || egress.allowHosts.length) {
+      if (!this.d.vault) throw new PetriError("RUNTIME_UNAVAILABLE", "this server has no vault: secrets and allowed hosts are not available");
+      for (const name of egress.secrets) this.d.vault.get(auth.tenantId, name);
     }
     const runtime = this.d.runtimes.get(sandbox.runtime);
     if (!runtime) throw new PetriError("RUNTIME_UNAVAILABLE", `runtime "${sandbox.runtime}" is not available on this server`);
@@ -245,12 +275,13 @@ export class ExecService {
       tenant_id: auth.tenantId, key_id: auth.keyId, sandbox_id: sandbox.id, exec_id: id, language: sandbox.language,
       runtime: sandbox.runtime, image, argv, entry, code: req.code, envNames: Object.keys(spec.env).sort(), limits,
     };
-    void this.execute(auth, sandbox, req, handle, runtime, spec, limits, entry, runDir, now, auditCtx);
+    void this.execute(auth, sandbox, req, handle, runtime, spec, limits, entry, runDir, now, auditCtx, egress);
     return handle;
   }
 
   private async execute(auth: AuthContext, sandbox: Sandbox, req: ExecRequest, handle: RunHandle, runtime: Runtime, spec: RunSpec,
-    limits: Limits, entry: string, runDir: string, createdAt: number, auditCtx: RunAuditContext): Promise<void> {
+    limits: Limits, entry: string, runDir: string, createdAt: number, auditCtx: RunAuditContext,
+    egress: { secrets: string[]; allowHosts: string[] }): Promise<void> {
     const { workspaces, config } = this.d;
     const quotaBytes = limits.workspace_mb * 1024 * 1024;
     let result: ExecResult;
@@ -282,7 +313,11 @@ export class ExecService {
         await new Promise((r) => setTimeout(r, Math.max(50, cost * 10)));
       }
     })();
+    let broker: BrokerSession | null = null;
     try {
+      if (egress.secrets.length || egress.allowHosts.length) {
+        broker = await this.openBroker(auth, sandbox, handle, spec, runDir, egress);
+      }
       raw = await runtime.run(spec);
     } catch (e) {
       const msg = (e as Error).message ?? String(e);
@@ -293,6 +328,7 @@ export class ExecService {
     } finally {
       stopWatch = true;
       await watch;
+      await broker?.close().catch(() => undefined);
       handle.closeStdin();
       fs.rmSync(runDir, { recursive: true, force: true });
     }
@@ -303,8 +339,19 @@ export class ExecService {
       error = { code: "WORKSPACE_QUOTA_EXCEEDED", message: `the run grew the workspace to ${usage} bytes, beyond its quota of ${quotaBytes} bytes${handle.cancelReason === "quota" ? "; the run was stopped" : ""}` };
     }
     const cancelled = handle.cancelReason === "cancel" || handle.cancelReason === "shutdown";
-    const stdout = raw?.stdout.toString("utf8") ?? "";
-    const stderr = raw?.stderr.toString("utf8") ?? "";
+    // Redaction is the backstop: a secret value that reached the output never leaves Petri.
+    const redactions = new Set<string>();
+    const clean = (b: Buffer | undefined): Buffer => {
+      if (!b || !broker) return b ?? Buffer.alloc(0);
+      const r = broker.redactor.redactBuffer(b);
+      for (const n of r.redactions) redactions.add(n);
+      return r.data;
+    };
+    const outBuf = clean(raw?.stdout);
+    const errBuf = clean(raw?.stderr);
+    for (const n of handle.streamRedactions) redactions.add(n);
+    const stdout = outBuf.toString("utf8");
+    const stderr = errBuf.toString("utf8");
     result = {
       id: handle.id,
       sandbox_id: sandbox.id,
@@ -329,6 +376,7 @@ export class ExecService {
       workspace_bytes: usage,
       workspace_quota_bytes: quotaBytes,
       workspace_quota_exceeded: quotaHit,
+      redactions: [...redactions].sort(),
       error,
       created_at: new Date(createdAt).toISOString(),
       finished_at: new Date().toISOString(),
@@ -348,7 +396,7 @@ export class ExecService {
       try {
         const auditAfter = toAuditSnapshot(await workspaces.list(sandbox.id, "", { recursive: true, hashes: true }));
         for (const ev of runFinishEvents(auditCtx, auditBefore, auditAfter, {
-          ...result, stdout: raw?.stdout ?? Buffer.alloc(0), stderr: raw?.stderr ?? Buffer.alloc(0),
+          ...result, stdout: outBuf, stderr: errBuf,
         })) this.safeAppend(ev);
       } catch (e) {
         this.d.log.error({ err: (e as Error).message, exec: handle.id }, "could not record the run in the audit log");
@@ -358,6 +406,32 @@ export class ExecService {
     handle.resolveDone(result);
     handle.emit("done", result);
     void config;
+  }
+
+  /**
+   * Starts the run's credential brokers and points the run at them: placeholders in env, the
+   * broker directory mounted read-only, the in-sandbox proxy forwarder, and redaction of what is
+   * streamed. Broker events (every connection, query and request, allowed or denied) are audited.
+   */
+  private async openBroker(auth: AuthContext, sandbox: Sandbox, handle: RunHandle, spec: RunSpec, runDir: string,
+    egress: { secrets: string[]; allowHosts: string[] }): Promise<BrokerSession> {
+    const session = await openBrokerSession({
+      store: this.d.vault!, tenantId: auth.tenantId, sandboxId: sandbox.id, execId: handle.id,
+      secrets: egress.secrets, allowHosts: egress.allowHosts, runDir: path.join(runDir, "broker"),
+      onEvent: (ev) => this.safeAppend({
+        kind: ev.kind, action: ev.action, outcome: ev.outcome,
+        tenant_id: auth.tenantId, key_id: auth.keyId, sandbox_id: sandbox.id, exec_id: handle.id, detail: ev.detail,
+      }),
+    });
+    spec.env = { ...spec.env, ...session.env };
+    spec.mounts = [...spec.mounts, session.mount];
+    spec.argv = session.wrapArgv(spec.argv);
+    const outR = session.redactor.stream();
+    const errR = session.redactor.stream();
+    handle.trackRedactors(outR, errR);
+    spec.onStdout = (b) => { const c = outR.push(b); if (c.length) handle.emit("stdout", c); };
+    spec.onStderr = (b) => { const c = errR.push(b); if (c.length) handle.emit("stderr", c); };
+    return session;
   }
 
   private safeAppend(ev: AuditEvent): void {

@@ -23,9 +23,15 @@ export interface Sandbox {
   expires_at: string;
   idle_timeout_ms: number;
   ttl_ms: number;
+  /** Vault secrets its runs may use (through brokers; the code sees placeholders). */
+  secrets: string[];
+  /** Hosts its runs may reach through the HTTP broker. Empty: no network at all. */
+  allow_hosts: string[];
 }
 
 export interface CreateSandboxInput {
+  secrets?: string[];
+  allow_hosts?: string[];
   language: string;
   runtime?: string;
   limits?: Partial<Limits>;
@@ -37,7 +43,7 @@ export interface CreateSandboxInput {
 interface Row {
   id: string; tenant_id: string; language: string; runtime: string; status: string;
   limits_json: string; metadata_json: string; created_at: number; last_active_at: number;
-  idle_timeout_ms: number; ttl_ms: number; expires_at: number;
+  idle_timeout_ms: number; ttl_ms: number; expires_at: number; egress_json: string;
 }
 
 /** Merges client limits into a base, refusing anything above the server's maximum. */
@@ -66,6 +72,8 @@ export class SandboxService {
     private readonly runtimeNames: () => string[],
     private readonly defaultRuntime: () => string,
     private readonly quotas?: QuotaService,
+    /** Throws SECRET_NOT_FOUND when the tenant has no such secret. */
+    private readonly secretExists?: (tenantId: string, name: string) => void,
   ) {}
 
   private toApi(r: Row): Sandbox {
@@ -82,6 +90,7 @@ export class SandboxService {
       expires_at: new Date(r.expires_at).toISOString(),
       idle_timeout_ms: r.idle_timeout_ms,
       ttl_ms: r.ttl_ms,
+      ...(JSON.parse(r.egress_json) as { secrets: string[]; allow_hosts: string[] }),
     };
   }
 
@@ -109,14 +118,16 @@ export class SandboxService {
     if (idle > this.config.sandboxTtlMs) {
       throw new PetriError("LIMIT_ABOVE_MAXIMUM", `idle_timeout_ms=${idle} is above the server maximum of ${this.config.sandboxTtlMs}`);
     }
+    for (const name of input.secrets ?? []) this.secretExists?.(auth.tenantId, name);
+    const egress = { secrets: [...new Set(input.secrets ?? [])], allow_hosts: [...new Set(input.allow_hosts ?? [])] };
     const id = newId("sb");
     const now = Date.now();
     const expires = Math.min(now + ttl, now + idle);
     this.workspaces.create(id);
     try {
       this.db.prepare(`INSERT INTO sandboxes(id, tenant_id, language, runtime, status, limits_json, metadata_json,
-        created_at, last_active_at, idle_timeout_ms, ttl_ms, expires_at) VALUES (?, ?, ?, ?, 'ready', ?, ?, ?, ?, ?, ?, ?)`)
-        .run(id, auth.tenantId, input.language, runtime, JSON.stringify(limits), JSON.stringify(input.metadata ?? {}), now, now, idle, ttl, expires);
+        created_at, last_active_at, idle_timeout_ms, ttl_ms, expires_at, egress_json) VALUES (?, ?, ?, ?, 'ready', ?, ?, ?, ?, ?, ?, ?, ?)`)
+        .run(id, auth.tenantId, input.language, runtime, JSON.stringify(limits), JSON.stringify(input.metadata ?? {}), now, now, idle, ttl, expires, JSON.stringify(egress));
     } catch (e) {
       this.workspaces.destroy(id);
       throw e;

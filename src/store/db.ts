@@ -58,6 +58,10 @@ const MIGRATIONS: string[] = [
     value TEXT NOT NULL
   );
   `,
+  // Which vault secrets a sandbox's runs may use, and which hosts they may reach via the broker.
+  `
+  ALTER TABLE sandboxes ADD COLUMN egress_json TEXT NOT NULL DEFAULT '{"secrets":[],"allow_hosts":[]}';
+  `,
 ];
 
 export function openDatabase(dataDir: string): DB {

@@ -1,4 +1,5 @@
 import fs from "node:fs";
+import { Transform } from "node:stream";
 import type { FastifyInstance } from "fastify";
 import { Type, type Static } from "@sinclair/typebox";
 import type { Config } from "../../config.js";
@@ -124,8 +125,24 @@ export async function fileRoutes(app: FastifyInstance, config: Readonly<Config>,
   }, async (req, reply) => {
     const sb = sandboxes.get(req.auth, req.params.id);
     const { fd, size } = workspaces.openRead(sb.id, req.params["*"]);
-    reply.header("content-type", "application/octet-stream").header("content-length", String(size));
-    return reply.send(fs.createReadStream("", { fd, autoClose: true }));
+    const body = fs.createReadStream("", { fd, autoClose: true });
+    reply.header("content-type", "application/octet-stream");
+    if (sb.secrets.length && deps.vault) {
+      // A secret value the code wrote into a file never leaves through a download either; the
+      // length may change, so no content-length.
+      const r = deps.vault.redactorFor(req.auth.tenantId, sb.secrets).stream();
+      const t = new Transform({
+        transform(chunk: Buffer, _e, cb) { cb(null, r.push(chunk)); },
+        flush(cb) {
+          this.push(r.end());
+          cb();
+        },
+      });
+      reply.header("x-petri-redaction", "applied");
+      return reply.send(body.pipe(t));
+    }
+    reply.header("content-length", String(size));
+    return reply.send(body);
   });
 
   app.delete<{ Params: Static<typeof FileParams>; Querystring: { recursive?: boolean } }>("/v1/sandboxes/:id/files/*", {
