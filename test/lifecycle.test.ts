@@ -42,7 +42,8 @@ describe("lifecycle", () => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "petri-kill-"));
     const port = await freePort();
     const key = "pk_lifecycle_test_key_123456";
-    const env = { PETRI_DATA_DIR: dataDir, PETRI_PORT: String(port), PETRI_ADMIN_TOKEN: key };
+    // No pre-started containers here, so the only container is the run's own.
+    const env = { PETRI_DATA_DIR: dataDir, PETRI_PORT: String(port), PETRI_ADMIN_TOKEN: key, PETRI_WARM_IDLE_MS: "0", PETRI_RUNTIMES: "runc" };
     const url = `http://127.0.0.1:${port}`;
     const h = { authorization: `Bearer ${key}`, "content-type": "application/json" };
     let proc = startProcess(env);
@@ -58,7 +59,7 @@ describe("lifecycle", () => {
       const instance = (new Database(path.join(dataDir, "petri.db"), { readonly: true }).prepare("SELECT value FROM meta WHERE key='instance_id'").get() as { value: string }).value;
       // The run's container (and, with pre-started containers on, one waiting for the next run).
       const runContainers = async () => (await docker.listContainers({ all: true, filters: { label: [`io.jhansi.petri.exec=${running}`] } })).length;
-      const until = Date.now() + 15000;
+      const until = Date.now() + 30000;
       while ((await runContainers()) === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
       assert.equal(await runContainers(), 1, "the run's container is live");
       proc.kill("SIGKILL");
