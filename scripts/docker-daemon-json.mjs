@@ -12,6 +12,14 @@ if (fs.existsSync(file)) {
 const want = {
   crun: { path: "/usr/bin/crun" },
   runsc: { path: "/usr/bin/runsc", runtimeArgs: ["--platform=ptrace", "--network=none"] },
+  // Same sandbox, plus gVisor's own strace of the opens and execs of the sandboxed program,
+  // written by the sandbox's boot process to /var/log/petri/runsc/ (this runsc has no per-container
+  // log name; Petri finds a run's file by the container id in it and deletes it after reading).
+  "runsc-trace": {
+    path: "/usr/bin/runsc",
+    runtimeArgs: ["--platform=ptrace", "--network=none", "--strace", "--strace-syscalls=open,openat,creat,execve,execveat",
+      "--debug-log=/var/log/petri/runsc/", "--debug-command=boot"],
+  },
 };
 const before = JSON.stringify(cfg);
 cfg.runtimes = { ...(cfg.runtimes ?? {}) };

@@ -160,8 +160,10 @@ export async function setupRuntimes(config: Readonly<Config>, docker: Docker, in
       runtimes.set("bwrap", new BwrapRuntime({ cgroupParent: `petri-bwrap-${instanceId}` }));
     } else {
       const oci = p.variant ?? p.id.split("/")[1];
+      // gVisor with its strace on (runsc-trace) when that is registered and works, still named runsc.
+      const trace = oci === "runsc" && (await dockerStrategy("runsc-trace", opts).probe()).available;
       runtimes.set(oci, new DockerRuntime({
-        docker, ociRuntime: oci, cgroupParent: `petri-${instanceId}`,
+        docker, ociRuntime: trace ? "runsc-trace" : oci, trace, cgroupParent: `petri-${instanceId}`,
         warm: { idleMs: config.warmIdleMs, images: new Set([DEFAULT_IMAGE]) },
       }));
     }

@@ -4,6 +4,7 @@ import { diffSnapshots as contentDiff, fileEvents, type FileState, type Workspac
 import { canonicalJson, sha256Hex } from "../audit/canonical.js";
 import type { FileEntry } from "../workspaces/workspaces.js";
 import type { Limits } from "../config.js";
+import type { GvisorTrace } from "../runtimes/gvisor-trace.js";
 
 /**
  * Builds the audit records of a run: what ran (argv, entry hash, env names, limits, image), what
@@ -72,7 +73,7 @@ export interface RunOutcome {
   error: { code: string; message: string } | null;
 }
 
-export function runFinishEvents(c: RunAuditContext, before: WorkspaceSnapshot, after: WorkspaceSnapshot, o: RunOutcome): AuditEvent[] {
+export function runFinishEvents(c: RunAuditContext, before: WorkspaceSnapshot, after: WorkspaceSnapshot, o: RunOutcome, trace?: GvisorTrace): AuditEvent[] {
   const changes = contentDiff(before, after);
   const ctx = { tenant_id: c.tenant_id, key_id: c.key_id, sandbox_id: c.sandbox_id, exec_id: c.exec_id };
   const finish: AuditEvent = {
@@ -92,5 +93,19 @@ export function runFinishEvents(c: RunAuditContext, before: WorkspaceSnapshot, a
       files_changed: changes.length,
     },
   };
-  return [finish, ...fileEvents(changes, ctx)];
+  return [finish, ...fileEvents(changes, ctx), ...(trace ? traceEvents(trace, ctx) : [])];
+}
+
+/**
+ * One record per distinct file the program opened and program it executed, as gVisor's strace
+ * saw them (paths inside the container; argv only, never the environment).
+ */
+function traceEvents(t: GvisorTrace, ctx: Pick<AuditEvent, "tenant_id" | "key_id" | "sandbox_id" | "exec_id">): AuditEvent[] {
+  const source = t.truncated ? "gvisor-strace (truncated)" : "gvisor-strace";
+  return [
+    ...t.execs.map((e): AuditEvent => ({ kind: "process", action: "process.exec", outcome: "success", ...ctx,
+      detail: { path: e.path, argv: clip(e.argv), source } })),
+    ...t.opens.map((o): AuditEvent => ({ kind: "file", action: "file.open", outcome: "success", ...ctx,
+      detail: { path: o.path, flags: o.flags, write: o.write, source } })),
+  ];
 }

@@ -397,7 +397,7 @@ export class ExecService {
         const auditAfter = toAuditSnapshot(await workspaces.list(sandbox.id, "", { recursive: true, hashes: true }));
         for (const ev of runFinishEvents(auditCtx, auditBefore, auditAfter, {
           ...result, stdout: outBuf, stderr: errBuf,
-        })) this.safeAppend(ev);
+        }, raw?.trace)) this.safeAppend(ev);
       } catch (e) {
         this.d.log.error({ err: (e as Error).message, exec: handle.id }, "could not record the run in the audit log");
       }

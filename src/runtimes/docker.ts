@@ -1,6 +1,7 @@
 import { Duplex } from "node:stream";
 import Docker from "dockerode";
 import { CappedBuffer, signalFromExitCode, type RunResult, type RunSpec, type Runtime } from "./types.js";
+import { readGvisorTrace } from "./gvisor-trace.js";
 import { detectCgroupLayout, readUsage, removeCgroup, type CgroupLayout } from "./cgroups.js";
 
 export interface DockerRuntimeOptions {
@@ -16,6 +17,8 @@ export interface DockerRuntimeOptions {
    * sandbox runs nothing. Only for images known to have `launcher[0]`.
    */
   warm?: { idleMs: number; images: Set<string> };
+  /** The OCI runtime is runsc-trace: read each run's gVisor strace into `RunResult.trace`. */
+  trace?: boolean;
 }
 
 
@@ -99,6 +102,7 @@ export class DockerRuntime implements Runtime {
   private readonly preparing = new Map<string, Promise<void>>();
   private readonly removing = new Set<Promise<void>>();
   private closed = false;
+  private readonly trace: boolean;
 
   constructor(opts: DockerRuntimeOptions) {
     this.docker = opts.docker;
@@ -106,6 +110,7 @@ export class DockerRuntime implements Runtime {
     this.cgroupParent = opts.cgroupParent ?? "petri";
     this.layout = detectCgroupLayout();
     this.warmOpts = opts.warm && opts.warm.idleMs > 0 ? opts.warm : undefined;
+    this.trace = opts.trace ?? false;
   }
 
   get variant(): string {
@@ -293,6 +298,8 @@ export class DockerRuntime implements Runtime {
     const usage = readUsage(this.layout, prep.cgroupRel);
     result.cpuTimeMs = usage.cpuTimeMs;
     result.peakMemoryBytes = usage.peakMemoryBytes;
+    // A pre-started container's launcher execs the program: its exec is the second one.
+    if (this.trace) result.trace = (await readGvisorTrace(container.id, { startAtExec: prep.warm ? 2 : 1 }).catch(() => null)) ?? undefined;
     // Removal does not hold the result back; count(), reap() and close() wait for it.
     this.removeLater(prep);
     return result;

@@ -1,4 +1,5 @@
 import os from "node:os";
+import type { GvisorTrace } from "./gvisor-trace.js";
 
 /**
  * The Runtime contract: one fully described run in, one result out. A runtime knows nothing of
@@ -70,6 +71,8 @@ export interface RunResult {
   peakMemoryBytes: number | null;
   /** Where the time went, for benchmarks (create/start/wait/remove…). */
   timings?: Record<string, number>;
+  /** What the program opened and executed, when the runtime traces it (gVisor as runsc-trace). */
+  trace?: GvisorTrace;
 }
 
 export interface RuntimeInfo {

@@ -1,0 +1,234 @@
+import fs from "node:fs";
+import path from "node:path";
+
+/**
+ * What a run under gVisor opened and executed, read from the strace gVisor's sentry writes to its
+ * boot log when the OCI runtime is registered as `runsc-trace` (scripts/docker-daemon-json.mjs:
+ * `--strace --strace-syscalls=open,openat,creat,execve,execveat --debug-log=/var/log/petri/runsc/
+ * --debug-command=boot`). Paths are as the program saw them inside the container. Environment
+ * values (printed by gVisor for every execve) never leave this module.
+ */
+export interface TracedOpen {
+  path: string;
+  /** As gVisor prints them, e.g. "O_WRONLY|O_CLOEXEC|O_CREAT|O_TRUNC". */
+  flags: string;
+  /** Opened for writing (or created/truncated). */
+  write: boolean;
+}
+
+export interface TracedExec {
+  path: string;
+  argv: string[];
+}
+
+export interface GvisorTrace {
+  opens: TracedOpen[];
+  execs: TracedExec[];
+  /** More distinct entries than `limit` were seen; the rest were dropped. */
+  truncated: boolean;
+}
+
+export interface ParseOptions {
+  /** Distinct entries kept per list. */
+  limit?: number;
+  /**
+   * The program starts at this successful execve: 1 when docker-init execs it straight away, 2
+   * when a pre-started container's launcher sits in between. What came before is the runtime's
+   * own start-up and is left out; that execve itself is the program's first exec record.
+   */
+  startAtExec?: number;
+}
+
+export const GVISOR_TRACE_DIR = "/var/log/petri/runsc";
+const DEFAULT_LIMIT = 1000;
+
+// glog header, then gVisor's strace "exit" line: [pid:tid] comm X syscall(args) = rv (0x..) [errno=..] (duration)
+const GLOG = /^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+(\d+) (\S+)\] (.*)$/;
+const STRACE_EXIT = /^\[\s*\d+:\s*\d+\] .*? X (open|openat|creat|execve|execveat)\((.*)\) = (-?\d+) \(0x[0-9a-f]+\)( errno=\d+[^)]*\))? \([0-9.hmµns]+\)$/;
+const FLAGS = String.raw`((?:[A-Z][A-Z0-9_]*|0x[0-9a-f]+)(?:\|(?:[A-Z][A-Z0-9_]*|0x[0-9a-f]+))*)`;
+const OPENAT_ARGS = new RegExp(String.raw`^(\S+) (.*?), 0x[0-9a-f]+ (.*), ${FLAGS}, 0o[0-7]+$`);
+const OPEN_ARGS = new RegExp(String.raw`^0x[0-9a-f]+ (.*), ${FLAGS}, 0o[0-7]+$`);
+const CREAT_ARGS = /^0x[0-9a-f]+ (.*), 0o[0-7]+$/;
+const WRITE_FLAGS = /(^|\|)(O_WRONLY|O_RDWR|O_CREAT|O_TRUNC|O_APPEND)(\||$)/;
+
+/** Joins a path relative to an *at() directory whose path gVisor printed ("AT_FDCWD /workspace"). */
+function resolveAt(dir: string, p: string): string {
+  if (p.startsWith("/") || !dir.startsWith("/")) return p;
+  return path.posix.join(dir, p);
+}
+
+/** Decodes the Go-quoted strings of an argv array starting at `s[i]` ('[' already consumed). */
+function goStrings(s: string, i: number): string[] | null {
+  const out: string[] = [];
+  for (;;) {
+    if (s[i] === "]") return out;
+    if (s[i] !== '"') return null;
+    const bytes: number[] = [];
+    i++;
+    for (;;) {
+      if (i >= s.length) return null;
+      const c = s[i];
+      if (c === '"') { i++; break; }
+      if (c !== "\\") {
+        const cp = s.codePointAt(i)!;
+        bytes.push(...Buffer.from(String.fromCodePoint(cp), "utf8"));
+        i += cp > 0xffff ? 2 : 1;
+        continue;
+      }
+      const e = s[i + 1];
+      const simple: Record<string, number> = { a: 7, b: 8, f: 12, n: 10, r: 13, t: 9, v: 11, "\\": 92, '"': 34, "'": 39 };
+      if (e in simple) { bytes.push(simple[e]); i += 2; }
+      else if (e === "x") { bytes.push(parseInt(s.slice(i + 2, i + 4), 16)); i += 4; }
+      else if (e === "u" || e === "U") {
+        const n = e === "u" ? 4 : 8;
+        bytes.push(...Buffer.from(String.fromCodePoint(parseInt(s.slice(i + 2, i + 2 + n), 16)), "utf8"));
+        i += 2 + n;
+      } else if (/[0-7]/.test(e)) { bytes.push(parseInt(s.slice(i + 1, i + 4), 8)); i += 4; }
+      else return null;
+    }
+    out.push(Buffer.from(bytes).toString("utf8"));
+    if (s.startsWith("...", i)) i += 3; // gVisor marks a string cut at --strace-log-size
+    if (s.startsWith(", ", i)) i += 2;
+  }
+}
+
+/** path and argv of an execve/execveat; the envp array after argv is never looked at. */
+function parseExec(name: string, args: string): TracedExec | null {
+  let dir = "";
+  let rest = args;
+  if (name === "execveat") {
+    const m = /^(\S+) (.*?), (0x[0-9a-f]+ .*)$/.exec(args);
+    if (!m) return null;
+    dir = m[2];
+    rest = m[3];
+  }
+  const m = /^0x[0-9a-f]+ (.*?), 0x[0-9a-f]+ \[/.exec(rest);
+  if (!m) return null;
+  const argv = goStrings(rest, m[0].length);
+  if (!argv) return null;
+  const p = m[1] === "" && dir ? dir : resolveAt(dir, m[1]);
+  return { path: p, argv };
+}
+
+function parseOpen(name: string, args: string): TracedOpen | null {
+  let p: string;
+  let flags: string;
+  if (name === "openat") {
+    const m = OPENAT_ARGS.exec(args);
+    if (!m) return null;
+    p = resolveAt(m[2], m[3]);
+    flags = m[4];
+  } else if (name === "open") {
+    const m = OPEN_ARGS.exec(args);
+    if (!m) return null;
+    p = m[1];
+    flags = m[2];
+  } else {
+    const m = CREAT_ARGS.exec(args);
+    if (!m) return null;
+    p = m[1];
+    flags = "O_WRONLY|O_CREAT|O_TRUNC";
+  }
+  flags = flags.split("|").filter((f) => f !== "0x0").join("|");
+  return { path: p, flags, write: WRITE_FLAGS.test(flags) };
+}
+
+/**
+ * Turns a gVisor boot log into the opens and execs of the program. Only successful calls count.
+ * A line counts only if its log header carries the boot process's own host pid (taken from the
+ * log's first line): paths are printed unquoted, so a program could otherwise forge a line by
+ * opening a file whose name holds a newline and a fake log line.
+ */
+export function parseGvisorStrace(text: string, opts: ParseOptions = {}): GvisorTrace {
+  const limit = opts.limit ?? DEFAULT_LIMIT;
+  const startAt = opts.startAtExec ?? 1;
+  const opens = new Map<string, TracedOpen>();
+  const execs = new Map<string, TracedExec>();
+  let truncated = false;
+  let execsSeen = 0;
+  let pid: string | undefined;
+  const add = <T>(map: Map<string, T>, key: string, v: T) => {
+    if (map.has(key)) return;
+    if (map.size >= limit) { truncated = true; return; }
+    map.set(key, v);
+  };
+  for (const line of text.split("\n")) {
+    const g = GLOG.exec(line);
+    if (!g) continue;
+    pid ??= g[1];
+    if (g[1] !== pid || !g[2].startsWith("strace.go:")) continue;
+    const m = STRACE_EXIT.exec(g[3]);
+    if (!m || m[4] || Number(m[3]) < 0) continue;
+    const [, name, args] = m;
+    if (name === "execve" || name === "execveat") {
+      const ex = parseExec(name, args);
+      if (!ex) continue;
+      execsSeen++;
+      if (execsSeen < startAt) continue;
+      add(execs, ex.path + "\0" + JSON.stringify(ex.argv), ex);
+    } else if (execsSeen >= startAt) {
+      const op = parseOpen(name, args);
+      if (op) add(opens, op.path + "\0" + op.flags, op);
+    }
+  }
+  return { opens: [...opens.values()], execs: [...execs.values()], truncated };
+}
+
+export interface ReadTraceOptions extends ParseOptions {
+  dir?: string;
+  /** Boot logs bigger than this are read only this far. */
+  maxBytes?: number;
+}
+
+/**
+ * Finds the boot log of `containerId` (this runsc names logs by time only, so by the container id
+ * in the log's opening lines), parses it and deletes it: it holds the run's environment values.
+ * Logs left behind by crashed runs are deleted once an hour old. Null when there is no log.
+ */
+export async function readGvisorTrace(containerId: string, opts: ReadTraceOptions = {}): Promise<GvisorTrace | null> {
+  const dir = opts.dir ?? GVISOR_TRACE_DIR;
+  const maxBytes = opts.maxBytes ?? 64 * 1024 * 1024;
+  let names: string[];
+  try {
+    names = await fs.promises.readdir(dir);
+  } catch {
+    return null;
+  }
+  let found: string | undefined;
+  for (const name of names) {
+    if (!name.endsWith(".txt")) continue;
+    const file = path.join(dir, name);
+    try {
+      const fh = await fs.promises.open(file, "r");
+      try {
+        const st = await fh.stat();
+        if (!found) {
+          const head = Buffer.alloc(Math.min(st.size, 16 * 1024));
+          await fh.read(head, 0, head.length, 0);
+          if (head.toString("latin1").includes(containerId)) { found = file; continue; }
+        }
+        if (Date.now() - st.mtimeMs > 3600_000) await fs.promises.rm(file, { force: true });
+      } finally {
+        await fh.close();
+      }
+    } catch {
+      /* removed by a concurrent reader */
+    }
+  }
+  if (!found) return null;
+  try {
+    const fh = await fs.promises.open(found, "r");
+    let text: string;
+    try {
+      const st = await fh.stat();
+      const buf = Buffer.alloc(Math.min(st.size, maxBytes));
+      await fh.read(buf, 0, buf.length, 0);
+      text = buf.toString("utf8");
+    } finally {
+      await fh.close();
+    }
+    return parseGvisorStrace(text, opts);
+  } finally {
+    await fs.promises.rm(found, { force: true });
+  }
+}
