@@ -301,18 +301,30 @@ export class ExecService {
     // beyond max(quota, usage at start) counts. The poll interval adapts to the cost of a walk.
     const limitBytes = Math.max(quotaBytes, startUsage);
     let stopWatch = false;
+    let wake: (() => void) | null = null;
+    let sleepTimer: NodeJS.Timeout | undefined;
+    const nap = (ms: number) => new Promise<void>((r) => { wake = r; sleepTimer = setTimeout(r, ms); });
     const watch = (async () => {
+      let interval = 50;
       while (!stopWatch) {
+        await nap(interval);
+        if (stopWatch) return;
         const t0 = performance.now();
         if (workspaces.usage(sandbox.id) > limitBytes) {
           quotaHit = true;
           handle.cancel("quota");
           return;
         }
-        const cost = performance.now() - t0;
-        await new Promise((r) => setTimeout(r, Math.max(50, cost * 10)));
+        interval = Math.max(50, (performance.now() - t0) * 10);
       }
     })();
+    // Stopping must not wait out the current nap: that would add up to a poll interval to every run.
+    const stopWatching = async () => {
+      stopWatch = true;
+      clearTimeout(sleepTimer);
+      (wake as (() => void) | null)?.();
+      await watch;
+    };
     let broker: BrokerSession | null = null;
     try {
       if (egress.secrets.length || egress.allowHosts.length) {
@@ -326,8 +338,7 @@ export class ExecService {
         ? { code: "IMAGE_MISSING", message: `image ${spec.image} is not available; run \`petri images build\`` }
         : { code: "RUNTIME_UNAVAILABLE", message: "the runtime could not start this run" };
     } finally {
-      stopWatch = true;
-      await watch;
+      await stopWatching();
       await broker?.close().catch(() => undefined);
       handle.closeStdin();
       fs.rmSync(runDir, { recursive: true, force: true });
