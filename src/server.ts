@@ -157,7 +157,10 @@ export async function setupRuntimes(config: Readonly<Config>, docker: Docker, in
   for (const p of probes) {
     if (!p.available) continue;
     if (p.id === "bwrap") {
-      runtimes.set("bwrap", new BwrapRuntime({ cgroupParent: `petri-bwrap-${instanceId}` }));
+      runtimes.set("bwrap", new BwrapRuntime({
+        cgroupParent: `petri-bwrap-${instanceId}`,
+        warm: { idleMs: config.warmIdleMs, images: new Set([DEFAULT_IMAGE]) },
+      }));
     } else {
       const oci = p.variant ?? p.id.split("/")[1];
       // gVisor with its strace on (runsc-trace) when that is registered and works, still named runsc.

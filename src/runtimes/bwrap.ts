@@ -4,6 +4,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { readNumber } from "./cgroups.js";
+import { LABEL_WARM, LAUNCHER_ARGV, launchLine, shapeKey } from "./launcher.js";
 import { CappedBuffer, signalFromExitCode, type RunLimits, type RunResult, type RunSpec, type Runtime } from "./types.js";
 
 /**
@@ -370,6 +371,11 @@ export interface BwrapRuntimeOptions {
   /** Parent cgroup (relative to each hierarchy's root) under which every run gets its own. */
   cgroupParent?: string;
   /**
+   * Pre-started single-use sandboxes, as for DockerRuntime: after a run one sandbox of the same
+   * shape is started, blocked in the launcher, kept for `idleMs`, used once.
+   */
+  warm?: { idleMs: number; images: Set<string> };
+  /**
    * Run with rlimits only when the host offers no usable memory+pids cgroups. Off by default:
    * without cgroups a memory hog or fork bomb is not contained.
    */
@@ -387,6 +393,26 @@ interface LiveRun {
   labels: Record<string, string>;
   kill: () => void;
   done: Promise<unknown>;
+}
+
+/** A spawned sandbox, before and during the run it serves. */
+interface Started {
+  runName: string;
+  cg: RunCgroup | null;
+  warm: boolean;
+  labels: Record<string, string>;
+  proc: ChildProcess;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  outputDone: Promise<void>;
+  sink: { out: (b: Buffer) => void; err: (b: Buffer) => void };
+  status: string;
+  done: Promise<void>;
+  markDone: () => void;
+  killed: boolean;
+  onKill: () => void;
+  killTree: () => void;
+  expiry?: NodeJS.Timeout;
+  timings: Record<string, number>;
 }
 
 let runSeq = 0;
@@ -414,6 +440,9 @@ export class BwrapRuntime implements Runtime {
   private readonly live = new Map<string, LiveRun>();
   private readonly seccomp = seccompProgram();
   private readonly rootEntries = new Map<string, fs.Dirent[]>();
+  private readonly warmOpts?: { idleMs: number; images: Set<string> };
+  private readonly pool = new Map<string, Started>();
+  private closed = false;
 
   constructor(opts: BwrapRuntimeOptions = {}) {
     this.bwrap = opts.bwrapPath ?? "/usr/bin/bwrap";
@@ -424,6 +453,7 @@ export class BwrapRuntime implements Runtime {
       throw new Error(`bwrap runtime needs the memory and pids cgroup controllers; missing: ${this.plan.missing.join(", ")}`);
     }
     this.useCgroups = contained;
+    this.warmOpts = opts.warm && opts.warm.idleMs > 0 ? opts.warm : undefined;
   }
 
   /** Where the limits come from, for logs and `petri doctor`. */
@@ -433,91 +463,187 @@ export class BwrapRuntime implements Runtime {
     return versions.size > 1 ? "cgroup-hybrid" : `cgroup-v${[...versions][0]}`;
   }
 
-  async run(spec: RunSpec): Promise<RunResult> {
-    const t0 = performance.now();
-    const timings: Record<string, number> = {};
-    if (!spec.rootfs) throw new BwrapSetupError(`no root filesystem for image ${spec.image}: build it with \`petri images build\``);
-    if (spec.uid === 0 || spec.gid === 0) throw new BwrapSetupError("the bwrap runtime does not run code as root (uid/gid 0)");
-
-    const runName = `r-${process.pid}-${(runSeq++).toString(36)}-${randomBytes(3).toString("hex")}`;
-    let cg: RunCgroup | null = null;
-    if (this.useCgroups) {
-      if (!this.parentReady) {
-        prepareCgroupParent(this.plan, this.cgroupParent);
-        this.parentReady = true;
-      }
-      try {
-        cg = RunCgroup.create(this.plan, this.cgroupParent, runName, spec.limits);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
-        // Someone removed our parent cgroup (e.g. a host cleanup): make it again, once.
-        prepareCgroupParent(this.plan, this.cgroupParent);
-        cg = RunCgroup.create(this.plan, this.cgroupParent, runName, spec.limits);
-      }
+  private makeCgroup(spec: RunSpec, runName: string): RunCgroup | null {
+    if (!this.useCgroups) return null;
+    if (!this.parentReady) {
+      prepareCgroupParent(this.plan, this.cgroupParent);
+      this.parentReady = true;
     }
-    timings.cgroup = performance.now() - t0;
-
-    const stdout = new CappedBuffer(spec.outputLimitBytes);
-    const stderr = new CappedBuffer(spec.outputLimitBytes);
-    let timedOut = false;
-    let killed = false;
-    let timer: NodeJS.Timeout | undefined;
-    let statusText = "";
-    let child: ChildProcess | undefined;
-    const killTree = () => {
-      try { child?.kill("SIGKILL"); } catch { /* gone */ }
-      if (cg) void cg.killAll(1000);
-    };
-    const onAbort = () => { killed = true; killTree(); };
-    // A reaped run ends like an aborted one: the result says killed.
-    let markDone!: () => void;
-    const done = new Promise<void>((r) => { markDone = r; });
-    this.live.set(runName, { labels: spec.labels, kill: onAbort, done });
-
-    let result: RunResult;
     try {
-      const wantsStdin = spec.stdin !== undefined || spec.stdinStream !== undefined;
+      return RunCgroup.create(this.plan, this.cgroupParent, runName, spec.limits);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+      // Someone removed our parent cgroup (e.g. a host cleanup): make it again, once.
+      prepareCgroupParent(this.plan, this.cgroupParent);
+      return RunCgroup.create(this.plan, this.cgroupParent, runName, spec.limits);
+    }
+  }
+
+  /**
+   * Spawns the sandbox for `spec`. A warm one runs the launcher with stdin open, waiting for
+   * the argv of the run it will serve (see launcher.ts); limits, mounts and user are already set.
+   */
+  private start(spec: RunSpec, warm: boolean): Started {
+    const t0 = performance.now();
+    const runName = `r-${process.pid}-${(runSeq++).toString(36)}-${randomBytes(3).toString("hex")}`;
+    const cg = this.makeCgroup(spec, runName);
+    const created = performance.now() - t0;
+    const labels = { ...spec.labels };
+    if (warm) {
+      for (const k of Object.keys(labels)) if (k.endsWith(".exec")) delete labels[k];
+      labels[LABEL_WARM] = "true";
+    }
+    const st: Started = {
+      runName, cg, warm, labels, proc: undefined as unknown as ChildProcess, exited: undefined as never, outputDone: undefined as never,
+      sink: { out: () => undefined, err: () => undefined }, status: "", done: undefined as never, markDone: () => undefined,
+      killed: false, onKill: () => undefined, timings: { cgroup: created },
+      killTree: () => {
+        try { st.proc?.kill("SIGKILL"); } catch { /* gone */ }
+        if (cg) void cg.killAll(1000);
+      },
+    };
+    st.done = new Promise<void>((r) => { st.markDone = r; });
+    try {
+      const wantsStdin = warm || spec.stdin !== undefined || spec.stdinStream !== undefined;
       const stdio: StdioOptions = [wantsStdin ? "pipe" : "ignore", "pipe", "pipe", "pipe", this.seccomp ? "pipe" : "ignore"];
+      const inner = warm ? { ...spec, argv: LAUNCHER_ARGV, env: { PATH: "/usr/bin:/bin" } } : spec;
       const args = [
         "-c", ENTER_SCRIPT, "petri-enter", ...(cg?.procsFiles ?? []), "--",
         "prlimit", `--nofile=${spec.limits.openFiles}`, `--fsize=${spec.limits.fileSizeBytes}`, "--core=0", "--",
         "setpriv", `--reuid=${spec.uid}`, `--regid=${spec.gid}`, "--clear-groups", "--",
-        this.bwrap, ...this.bwrapArgs(spec), "--", ...spec.argv,
+        this.bwrap, ...this.bwrapArgs(inner), "--", ...inner.argv,
       ];
       const proc = spawn("/bin/sh", args, { stdio, env: { PATH: HOST_PATH } });
-      child = proc;
-      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
+      st.proc = proc;
+      st.exited = new Promise((resolve, reject) => {
         proc.once("exit", (code, signal) => resolve({ code, signal }));
         proc.once("error", reject);
       });
-      const outputDone = new Promise<void>((resolve) => proc.once("close", () => resolve()));
-      proc.stdout!.on("data", (b: Buffer) => { stdout.push(b); spec.onStdout?.(b); });
-      proc.stderr!.on("data", (b: Buffer) => { stderr.push(b); spec.onStderr?.(b); });
+      st.exited.catch(() => undefined);
+      st.outputDone = new Promise<void>((resolve) => proc.once("close", () => resolve()));
+      proc.stdout!.on("data", (b: Buffer) => st.sink.out(b));
+      proc.stderr!.on("data", (b: Buffer) => st.sink.err(b));
       const statusPipe = proc.stdio[3] as Readable;
       statusPipe.setEncoding("utf8");
-      statusPipe.on("data", (s: string) => { statusText += s; });
+      statusPipe.on("data", (x: string) => { st.status += x; });
       // bwrap may die before reading the filter (setup failure): that error is reported from its stderr.
       statusPipe.on("error", () => undefined);
       if (this.seccomp) (proc.stdio[4] as Writable).on("error", () => undefined).end(this.seccomp);
-      if (wantsStdin) void feedStdin(proc.stdin!, spec);
-      timings.spawn = performance.now() - t0;
-      const startedAt = performance.now();
+      proc.stdin?.on("error", () => undefined); // EPIPE when the program exits without reading
+    } catch (e) {
+      if (cg) void cg.killAll().then(() => cg.remove());
+      throw e;
+    }
+    st.timings.spawn = performance.now() - t0;
+    // A reaped run ends like an aborted one: the result says killed.
+    this.live.set(runName, { labels: st.labels, kill: () => st.onKill(), done: st.done });
+    st.onKill = () => { st.killed = true; st.killTree(); };
+    return st;
+  }
 
-      timer = setTimeout(() => { timedOut = true; killTree(); }, spec.timeoutMs);
+  /** Removes a sandbox that was never used, or is done: kill, sweep the cgroup, forget it. */
+  private async finish(st: Started): Promise<void> {
+    clearTimeout(st.expiry);
+    if (st.proc && st.proc.exitCode === null && st.proc.signalCode === null) st.killTree();
+    if (st.cg) {
+      await st.cg.killAll();
+      await st.cg.remove();
+    }
+    this.live.delete(st.runName);
+    st.markDone();
+  }
+
+  /** Keeps one pre-started sandbox of this shape ready for `idleMs`. */
+  private replenish(spec: RunSpec): void {
+    if (!this.warmOpts || this.closed || !this.warmOpts.images.has(spec.image)) return;
+    const key = shapeKey(spec);
+    if (this.pool.has(key)) return;
+    let st: Started;
+    try {
+      st = this.start(spec, true);
+    } catch {
+      return;
+    }
+    st.expiry = setTimeout(() => {
+      if (this.pool.get(key) === st) this.pool.delete(key);
+      void this.finish(st);
+    }, this.warmOpts.idleMs);
+    st.expiry.unref();
+    // A pre-started sandbox that dies on its own (setup failure) is simply dropped.
+    void st.exited.then(() => {
+      if (this.pool.get(key) === st) {
+        this.pool.delete(key);
+        void this.finish(st);
+      }
+    }, () => undefined);
+    st.onKill = () => {
+      if (this.pool.get(key) === st) this.pool.delete(key);
+      st.killed = true;
+      st.killTree();
+      void this.finish(st);
+    };
+    this.pool.set(key, st);
+  }
+
+  private take(spec: RunSpec): Started | undefined {
+    if (!this.warmOpts) return undefined;
+    const key = shapeKey(spec);
+    const st = this.pool.get(key);
+    if (!st) return undefined;
+    this.pool.delete(key);
+    clearTimeout(st.expiry);
+    if (st.proc.exitCode !== null || st.proc.signalCode !== null) {
+      void this.finish(st);
+      return undefined;
+    }
+    // From now on it is this run's: its labels and its kill.
+    st.labels = spec.labels;
+    this.live.set(st.runName, { labels: spec.labels, kill: () => st.onKill(), done: st.done });
+    st.onKill = () => { st.killed = true; st.killTree(); };
+    return st;
+  }
+
+  async run(spec: RunSpec): Promise<RunResult> {
+    const t0 = performance.now();
+    if (!spec.rootfs) throw new BwrapSetupError(`no root filesystem for image ${spec.image}: build it with \`petri images build\``);
+    if (spec.uid === 0 || spec.gid === 0) throw new BwrapSetupError("the bwrap runtime does not run code as root (uid/gid 0)");
+
+    const st = this.take(spec) ?? this.start(spec, false);
+    const timings = st.timings;
+    if (st.warm) timings.warm = 1;
+    const stdout = new CappedBuffer(spec.outputLimitBytes);
+    const stderr = new CappedBuffer(spec.outputLimitBytes);
+    st.sink.out = (b) => { stdout.push(b); spec.onStdout?.(b); };
+    st.sink.err = (b) => { stderr.push(b); spec.onStderr?.(b); };
+    let timedOut = false;
+    let timer: NodeJS.Timeout | undefined;
+    const onAbort = () => st.onKill();
+
+    let result: RunResult;
+    try {
+      if (st.warm) st.proc.stdin!.write(launchLine(spec));
+      if (st.proc.stdin) void feedStdin(st.proc.stdin, spec);
+      const startedAt = performance.now();
+      timings.handover = startedAt - t0;
+      // The next run of this shape will find a sandbox already started.
+      this.replenish(spec);
+
+      timer = setTimeout(() => { timedOut = true; st.killTree(); }, spec.timeoutMs);
       if (spec.signal) {
         if (spec.signal.aborted) onAbort();
         else spec.signal.addEventListener("abort", onAbort, { once: true });
       }
 
-      const { code, signal: exitSignal } = await exited;
+      const { code, signal: exitSignal } = await st.exited;
       const finishedAt = performance.now();
       clearTimeout(timer);
       timings.wait = finishedAt - t0;
       // pid 1 of the namespace is gone, so the kernel is killing the rest; make sure of it.
-      if (cg) await cg.killAll();
-      await Promise.race([outputDone, sleep(2000)]);
+      if (st.cg) await st.cg.killAll();
+      await Promise.race([st.outputDone, sleep(2000)]);
 
-      const status = parseStatus(statusText);
+      const killed = st.killed;
+      const status = parseStatus(st.status);
       const errText = stderr.toBuffer().toString("utf8").trim();
       if (!exitSignal && !timedOut && !killed) {
         if (status.childPid === undefined) {
@@ -528,7 +654,7 @@ export class BwrapRuntime implements Runtime {
       }
       const exitCode = exitSignal ? null : (status.exitCode ?? code ?? null);
       const sigFromCode = signalFromExitCode(exitCode);
-      const usage = cg?.usage() ?? { peakMemoryBytes: null, cpuTimeMs: null, oomKills: null };
+      const usage = st.cg?.usage() ?? { peakMemoryBytes: null, cpuTimeMs: null, oomKills: null };
       result = {
         exitCode: exitSignal || sigFromCode ? null : exitCode,
         signal: exitSignal ?? sigFromCode,
@@ -547,15 +673,9 @@ export class BwrapRuntime implements Runtime {
     } finally {
       clearTimeout(timer);
       spec.signal?.removeEventListener("abort", onAbort);
-      if (child && child.exitCode === null && child.signalCode === null) killTree();
       const tr = performance.now();
-      if (cg) {
-        await cg.killAll();
-        await cg.remove();
-      }
+      await this.finish(st);
       timings.cleanup = performance.now() - tr;
-      this.live.delete(runName);
-      markDone();
     }
     return result;
   }
@@ -652,6 +772,8 @@ export class BwrapRuntime implements Runtime {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    this.pool.clear();
     for (const r of this.live.values()) r.kill();
     await Promise.all([...this.live.values()].map((r) => r.done));
   }

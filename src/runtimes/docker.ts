@@ -1,5 +1,6 @@
 import { Duplex } from "node:stream";
 import Docker from "dockerode";
+import { LABEL_WARM, LAUNCHER_ARGV, launchLine, shapeKey } from "./launcher.js";
 import { CappedBuffer, signalFromExitCode, type RunResult, type RunSpec, type Runtime } from "./types.js";
 import { readGvisorTrace } from "./gvisor-trace.js";
 import { detectCgroupLayout, readUsage, removeCgroup, type CgroupLayout } from "./cgroups.js";
@@ -22,29 +23,6 @@ export interface DockerRuntimeOptions {
 }
 
 
-/**
- * Launcher of pre-started containers: reads one JSON line {argv, env, cwd} from stdin byte by
- * byte (so no byte meant for the program is buffered away), then execs the program as the
- * container's pid 1 with the rest of stdin. Nothing of the launcher remains after exec.
- */
-const LAUNCHER = [
-  "import os, json",
-  "b = b''",
-  "while not b.endswith(b'\\n'):",
-  "    c = os.read(0, 1)",
-  "    if not c:",
-  "        os._exit(125)",
-  "    b += c",
-  "s = json.loads(b)",
-  "os.chdir(s['cwd'])",
-  "try:",
-  "    os.execvpe(s['argv'][0], s['argv'], s['env'])",
-  "except OSError as e:",
-  "    os.write(2, ('petri: cannot execute %s: %s\\n' % (s['argv'][0], e.strerror)).encode())",
-  "    os._exit(127)",
-].join("\n");
-const LAUNCHER_ARGV = ["python3", "-I", "-S", "-c", LAUNCHER];
-export const LABEL_WARM = "io.jhansi.petri.warm";
 
 let runCounter = 0;
 
@@ -85,11 +63,6 @@ interface Prepared {
   timings: Record<string, number>;
 }
 
-function shapeKey(spec: RunSpec): string {
-  const labels = { ...spec.labels };
-  for (const k of Object.keys(labels)) if (k.endsWith(".exec")) delete labels[k];
-  return JSON.stringify([spec.image, spec.mounts, spec.limits, spec.uid, spec.gid, labels]);
-}
 
 export class DockerRuntime implements Runtime {
   readonly name = "docker";
@@ -245,7 +218,7 @@ export class DockerRuntime implements Runtime {
     try {
       const waitP = container.wait({ condition: "next-exit" });
       if (prep.warm) {
-        stream.write(JSON.stringify({ argv: spec.argv, env: spec.env, cwd: spec.cwd }) + "\n");
+        stream.write(launchLine(spec));
       } else {
         await container.start();
       }

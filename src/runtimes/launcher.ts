@@ -1,0 +1,42 @@
+import type { RunSpec } from "./types.js";
+
+/**
+ * Launcher of pre-started sandboxes (Docker containers, bwrap sandboxes): reads one JSON line
+ * {argv, env, cwd} from stdin byte by byte (so no byte meant for the program is buffered away),
+ * then execs the program in its own place, with the rest of stdin. Nothing of the launcher
+ * remains after the exec; the sandbox is used for that one run and never again.
+ */
+const LAUNCHER = [
+  "import os, json",
+  "b = b''",
+  "while not b.endswith(b'\\n'):",
+  "    c = os.read(0, 1)",
+  "    if not c:",
+  "        os._exit(125)",
+  "    b += c",
+  "s = json.loads(b)",
+  "os.chdir(s['cwd'])",
+  "try:",
+  "    os.execvpe(s['argv'][0], s['argv'], s['env'])",
+  "except OSError as e:",
+  "    os.write(2, ('petri: cannot execute %s: %s\\n' % (s['argv'][0], e.strerror)).encode())",
+  "    os._exit(127)",
+].join("\n");
+export const LAUNCHER_ARGV = ["python3", "-I", "-S", "-c", LAUNCHER];
+export const LABEL_WARM = "io.jhansi.petri.warm";
+
+/** The one line a pre-started launcher reads before it execs the run's program. */
+export function launchLine(spec: RunSpec): string {
+  return JSON.stringify({ argv: spec.argv, env: spec.env, cwd: spec.cwd }) + "\n";
+}
+
+/**
+ * What must be equal for a pre-started unit to serve a run: everything fixed at start (image or
+ * rootfs, mounts, limits, user, labels but the run's own id). argv, env, cwd and stdin are given
+ * at hand-over.
+ */
+export function shapeKey(spec: RunSpec): string {
+  const labels = { ...spec.labels };
+  for (const k of Object.keys(labels)) if (k.endsWith(".exec")) delete labels[k];
+  return JSON.stringify([spec.image, spec.rootfs ?? null, spec.mounts, spec.limits, spec.uid, spec.gid, labels]);
+}
