@@ -25,6 +25,7 @@ export interface DockerRuntimeOptions {
 
 
 let runCounter = 0;
+const HARD_DEADLINE_GRACE_MS = 15_000;
 
 /**
  * Demultiplexes Docker's attach stream (8-byte header: stream type, 3 zero bytes, big-endian
@@ -54,6 +55,8 @@ function demux(stream: NodeJS.ReadableStream, sink: { out: (b: Buffer) => void; 
 /** A container created and attached (and, when warm, started), not yet given to a run. */
 interface Prepared {
   container: Docker.Container;
+  /** A wait registered ahead (warm): Docker answers a wait only after it is registered. */
+  exited?: Promise<{ StatusCode: number }>;
   stream: Duplex;
   outputDone: Promise<void>;
   sink: { out: (b: Buffer) => void; err: (b: Buffer) => void };
@@ -153,11 +156,15 @@ export class DockerRuntime implements Runtime {
       const sink = { out: (_b: Buffer) => undefined as void, err: (_b: Buffer) => undefined as void };
       const outputDone = demux(stream, { out: (b) => sink.out(b), err: (b) => sink.err(b) });
       timings.attach = performance.now() - t0;
+      let exited: Promise<{ StatusCode: number }> | undefined;
       if (warm) {
         await container.start();
+        // Registering the wait costs a round trip to dockerd; done now, it is off the run's path.
+        exited = container.wait({ condition: "next-exit" }) as Promise<{ StatusCode: number }>;
+        exited.catch(() => undefined);
         timings.start = performance.now() - t0;
       }
-      return { container, stream, outputDone, sink, cgroupRel, warm, timings };
+      return { container, stream, outputDone, sink, cgroupRel, warm, timings, exited };
     } catch (e) {
       await container.remove({ force: true, v: true }).catch(() => undefined);
       removeCgroup(this.layout, cgroupRel);
@@ -216,7 +223,7 @@ export class DockerRuntime implements Runtime {
     let result: RunResult;
 
     try {
-      const waitP = container.wait({ condition: "next-exit" });
+      const waitP = prep.exited ?? (container.wait({ condition: "next-exit" }) as Promise<{ StatusCode: number }>);
       if (prep.warm) {
         stream.write(launchLine(spec));
       } else {
@@ -225,6 +232,16 @@ export class DockerRuntime implements Runtime {
       const startedAt = performance.now();
       timings.start = startedAt - t0;
       timer = setTimeout(() => { timedOut = true; void kill(); }, spec.timeoutMs);
+      // If the engine never reports the exit (a wedged OCI runtime), the run still ends: well
+      // after the timeout it is given up on and its container force-removed.
+      let giveUp: NodeJS.Timeout | undefined;
+      const lost = new Promise<{ StatusCode: number }>((resolve) => {
+        giveUp = setTimeout(() => {
+          timedOut = true;
+          resolve({ StatusCode: 137 });
+        }, spec.timeoutMs + HARD_DEADLINE_GRACE_MS);
+      });
+      void waitP.finally(() => clearTimeout(giveUp));
       if (spec.signal) {
         if (spec.signal.aborted) onAbort();
         else spec.signal.addEventListener("abort", onAbort, { once: true });
@@ -233,7 +250,8 @@ export class DockerRuntime implements Runtime {
       // The next run of this shape will find a container already started.
       this.replenish(spec);
 
-      const waited = (await waitP) as { StatusCode: number };
+      const waited = await Promise.race([waitP, lost]);
+      clearTimeout(giveUp);
       const finishedAt = performance.now();
       clearTimeout(timer);
       timings.wait = finishedAt - t0;
@@ -241,9 +259,12 @@ export class DockerRuntime implements Runtime {
       await Promise.race([prep.outputDone, new Promise((r) => setTimeout(r, 2000))]);
       stream.destroy();
 
-      const info = await container.inspect();
-      const exitCode = info.State?.ExitCode ?? waited.StatusCode;
-      const oomKilled = Boolean(info.State?.OOMKilled);
+      const info = await Promise.race([
+        container.inspect().catch(() => null),
+        new Promise<null>((r) => setTimeout(() => r(null), 5000)),
+      ]);
+      const exitCode = info?.State?.ExitCode ?? waited.StatusCode;
+      const oomKilled = Boolean(info?.State?.OOMKilled);
       const signal = signalFromExitCode(exitCode);
       result = {
         exitCode: signal ? null : exitCode,
