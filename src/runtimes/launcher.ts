@@ -1,4 +1,11 @@
+import os from "node:os";
 import type { RunSpec } from "./types.js";
+
+/**
+ * Pre-starting pays when the machine has room for it; under saturation it doubles the work of
+ * every run. Runtimes pre-start only while fewer runs than cores are in flight.
+ */
+export const PRESTART_MAX_INFLIGHT = os.availableParallelism();
 
 /**
  * Launcher of pre-started sandboxes (Docker containers, bwrap sandboxes): reads one JSON line
