@@ -786,6 +786,10 @@ export class BwrapRuntime implements Runtime {
     this.pool.clear();
     for (const r of this.live.values()) r.kill();
     await Promise.all([...this.live.values()].map((r) => r.done));
+    // The parent cgroup is this instance's; once its runs are gone it is empty bookkeeping.
+    for (const h of this.plan.hierarchies) {
+      try { fs.rmdirSync(path.join(h.mount, this.cgroupParent)); } catch { /* busy or absent */ }
+    }
   }
 }
 

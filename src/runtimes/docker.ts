@@ -350,6 +350,9 @@ export class DockerRuntime implements Runtime {
     const all = [...this.pool.values()];
     this.pool.clear();
     await Promise.all(all.map((p) => this.dispose(p)));
+    await Promise.all(this.removing);
+    // The per-instance parent cgroup is empty once every run's container is gone.
+    removeCgroup(this.layout, this.cgroupParent);
   }
 
   async count(labels: Record<string, string>): Promise<number> {
