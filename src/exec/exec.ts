@@ -416,7 +416,6 @@ export class ExecService {
     handle.result = result;
     handle.resolveDone(result);
     handle.emit("done", result);
-    void config;
   }
 
   /**

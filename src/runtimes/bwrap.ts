@@ -4,7 +4,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { readNumber } from "./cgroups.js";
-import { LABEL_WARM, LAUNCHER_ARGV, PRESTART_MAX_INFLIGHT, launchLine, shapeKey } from "./launcher.js";
+import { LABEL_WARM, LAUNCHER_ARGV, PrestartGate, launchLine, shapeKey } from "./launcher.js";
 import { CappedBuffer, signalFromExitCode, type RunLimits, type RunResult, type RunSpec, type Runtime } from "./types.js";
 
 /**
@@ -443,7 +443,7 @@ export class BwrapRuntime implements Runtime {
   private readonly warmOpts?: { idleMs: number; images: Set<string> };
   private readonly pool = new Map<string, Started>();
   private closed = false;
-  private inflight = 0;
+  private readonly gate = new PrestartGate();
 
   constructor(opts: BwrapRuntimeOptions = {}) {
     this.bwrap = opts.bwrapPath ?? "/usr/bin/bwrap";
@@ -556,7 +556,7 @@ export class BwrapRuntime implements Runtime {
 
   /** Keeps one pre-started sandbox of this shape ready for `idleMs`. */
   private replenish(spec: RunSpec): void {
-    if (!this.warmOpts || this.closed || !this.warmOpts.images.has(spec.image) || this.inflight > PRESTART_MAX_INFLIGHT) return;
+    if (!this.warmOpts || this.closed || !this.warmOpts.images.has(spec.image) || !this.gate.allows) return;
     const key = shapeKey(spec);
     if (this.pool.has(key)) return;
     let st: Started;
@@ -605,12 +605,7 @@ export class BwrapRuntime implements Runtime {
   }
 
   async run(spec: RunSpec): Promise<RunResult> {
-    this.inflight++;
-    try {
-      return await this.runOnce(spec);
-    } finally {
-      this.inflight--;
-    }
+    return this.gate.track(() => this.runOnce(spec));
   }
 
   private async runOnce(spec: RunSpec): Promise<RunResult> {

@@ -1,6 +1,6 @@
 import { Duplex } from "node:stream";
 import Docker from "dockerode";
-import { LABEL_WARM, LAUNCHER_ARGV, PRESTART_MAX_INFLIGHT, launchLine, shapeKey } from "./launcher.js";
+import { LABEL_WARM, LAUNCHER_ARGV, PrestartGate, launchLine, shapeKey } from "./launcher.js";
 import { CappedBuffer, signalFromExitCode, type RunResult, type RunSpec, type Runtime } from "./types.js";
 import { readGvisorTrace } from "./gvisor-trace.js";
 import { detectCgroupLayout, readUsage, removeCgroup, type CgroupLayout } from "./cgroups.js";
@@ -78,7 +78,7 @@ export class DockerRuntime implements Runtime {
   private readonly preparing = new Map<string, Promise<void>>();
   private readonly removing = new Set<Promise<void>>();
   private closed = false;
-  private inflight = 0;
+  private readonly gate = new PrestartGate();
   private readonly trace: boolean;
 
   constructor(opts: DockerRuntimeOptions) {
@@ -175,7 +175,7 @@ export class DockerRuntime implements Runtime {
 
   /** Keeps one pre-started container of this shape ready, for `idleMs`. */
   private replenish(spec: RunSpec): void {
-    if (!this.canWarm(spec) || this.inflight > PRESTART_MAX_INFLIGHT) return;
+    if (!this.canWarm(spec) || !this.gate.allows) return;
     const key = shapeKey(spec);
     if (this.pool.has(key) || this.preparing.has(key)) return;
     const p = this.prepare(spec, true).then((prep) => {
@@ -208,12 +208,7 @@ export class DockerRuntime implements Runtime {
   }
 
   async run(spec: RunSpec): Promise<RunResult> {
-    this.inflight++;
-    try {
-      return await this.runOnce(spec);
-    } finally {
-      this.inflight--;
-    }
+    return this.gate.track(() => this.runOnce(spec));
   }
 
   private async runOnce(spec: RunSpec): Promise<RunResult> {

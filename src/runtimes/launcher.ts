@@ -7,6 +7,24 @@ import type { RunSpec } from "./types.js";
  */
 export const PRESTART_MAX_INFLIGHT = os.availableParallelism();
 
+/** Counts a runtime's runs in flight and says whether pre-starting another sandbox pays. */
+export class PrestartGate {
+  private inflight = 0;
+
+  async track<T>(fn: () => Promise<T>): Promise<T> {
+    this.inflight++;
+    try {
+      return await fn();
+    } finally {
+      this.inflight--;
+    }
+  }
+
+  get allows(): boolean {
+    return this.inflight <= PRESTART_MAX_INFLIGHT;
+  }
+}
+
 /**
  * Launcher of pre-started sandboxes (Docker containers, bwrap sandboxes): reads one JSON line
  * {argv, env, cwd} from stdin byte by byte (so no byte meant for the program is buffered away),

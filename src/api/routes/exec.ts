@@ -7,7 +7,6 @@ import { PetriError } from "../../errors.js";
 import { ExecBody, ExecResultSchema, SandboxParams, errorResponses } from "../schemas.js";
 
 const ExecParams = Type.Object({ id: Type.String({ maxLength: 64 }), execId: Type.String({ maxLength: 64 }) });
-const StreamBody = Type.Intersect([ExecBody, Type.Object({})]);
 
 export async function execRoutes(app: FastifyInstance, _config: Readonly<Config>, deps: AppDeps): Promise<void> {
   const { sandboxes, exec } = deps;
@@ -105,5 +104,4 @@ export async function execRoutes(app: FastifyInstance, _config: Readonly<Config>
     h.cancel("cancel");
     return await h.done;
   });
-  void StreamBody;
 }
