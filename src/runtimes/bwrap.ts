@@ -693,12 +693,14 @@ export class BwrapRuntime implements Runtime {
       "--hostname", "sandbox",
       "--cap-drop", "ALL",
     ];
-    a.push(...this.rootArgs(spec));
+    const shadow = this.shadowDirs(spec);
+    a.push(...this.rootArgs(spec, shadow));
     // /dev is a tmpfs owned by the sandbox user: make it read-only, with its own sized /dev/shm.
     const size = String(spec.limits.tmpfsBytes);
     a.push("--proc", "/proc", "--dev", "/dev", "--size", size, "--tmpfs", "/dev/shm", "--remount-ro", "/dev", "--size", size, "--tmpfs", "/tmp");
     for (const m of spec.mounts) a.push(m.readonly ? "--ro-bind" : "--bind", m.source, m.target);
-    if (this.needsTmpfsRoot(spec)) a.push("--remount-ro", "/");
+    // Each tmpfs made for mount points is its own mount: every one is made read-only.
+    for (const dir of shadow) a.push("--remount-ro", dir);
     a.push("--clearenv");
     for (const [k, v] of Object.entries(spec.env)) a.push("--setenv", k, v);
     a.push("--chdir", spec.cwd, "--json-status-fd", "3");
@@ -706,32 +708,64 @@ export class BwrapRuntime implements Runtime {
     return a;
   }
 
-  /** True when some mount target is missing from the (read-only) image and must be created. */
-  private needsTmpfsRoot(spec: RunSpec): boolean {
-    return spec.mounts.some((m) => !fs.existsSync(path.join(spec.rootfs!, m.target)));
+  /**
+   * Image directories that must become a tmpfs so that missing mount points can be created:
+   * "/" and every directory of the image on the way down to a missing target (e.g. /petri for
+   * /petri/snippet when the image has an empty /petri). Empty when every target exists.
+   */
+  private shadowDirs(spec: RunSpec): Set<string> {
+    const rootfs = spec.rootfs!;
+    const shadow = new Set<string>();
+    for (const m of spec.mounts) {
+      if (fs.existsSync(path.join(rootfs, m.target))) continue;
+      shadow.add("/");
+      const parts = m.target.split("/").filter(Boolean);
+      // Down to the target's parent: below the first component the image lacks, bwrap creates
+      // the directories itself inside the tmpfs above it.
+      for (let i = 1; i < parts.length; i++) {
+        const dir = "/" + parts.slice(0, i).join("/");
+        let st: fs.Stats;
+        try { st = fs.lstatSync(path.join(rootfs, dir)); } catch { break; }
+        if (!st.isDirectory()) break;
+        shadow.add(dir);
+      }
+    }
+    return shadow;
   }
 
   /**
-   * The image read-only as /. When a mount target is missing from the image, / is a tmpfs
-   * holding read-only binds of the image's top-level entries instead, so mount points can be
-   * created, and it is remounted read-only once everything is in place.
+   * The image read-only as /. When a mount target is missing from the image, / (and each image
+   * directory on the way to that target) is a tmpfs holding read-only binds of the image's
+   * entries instead, so mount points can be created; each such tmpfs is remounted read-only once
+   * everything is in place (see bwrapArgs).
    */
-  private rootArgs(spec: RunSpec): string[] {
+  private rootArgs(spec: RunSpec, shadow: Set<string>): string[] {
     const rootfs = spec.rootfs!;
-    if (!this.needsTmpfsRoot(spec)) return ["--ro-bind", rootfs, "/"];
-    let entries = this.rootEntries.get(rootfs);
-    if (!entries) {
-      entries = fs.readdirSync(rootfs, { withFileTypes: true });
-      this.rootEntries.set(rootfs, entries);
-    }
-    const a = ["--tmpfs", "/"];
-    for (const e of entries) {
-      if (["proc", "dev", "tmp"].includes(e.name)) continue;
-      const src = path.join(rootfs, e.name);
-      if (e.isSymbolicLink()) a.push("--symlink", fs.readlinkSync(src), `/${e.name}`);
-      else a.push("--ro-bind", src, `/${e.name}`);
-    }
+    if (shadow.size === 0) return ["--ro-bind", rootfs, "/"];
+    const a: string[] = [];
+    const emit = (dir: string) => {
+      a.push("--tmpfs", dir);
+      for (const e of this.entriesOf(rootfs, dir)) {
+        if (dir === "/" && ["proc", "dev", "tmp"].includes(e.name)) continue;
+        const inImage = path.join(rootfs, dir, e.name);
+        const target = path.posix.join(dir, e.name);
+        if (shadow.has(target)) emit(target);
+        else if (e.isSymbolicLink()) a.push("--symlink", fs.readlinkSync(inImage), target);
+        else a.push("--ro-bind", inImage, target);
+      }
+    };
+    emit("/");
     return a;
+  }
+
+  private entriesOf(rootfs: string, dir: string): fs.Dirent[] {
+    const key = path.join(rootfs, dir);
+    let entries = this.rootEntries.get(key);
+    if (!entries) {
+      entries = fs.readdirSync(key, { withFileTypes: true });
+      this.rootEntries.set(key, entries);
+    }
+    return entries;
   }
 
   async reap(labels: Record<string, string>): Promise<number> {

@@ -6,6 +6,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test as nodeTest } from "node:test";
+import { CACHE_DIR, LANGUAGES, SNIPPET_DIR, substitute } from "../exec/languages.js";
 import type { RunResult, RunSpec, Runtime } from "./types.js";
 
 /**
@@ -57,6 +58,21 @@ async function waitUntil(cond: () => boolean, ms: number): Promise<boolean> {
   return cond();
 }
 
+/** The same program in every language: prints "hello from <language>". */
+const HELLO: Record<string, string> = {
+  python: "print('hello from python')\n",
+  node: "console.log('hello from node')\n",
+  go: 'package main\n\nimport "fmt"\n\nfunc main() { fmt.Println("hello from go") }\n',
+  bash: "echo hello from bash\n",
+};
+
+/** A host directory the sandbox uid can traverse and read (bwrap binds as that uid). */
+function tempHostDir(): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), "petri-conf-mnt-"));
+  fs.chmodSync(d, 0o755);
+  return d;
+}
+
 function out(r: RunResult): string {
   return r.stdout.toString("utf8");
 }
@@ -89,7 +105,12 @@ export function runtimeConformanceSuite(
     async function run(
       argv: string[],
       overrides: Overrides = {},
-      hooks: { prepare?: (ws: string) => void; check?: (ws: string, r: RunResult, spec: RunSpec) => void | Promise<void> } = {},
+      hooks: {
+        prepare?: (ws: string) => void;
+        check?: (ws: string, r: RunResult, spec: RunSpec) => void | Promise<void>;
+        /** Mounts added to the base spec's (which hold the workspace). */
+        extraMounts?: RunSpec["mounts"];
+      } = {},
     ): Promise<RunResult> {
       const ws = fs.mkdtempSync(path.join(os.tmpdir(), "petri-conf-"));
       try {
@@ -100,6 +121,7 @@ export function runtimeConformanceSuite(
           ...base,
           ...overrides,
           argv,
+          mounts: [...(overrides.mounts ?? base.mounts), ...(hooks.extraMounts ?? [])],
           labels: { ...base.labels, ...labels },
           limits: { ...base.limits, ...(overrides.limits ?? {}) },
         };
@@ -413,6 +435,75 @@ export function runtimeConformanceSuite(
       assert.ok(r.peakMemoryBytes! >= 32 << 20, `peak ${r.peakMemoryBytes} below what the run allocated`);
       assert.ok(r.cpuTimeMs! > 0);
     });
+
+    test("mount points under an image directory are created, and everything stays read-only", async () => {
+      // The image has an empty /petri: a mount at /petri/conf/deep needs a mount point inside it.
+      const extra = tempHostDir();
+      try {
+        fs.writeFileSync(path.join(extra, "hello.txt"), "from the host\n", { mode: 0o644 });
+        const code = [
+          "import json, os",
+          "res = {'read': open('/petri/conf/deep/hello.txt').read(), 'usr': os.path.exists('/usr/bin/python3')}",
+          "for p in ['/petri/x', '/petri/conf/x', '/petri/conf/deep/x', '/x', '/etc/petri-x']:",
+          "    try:",
+          "        open(p, 'a').write('x'); res[p] = 'ok'",
+          "    except OSError as e:",
+          "        res[p] = type(e).__name__",
+          "print(json.dumps(res))",
+        ].join("\n");
+        const r = await run(py(code), {}, { extraMounts: [{ source: extra, target: "/petri/conf/deep", readonly: true }] });
+        assert.equal(r.exitCode, 0, describeResult(r));
+        const res = JSON.parse(out(r)) as Record<string, unknown>;
+        assert.equal(res.read, "from the host\n");
+        assert.equal(res.usr, true);
+        for (const p of ["/petri/x", "/petri/conf/x", "/petri/conf/deep/x", "/x", "/etc/petri-x"]) assert.notEqual(res[p], "ok", `${p} is writable`);
+      } finally {
+        fs.rmSync(extra, { recursive: true, force: true });
+      }
+    });
+
+    // Every language in both forms, built the way the exec service builds them: a snippet that
+    // needs a file gets it read-only under SNIPPET_DIR (a mount point the image does not have).
+    for (const lang of Object.values(LANGUAGES)) {
+      const program = HELLO[lang.name];
+      if (!program) {
+        nodeTest(`${lang.name}: a file and a snippet run`, { todo: `no hello program for ${lang.name} in the conformance suite` }, () => undefined);
+        continue;
+      }
+      const langRun = async (form: "file" | "snippet") => {
+        const cache = tempHostDir();
+        const snippetDir = tempHostDir();
+        try {
+          const base = subject.baseSpec("/nonexistent");
+          fs.chownSync(cache, base.uid, base.gid);
+          const extraMounts: RunSpec["mounts"] = [{ source: cache, target: CACHE_DIR, readonly: false }];
+          let argv: string[];
+          const entry = `hello${lang.extensions[0]}`;
+          if (form === "file") argv = substitute(lang.file, { file: entry });
+          else if ("filename" in lang.snippet) {
+            fs.writeFileSync(path.join(snippetDir, lang.snippet.filename), program, { mode: 0o644 });
+            extraMounts.push({ source: snippetDir, target: SNIPPET_DIR, readonly: true });
+            argv = substitute(lang.snippet.argv, { file: `${SNIPPET_DIR}/${lang.snippet.filename}` });
+          } else argv = substitute(lang.snippet.argv, { code: program });
+          return await run(argv, { env: { ...base.env, ...lang.env } }, {
+            extraMounts,
+            prepare: (ws) => {
+              if (form === "file") fs.writeFileSync(path.join(ws, entry), program, { mode: 0o644 });
+            },
+          });
+        } finally {
+          fs.rmSync(cache, { recursive: true, force: true });
+          fs.rmSync(snippetDir, { recursive: true, force: true });
+        }
+      };
+      for (const form of ["file", "snippet"] as const) {
+        test(`${lang.name}: the ${form} form runs`, async () => {
+          const r = await langRun(form);
+          assert.equal(r.exitCode, 0, describeResult(r));
+          assert.equal(out(r), `hello from ${lang.name}\n`);
+        });
+      }
+    }
 
     test("count/reap see nothing once runs are over", async () => {
       assert.equal(await subject.runtime.count(labels), 0);
