@@ -75,7 +75,8 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   const vault = new SecretStore(db, loadOrCreateMasterKey({ env: config.masterKey, file: config.masterKeyFile }),
     config.masterKey ? {} : { reloadKeys: () => readMasterKeyRing(config.masterKeyFile) });
   const sandboxes = new SandboxService(db, config, workspaces, () => [...runtimes.keys()], () => defaultRuntime ?? "none", quotas,
-    (tenantId, name) => { vault.get(tenantId, name); });
+    (tenantId, name) => { vault.get(tenantId, name); },
+    (id, err) => logger.error({ sandbox: id, err: err.message }, "sandbox deletion not finished; the janitor retries"));
   const exec = new ExecService({
     db, config, sandboxes, workspaces, runtimes, instanceId,
     rootfsFor: (image) => {
@@ -94,6 +95,13 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   for (const rt of runtimes.values()) startupReaped += await rt.reap(mine).catch(() => 0);
   const interrupted = exec.recoverInterrupted();
   fs.rmSync(path.join(config.dataDir, "runs"), { recursive: true, force: true });
+  // Deletions a crash interrupted are finished before anything else sees the disk; then every
+  // workspace's byte counter is measured once (asynchronously: the walk never blocks the loop).
+  await workspaces.trash.drain().catch((e) => logger.error({ err: (e as Error).message }, "could not empty the workspace trash"));
+  for (const id of sandboxes.pendingDeletions()) {
+    if (await sandboxes.destroy(id)) logger.info({ sandbox: id }, "finished an interrupted sandbox deletion");
+  }
+  await workspaces.reconcileAll();
   if (startupReaped || interrupted) logger.warn({ containers: startupReaped, runs: interrupted }, "cleaned up after an unclean stop");
 
   const blobs = new BlobStore(path.join(config.dataDir, "blobs"));
@@ -108,14 +116,22 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
       let expired = 0;
       for (const id of sandboxes.expired()) {
         try {
+          sandboxes.markDeleting(id);
           await exec.cancelSandbox(id);
-          sandboxes.destroy(id);
-          expired++;
-          logger.info({ sandbox: id }, "sandbox expired and was destroyed");
+          if (await sandboxes.destroy(id)) {
+            expired++;
+            logger.info({ sandbox: id }, "sandbox expired and was destroyed");
+          }
         } catch (e) {
           logger.error({ sandbox: id, err: (e as Error).message }, "could not destroy expired sandbox");
         }
       }
+      // The janitor: deletions a crash or an error left half done are finished here.
+      for (const id of sandboxes.pendingDeletions()) {
+        await exec.cancelSandbox(id).catch(() => undefined);
+        if (await sandboxes.destroy(id)) logger.info({ sandbox: id }, "finished an interrupted sandbox deletion");
+      }
+      await workspaces.trash.drain().catch((e) => logger.error({ err: (e as Error).message }, "could not empty the workspace trash"));
       return { expired, containers: 0 };
     })().finally(() => { reaping = null; });
     return reaping;

@@ -56,7 +56,8 @@ export const CreateSandboxBody = Type.Object({
 }, { additionalProperties: false });
 
 export const FileEntrySchema = Type.Object({
-  path: Type.String(),
+  path: Type.String({ description: "for display: bytes that are not UTF-8 show as U+FFFD" }),
+  path_b64: Type.Optional(Type.String({ description: "base64 of the raw name, present only when it is not valid UTF-8" })),
   type: Type.String({ description: "file, directory, symlink or other" }),
   size: Type.Number(),
   sha256: Type.Optional(Type.String()),

@@ -294,7 +294,7 @@ export class ExecService {
       if (entry !== "<snippet>") auditCtx.entrySha256 = auditBefore.files.get(entry)?.sha256;
       this.safeAppend(runStartEvent(auditCtx, auditBefore));
     }
-    const before = workspaces.snapshot(sandbox.id);
+    const before = await workspaces.snapshot(sandbox.id);
     const startUsage = [...before.values()].reduce((a, e) => a + (e.type === "file" ? e.size : 0), 0);
     // Disk quota watchdog: a run that grows the workspace past its quota is stopped. A workspace
     // already over quota (uploads refused) may still be cleaned up by a run, so only growth
@@ -310,7 +310,8 @@ export class ExecService {
         await nap(interval);
         if (stopWatch) return;
         const t0 = performance.now();
-        if (workspaces.usage(sandbox.id) > limitBytes) {
+        // A walk that raced the run's own renames may be incomplete: only its bytes count here.
+        if ((await workspaces.reconcile(sandbox.id)).bytes > limitBytes) {
           quotaHit = true;
           handle.cancel("quota");
           return;
@@ -343,9 +344,12 @@ export class ExecService {
       handle.closeStdin();
       fs.rmSync(runDir, { recursive: true, force: true });
     }
-    const after = workspaces.snapshot(sandbox.id);
-    const usage = workspaces.usage(sandbox.id);
-    if (usage > limitBytes) quotaHit = true;
+    const after = await workspaces.snapshot(sandbox.id);
+    // The run may have written anywhere: re-measure (a walk that could not see everything
+    // counts as over quota, so nothing hides below a deep or odd path).
+    const measured = await workspaces.reconcile(sandbox.id);
+    const usage = measured.bytes;
+    if (usage > limitBytes || !measured.complete) quotaHit = true;
     if (quotaHit) {
       error = { code: "WORKSPACE_QUOTA_EXCEEDED", message: `the run grew the workspace to ${usage} bytes, beyond its quota of ${quotaBytes} bytes${handle.cancelReason === "quota" ? "; the run was stopped" : ""}` };
     }

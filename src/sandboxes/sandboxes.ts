@@ -1,4 +1,3 @@
-import fs from "node:fs";
 import path from "node:path";
 import type { Config, Limits } from "../config.js";
 import { LIMIT_KEYS } from "../config.js";
@@ -7,6 +6,7 @@ import { PetriError } from "../errors.js";
 import { newId } from "../ids.js";
 import { LANGUAGES } from "../exec/languages.js";
 import type { WorkspaceStore } from "../workspaces/workspaces.js";
+import { Trash } from "../workspaces/trash.js";
 import type { AuthContext } from "../auth/keys.js";
 import type { QuotaService } from "../auth/quotas.js";
 
@@ -74,6 +74,8 @@ export class SandboxService {
     private readonly quotas?: QuotaService,
     /** Throws SECRET_NOT_FOUND when the tenant has no such secret. */
     private readonly secretExists?: (tenantId: string, name: string) => void,
+    /** Told when a deletion could not finish now (the janitor retries). */
+    private readonly onDeleteError?: (sandboxId: string, err: Error) => void,
   ) {}
 
   private toApi(r: Row): Sandbox {
@@ -129,7 +131,7 @@ export class SandboxService {
         created_at, last_active_at, idle_timeout_ms, ttl_ms, expires_at, egress_json) VALUES (?, ?, ?, ?, 'ready', ?, ?, ?, ?, ?, ?, ?, ?)`)
         .run(id, auth.tenantId, input.language, runtime, JSON.stringify(limits), JSON.stringify(input.metadata ?? {}), now, now, idle, ttl, expires, JSON.stringify(egress));
     } catch (e) {
-      this.workspaces.destroy(id);
+      void this.workspaces.destroy(id).catch(() => undefined);
       throw e;
     }
     return this.get(auth, id);
@@ -137,7 +139,7 @@ export class SandboxService {
 
   /** Another tenant's sandbox is indistinguishable from one that does not exist. */
   get(auth: AuthContext, id: string): Sandbox {
-    const r = this.db.prepare("SELECT * FROM sandboxes WHERE id = ? AND tenant_id = ?").get(id, auth.tenantId) as Row | undefined;
+    const r = this.db.prepare("SELECT * FROM sandboxes WHERE id = ? AND tenant_id = ? AND status != 'deleting'").get(id, auth.tenantId) as Row | undefined;
     if (!r) throw new PetriError("SANDBOX_NOT_FOUND", `sandbox ${id} not found`);
     return this.toApi(r);
   }
@@ -153,7 +155,7 @@ export class SandboxService {
         throw new PetriError("VALIDATION_ERROR", "cursor is not valid");
       }
     }
-    const rows = this.db.prepare(`SELECT * FROM sandboxes WHERE tenant_id = ? AND (created_at > ? OR (created_at = ? AND id > ?))
+    const rows = this.db.prepare(`SELECT * FROM sandboxes WHERE tenant_id = ? AND status != 'deleting' AND (created_at > ? OR (created_at = ? AND id > ?))
       ORDER BY created_at, id LIMIT ?`).all(auth.tenantId, after[0], after[0], after[1], opts.limit + 1) as Row[];
     const more = rows.length > opts.limit;
     const page = rows.slice(0, opts.limit);
@@ -188,19 +190,49 @@ export class SandboxService {
     return path.join(this.config.cacheRoot, id);
   }
 
-  /** Removes the sandbox, its workspace, its caches and its run records. */
-  destroy(id: string): void {
+  /**
+   * First step of deletion, durable: the sandbox is invisible to the API from now on (and no run
+   * can start in it), and if the process dies before the data is gone the janitor finishes.
+   */
+  markDeleting(id: string): void {
+    this.db.prepare("UPDATE sandboxes SET status = 'deleting' WHERE id = ?").run(id);
+  }
+
+  /**
+   * Removes the sandbox's workspace, caches and run records; the record goes last, only once the
+   * data is gone. Returns false (the sandbox stays in state "deleting" for the janitor) when the
+   * data could not all be removed now.
+   */
+  async destroy(id: string): Promise<boolean> {
+    this.markDeleting(id);
+    try {
+      await this.workspaces.destroy(id);
+      await this.cacheTrash().removeJobFor(this.cacheDirFor(id));
+    } catch (e) {
+      this.onDeleteError?.(id, e as Error);
+      return false;
+    }
     this.db.transaction(() => {
       this.db.prepare("DELETE FROM execs WHERE sandbox_id = ?").run(id);
       this.db.prepare("DELETE FROM sandboxes WHERE id = ?").run(id);
     })();
-    this.workspaces.destroy(id);
     this.quotas?.forget(id);
-    fs.rmSync(this.cacheDirFor(id), { recursive: true, force: true });
+    return true;
   }
 
+  /** Sandboxes whose deletion started but has not finished (a crash, or an error). */
+  pendingDeletions(): string[] {
+    return (this.db.prepare("SELECT id FROM sandboxes WHERE status = 'deleting'").all() as { id: string }[]).map((r) => r.id);
+  }
+
+  private cacheTrash(): Trash {
+    this.cacheTrashInstance ??= new Trash(this.config.cacheRoot);
+    return this.cacheTrashInstance;
+  }
+  private cacheTrashInstance?: Trash;
+
   expired(now = Date.now()): string[] {
-    return (this.db.prepare("SELECT id FROM sandboxes WHERE expires_at <= ?").all(now) as { id: string }[]).map((r) => r.id);
+    return (this.db.prepare("SELECT id FROM sandboxes WHERE expires_at <= ? AND status != 'deleting'").all(now) as { id: string }[]).map((r) => r.id);
   }
 
   allIds(): Set<string> {

@@ -1,5 +1,6 @@
 import fs from "node:fs";
 import { PetriError } from "../errors.js";
+import { displayPath, type NamePart, type WsPath } from "./names.js";
 
 /**
  * The one place where client-supplied workspace paths are checked and resolved.
@@ -34,12 +35,21 @@ export function parseRelPath(input: unknown, opts: { allowRoot?: boolean } = {})
   return parts;
 }
 
-export function fdPath(fd: number, name?: string): string {
-  return name === undefined ? `/proc/self/fd/${fd}` : `/proc/self/fd/${fd}/${name}`;
+/**
+ * The path of `name` inside the opened directory `fd`. A Buffer name (not valid UTF-8) gives a
+ * Buffer path, which Node's fs functions pass to the kernel byte for byte.
+ */
+export function fdPath(fd: number, name?: string): string;
+export function fdPath(fd: number, name: NamePart): string | Buffer;
+export function fdPath(fd: number, name?: NamePart): string | Buffer {
+  if (name === undefined) return `/proc/self/fd/${fd}`;
+  if (typeof name === "string") return `/proc/self/fd/${fd}/${name}`;
+  return Buffer.concat([Buffer.from(`/proc/self/fd/${fd}/`), name]);
 }
 
 /** Maps errno codes met while resolving a client path to stable API errors. */
 export function mapFsError(e: unknown, relPath: string): never {
+  if (e instanceof PetriError) throw e;
   const code = (e as NodeJS.ErrnoException)?.code;
   switch (code) {
     case "ENOENT":
@@ -65,26 +75,38 @@ export function mapFsError(e: unknown, relPath: string): never {
  * Opens the directory `parts` below the workspace root without following any symlink.
  * With `create`, missing directories are made (owned by `owner`). Caller closes the fd.
  */
-export function openDirNoFollow(root: string, parts: string[], opts: { create?: boolean; owner?: { uid: number; gid: number } } = {}): number {
+export function openDirNoFollow(root: string, parts: WsPath, opts: { create?: boolean; owner?: { uid: number; gid: number }; onCreate?: (depth: number) => void } = {}): number {
   let fd = fs.openSync(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
   try {
-    for (const part of parts) {
+    for (const [depth, part] of parts.entries()) {
       let next: number;
       try {
         next = fs.openSync(fdPath(fd, part), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code === "ENOTDIR" && fs.lstatSync(fdPath(fd, part), { throwIfNoEntry: false })?.isSymbolicLink()) {
           // Linux answers ENOTDIR for O_DIRECTORY|O_NOFOLLOW on a symlink; say what it is.
-          throw Object.assign(new Error(`symbolic link: ${part}`), { code: "ELOOP" });
+          throw Object.assign(new Error(`symbolic link: ${String(part)}`), { code: "ELOOP" });
         }
         if ((e as NodeJS.ErrnoException).code !== "ENOENT" || !opts.create) throw e;
+        let made = false;
         try {
           fs.mkdirSync(fdPath(fd, part), { mode: 0o755 });
-          if (opts.owner) fs.chownSync(fdPath(fd, part), opts.owner.uid, opts.owner.gid);
+          made = true;
+          opts.onCreate?.(depth);
         } catch (me) {
           if ((me as NodeJS.ErrnoException).code !== "EEXIST") throw me;
         }
         next = fs.openSync(fdPath(fd, part), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+        // chown the directory we opened, never a path: between mkdir and chown, running code may
+        // have swapped the new directory for a symlink to a host path, which chown would follow.
+        if (made && opts.owner) {
+          try {
+            fs.fchownSync(next, opts.owner.uid, opts.owner.gid);
+          } catch (ce) {
+            fs.closeSync(next);
+            throw ce;
+          }
+        }
       }
       fs.closeSync(fd);
       fd = next;
@@ -97,7 +119,7 @@ export function openDirNoFollow(root: string, parts: string[], opts: { create?: 
 }
 
 /** Opens a regular file for reading, refusing symlinks, FIFOs, sockets and devices. */
-export function openFileNoFollow(root: string, parts: string[]): { fd: number; stat: fs.Stats } {
+export function openFileNoFollow(root: string, parts: WsPath): { fd: number; stat: fs.Stats } {
   const dirfd = openDirNoFollow(root, parts.slice(0, -1));
   try {
     // O_NONBLOCK so a FIFO planted by sandboxed code cannot hang the server on open.
@@ -106,7 +128,7 @@ export function openFileNoFollow(root: string, parts: string[]): { fd: number; s
     if (!stat.isFile()) {
       fs.closeSync(fd);
       if (stat.isDirectory()) throw Object.assign(new Error("is a directory"), { code: "EISDIR" });
-      throw new PetriError("NOT_A_FILE", `not a regular file: ${parts.join("/")}`);
+      throw new PetriError("NOT_A_FILE", `not a regular file: ${displayPath(parts)}`);
     }
     return { fd, stat };
   } finally {

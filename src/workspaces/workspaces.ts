@@ -5,9 +5,15 @@ import { pipeline } from "node:stream/promises";
 import { Transform, type Readable } from "node:stream";
 import { PetriError } from "../errors.js";
 import { fdPath, mapFsError, openDirNoFollow, openFileNoFollow, parseRelPath } from "./paths.js";
+import { displayPath, pathFields, splitBytes, type NamePart, type WsPath } from "./names.js";
+import { entryPath, walkTree, type WalkResult } from "./walk.js";
+import { Trash } from "./trash.js";
 
 export interface FileEntry {
+  /** For display; see names.ts. */
   path: string;
+  /** Base64 of the raw name, only when it is not valid UTF-8. */
+  path_b64?: string;
   type: "file" | "directory" | "symlink" | "other";
   size: number;
   sha256?: string;
@@ -30,15 +36,33 @@ export interface FileChanges {
   deleted: string[];
 }
 
+export interface Listing {
+  files: FileEntry[];
+  /** False when the listing left entries out; `reason` says why. */
+  complete: boolean;
+  reason?: string;
+}
+
+export interface UsageInfo {
+  bytes: number;
+  /** False after a reconciliation that could not see everything: quotas treat it as over. */
+  complete: boolean;
+}
+
+/** A path given either as text (API `path`) or as components (possibly raw bytes). */
+export type PathArg = string | WsPath;
+
 export interface StagedFile {
   tmpPath: string;
   size: number;
   sha256: string;
 }
 
-/** Walk limits, so a workspace with millions of planted entries can't stall the server. */
-const MAX_WALK_ENTRIES = 200_000;
-const MAX_DEPTH = 64;
+/** Paths longer than PATH_MAX cannot be named through the API; listings say they left them out. */
+export const MAX_LISTED_PATH_BYTES = 4096;
+/** Default cap of one listing's entries (a walk past it says `complete: false`). */
+export const DEFAULT_LIST_LIMIT = 200_000;
+const HASH_CACHE_MAX = 250_000;
 
 function typeOf(st: fs.Stats | fs.BigIntStats): FileEntry["type"] {
   if (st.isFile()) return "file";
@@ -47,18 +71,30 @@ function typeOf(st: fs.Stats | fs.BigIntStats): FileEntry["type"] {
   return "other";
 }
 
+const toParts = (p: PathArg, allowRoot = false): WsPath => (typeof p === "string" ? parseRelPath(p, { allowRoot }) : p);
+const SLASH = Buffer.from("/");
+const byPath = (a: FileEntry, b: FileEntry) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
+
 /**
  * Workspaces are plain directories under PETRI_WORKSPACE_ROOT, one per sandbox, owned by the
  * unprivileged uid the runs use. All access goes through paths.ts (no symlink is ever followed).
+ *
+ * Each workspace has a byte counter (apparent size of its regular files) kept up to date by
+ * whoever changes it: uploads, deletes and sync here, run commits through `adjustUsage`. Reading
+ * it is O(1); a full walk happens only as a reconciliation (`reconcile`), which also says whether
+ * it saw everything.
  */
 export class WorkspaceStore {
   readonly stagingDir: string;
+  readonly trash: Trash;
   private readonly hashCache = new Map<string, string>();
+  private readonly counters = new Map<string, UsageInfo>();
 
   constructor(private readonly opts: { root: string; uid: number; gid: number }) {
     fs.mkdirSync(opts.root, { recursive: true, mode: 0o711 });
     this.stagingDir = path.join(opts.root, ".staging");
     fs.mkdirSync(this.stagingDir, { recursive: true, mode: 0o700 });
+    this.trash = new Trash(opts.root);
   }
 
   dirFor(sandboxId: string): string {
@@ -69,22 +105,119 @@ export class WorkspaceStore {
     const dir = this.dirFor(sandboxId);
     fs.mkdirSync(dir, { mode: 0o755 });
     fs.chownSync(dir, this.opts.uid, this.opts.gid);
+    this.counters.set(sandboxId, { bytes: 0, complete: true });
   }
 
   exists(sandboxId: string): boolean {
     return fs.existsSync(this.dirFor(sandboxId));
   }
 
-  destroy(sandboxId: string): void {
-    const dir = this.dirFor(sandboxId);
-    if (!fs.existsSync(dir)) return;
-    const parent = fs.openSync(this.opts.root, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  /**
+   * Removes the workspace. It disappears at once (moved into the trash); the returned promise
+   * settles when its bytes are gone. If the process dies in between, `trash.drain()` finishes.
+   */
+  async destroy(sandboxId: string): Promise<void> {
+    this.counters.delete(sandboxId);
+    let job: string;
     try {
-      removeTree(parent, sandboxId);
-    } finally {
-      fs.closeSync(parent);
+      job = this.trash.moveInPath(this.dirFor(sandboxId));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
+      throw e;
+    }
+    await this.trash.removeJob(job);
+  }
+
+  // ---- usage -------------------------------------------------------------------------------
+
+  /**
+   * Bytes in the workspace, O(1). A workspace not yet measured since start-up is measured once
+   * here (synchronously; `reconcile` at start-up makes that rare).
+   */
+  usage(sandboxId: string): number {
+    return this.usageInfo(sandboxId).bytes;
+  }
+
+  usageInfo(sandboxId: string): UsageInfo {
+    let u = this.counters.get(sandboxId);
+    if (!u) {
+      u = this.measureSync(sandboxId);
+      this.counters.set(sandboxId, u);
+    }
+    return { ...u };
+  }
+
+  /** True when the workspace holds more than `limitBytes`, or its size is not fully known. */
+  exceeds(sandboxId: string, limitBytes: number): boolean {
+    const u = this.usageInfo(sandboxId);
+    return !u.complete || u.bytes > limitBytes;
+  }
+
+  /** Records a change in the workspace's size made outside this class (e.g. a run's commit). */
+  adjustUsage(sandboxId: string, deltaBytes: number): void {
+    const u = this.counters.get(sandboxId);
+    if (!u) return; // unknown: the next read measures it
+    u.bytes = Math.max(0, u.bytes + deltaBytes);
+  }
+
+  /** Walks the whole workspace (asynchronously, any depth) and resets its counter. */
+  async reconcile(sandboxId: string): Promise<UsageInfo & { reason?: string }> {
+    let bytes = 0;
+    let r: WalkResult;
+    try {
+      r = await walkTree(this.dirFor(sandboxId), [], (e) => { if (e.st.isFile()) bytes += Number(e.st.size); });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return { bytes: 0, complete: true };
+      throw e;
+    }
+    const u = { bytes, complete: r.complete };
+    if (fs.existsSync(this.dirFor(sandboxId))) this.counters.set(sandboxId, { ...u });
+    return { ...u, ...(r.reason ? { reason: r.reason } : {}) };
+  }
+
+  /** Reconciles every workspace on disk (start-up). */
+  async reconcileAll(): Promise<void> {
+    for (const name of fs.readdirSync(this.opts.root)) {
+      if (name.startsWith(".")) continue;
+      await this.reconcile(name).catch(() => undefined);
     }
   }
+
+  /**
+   * Iterative synchronous measure, for a workspace read before `reconcileAll` reached it.
+   * Paths past PATH_MAX cannot be opened by name: they make the result incomplete, not silent.
+   */
+  private measureSync(sandboxId: string): UsageInfo {
+    let bytes = 0;
+    let complete = true;
+    const stack: Buffer[] = [Buffer.from(this.dirFor(sandboxId))];
+    let first = true;
+    while (stack.length) {
+      const dir = stack.pop()!;
+      let names: Buffer[];
+      try {
+        names = fs.readdirSync(dir, { encoding: "buffer" });
+      } catch (e) {
+        if (first && (e as NodeJS.ErrnoException).code === "ENOENT") return { bytes: 0, complete: true };
+        complete = false;
+        continue;
+      }
+      first = false;
+      for (const n of names) {
+        const p = Buffer.concat([dir, SLASH, n]);
+        const st = fs.lstatSync(p, { throwIfNoEntry: false });
+        if (!st) continue;
+        if (st.isFile()) bytes += st.size;
+        else if (st.isDirectory()) {
+          if (p.length > 4000) complete = false;
+          else stack.push(p);
+        }
+      }
+    }
+    return { bytes, complete };
+  }
+
+  // ---- uploads -----------------------------------------------------------------------------
 
   /** Streams a request body into a staging file, refusing it once it passes maxBytes. */
   async stage(source: Readable, maxBytes: number): Promise<StagedFile> {
@@ -120,48 +253,114 @@ export class WorkspaceStore {
   }
 
   /**
-   * Moves staged files into the workspace, all or nothing with respect to the quota: the check
-   * is done before anything is moved.
+   * Moves staged files into the workspace, all or nothing: every target is checked and every
+   * parent directory made before the first file moves; a file a part replaces is kept aside
+   * until all parts are in, and put back (and new directories removed) if any part fails.
+   * The quota is checked against the workspace's byte counter before anything moves.
    */
-  commit(sandboxId: string, files: { parts: string[]; staged: StagedFile }[], quotaBytes: number): FileEntry[] {
+  commit(sandboxId: string, files: { parts: WsPath; staged: StagedFile }[], quotaBytes: number): FileEntry[] {
     const root = this.dirFor(sandboxId);
-    let replaced = 0;
-    for (const f of files) replaced += this.sizeIfFile(root, f.parts);
-    const incoming = files.reduce((a, f) => a + f.staged.size, 0);
-    const used = this.usage(sandboxId);
-    if (used - replaced + incoming > quotaBytes) {
-      this.discard(files.map((f) => f.staged));
-      throw new PetriError("WORKSPACE_QUOTA_EXCEEDED",
-        `workspace quota of ${quotaBytes} bytes would be exceeded (in use ${used}, upload ${incoming})`);
-    }
-    const out: FileEntry[] = [];
+    // A later part for the same path wins; the earlier one is dropped.
+    const byKey = new Map<string, { parts: WsPath; staged: StagedFile }>();
     for (const f of files) {
-      const rel = f.parts.join("/");
+      const k = pathFields(f.parts).path_b64 ?? displayPath(f.parts);
+      const prev = byKey.get(k);
+      if (prev) this.discard([prev.staged]);
+      byKey.set(k, f);
+    }
+    const list = [...byKey.values()];
+    const fail: (e: unknown, rel: string) => never = (e, rel) => {
+      this.discard(list.map((f) => f.staged));
+      mapFsError(e, rel);
+    };
+    // A file and a directory of the same name in one upload cannot both exist.
+    const keys = new Set(byKey.keys());
+    for (const k of keys) {
+      for (let i = k.indexOf("/"); i > 0; i = k.indexOf("/", i + 1)) {
+        if (keys.has(k.slice(0, i))) fail(new PetriError("CONFLICT", `upload has both a file ${k.slice(0, i)} and a path below it`), k);
+      }
+    }
+    let replaced = 0;
+    for (const f of list) replaced += this.sizeIfFile(root, f.parts);
+    const incoming = list.reduce((a, f) => a + f.staged.size, 0);
+    const used = this.usageInfo(sandboxId);
+    if (!used.complete || used.bytes - replaced + incoming > quotaBytes) {
+      this.discard(list.map((f) => f.staged));
+      throw new PetriError("WORKSPACE_QUOTA_EXCEEDED", used.complete
+        ? `workspace quota of ${quotaBytes} bytes would be exceeded (in use ${used.bytes}, upload ${incoming})`
+        : `workspace quota of ${quotaBytes} bytes: the workspace's size could not be fully measured, so it counts as over`);
+    }
+    // Phase 1: open (making) every parent and check no target is a directory.
+    // Directories this upload made (as paths), removed again if it fails.
+    const made: WsPath[] = [];
+    const prepared: { dirfd: number; name: NamePart; rel: string; f: { parts: WsPath; staged: StagedFile } }[] = [];
+    const closeAll = () => { for (const p of prepared) fs.closeSync(p.dirfd); };
+    const undoDirs = () => {
+      for (const m of made.reverse()) {
+        try {
+          const fd = openDirNoFollow(root, m.slice(0, -1));
+          try { fs.rmdirSync(fdPath(fd, m[m.length - 1])); } finally { fs.closeSync(fd); }
+        } catch { /* not empty or gone: leave it */ }
+      }
+    };
+    for (const f of list) {
+      const rel = displayPath(f.parts);
       let dirfd: number;
       try {
-        dirfd = openDirNoFollow(root, f.parts.slice(0, -1), { create: true, owner: this.opts });
+        const parent = f.parts.slice(0, -1);
+        dirfd = openDirNoFollow(root, parent, { create: true, owner: this.opts, onCreate: (d) => made.push(parent.slice(0, d + 1)) });
       } catch (e) {
-        this.discard([f.staged]);
-        mapFsError(e, rel);
+        closeAll();
+        undoDirs();
+        fail(e, rel);
       }
-      try {
-        fs.chownSync(f.staged.tmpPath, this.opts.uid, this.opts.gid);
-        fs.renameSync(f.staged.tmpPath, fdPath(dirfd, f.parts[f.parts.length - 1]));
-        const st = fs.lstatSync(fdPath(dirfd, f.parts[f.parts.length - 1]));
-        // The upload's hash is known: listings and audit snapshots need not read the file again.
-        this.hashCache.set(`${root}\0${rel}\0${st.ino}\0${st.size}\0${st.mtimeMs}\0${st.ctimeMs}`, f.staged.sha256);
-        out.push({ path: rel, type: "file", size: f.staged.size, sha256: f.staged.sha256, mtime: st.mtime.toISOString() });
-      } catch (e) {
-        this.discard([f.staged]);
-        mapFsError(e, rel);
-      } finally {
-        fs.closeSync(dirfd);
+      const name = f.parts[f.parts.length - 1];
+      prepared.push({ dirfd, name, rel, f });
+      const st = fs.lstatSync(fdPath(dirfd, name), { throwIfNoEntry: false });
+      if (st?.isDirectory()) {
+        closeAll();
+        undoDirs();
+        fail(Object.assign(new Error("is a directory"), { code: "EISDIR" }), rel);
       }
     }
+    // Phase 2: move in, keeping replaced files aside so a failure can put them back.
+    const moved: { dirfd: number; name: NamePart; backup?: string }[] = [];
+    const out: FileEntry[] = [];
+    try {
+      for (const p of prepared) {
+        fs.chownSync(p.f.staged.tmpPath, this.opts.uid, this.opts.gid);
+        const target = fdPath(p.dirfd, p.name);
+        let backup: string | undefined = path.join(this.stagingDir, `old-${randomBytes(12).toString("hex")}`);
+        try {
+          fs.renameSync(target, backup);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+          backup = undefined;
+        }
+        moved.push({ dirfd: p.dirfd, name: p.name, backup });
+        fs.renameSync(p.f.staged.tmpPath, target);
+        const st = fs.lstatSync(target, { bigint: true });
+        this.rememberHash(root, st, p.f.staged.sha256);
+        out.push({ ...pathFields(p.f.parts), type: "file", size: p.f.staged.size, sha256: p.f.staged.sha256, mtime: new Date(Number(st.mtimeMs)).toISOString() });
+      }
+    } catch (e) {
+      for (const m of moved.reverse()) {
+        try {
+          if (m.backup) fs.renameSync(m.backup, fdPath(m.dirfd, m.name));
+          else fs.unlinkSync(fdPath(m.dirfd, m.name));
+        } catch { /* best effort: the running code may have changed the directory */ }
+      }
+      closeAll();
+      undoDirs();
+      fail(e, prepared[moved.length - 1]?.rel ?? "");
+    }
+    for (const m of moved) if (m.backup) fs.rmSync(m.backup, { force: true });
+    closeAll();
+    this.adjustUsage(sandboxId, incoming - replaced);
     return out;
   }
 
-  private sizeIfFile(root: string, parts: string[]): number {
+  private sizeIfFile(root: string, parts: WsPath): number {
     try {
       const { fd, stat } = openFileNoFollow(root, parts);
       fs.closeSync(fd);
@@ -171,57 +370,65 @@ export class WorkspaceStore {
     }
   }
 
+  // ---- single files ------------------------------------------------------------------------
+
   /** Opens a file for download. The caller streams from the fd and closes it. */
-  openRead(sandboxId: string, relPath: string): { fd: number; size: number } {
-    const parts = parseRelPath(relPath);
+  openRead(sandboxId: string, p: PathArg): { fd: number; size: number } {
+    const parts = toParts(p);
     try {
       const { fd, stat } = openFileNoFollow(this.dirFor(sandboxId), parts);
       return { fd, size: stat.size };
     } catch (e) {
-      if (e instanceof PetriError) throw e;
-      mapFsError(e, relPath);
+      mapFsError(e, displayPath(parts));
     }
   }
 
   /**
-   * Runs `fn` with the opened parent directory of relPath and its last component; errno
-   * failures become API errors naming relPath.
+   * Runs `fn` with the opened parent directory of the path and its last component; errno
+   * failures become API errors naming the path.
    */
-  private inParent<T>(sandboxId: string, relPath: string, fn: (dirfd: number, name: string) => T): T {
-    const parts = parseRelPath(relPath);
+  private async inParent<T>(sandboxId: string, p: PathArg, fn: (dirfd: number, name: NamePart) => T | Promise<T>): Promise<T> {
+    const parts = toParts(p);
+    const rel = displayPath(parts);
     let dirfd: number;
     try {
       dirfd = openDirNoFollow(this.dirFor(sandboxId), parts.slice(0, -1));
     } catch (e) {
-      mapFsError(e, relPath);
+      mapFsError(e, rel);
     }
     try {
-      return fn(dirfd, parts[parts.length - 1]);
+      return await fn(dirfd, parts[parts.length - 1]);
     } catch (e) {
-      if (e instanceof PetriError) throw e;
-      mapFsError(e, relPath);
+      mapFsError(e, rel);
     } finally {
       fs.closeSync(dirfd);
     }
   }
 
-  remove(sandboxId: string, relPath: string, recursive: boolean): void {
-    this.inParent(sandboxId, relPath, (dirfd, name) => {
+  /**
+   * Deletes a file or directory. A directory (recursive) is moved into the trash in one rename,
+   * then emptied there, however deep; the promise settles when its bytes are gone.
+   */
+  async remove(sandboxId: string, p: PathArg, recursive: boolean): Promise<void> {
+    let job: string | undefined;
+    await this.inParent(sandboxId, p, (dirfd, name) => {
       const st = fs.lstatSync(fdPath(dirfd, name));
       if (!st.isDirectory()) {
         // unlink never follows: a symlink is removed, not its target.
         fs.unlinkSync(fdPath(dirfd, name));
+        if (st.isFile()) this.adjustUsage(sandboxId, -st.size);
       } else if (recursive) {
-        removeTree(dirfd, name);
+        job = this.trash.moveIn(dirfd, name);
       } else {
         fs.rmdirSync(fdPath(dirfd, name));
       }
     });
+    if (job) await this.trash.removeJob(job, (freed) => this.adjustUsage(sandboxId, -freed));
   }
 
   /** Sets a file's mode (only the executable bits are a client's choice). */
-  chmod(sandboxId: string, relPath: string, mode: 0o755 | 0o644): void {
-    this.inParent(sandboxId, relPath, (dirfd, name) => {
+  async chmod(sandboxId: string, p: PathArg, mode: 0o755 | 0o644): Promise<void> {
+    await this.inParent(sandboxId, p, (dirfd, name) => {
       const fd = fs.openSync(fdPath(dirfd, name), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
       try {
         fs.fchmodSync(fd, mode);
@@ -231,43 +438,81 @@ export class WorkspaceStore {
     });
   }
 
-  /** Lists entries below relPath without following symlinks (they are listed as symlinks). */
-  async list(sandboxId: string, relPath: string, opts: { recursive: boolean; hashes: boolean }): Promise<FileEntry[]> {
-    const parts = parseRelPath(relPath, { allowRoot: true });
+  // ---- listings ----------------------------------------------------------------------------
+
+  /**
+   * Lists entries below a directory without following symlinks (they are listed as symlinks),
+   * any depth, never blocking the event loop. `complete: false` says entries were left out.
+   */
+  async listing(sandboxId: string, p: PathArg, opts: { recursive: boolean; hashes: boolean; limit?: number }): Promise<Listing> {
+    const parts = toParts(p, true);
     const root = this.dirFor(sandboxId);
-    let dirfd: number;
-    try {
-      dirfd = openDirNoFollow(root, parts);
-    } catch (e) {
-      mapFsError(e, relPath);
-    }
     const out: FileEntry[] = [];
+    const rawStats: fs.BigIntStats[] = [];
+    let tooLong = 0;
+    const prefixBytes = parts.length ? Buffer.byteLength(displayPath(parts)) + 1 : 0;
+    let r: WalkResult;
     try {
-      walk(dirfd, parts.join("/"), opts.recursive ? MAX_DEPTH : 1, (rel, st) => {
-        out.push({ path: rel, type: typeOf(st), size: Number(st.size), mtime: new Date(Number(st.mtimeMs)).toISOString() });
-      });
-    } finally {
-      fs.closeSync(dirfd);
+      r = await walkTree(root, parts, (e) => {
+        if (prefixBytes + e.pathBytes > MAX_LISTED_PATH_BYTES) {
+          tooLong++;
+          return;
+        }
+        out.push({ ...pathFields([...parts, ...entryPath(e)]), type: typeOf(e.st), size: Number(e.st.size), mtime: new Date(Number(e.st.mtimeMs)).toISOString() });
+        rawStats.push(e.st);
+      }, { maxDepth: opts.recursive ? Infinity : 1, maxEntries: opts.limit ?? DEFAULT_LIST_LIMIT });
+    } catch (e) {
+      mapFsError(e, displayPath(parts));
     }
     if (opts.hashes) {
-      for (const e of out) {
-        if (e.type !== "file") continue;
-        e.sha256 = await this.hashFile(root, e.path);
+      for (let i = 0; i < out.length; i++) {
+        if (out[i].type !== "file") continue;
+        out[i].sha256 = await this.hashFile(root, [...parts, ...this.partsOf(out[i])].slice(parts.length), rawStats[i]);
       }
     }
-    return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+    const listing: Listing = { files: out.sort(byPath), complete: r.complete && tooLong === 0 };
+    if (!r.complete) listing.reason = r.reason;
+    else if (tooLong) listing.reason = `${tooLong} entries have paths longer than ${MAX_LISTED_PATH_BYTES} bytes`;
+    return listing;
   }
 
-  private async hashFile(root: string, rel: string): Promise<string | undefined> {
+  /** The listing's files only (callers that need not know about completeness use `listing`). */
+  async list(sandboxId: string, p: PathArg, opts: { recursive: boolean; hashes: boolean }): Promise<FileEntry[]> {
+    return (await this.listing(sandboxId, p, opts)).files;
+  }
+
+  private partsOf(e: FileEntry): WsPath {
+    if (e.path_b64 === undefined) return e.path.split("/");
+    return splitB64(e.path_b64);
+  }
+
+  private rememberHash(root: string, st: fs.BigIntStats, sha: string): void {
+    if (this.hashCache.size >= HASH_CACHE_MAX) {
+      // Drop the oldest tenth rather than everything: a big workspace keeps most of its hashes.
+      let n = HASH_CACHE_MAX / 10;
+      for (const k of this.hashCache.keys()) {
+        this.hashCache.delete(k);
+        if (--n <= 0) break;
+      }
+    }
+    this.hashCache.set(hashKey(root, st), sha);
+  }
+
+  private async hashFile(root: string, fullParts: WsPath, known?: fs.BigIntStats): Promise<string | undefined> {
+    // The walk's lstat identifies the content (inode, size, mtime and ctime to the nanosecond):
+    // a hit needs no open at all, which is what makes a no-change sync of 50,000 files cheap.
+    if (known) {
+      const hit = this.hashCache.get(hashKey(root, known));
+      if (hit) return hit;
+    }
     let fd: number;
-    let stat: fs.Stats;
     try {
-      ({ fd, stat } = openFileNoFollow(root, rel.split("/")));
+      ({ fd } = openFileNoFollow(root, fullParts));
     } catch {
       return undefined;
     }
-    const key = `${root}\0${rel}\0${stat.ino}\0${stat.size}\0${stat.mtimeMs}\0${stat.ctimeMs}`;
-    const cached = this.hashCache.get(key);
+    const stat = fs.fstatSync(fd, { bigint: true });
+    const cached = this.hashCache.get(hashKey(root, stat));
     if (cached) {
       fs.closeSync(fd);
       return cached;
@@ -275,39 +520,31 @@ export class WorkspaceStore {
     const hash = createHash("sha256");
     await pipeline(fs.createReadStream("", { fd, autoClose: true }), hash);
     const hex = hash.digest("hex");
-    if (this.hashCache.size > 50_000) this.hashCache.clear();
-    this.hashCache.set(key, hex);
+    this.rememberHash(root, stat, hex);
     return hex;
   }
 
-  /** Apparent size of all regular files (sparse files count in full: that is what a download costs). */
-  usage(sandboxId: string): number {
-    let total = 0;
-    this.walkRoot(sandboxId, (_rel, st) => { if (st.isFile()) total += Number(st.size); });
-    return total;
-  }
-
-  snapshot(sandboxId: string): Snapshot {
+  /** Metadata of every entry (any depth), for a run's before/after comparison. */
+  async snapshot(sandboxId: string): Promise<Snapshot> {
     const snap: Snapshot = new Map();
-    this.walkRoot(sandboxId, (rel, st) => {
-      snap.set(rel, { size: Number(st.size), mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino, type: typeOf(st) });
-    });
+    try {
+      await walkTree(this.dirFor(sandboxId), [], (e) => {
+        if (e.pathBytes > MAX_LISTED_PATH_BYTES) return;
+        snap.set(displayPath(entryPath(e)), { size: Number(e.st.size), mtimeNs: e.st.mtimeNs, ctimeNs: e.st.ctimeNs, ino: e.st.ino, type: typeOf(e.st) });
+      });
+    } catch {
+      // no workspace: empty snapshot
+    }
     return snap;
   }
+}
 
-  private walkRoot(sandboxId: string, visit: (rel: string, st: fs.BigIntStats) => void): void {
-    let dirfd: number;
-    try {
-      dirfd = openDirNoFollow(this.dirFor(sandboxId), []);
-    } catch {
-      return;
-    }
-    try {
-      walk(dirfd, "", MAX_DEPTH, visit);
-    } finally {
-      fs.closeSync(dirfd);
-    }
-  }
+function hashKey(root: string, st: fs.BigIntStats): string {
+  return `${root}\0${st.dev}:${st.ino}\0${st.size}\0${st.mtimeNs}\0${st.ctimeNs}`;
+}
+
+function splitB64(b64: string): WsPath {
+  return splitBytes(Buffer.from(b64, "base64"));
 }
 
 export function diffSnapshots(before: Snapshot, after: Snapshot): FileChanges {
@@ -328,57 +565,3 @@ export function diffSnapshots(before: Snapshot, after: Snapshot): FileChanges {
   return { created: created.sort(), modified: modified.sort(), deleted: deleted.sort() };
 }
 
-function walk(dirfd: number, prefix: string, depth: number, visit: (rel: string, st: fs.BigIntStats) => void, counter = { n: 0 }): void {
-  let names: string[];
-  try {
-    names = fs.readdirSync(fdPath(dirfd));
-  } catch {
-    return;
-  }
-  for (const name of names) {
-    if (++counter.n > MAX_WALK_ENTRIES) return;
-    const rel = prefix ? `${prefix}/${name}` : name;
-    let st: fs.BigIntStats;
-    try {
-      st = fs.lstatSync(fdPath(dirfd, name), { bigint: true });
-    } catch {
-      continue;
-    }
-    visit(rel, st);
-    if (st.isDirectory() && depth > 1) {
-      let child: number;
-      try {
-        child = fs.openSync(fdPath(dirfd, name), fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW);
-      } catch {
-        continue;
-      }
-      try {
-        walk(child, rel, depth - 1, visit, counter);
-      } finally {
-        fs.closeSync(child);
-      }
-    }
-  }
-}
-
-/** Removes dirfd/name recursively, descending only through directories opened with O_NOFOLLOW. */
-function removeTree(dirfd: number, name: string): void {
-  let child: number;
-  try {
-    child = fs.openSync(fdPath(dirfd, name), fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") return;
-    if (code === "ELOOP" || code === "ENOTDIR") {
-      fs.unlinkSync(fdPath(dirfd, name));
-      return;
-    }
-    throw e;
-  }
-  try {
-    for (const entry of fs.readdirSync(fdPath(child))) removeTree(child, entry);
-  } finally {
-    fs.closeSync(child);
-  }
-  fs.rmdirSync(fdPath(dirfd, name));
-}

@@ -6,6 +6,7 @@ import type { Config } from "../../config.js";
 import type { AppDeps } from "../app.js";
 import { PetriError } from "../../errors.js";
 import { parseRelPath } from "../../workspaces/paths.js";
+import { parsePathInput } from "../../workspaces/names.js";
 import type { StagedFile } from "../../workspaces/workspaces.js";
 import { FileEntrySchema, SandboxParams, errorResponses } from "../schemas.js";
 
@@ -13,6 +14,12 @@ import { FileEntrySchema, SandboxParams, errorResponses } from "../schemas.js";
 const GENERIC_FIELDS = new Set(["file", "files", "file[]", "files[]", "upload"]);
 
 const FileParams = Type.Object({ id: Type.String({ maxLength: 64 }), "*": Type.String() });
+const PathB64 = Type.Optional(Type.String({ maxLength: 2048, description: "the path as base64 of its raw bytes, for names that are not UTF-8 (listings give it as `path_b64`); use it with an empty path: …/files/?path_b64=…" }));
+
+/** The file a wildcard route names: `path_b64` from the query when given, else the URL path. */
+function routePath(params: { "*": string }, query: { path_b64?: string }) {
+  return parsePathInput({ path: params["*"], path_b64: query.path_b64 });
+}
 
 export async function fileRoutes(app: FastifyInstance, config: Readonly<Config>, deps: AppDeps): Promise<void> {
   const { sandboxes, workspaces } = deps;
@@ -97,34 +104,41 @@ export async function fileRoutes(app: FastifyInstance, config: Readonly<Config>,
     return reply.code(201).send(entry);
   });
 
-  app.get<{ Params: Static<typeof SandboxParams>; Querystring: { path?: string; recursive?: boolean; hashes?: boolean } }>("/v1/sandboxes/:id/files", {
+  app.get<{ Params: Static<typeof SandboxParams>; Querystring: { path?: string; path_b64?: string; recursive?: boolean; hashes?: boolean; limit?: number } }>("/v1/sandboxes/:id/files", {
     schema: {
       summary: "List workspace files (symlinks are listed, never followed)",
+      description: "Any depth. `complete` is false when entries were left out (more than `limit`, paths longer than 4096 bytes, or the workspace changed during the walk); `reason` says which.",
       params: SandboxParams,
       querystring: Type.Object({
         path: Type.Optional(Type.String({ description: "directory to list, default the workspace root" })),
+        path_b64: PathB64,
         recursive: Type.Optional(Type.Boolean({ default: true })),
         hashes: Type.Optional(Type.Boolean({ default: true, description: "include sha256 of files" })),
+        limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, default: 200_000, description: "most entries to return" })),
       }),
-      response: { 200: Type.Object({ files: Type.Array(FileEntrySchema) }), ...errorResponses(400, 401, 404) },
+      response: {
+        200: Type.Object({ files: Type.Array(FileEntrySchema), complete: Type.Boolean(), reason: Type.Optional(Type.String()) }),
+        ...errorResponses(400, 401, 404),
+      },
     },
   }, async (req) => {
     const sb = sandboxes.get(req.auth, req.params.id);
-    const files = await workspaces.list(sb.id, req.query.path ?? "", { recursive: req.query.recursive ?? true, hashes: req.query.hashes ?? true });
-    return { files };
+    const dir = parsePathInput({ path: req.query.path ?? "", path_b64: req.query.path_b64 }, { allowRoot: true });
+    return workspaces.listing(sb.id, dir, { recursive: req.query.recursive ?? true, hashes: req.query.hashes ?? true, limit: req.query.limit });
   });
 
-  app.get<{ Params: Static<typeof FileParams> }>("/v1/sandboxes/:id/files/*", {
+  app.get<{ Params: Static<typeof FileParams>; Querystring: { path_b64?: string } }>("/v1/sandboxes/:id/files/*", {
     config: { action: "files.read" },
     schema: {
       summary: "Download a file (refuses symlinks and non-regular files)",
       params: FileParams,
+      querystring: Type.Object({ path_b64: PathB64 }),
       produces: ["application/octet-stream"],
       response: { ...errorResponses(400, 401, 404) },
     },
   }, async (req, reply) => {
     const sb = sandboxes.get(req.auth, req.params.id);
-    const { fd, size } = workspaces.openRead(sb.id, req.params["*"]);
+    const { fd, size } = workspaces.openRead(sb.id, routePath(req.params, req.query));
     const body = fs.createReadStream("", { fd, autoClose: true });
     reply.header("content-type", "application/octet-stream");
     if (sb.secrets.length && deps.vault) {
@@ -145,17 +159,17 @@ export async function fileRoutes(app: FastifyInstance, config: Readonly<Config>,
     return reply.send(body);
   });
 
-  app.delete<{ Params: Static<typeof FileParams>; Querystring: { recursive?: boolean } }>("/v1/sandboxes/:id/files/*", {
+  app.delete<{ Params: Static<typeof FileParams>; Querystring: { recursive?: boolean; path_b64?: string } }>("/v1/sandboxes/:id/files/*", {
     config: { action: "files.delete" },
     schema: {
       summary: "Delete a file, or a directory (recursive=true for non-empty ones)",
       params: FileParams,
-      querystring: Type.Object({ recursive: Type.Optional(Type.Boolean({ default: false })) }),
+      querystring: Type.Object({ recursive: Type.Optional(Type.Boolean({ default: false })), path_b64: PathB64 }),
       response: { 204: Type.Null(), ...errorResponses(400, 401, 404, 409) },
     },
   }, async (req, reply) => {
     const sb = sandboxes.get(req.auth, req.params.id);
-    workspaces.remove(sb.id, req.params["*"], req.query.recursive ?? false);
+    await workspaces.remove(sb.id, routePath(req.params, req.query), req.query.recursive ?? false);
     deps.quotas?.recordUsage(req.auth.tenantId, sb.id, workspaces.usage(sb.id));
     sandboxes.touch(sb.id);
     return reply.code(204).send();

@@ -35,11 +35,18 @@ export async function sandboxRoutes(app: FastifyInstance, _config: Readonly<Conf
 
   app.delete<{ Params: Static<typeof SandboxParams> }>("/v1/sandboxes/:id", {
     config: { action: "sandbox.delete" },
-    schema: { summary: "Delete a sandbox, its runs and its workspace", params: SandboxParams, response: { 204: Type.Null(), ...errorResponses(401, 404) } },
+    schema: {
+      summary: "Delete a sandbox, its runs and its workspace",
+      description: "204 when everything is gone. 202 when the sandbox is already gone from the API but some of its data could not be removed yet: the server finishes the deletion in the background (also after a restart).",
+      params: SandboxParams,
+      response: { 202: Type.Object({ status: Type.Literal("deleting") }), 204: Type.Null(), ...errorResponses(401, 404) },
+    },
   }, async (req, reply) => {
     const sb = deps.sandboxes.get(req.auth, req.params.id);
+    // Durable first: no new run can start, and a crash from here on is finished by the janitor.
+    deps.sandboxes.markDeleting(sb.id);
     await deps.exec.cancelSandbox(sb.id);
-    deps.sandboxes.destroy(sb.id);
-    return reply.code(204).send();
+    if (await deps.sandboxes.destroy(sb.id)) return reply.code(204).send();
+    return reply.code(202).send({ status: "deleting" as const });
   });
 }

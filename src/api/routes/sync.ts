@@ -117,11 +117,11 @@ export async function syncApplyRoutes(app: FastifyInstance, config: Readonly<Con
       workspaces.commit(sb.id, toCommit, quota);
       for (const p of [...plan.missing, ...plan.reusable, ...plan.unchanged]) {
         const mode = wanted.get(p)!.mode;
-        if (mode !== undefined) workspaces.chmod(sb.id, p, mode & 0o111 ? 0o755 : 0o644);
+        if (mode !== undefined) await workspaces.chmod(sb.id, p, mode & 0o111 ? 0o755 : 0o644);
       }
       for (const p of plan.delete) {
         try {
-          workspaces.remove(sb.id, p, false);
+          await workspaces.remove(sb.id, p, false);
         } catch (e) {
           if (!(e instanceof PetriError && e.code === "FILE_NOT_FOUND")) throw e;
         }
