@@ -1,5 +1,6 @@
 import path from "node:path";
 import { DEFAULT_IMAGE } from "./images/recipe.js";
+import { parseEgressPolicy, type EgressPolicy } from "./vault/egress.js";
 
 /** Resource limits of a run. Each has a default and a server maximum; clients may only lower. */
 export interface Limits {
@@ -70,6 +71,11 @@ export interface Config {
   auditCheckpointEvery: number;
   /** How long a pre-started single-use container waits for a sandbox's next run; 0 disables. */
   warmIdleMs: number;
+  /**
+   * The operator's bounds on runs' network destinations (PETRI_EGRESS_ALLOW_HOSTS,
+   * PETRI_EGRESS_PRIVATE_HOSTS; docs/vault.md): tenants' allow_hosts and secret hosts stay inside.
+   */
+  egress: EgressPolicy;
 }
 
 export class ConfigError extends Error {}
@@ -117,6 +123,14 @@ function oneOf(env: Env, name: string, def: string, allowed: string[]): string {
  * Reads and validates every PETRI_* variable once. Nothing else in Petri reads process.env:
  * the frozen result is passed down.
  */
+function egressPolicy(env: Env): EgressPolicy {
+  try {
+    return parseEgressPolicy({ allowHosts: env.PETRI_EGRESS_ALLOW_HOSTS, privateHosts: env.PETRI_EGRESS_PRIVATE_HOSTS });
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+}
+
 export function loadConfig(env: Env = process.env, cwd: string = process.cwd()): Readonly<Config> {
   const dataDir = path.resolve(cwd, env.PETRI_DATA_DIR || ".petri");
   const workspaceRoot = path.resolve(cwd, env.PETRI_WORKSPACE_ROOT || path.join(dataDir, "workspaces"));
@@ -187,6 +201,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     auditDir: path.resolve(cwd, env.PETRI_AUDIT_DIR || path.join(dataDir, "audit")),
     auditSinks: env.PETRI_AUDIT_SINKS ?? "",
     auditCheckpointEvery: int(env, "PETRI_AUDIT_CHECKPOINT_EVERY", 1000, 1),
+    egress: egressPolicy(env),
   };
   return Object.freeze(cfg);
 }

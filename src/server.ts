@@ -73,7 +73,7 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   const { runtimes, defaultRuntime, probes } = await setupRuntimes(config, docker, instanceId, logger);
   const quotas = new QuotaService(db, config, (id) => workspaces.usage(id));
   const vault = new SecretStore(db, loadOrCreateMasterKey({ env: config.masterKey, file: config.masterKeyFile }),
-    config.masterKey ? {} : { reloadKeys: () => readMasterKeyRing(config.masterKeyFile) });
+    { egress: config.egress, ...(config.masterKey ? {} : { reloadKeys: () => readMasterKeyRing(config.masterKeyFile) }) });
   const sandboxes = new SandboxService(db, config, workspaces, () => [...runtimes.keys()], () => defaultRuntime ?? "none", quotas,
     (tenantId, name) => { vault.get(tenantId, name); },
     (id, err) => logger.error({ sandbox: id, err: err.message }, "sandbox deletion not finished; the janitor retries"));

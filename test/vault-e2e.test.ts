@@ -1,6 +1,8 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
+import dns from "node:dns";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { startTestServer, createSandbox, putFile, exec, type TestServer } from "./helpers.js";
 import { randomPassword, scramVerifier, startPostgres, type PgServer } from "./vault/support.js";
@@ -17,7 +19,7 @@ describe("vault through the API", () => {
     pg = await startPostgres();
     pg.sql(`CREATE ROLE app LOGIN PASSWORD '${scramVerifier(PASSWORD)}'; CREATE DATABASE appdb OWNER app;`);
     pg.sql(`\\c appdb\nCREATE TABLE widgets(id int, name text); INSERT INTO widgets VALUES (1, 'sprocket'), (2, 'gear'); ALTER TABLE widgets OWNER TO app;`);
-    t = await startTestServer();
+    t = await startTestServer({ PETRI_EGRESS_PRIVATE_HOSTS: "127.0.0.0/8" });
   });
   after(async () => {
     await t?.close();
@@ -101,5 +103,66 @@ describe("vault through the API", () => {
     assert.equal(r.status, 404);
     assert.equal(r.json.error.code, "SECRET_NOT_FOUND");
     assert.equal((await t.api("GET", "/v1/secrets/db", { key: other })).status, 404);
+  });
+});
+
+/**
+ * SSRF through the egress broker (issue 9): a tenant's allow_hosts and secret hosts stay inside
+ * the operator's policy; loopback, metadata and private destinations are refused by default,
+ * on the address a name resolves to when the broker connects.
+ */
+describe("egress policy through the API (default policy: nothing private opened)", () => {
+  let t: TestServer;
+  before(async () => {
+    t = await startTestServer();
+  });
+  after(async () => {
+    await t?.close();
+  });
+
+  it("malformed host patterns are a 400, private and metadata destinations a 403, for sandboxes, runs and secrets", async () => {
+    for (const bad of ["http://evil/", "evil.example/path", "user@evil.example", "evil.example:22/x", "a b"]) {
+      const r = await t.api("POST", "/v1/sandboxes", { body: { language: "python", allow_hosts: [bad] } });
+      assert.equal(r.status, 400, `${bad}: ${r.text}`);
+      assert.equal(r.json.error.code, "VALIDATION_ERROR");
+    }
+    for (const priv of ["127.0.0.1:22", "169.254.169.254", "localhost:2375", "[::1]:8080", "10.0.0.1:443", "[::ffff:169.254.169.254]"]) {
+      const r = await t.api("POST", "/v1/sandboxes", { body: { language: "python", allow_hosts: [priv] } });
+      assert.equal(r.status, 403, `${priv}: ${r.text}`);
+      assert.equal(r.json.error.code, "EGRESS_NOT_ALLOWED");
+    }
+    const sb = await createSandbox(t, { language: "python" });
+    const run = await exec(t, sb, { code: "print(1)", allow_hosts: ["169.254.169.254:80"] });
+    assert.equal(run.status, 403, run.text);
+    assert.equal(run.json.error.code, "EGRESS_NOT_ALLOWED");
+    const badRun = await exec(t, sb, { code: "print(1)", allow_hosts: ["http://evil/"] });
+    assert.equal(badRun.status, 400, badRun.text);
+    const secret = await t.api("PUT", "/v1/secrets/docker", { body: { kind: "http", value: "token-1234567", config: { hosts: ["localhost:2375"] } } });
+    assert.equal(secret.status, 403, secret.text);
+    assert.equal(secret.json.error.code, "EGRESS_NOT_ALLOWED");
+    const pgSecret = await t.api("PUT", "/v1/secrets/pg", { body: { kind: "postgres", value: "pw-1234567", config: { host: "127.0.0.1", port: 5432, database: "d", user: "u" } } });
+    assert.equal(pgSecret.status, 403, pgSecret.text);
+    const fine = await t.api("POST", "/v1/sandboxes", { body: { language: "python", allow_hosts: ["API.example.com", "*.example.org:8443"] } });
+    assert.equal(fine.status, 201, fine.text);
+    assert.deepEqual(fine.json.allow_hosts, ["api.example.com", "*.example.org:8443"]);
+  });
+
+  it("a run cannot reach Petri's own API through the broker by a name that resolves to this host", async (ctx) => {
+    const name = os.hostname();
+    const addrs = await dns.promises.lookup(name, { all: true }).catch(() => []);
+    if (addrs.length === 0) return ctx.skip(`this host's name ${name} does not resolve, so there is no name pointing back at it to try`);
+    const port = new URL(t.url).port;
+    const sb = await createSandbox(t, { language: "python", allow_hosts: [`${name}:${port}`] });
+    const r = await exec(t, sb, {
+      code: [
+        "import urllib.request",
+        `req = urllib.request.Request('http://${name}:${port}/v1/sandboxes')`,
+        "try:\n    print('REACHED', urllib.request.urlopen(req, timeout=10).status)\nexcept Exception as e:\n    print('refused', getattr(e, 'code', type(e).__name__), e.headers.get('x-petri-denied') if hasattr(e, 'headers') and e.headers else '')",
+      ].join("\n"),
+    });
+    assert.equal(r.json.exit_code, 0, r.text);
+    assert.match(r.json.stdout, /^refused 403 private_address$/m, r.text);
+    const recs = (await t.api("GET", `/v1/audit?exec_id=${r.json.id}&kind=network`)).json.items as any[];
+    assert.ok(recs.some((x) => x.outcome === "denied" && x.detail.reason === "private_address"), JSON.stringify(recs.map((x) => x.detail)));
   });
 });

@@ -12,7 +12,7 @@ import { parseRelPath } from "../workspaces/paths.js";
 import type { Mount, RunResult, RunSpec, Runtime } from "../runtimes/types.js";
 import type { AuthContext } from "../auth/keys.js";
 import type { QuotaService } from "../auth/quotas.js";
-import { openBrokerSession, type BrokerSession, type SecretStore } from "../vault/index.js";
+import { checkTenantHosts, openBrokerSession, type BrokerSession, type SecretStore } from "../vault/index.js";
 import type { AuditEvent } from "../audit/types.js";
 import { runFinishEvents, runStartEvent, toAuditSnapshot, type RunAuditContext } from "./audit-events.js";
 
@@ -173,7 +173,7 @@ export class ExecService {
     }
     const egress = {
       secrets: [...new Set([...sandbox.secrets, ...(req.secrets ?? [])])],
-      allowHosts: [...new Set([...sandbox.allow_hosts, ...(req.allow_hosts ?? [])])],
+      allowHosts: [...new Set([...sandbox.allow_hosts, ...checkTenantHosts(req.allow_hosts ?? [], config.egress, "allow_hosts")])],
     };
     if (egress.secrets.length || egress.allowHosts.length) {
       if (!this.d.vault) throw new PetriError("RUNTIME_UNAVAILABLE", "this server has no vault: secrets and allowed hosts are not available");
@@ -431,7 +431,7 @@ export class ExecService {
     egress: { secrets: string[]; allowHosts: string[] }): Promise<BrokerSession> {
     const session = await openBrokerSession({
       store: this.d.vault!, tenantId: auth.tenantId, sandboxId: sandbox.id, execId: handle.id,
-      secrets: egress.secrets, allowHosts: egress.allowHosts, runDir: path.join(runDir, "broker"),
+      secrets: egress.secrets, allowHosts: egress.allowHosts, egress: this.d.config.egress, runDir: path.join(runDir, "broker"),
       onEvent: (ev) => this.safeAppend({
         kind: ev.kind, action: ev.action, outcome: ev.outcome,
         tenant_id: auth.tenantId, key_id: auth.keyId, sandbox_id: sandbox.id, exec_id: handle.id, detail: ev.detail,

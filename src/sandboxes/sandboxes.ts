@@ -5,6 +5,7 @@ import type { DB } from "../store/db.js";
 import { PetriError } from "../errors.js";
 import { newId } from "../ids.js";
 import { LANGUAGES } from "../exec/languages.js";
+import { checkTenantHosts } from "../vault/index.js";
 import type { WorkspaceStore } from "../workspaces/workspaces.js";
 import { Trash } from "../workspaces/trash.js";
 import type { AuthContext } from "../auth/keys.js";
@@ -121,7 +122,7 @@ export class SandboxService {
       throw new PetriError("LIMIT_ABOVE_MAXIMUM", `idle_timeout_ms=${idle} is above the server maximum of ${this.config.sandboxTtlMs}`);
     }
     for (const name of input.secrets ?? []) this.secretExists?.(auth.tenantId, name);
-    const egress = { secrets: [...new Set(input.secrets ?? [])], allow_hosts: [...new Set(input.allow_hosts ?? [])] };
+    const egress = { secrets: [...new Set(input.secrets ?? [])], allow_hosts: [...new Set(checkTenantHosts(input.allow_hosts ?? [], this.config.egress, "allow_hosts"))] };
     const id = newId("sb");
     const now = Date.now();
     const expires = Math.min(now + ttl, now + idle);

@@ -12,7 +12,7 @@ export interface HostPattern {
   host: string;
   wildcard: boolean;
   port: number | null;
-  /** The pattern names an IP literal or "localhost": the admin meant a local/internal address. */
+  /** The pattern names an IP literal or "localhost" (not a name resolved through DNS). */
   literal: boolean;
 }
 
@@ -21,9 +21,12 @@ const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
 export function normalizeHost(host: string): string | null {
   let h = host.trim();
   if (h.startsWith("[") && h.endsWith("]")) h = h.slice(1, -1);
-  if (net.isIPv6(h)) return h.toLowerCase();
+  // One spelling per address (::ffff:127.0.0.1 and ::ffff:7f00:1 are the same), as URL parsing gives.
+  if (net.isIPv6(h)) return new URL(`http://[${h}]/`).hostname.slice(1, -1);
   if (net.isIPv4(h)) return h;
   h = h.replace(/\.$/, "");
+  // domainToASCII parses like a URL host: "a.com/x" or "a.com:22/x" would come back as "a.com".
+  if (/[\s/\\?#@%:[\]\x00-\x1f\x7f]/.test(h)) return null;
   const ascii = domainToASCII(h.toLowerCase());
   if (!ascii || ascii.length > 253) return null;
   if (!ascii.split(".").every((l) => LABEL.test(l))) return null;
@@ -65,17 +68,4 @@ export function matchHost(p: HostPattern, host: string, port: number): boolean {
 export function formatHostPattern(p: HostPattern): string {
   const h = net.isIPv6(p.host) ? `[${p.host}]` : p.host;
   return `${p.wildcard ? "*." : ""}${h}${p.port !== null ? `:${p.port}` : ""}`;
-}
-
-/** Loopback, link-local (cloud metadata), unspecified and similar addresses. */
-export function isLocalAddress(addr: string): boolean {
-  if (net.isIPv4(addr)) {
-    const [a, b] = addr.split(".").map(Number);
-    return a === 127 || a === 0 || (a === 169 && b === 254);
-  }
-  const a = addr.toLowerCase();
-  if (a === "::1" || a === "::") return true;
-  if (/^fe[89ab]/.test(a)) return true;
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(a);
-  return mapped ? isLocalAddress(mapped[1]) : false;
 }

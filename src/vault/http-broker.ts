@@ -12,7 +12,6 @@
  * - Responses to requests that carried a secret are scrubbed of it (headers and body, after
  *   decompressing), so an echoing server cannot hand it back to the code.
  */
-import dns from "node:dns";
 import fs from "node:fs";
 import http from "node:http";
 import https from "node:https";
@@ -21,7 +20,8 @@ import { Transform, type TransformCallback } from "node:stream";
 import tls from "node:tls";
 import zlib from "node:zlib";
 import type { BrokerEvent } from "./events.js";
-import { isLocalAddress, matchHost, normalizeHost, parseHostPattern, type HostPattern } from "./hosts.js";
+import { DEFAULT_EGRESS_POLICY, EgressRefused, guardedLookup, parseTrustedHosts, refuseLiteral, type EgressPolicy } from "./egress.js";
+import { matchHost, normalizeHost, parseHostPattern, type HostPattern } from "./hosts.js";
 import { Redactor, type NamedSecret } from "./redact.js";
 import type { HttpConfig, ResolvedSecret } from "./store.js";
 import type { RunCa } from "./x509.js";
@@ -32,6 +32,13 @@ export interface HttpBrokerOptions {
   secrets: ResolvedSecret[];
   /** Extra host patterns the run may reach without a secret. */
   allowHosts: string[];
+  /** The operator's bounds on where runs may connect; default: public addresses only. */
+  egress?: EgressPolicy;
+  /**
+   * Operator-configured destinations (host[:port], e.g. package registries) this run may reach
+   * even on a private or loopback address, and even outside the egress policy's allow-list.
+   */
+  trustedHosts?: string[];
   /** Placeholders the run's code sees, by secret name: blocked wherever they would leave. */
   placeholders: NamedSecret[];
   /** Every secret value of the run (all kinds): never allowed out, scrubbed from responses. */
@@ -151,6 +158,8 @@ export class HttpBroker {
   private readonly agentHttps = new https.Agent({ keepAlive: true, maxSockets: 32 });
   private readonly agentHttp = new http.Agent({ keepAlive: true, maxSockets: 32 });
   private readonly allow: HostPattern[];
+  private readonly trusted: HostPattern[];
+  private readonly egress: EgressPolicy;
   private readonly bindings: { pattern: HostPattern; bound: Bound }[] = [];
   /** Tagged names: "p:<secret>" for a placeholder, "v:<secret>" for a value. */
   private readonly detector: Redactor;
@@ -163,6 +172,8 @@ export class HttpBroker {
       if (!p) throw new Error(`allowHosts: "${h}" is not a host pattern`);
       return p;
     });
+    this.trusted = parseTrustedHosts(opts.trustedHosts);
+    this.egress = opts.egress ?? DEFAULT_EGRESS_POLICY;
     for (const s of opts.secrets) {
       const cfg = s.config as HttpConfig;
       for (const h of cfg.hosts) {
@@ -228,7 +239,7 @@ export class HttpBroker {
 
   /** The allow pattern(s) that admit this target, or null. */
   private admitted(t: Target): HostPattern[] | null {
-    const hits = [...this.allow, ...this.bindings.map((b) => b.pattern)].filter((p) => matchHost(p, t.host, t.port));
+    const hits = [...this.allow, ...this.trusted, ...this.bindings.map((b) => b.pattern)].filter((p) => matchHost(p, t.host, t.port));
     return hits.length ? hits : null;
   }
 
@@ -348,7 +359,9 @@ export class HttpBroker {
       detail.upgradedToHttps = upgraded;
       const secure = viaConnect || upgraded;
       const upstreamPort = upgraded && t.port === 80 ? 443 : t.port;
-      const mustGuard = admitted.every((p) => !p.literal) && net.isIP(t.host) === 0;
+      // The operator's policy, on the address actually connected to: an IP literal here, a
+      // name in the lookup below (at connect time, so a name re-pointed later gains nothing).
+      refuseLiteral(this.egress, this.trusted, { host: t.host, port: upstreamPort });
       const cas = [...bound.map((b) => b.config.upstreamCa), this.opts.upstreamCa].filter((c): c is string => Boolean(c));
       const reqOpts: https.RequestOptions = {
         host: t.host,
@@ -357,7 +370,7 @@ export class HttpBroker {
         path,
         headers,
         agent: secure ? this.agentHttps : this.agentHttp,
-        lookup: mustGuard ? guardedLookup : undefined,
+        lookup: guardedLookup(this.egress, this.trusted, { host: t.host, port: upstreamPort }) as https.RequestOptions["lookup"],
         timeout: this.opts.upstreamTimeoutMs ?? 120_000,
       };
       if (secure) {
@@ -384,9 +397,10 @@ export class HttpBroker {
       detail.bytesSent = scanner.bytes;
       detail.durationMs = Date.now() - started;
       this.emit("http_request", "success", detail);
-    } catch (e) {
+    } catch (err) {
       upReq?.destroy();
       detail.durationMs = Date.now() - started;
+      const e = err instanceof EgressRefused ? new Denied(err.reason, 403, { resolved: err.addresses.slice(0, 4) }) : err;
       if (e instanceof Denied) {
         Object.assign(detail, { reason: e.reason, ...e.extra, status: e.status });
         this.emit("http_request", "denied", detail);
@@ -468,8 +482,10 @@ function describeDenied(e: Denied): string {
       return `Petri broker: request blocked: it carries a secret placeholder where it may not go (${String(e.extra.location ?? "")}); reported`;
     case "host_header_mismatch":
       return "Petri broker: Host header does not match the CONNECT target";
-    case "resolves_to_local_address":
-      return "Petri broker: host resolves to a local address";
+    case "private_address":
+      return "Petri broker: the destination is a loopback, private, link-local or own address of this host, which the operator has not opened";
+    case "outside_operator_policy":
+      return "Petri broker: the destination is outside this server's egress policy";
     default:
       return `Petri broker: ${e.reason}`;
   }
@@ -534,18 +550,4 @@ function streamRest(req: http.IncomingMessage, up: http.ClientRequest, scanner: 
   });
   req.on("error", (e) => up.destroy(e));
   req.resume();
-}
-
-/** DNS lookup that refuses names resolving to loopback/link-local (e.g. cloud metadata), for name-based allow entries. */
-function guardedLookup(hostname: string, options: dns.LookupOptions, cb: (err: NodeJS.ErrnoException | null, address: string | dns.LookupAddress[], family?: number) => void): void {
-  dns.lookup(hostname, { ...options, all: true }, (err, addresses) => {
-    if (err) return cb(err, [] as dns.LookupAddress[]);
-    const list = addresses as dns.LookupAddress[];
-    if (list.some((a) => isLocalAddress(a.address))) {
-      const e: NodeJS.ErrnoException = new Denied("resolves_to_local_address");
-      return cb(e, [] as dns.LookupAddress[]);
-    }
-    if (options.all) cb(null, list);
-    else cb(null, list[0].address, list[0].family);
-  });
 }

@@ -7,3 +7,5 @@ export { openBrokerSession, BROKER_MOUNT_TARGET, PROXY_PORT } from "./session.js
 export type { BrokerSession, BrokerSessionOptions } from "./session.js";
 export type { BrokerEvent } from "./events.js";
 export { Redactor, StreamRedactor } from "./redact.js";
+export { checkTenantHosts, parseEgressPolicy, DEFAULT_EGRESS_POLICY, isPublicAddress } from "./egress.js";
+export type { EgressPolicy } from "./egress.js";

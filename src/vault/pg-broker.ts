@@ -17,6 +17,7 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import tls from "node:tls";
+import { DEFAULT_EGRESS_POLICY, EgressRefused, guardedLookup, refuseLiteral, type EgressPolicy } from "./egress.js";
 import type { BrokerEvent } from "./events.js";
 import type { Redactor } from "./redact.js";
 import type { PostgresConfig, ResolvedSecret } from "./store.js";
@@ -54,6 +55,8 @@ export interface PgBrokerOptions {
   /** Scrubs every secret of the run from what upstream sends back. */
   redactor: Redactor;
   onEvent: (ev: BrokerEvent) => void;
+  /** The operator's egress policy; default: public addresses only. */
+  egress?: EgressPolicy;
   /** Simultaneous client connections, default 32. */
   maxConnections?: number;
   /** Upstream connect + authentication timeout, milliseconds; default 15000. */
@@ -232,12 +235,22 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string, onTimeout: () =
   ]);
 }
 
-async function connectTcp(cfg: PostgresConfig): Promise<net.Socket> {
-  const sock = net.connect({ host: cfg.host, port: cfg.port });
+async function connectTcp(cfg: PostgresConfig, egress: EgressPolicy): Promise<net.Socket> {
+  // The database host is the tenant's choice: it stays inside the operator's egress policy,
+  // checked on the address actually connected to.
+  const dest = { host: cfg.host, port: cfg.port };
+  try {
+    refuseLiteral(egress, [], dest);
+  } catch (e) {
+    throw new ProtocolError(`the database server's address is not allowed by this server's egress policy (${(e as EgressRefused).reason})`, "08004");
+  }
+  const sock = net.connect({ host: cfg.host, port: cfg.port, lookup: guardedLookup(egress, [], dest) });
   sock.setNoDelay(true);
   await new Promise<void>((resolve, reject) => {
     sock.once("connect", resolve);
-    sock.once("error", (e) => reject(new ProtocolError(`could not connect to the database server (${(e as NodeJS.ErrnoException).code ?? e.message})`, "08001")));
+    sock.once("error", (e) => reject(e instanceof EgressRefused
+      ? new ProtocolError(`the database server's address is not allowed by this server's egress policy (${e.reason})`, "08004")
+      : new ProtocolError(`could not connect to the database server (${(e as NodeJS.ErrnoException).code ?? e.message})`, "08001")));
   });
   return sock;
 }
@@ -300,9 +313,9 @@ async function scram(up: { sock: net.Socket; reader: Reader }, mechanisms: strin
   if (got.length !== serverSig.length || !timingSafeEqual(got, serverSig)) throw new ProtocolError("database server failed SCRAM server authentication", "28000");
 }
 
-async function openUpstream(secret: ResolvedSecret, clientParams: Map<string, string>, redactor: Redactor): Promise<Upstream> {
+async function openUpstream(secret: ResolvedSecret, clientParams: Map<string, string>, redactor: Redactor, egress: EgressPolicy): Promise<Upstream> {
   const cfg = secret.config as PostgresConfig;
-  let sock = await connectTcp(cfg);
+  let sock = await connectTcp(cfg, egress);
   let reader = new Reader(sock);
   let isTls = false;
   try {
@@ -512,7 +525,7 @@ export class PgBroker {
       const cfg = secret.config as PostgresConfig;
 
       // 2. Authenticate upstream with the stored credentials.
-      const opening = openUpstream(secret, params, this.opts.redactor);
+      const opening = openUpstream(secret, params, this.opts.redactor, this.opts.egress ?? DEFAULT_EGRESS_POLICY);
       upstream = await withTimeout(opening, this.opts.connectTimeoutMs ?? 15_000, "connecting to the database server", () => {
         opening.then((u) => u.sock.destroy(), () => undefined);
       });
@@ -641,7 +654,7 @@ export class PgBroker {
     this.emit("cancel", cfg ? "success" : "denied", cfg ? {} : { reason: "unknown_backend" });
     if (!cfg) return;
     try {
-      const s = await connectTcp(cfg);
+      const s = await connectTcp(cfg, this.opts.egress ?? DEFAULT_EGRESS_POLICY);
       s.end(Buffer.concat([int32(16), int32(CANCEL_REQUEST), key]));
     } catch {
       /* best effort, as in libpq */

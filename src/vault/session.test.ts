@@ -11,7 +11,7 @@ import { SecretStore } from "./store.js";
 
 function setup() {
   const store = new SecretStore(new Database(":memory:"), generateMasterKey());
-  store.put("t", "db", { value: "db-password-123", kind: "postgres", config: { host: "127.0.0.1", port: 1, database: "d", user: "u" } });
+  store.put("t", "db", { value: "db-password-123", kind: "postgres", config: { host: "db.example.com", port: 1, database: "d", user: "u" } });
   store.put("t", "api", { value: "api-token-456", kind: "http", config: { hosts: ["api.example.com"] } });
   store.put("t", "misc", { value: "generic-789", kind: "generic" });
   const parent = fs.mkdtempSync(path.join(os.tmpdir(), "petri-sess-"));

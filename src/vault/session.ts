@@ -4,6 +4,7 @@ import path from "node:path";
 import type { Mount } from "../runtimes/types.js";
 import { PetriError } from "../errors.js";
 import type { BrokerEvent } from "./events.js";
+import type { EgressPolicy } from "./egress.js";
 import { HttpBroker } from "./http-broker.js";
 import { PgBroker, PG_SOCKET_NAME } from "./pg-broker.js";
 import { Redactor, type NamedSecret } from "./redact.js";
@@ -63,6 +64,13 @@ export interface BrokerSessionOptions {
   secrets: string[];
   /** Host patterns reachable without a secret ("api.example.com", "host:8443", "*.example.com"). */
   allowHosts?: string[];
+  /** The operator's egress policy (config.egress); default: public addresses only. */
+  egress?: EgressPolicy;
+  /**
+   * Operator-configured host[:port] entries (package registries) the run may reach, exempt from
+   * the egress policy's private-address deny and allow-list. Never from a tenant.
+   */
+  trustedHosts?: string[];
   /** Host directory for sockets and files; bind-mount it read-only at /petri/broker. Created if missing. */
   runDir: string;
   onEvent: (ev: BrokerEvent) => void;
@@ -106,7 +114,8 @@ export async function openBrokerSession(opts: BrokerSessionOptions): Promise<Bro
   const pgSecrets = resolved.filter((s) => s.kind === "postgres");
   const httpSecrets = resolved.filter((s) => s.kind === "http");
   const allowHosts = opts.allowHosts ?? [];
-  const wantHttp = httpSecrets.length > 0 || allowHosts.length > 0;
+  const trustedHosts = opts.trustedHosts ?? [];
+  const wantHttp = httpSecrets.length > 0 || allowHosts.length > 0 || trustedHosts.length > 0;
 
   const createdRunDir = !fs.existsSync(opts.runDir);
   fs.mkdirSync(opts.runDir, { recursive: true, mode: 0o755 });
@@ -135,7 +144,7 @@ export async function openBrokerSession(opts: BrokerSessionOptions): Promise<Bro
     if (pgSecrets.length) {
       const dir = path.join(opts.runDir, PG_DIR);
       created.push(dir);
-      pg = await PgBroker.start({ socketDir: dir, secrets: pgSecrets, redactor, onEvent });
+      pg = await PgBroker.start({ socketDir: dir, secrets: pgSecrets, redactor, onEvent, egress: opts.egress });
       const first = pgSecrets[0].name;
       Object.assign(env, {
         PGHOST: `${BROKER_MOUNT_TARGET}/${PG_DIR}`,
@@ -170,6 +179,8 @@ export async function openBrokerSession(opts: BrokerSessionOptions): Promise<Bro
         socketPath: sock,
         secrets: httpSecrets,
         allowHosts,
+        egress: opts.egress,
+        trustedHosts,
         placeholders: Object.entries(placeholders).map(([name, value]) => ({ name, value })),
         values,
         ca,

@@ -2,6 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import type { Database } from "better-sqlite3";
 import { PetriError } from "../errors.js";
 import { KEY_LEN, VaultCryptoError, masterKeyId, open, readMasterKeyRing, seal, writeMasterKeyFile } from "./crypto.js";
+import { DEFAULT_EGRESS_POLICY, checkTenantHosts, type EgressPolicy } from "./egress.js";
 import { formatHostPattern, parseHostPattern } from "./hosts.js";
 import { Redactor } from "./redact.js";
 
@@ -183,6 +184,8 @@ export interface SecretStoreOptions {
    * tenant's data key, so a rotation done by another process (rotateMasterKeyFile) needs no restart.
    */
   reloadKeys?: () => Buffer[];
+  /** The operator's egress policy: secrets' hosts must lie inside it. Default: public hosts only. */
+  egress?: EgressPolicy;
 }
 
 export class SecretStore {
@@ -230,6 +233,13 @@ export class SecretStore {
     }
     if (/[\0\r\n]/.test(value) && input.kind !== "generic") throw bad("value of a postgres or http secret must not contain NUL or line breaks");
     const config = validateConfig(input.kind, input.config);
+    // Where the secret goes is the tenant's choice, inside the operator's egress policy.
+    const egress = this.opts.egress ?? DEFAULT_EGRESS_POLICY;
+    if (input.kind === "http") checkTenantHosts((config as HttpConfig).hosts, egress, "config.hosts");
+    if (input.kind === "postgres") {
+      const c = config as PostgresConfig;
+      checkTenantHosts([`${c.host.includes(":") ? `[${c.host}]` : c.host}:${c.port}`], egress, "config.host");
+    }
     const configJson = JSON.stringify(config);
     const tx = this.db.transaction((): SecretMeta => {
       const dataKey = this.dataKey(tenantId, true)!;

@@ -14,7 +14,7 @@ import type { BrokerEvent } from "../../src/vault/events.js";
 import { Redactor } from "../../src/vault/redact.js";
 import { openBrokerSession, type BrokerSession } from "../../src/vault/session.js";
 import { SecretStore } from "../../src/vault/store.js";
-import { dockerUsable, makeTestCa, randomPassword, readTree, runInSandbox, tmpDir, type TestCa } from "./support.js";
+import { dockerUsable, makeTestCa, randomPassword, readTree, runInSandbox, tmpDir, type TestCa, LOOPBACK_OPEN } from "./support.js";
 
 const FIXTURES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../test/vault/fixtures");
 const TENANT = "tn_http";
@@ -87,7 +87,7 @@ before(async () => {
   ca = makeTestCa(path.join(workDir, "ca"), { dns: ["localhost"], ips: ["127.0.0.1"] });
   upA = await startUpstream("127.0.0.1");
   upB = await startUpstream("localhost");
-  store = new SecretStore(new Database(":memory:"), generateMasterKey());
+  store = new SecretStore(new Database(":memory:"), generateMasterKey(), { egress: LOOPBACK_OPEN });
   store.put(TENANT, "api_token", { value: TOKEN, kind: "http", config: { hosts: [`127.0.0.1:${upA.port}`], upstreamCa: ca.caCert } });
 });
 
@@ -100,6 +100,7 @@ after(async () => {
 async function session(events: BrokerEvent[]): Promise<{ s: BrokerSession; runDir: string }> {
   const runDir = path.join(fs.mkdtempSync(path.join(workDir, "run-")), "broker");
   const s = await openBrokerSession({
+    egress: LOOPBACK_OPEN,
     store, tenantId: TENANT, sandboxId: "sb_http", execId: `ex_${Math.random().toString(36).slice(2)}`,
     secrets: ["api_token"], allowHosts: [`localhost:${upB.port}`], upstreamCa: ca.caCert, runDir,
     onEvent: (e) => {
@@ -204,6 +205,41 @@ test("broker on the host: injection, upgrade, scrubbing, exfiltration and allowl
     assert.ok(ok.some((e) => e.detail.upgradedToHttps === true));
     assert.ok(ok.some((e) => Array.isArray(e.detail.responseRedactions)));
     assertNoToken("events", JSON.stringify(events));
+  } finally {
+    await s.close();
+  }
+});
+
+test("egress policy (SSRF): loopback, metadata and names resolving to them are refused at connect time; trusted hosts pass", async () => {
+  const events: BrokerEvent[] = [];
+  const runDir = path.join(fs.mkdtempSync(path.join(workDir, "run-")), "broker");
+  // No `egress`: the default policy, as on a server whose operator opened nothing. The allow
+  // list is what a tenant asked for (the API refuses these literals; a stored sandbox or a name
+  // that resolves to loopback gets here).
+  const s = await openBrokerSession({
+    store, tenantId: TENANT, sandboxId: "sb_ssrf", execId: "ex_ssrf", secrets: [], runDir, upstreamCa: ca.caCert,
+    allowHosts: [`127.0.0.1:${upB.port}`, `localhost:${upB.port}`, "169.254.169.254", `[::ffff:127.0.0.1]:${upB.port}`],
+    trustedHosts: [`127.0.0.1:${upA.port}`],
+    onEvent: (e) => events.push(e),
+  });
+  try {
+    const seenB = upB.seen.length;
+    const lit = await viaConnect(runDir, `127.0.0.1:${upB.port}`, { path: "/echo" });
+    assert.equal(lit.status, 403);
+    assert.equal(lit.headers["x-petri-denied"], "private_address");
+    const named = await viaConnect(runDir, `localhost:${upB.port}`, { path: "/echo" });
+    assert.equal(named.status, 403, "a name is checked on the address it resolves to");
+    assert.equal(named.headers["x-petri-denied"], "private_address");
+    const mapped = await plainVia(runDir, `http://[::ffff:127.0.0.1]:${upB.port}/echo`);
+    assert.equal(mapped.status, 403, "IPv4-mapped IPv6 loopback");
+    const meta = await plainVia(runDir, "http://169.254.169.254/latest/meta-data/");
+    assert.equal(meta.status, 403);
+    assert.equal(upB.seen.length, seenB, "the loopback upstream was never reached");
+    // An operator-trusted destination (a package registry on loopback) is reachable.
+    const trusted = await viaConnect(runDir, `127.0.0.1:${upA.port}`, { path: "/whoami" });
+    assert.equal(trusted.status, 401, "reached the trusted upstream (no secret bound, so it asks who we are)");
+    const reasons = events.filter((e) => e.outcome === "denied").map((e) => e.detail.reason);
+    assert.equal(reasons.filter((r) => r === "private_address").length, 4, JSON.stringify(reasons));
   } finally {
     await s.close();
   }

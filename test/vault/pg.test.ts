@@ -11,7 +11,7 @@ import type { BrokerEvent } from "../../src/vault/events.js";
 import { Redactor } from "../../src/vault/redact.js";
 import { openBrokerSession, type BrokerSession } from "../../src/vault/session.js";
 import { SecretStore } from "../../src/vault/store.js";
-import { scramVerifier, dockerUsable, makeTestCa, randomPassword, readTree, runInSandbox, startPostgres, tmpDir, type PgServer, type TestCa } from "./support.js";
+import { scramVerifier, dockerUsable, makeTestCa, randomPassword, readTree, runInSandbox, startPostgres, tmpDir, type PgServer, type TestCa, LOOPBACK_OPEN } from "./support.js";
 
 const FIXTURES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../test/vault/fixtures");
 const TENANT = "tn_bank";
@@ -44,7 +44,7 @@ before(async () => {
     INSERT INTO widgets VALUES (1, 'sprocket'), (2, 'gear'), (3, 'flange');
     GRANT SELECT ON widgets TO ${ROLE};
   `);
-  store = new SecretStore(new Database(":memory:"), generateMasterKey());
+  store = new SecretStore(new Database(":memory:"), generateMasterKey(), { egress: LOOPBACK_OPEN });
   const base = { host: "127.0.0.1", port: pg.port, database: "appdb", user: ROLE };
   store.put(TENANT, "maindb", { value: PASSWORD, kind: "postgres", config: { ...base, sslmode: "disable" } });
   store.put(TENANT, "tlsdb", { value: PASSWORD, kind: "postgres", config: { ...base, sslmode: "verify-full", ca: ca.caCert } });
@@ -61,6 +61,7 @@ after(async () => {
 async function session(secrets: string[], events: BrokerEvent[] = []): Promise<{ s: BrokerSession; runDir: string; events: BrokerEvent[] }> {
   const runDir = path.join(fs.mkdtempSync(path.join(workDir, "run-")), "broker");
   const s = await openBrokerSession({
+    egress: LOOPBACK_OPEN,
     store, tenantId: TENANT, sandboxId: "sb_test", execId: `ex_${Math.random().toString(36).slice(2)}`, secrets, runDir,
     onEvent: (e) => {
       events.push(e);

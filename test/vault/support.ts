@@ -12,7 +12,14 @@ import Docker from "dockerode";
 import { DEFAULT_IMAGE } from "../../src/images/recipe.js";
 import { DockerRuntime } from "../../src/runtimes/docker.js";
 import type { RunResult } from "../../src/runtimes/types.js";
+import { parseEgressPolicy } from "../../src/vault/egress.js";
 import type { BrokerSession } from "../../src/vault/session.js";
+
+/**
+ * The tests' upstreams listen on loopback, which the default egress policy refuses: the tests
+ * open it the way an operator would (PETRI_EGRESS_PRIVATE_HOSTS=127.0.0.0/8,::1/128).
+ */
+export const LOOPBACK_OPEN = parseEgressPolicy({ privateHosts: "127.0.0.0/8,::1/128" });
 
 export function tmpDir(prefix: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
