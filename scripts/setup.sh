@@ -14,7 +14,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 PACKAGES=(docker.io crun runsc bubblewrap mmdebstrap debootstrap uidmap iproute2 openssl ca-certificates
-          postgresql rsyslog rsyslog-gnutls python3 python3-pytest)
+          postgresql rsyslog rsyslog-gnutls python3 python3-pytest python3-setuptools python3-wheel)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

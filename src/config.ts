@@ -1,6 +1,6 @@
 import path from "node:path";
 import { DEFAULT_IMAGE } from "./images/recipe.js";
-import { parseEgressPolicy, type EgressPolicy } from "./vault/egress.js";
+import { parseEgressPolicy, parseTrustedHosts, type EgressPolicy } from "./vault/egress.js";
 
 /** Resource limits of a run. Each has a default and a server maximum; clients may only lower. */
 export interface Limits {
@@ -76,6 +76,28 @@ export interface Config {
    * PETRI_EGRESS_PRIVATE_HOSTS; docs/vault.md): tenants' allow_hosts and secret hosts stay inside.
    */
   egress: EgressPolicy;
+  /** Dependency detection and installation (src/deps). */
+  deps: Readonly<DepsConfig>;
+}
+
+export interface DepsConfig {
+  /** Detect imports of the code about to run and install what is missing (per sandbox/run it can be turned off). */
+  autoDetect: boolean;
+  /** Registries installs may reach (nothing else): a PEP 503 simple index, an npm registry, a GOPROXY. */
+  pipIndexUrl: string;
+  npmRegistry: string;
+  goProxy: string;
+  /** More hosts installs may reach: where the registries serve files from (host patterns). */
+  extraHosts: readonly string[];
+  /** Environment directories, outside every workspace. */
+  dir: string;
+  installTimeoutMs: number;
+  /** Largest single environment, MiB. */
+  maxEnvMb: number;
+  /** Bytes of environments one tenant may keep, MiB; unused ones are evicted first. */
+  tenantQuotaMb: number;
+  /** Environments unused this long are removed. */
+  evictUnusedMs: number;
 }
 
 export class ConfigError extends Error {}
@@ -111,6 +133,39 @@ function num(env: Env, name: string, def: number, min: number, max: number): num
   const v = Number(raw.trim());
   if (!Number.isFinite(v) || v < min || v > max) throw new ConfigError(`${name} must be a number between ${min} and ${max}, got "${raw}"`);
   return v;
+}
+
+function registryUrl(env: Env, name: string, def: string): string {
+  const raw = (env[name] || def).trim();
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    throw new ConfigError(`${name} must be an http(s) URL, got "${raw}"`);
+  }
+  if (u.protocol !== "http:" && u.protocol !== "https:") throw new ConfigError(`${name} must be an http(s) URL, got "${raw}"`);
+  // Install runs see the registry URL, so a credential in it would reach untrusted install scripts.
+  if (u.username || u.password) throw new ConfigError(`${name} must not carry credentials`);
+  if (u.search || u.hash) throw new ConfigError(`${name} must not have a query or fragment`);
+  return u.toString().replace(/\/+$/, "");
+}
+
+function registryHosts(raw: string): string[] {
+  const hosts = raw.split(",").map((h) => h.trim()).filter(Boolean);
+  try {
+    parseTrustedHosts(hosts);
+  } catch (e) {
+    throw new ConfigError(`PETRI_DEPS_REGISTRY_HOSTS: ${(e as Error).message}`);
+  }
+  return hosts;
+}
+
+function bool(env: Env, name: string, def: boolean): boolean {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return def;
+  if (/^(1|true|yes|on)$/i.test(raw.trim())) return true;
+  if (/^(0|false|no|off)$/i.test(raw.trim())) return false;
+  throw new ConfigError(`${name} must be true or false, got "${raw}"`);
 }
 
 function oneOf(env: Env, name: string, def: string, allowed: string[]): string {
@@ -202,6 +257,20 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     auditSinks: env.PETRI_AUDIT_SINKS ?? "",
     auditCheckpointEvery: int(env, "PETRI_AUDIT_CHECKPOINT_EVERY", 1000, 1),
     egress: egressPolicy(env),
+    deps: Object.freeze({
+      autoDetect: bool(env, "PETRI_DEPS_AUTO_DETECT", true),
+      // The public registries are the product's defaults; operators point these at their mirrors.
+      pipIndexUrl: registryUrl(env, "PETRI_PIP_INDEX_URL", "https://pypi.org/simple"),
+      npmRegistry: registryUrl(env, "PETRI_NPM_REGISTRY", "https://registry.npmjs.org"),
+      goProxy: registryUrl(env, "PETRI_GOPROXY", "https://proxy.golang.org"),
+      // PyPI's index links to files on its own file host; a mirror serves both itself.
+      extraHosts: Object.freeze(registryHosts(env.PETRI_DEPS_REGISTRY_HOSTS ?? (env.PETRI_PIP_INDEX_URL ? "" : "files.pythonhosted.org"))),
+      dir: path.resolve(cwd, env.PETRI_DEPS_DIR || path.join(dataDir, "deps")),
+      installTimeoutMs: int(env, "PETRI_DEPS_INSTALL_TIMEOUT_MS", 300_000, 1000),
+      maxEnvMb: int(env, "PETRI_DEPS_MAX_ENV_MB", 2048, 1),
+      tenantQuotaMb: int(env, "PETRI_DEPS_TENANT_QUOTA_MB", 10_240, 1),
+      evictUnusedMs: int(env, "PETRI_DEPS_EVICT_UNUSED_MS", 7 * 24 * 3600 * 1000, 1000),
+    }),
   };
   return Object.freeze(cfg);
 }

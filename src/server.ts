@@ -21,6 +21,10 @@ import { buildApp, type AppDeps } from "./api/app.js";
 import { BlobStore } from "./workspaces/sync.js";
 import { AuditLog, parseSinkConfig } from "./audit/index.js";
 import { SecretStore, loadOrCreateMasterKey, readMasterKeyRing, vaultRoutes } from "./vault/index.js";
+import { DependencyService } from "./deps/service.js";
+import { dependencyRoutes } from "./deps/routes.js";
+import { workspaceReader } from "./deps/workspace-reader.js";
+import { initJsScanner, loadFallbackParser } from "./deps/js-imports.js";
 
 export interface PetriServer {
   app: FastifyInstance;
@@ -89,6 +93,19 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
     vault,
   });
 
+  await Promise.all([initJsScanner(), loadFallbackParser()]);
+  const dependencies = new DependencyService({
+    db, config, runtimes, vault, instanceId, audit, log: logger,
+    workspaceDir: (id) => workspaces.dirFor(id),
+    reader: (id) => workspaceReader(workspaces.dirFor(id)),
+    rootfsFor: (image) => {
+      const dir = rootfsDirFor(config.imageDir, image);
+      return fs.existsSync(dir) ? dir : undefined;
+    },
+    imageFor: (sb) => config.images[sb.language] ?? config.images.python,
+  });
+  dependencies.startMaintenance();
+
   const mine = { [LABEL_MANAGED]: "true", [LABEL_INSTANCE]: instanceId };
   // Whatever a previous process of this instance left running is an orphan now.
   let startupReaped = 0;
@@ -105,8 +122,8 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   if (startupReaped || interrupted) logger.warn({ containers: startupReaped, runs: interrupted }, "cleaned up after an unclean stop");
 
   const blobs = new BlobStore(path.join(config.dataDir, "blobs"));
-  const deps: AppDeps = { keys, sandboxes, workspaces, blobs, exec, runtimes, defaultRuntime: defaultRuntime ?? "none", logger, audit, quotas, vault,
-    plugins: [(scoped) => vaultRoutes(scoped, { store: vault })] };
+  const deps: AppDeps = { keys, sandboxes, workspaces, blobs, exec, runtimes, defaultRuntime: defaultRuntime ?? "none", logger, audit, quotas, vault, dependencies,
+    plugins: [(scoped) => vaultRoutes(scoped, { store: vault }), (scoped) => dependencyRoutes(scoped, { deps: dependencies, sandboxes })] };
   const app = await buildApp(config, deps);
 
   let reaping: Promise<{ expired: number; containers: number }> | null = null;
@@ -119,6 +136,7 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
           sandboxes.markDeleting(id);
           await exec.cancelSandbox(id);
           if (await sandboxes.destroy(id)) {
+            dependencies.forgetSandbox(id);
             expired++;
             logger.info({ sandbox: id }, "sandbox expired and was destroyed");
           }
@@ -143,6 +161,7 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
     app, db, keys, sandboxes, exec, runtimes, audit, vault, probes, instanceId, bootstrap, reapNow,
     async close() {
       clearInterval(timer);
+      dependencies.stop();
       await app.close();
       await exec.shutdown();
       for (const rt of runtimes.values()) await rt.close?.();

@@ -14,6 +14,7 @@ import type { ExecService } from "../exec/exec.js";
 import type { Runtime } from "../runtimes/types.js";
 import type { QuotaService } from "../auth/quotas.js";
 import type { SecretStore } from "../vault/index.js";
+import type { DependencyService } from "../deps/service.js";
 import { ErrorBody } from "./schemas.js";
 import type { AuditEvent, AuditRecord } from "../audit/types.js";
 import type { AuditQuery } from "../audit/log.js";
@@ -43,6 +44,8 @@ export interface AppDeps {
   quotas?: QuotaService;
   /** TenantVault, to redact secret values from files the API returns. */
   vault?: SecretStore;
+  /** Declared and detected dependencies, installed from the configured registries. */
+  dependencies?: DependencyService;
   /** Extra route plugins (vault, audit…) registered inside the authenticated scope. */
   plugins?: ((app: FastifyInstance) => Promise<void>)[];
 }

@@ -24,6 +24,14 @@ const FullLimits = Type.Object({
   open_files: Type.Number(), file_size_mb: Type.Number(), workspace_mb: Type.Number(), output_bytes: Type.Number(),
 });
 
+const Dependencies = Type.Object({
+  python: Type.Optional(Type.Array(Type.String({ maxLength: 300 }), { maxItems: 256 })),
+  node: Type.Optional(Type.Array(Type.String({ maxLength: 300 }), { maxItems: 256 })),
+  go: Type.Optional(Type.Array(Type.String({ maxLength: 300 }), { maxItems: 256 })),
+}, { additionalProperties: false, description: "packages from the configured registries, e.g. {\"python\": [\"pandas>=2\"], \"node\": [\"lodash@4\"]}" });
+export const DependenciesSchema = Dependencies;
+const AutoDetect = Type.Boolean({ description: "detect the code's imports and install what is missing (default: the server's PETRI_DEPS_AUTO_DETECT)" });
+
 export const SandboxSchema = Type.Object({
   id: Type.String({ description: "sb_…" }),
   tenant_id: Type.String(),
@@ -39,6 +47,8 @@ export const SandboxSchema = Type.Object({
   ttl_ms: Type.Number(),
   secrets: Type.Array(Type.String(), { description: "vault secrets its runs may use (code sees placeholders)" }),
   allow_hosts: Type.Array(Type.String(), { description: "hosts reachable through the HTTP broker; empty: no network" }),
+  dependencies: Type.Optional(Dependencies),
+  auto_detect_dependencies: Type.Optional(Type.Union([Type.Boolean(), Type.Null()])),
 });
 
 const SecretNames = Type.Array(Type.String({ pattern: "^[A-Za-z][A-Za-z0-9_-]{0,63}$" }), { maxItems: 64 });
@@ -53,6 +63,8 @@ export const CreateSandboxBody = Type.Object({
   metadata: Type.Optional(Type.Record(Type.String({ maxLength: 64 }), Type.String({ maxLength: 256 }), { maxProperties: 32 })),
   secrets: Type.Optional(SecretNames),
   allow_hosts: Type.Optional(HostPatterns),
+  dependencies: Type.Optional(Dependencies),
+  auto_detect_dependencies: Type.Optional(AutoDetect),
 }, { additionalProperties: false });
 
 export const FileEntrySchema = Type.Object({
@@ -76,6 +88,8 @@ export const ExecBody = Type.Object({
   detach: Type.Optional(Type.Boolean({ description: "Return 202 at once; fetch the result with GET …/exec/{exec_id}" })),
   secrets: Type.Optional(SecretNames),
   allow_hosts: Type.Optional(HostPatterns),
+  dependencies: Type.Optional(Dependencies),
+  auto_detect_dependencies: Type.Optional(AutoDetect),
 }, { additionalProperties: false });
 
 const FileChangesSchema = Type.Object({

@@ -15,6 +15,8 @@ import type { QuotaService } from "../auth/quotas.js";
 import { checkTenantHosts, openBrokerSession, type BrokerSession, type SecretStore } from "../vault/index.js";
 import type { AuditEvent } from "../audit/types.js";
 import { runFinishEvents, runStartEvent, toAuditSnapshot, type RunAuditContext } from "./audit-events.js";
+import type { DeclaredDependencies } from "../deps/specs.js";
+import type { DependencySummary, PreparedDeps } from "../deps/service.js";
 
 export interface ExecRequest {
   filename?: string;
@@ -28,6 +30,10 @@ export interface ExecRequest {
   secrets?: string[];
   /** Hosts this run may reach through the HTTP broker, in addition to the sandbox's. */
   allow_hosts?: string[];
+  /** Packages this run needs, in addition to the sandbox's and the workspace's manifests (src/deps). */
+  dependencies?: DeclaredDependencies;
+  /** Detect and install what the code imports; default: the sandbox's setting, else the server's. */
+  auto_detect_dependencies?: boolean;
 }
 
 export type ExecStatus = "running" | "completed" | "failed" | "cancelled";
@@ -58,6 +64,8 @@ export interface ExecResult {
   workspace_quota_exceeded: boolean;
   /** Names of secrets whose value was found in the output and replaced by [REDACTED:name]. */
   redactions: string[];
+  /** What was detected, installed or reused for this run (null: the language has no packages). */
+  dependencies: DependencySummary | null;
   error: { code: string; message: string } | null;
   created_at: string;
   finished_at: string | null;
@@ -79,6 +87,7 @@ export class RunHandle extends EventEmitter<ExecEvents> {
   readonly done: Promise<ExecResult>;
   resolveDone!: (r: ExecResult) => void;
   cancelReason: "cancel" | "quota" | "shutdown" | null = null;
+  dependencies: DependencySummary | null = null;
   private redactors: { push(b: Buffer): Buffer; end(): Buffer; redactions: string[] }[] = [];
 
   trackRedactors(out: RunHandle["redactors"][number], err: RunHandle["redactors"][number]): void {
@@ -160,7 +169,7 @@ export class ExecService {
   }
 
   /** Validates and starts a run; the returned handle's `done` resolves with the result. */
-  start(auth: AuthContext, sandbox: Sandbox, req: ExecRequest, opts: { interactiveStdin?: boolean } = {}): RunHandle {
+  start(auth: AuthContext, sandbox: Sandbox, req: ExecRequest, opts: { interactiveStdin?: boolean; deps?: PreparedDeps | null } = {}): RunHandle {
     const { config, workspaces } = this.d;
     const lang = LANGUAGES[sandbox.language];
     if (!lang) throw new PetriError("UNKNOWN_LANGUAGE", `unknown language "${sandbox.language}"`);
@@ -242,9 +251,9 @@ export class ExecService {
       image,
       rootfs: this.d.rootfsFor(image),
       argv,
-      env: { ...BASE_ENV, ...lang.env, ...(req.env ?? {}) },
+      env: { ...BASE_ENV, ...lang.env, ...(opts.deps?.env ?? {}), ...(req.env ?? {}) },
       cwd: "/workspace",
-      mounts,
+      mounts: [...mounts, ...(opts.deps?.mounts ?? [])],
       limits: {
         memoryBytes: limits.memory_mb * 1024 * 1024,
         cpus: limits.cpus,
@@ -275,6 +284,8 @@ export class ExecService {
       tenant_id: auth.tenantId, key_id: auth.keyId, sandbox_id: sandbox.id, exec_id: id, language: sandbox.language,
       runtime: sandbox.runtime, image, argv, entry, code: req.code, envNames: Object.keys(spec.env).sort(), limits,
     };
+    if (opts.deps) void handle.done.then(() => opts.deps!.release());
+    handle.dependencies = opts.deps?.summary ?? null;
     void this.execute(auth, sandbox, req, handle, runtime, spec, limits, entry, runDir, now, auditCtx, egress);
     return handle;
   }
@@ -392,6 +403,7 @@ export class ExecService {
       workspace_quota_bytes: quotaBytes,
       workspace_quota_exceeded: quotaHit,
       redactions: [...redactions].sort(),
+      dependencies: handle.dependencies,
       error,
       created_at: new Date(createdAt).toISOString(),
       finished_at: new Date().toISOString(),

@@ -62,6 +62,36 @@ const MIGRATIONS: string[] = [
   `
   ALTER TABLE sandboxes ADD COLUMN egress_json TEXT NOT NULL DEFAULT '{"secrets":[],"allow_hosts":[]}';
   `,
+  // Dependency environments (src/deps): one directory per (image, ecosystem, resolved lock) and
+  // tenant; requests map a requirement set to the environment it resolved to; sandboxes keep
+  // their declared dependencies and whether imports are detected.
+  `
+  CREATE TABLE dep_envs (
+    tenant_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    ecosystem TEXT NOT NULL,
+    image TEXT NOT NULL,
+    lock_sha256 TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    packages_json TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    last_used_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+  );
+  CREATE TABLE dep_requests (
+    tenant_id TEXT NOT NULL,
+    request_key TEXT NOT NULL,
+    env_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, request_key)
+  );
+  CREATE TABLE sandbox_deps (
+    sandbox_id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    declared_json TEXT NOT NULL DEFAULT '{}',
+    auto_detect INTEGER
+  );
+  `,
 ];
 
 export function openDatabase(dataDir: string): DB {

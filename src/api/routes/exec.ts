@@ -24,7 +24,15 @@ export async function execRoutes(app: FastifyInstance, _config: Readonly<Config>
     const sb = sandboxes.get(req.auth, req.params.id);
     const body = req.body ?? {};
     const streaming = body.stream === true || (req.headers.accept ?? "").includes("application/x-ndjson");
-    const handle = exec.start(req.auth, sb, body, { interactiveStdin: body.stdin_open === true });
+    // Dependencies are settled before the run exists: a bad or missing package is a 400, not a failed run.
+    const prepared = (await deps.dependencies?.prepare(req.auth.tenantId, sb, body)) ?? null;
+    let handle;
+    try {
+      handle = exec.start(req.auth, sb, body, { interactiveStdin: body.stdin_open === true, deps: prepared });
+    } catch (e) {
+      prepared?.release();
+      throw e;
+    }
     req.auditIds = { exec_id: handle.id };
     if (body.detach) {
       return reply.code(202).send({ id: handle.id, sandbox_id: sb.id, status: "running" });

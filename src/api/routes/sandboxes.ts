@@ -13,9 +13,15 @@ export async function sandboxRoutes(app: FastifyInstance, _config: Readonly<Conf
       response: { 201: SandboxSchema, ...errorResponses(400, 401, 429) },
     },
   }, async (req, reply) => {
-    const sb = deps.sandboxes.create(req.auth, req.body);
+    const { dependencies, auto_detect_dependencies, ...rest } = req.body;
+    deps.dependencies?.validateForLanguage(rest.language, dependencies);
+    const sb = deps.sandboxes.create(req.auth, rest);
     req.auditIds = { sandbox_id: sb.id };
-    return reply.code(201).send(sb);
+    if (deps.dependencies && (dependencies || auto_detect_dependencies !== undefined)) {
+      deps.dependencies.saveSandboxSettings(sb.id, req.auth.tenantId, { dependencies, auto_detect_dependencies });
+      if (dependencies) deps.dependencies.warm(req.auth.tenantId, sb);
+    }
+    return reply.code(201).send({ ...sb, ...(dependencies ? { dependencies } : {}), ...(auto_detect_dependencies !== undefined ? { auto_detect_dependencies } : {}) });
   });
 
   app.get<{ Querystring: { limit?: number; cursor?: string } }>("/v1/sandboxes", {
@@ -46,6 +52,7 @@ export async function sandboxRoutes(app: FastifyInstance, _config: Readonly<Conf
     // Durable first: no new run can start, and a crash from here on is finished by the janitor.
     deps.sandboxes.markDeleting(sb.id);
     await deps.exec.cancelSandbox(sb.id);
+    deps.dependencies?.forgetSandbox(sb.id);
     if (await deps.sandboxes.destroy(sb.id)) return reply.code(204).send();
     return reply.code(202).send({ status: "deleting" as const });
   });
