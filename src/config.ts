@@ -78,6 +78,8 @@ export interface Config {
   egress: EgressPolicy;
   /** Dependency detection and installation (src/deps). */
   deps: Readonly<DepsConfig>;
+  /** The API key `petri mcp` (stdio) acts as (PETRI_API_KEY); unset: the bootstrap admin key. */
+  apiKey: string | undefined;
 }
 
 export interface DepsConfig {
@@ -246,6 +248,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     sandboxTtlMs: int(env, "PETRI_SANDBOX_TTL_MS", 24 * 60 * 60 * 1000, 1000),
     reaperIntervalMs: int(env, "PETRI_REAPER_INTERVAL_MS", 30_000, 100),
     warmIdleMs: int(env, "PETRI_WARM_IDLE_MS", 60_000, 0),
+    apiKey: env.PETRI_API_KEY || undefined,
     masterKey: env.PETRI_MASTER_KEY || undefined,
     masterKeyFile: path.resolve(cwd, env.PETRI_MASTER_KEY_FILE || path.join(dataDir, "master.key")),
     tenantDefaults: Object.freeze({

@@ -28,6 +28,8 @@ import { initJsScanner, loadFallbackParser } from "./deps/js-imports.js";
 
 export interface PetriServer {
   app: FastifyInstance;
+  /** The services the HTTP app is built on (MCP over stdio uses them directly). */
+  deps: AppDeps;
   db: DB;
   keys: KeyService;
   sandboxes: SandboxService;
@@ -158,7 +160,7 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   timer.unref();
 
   return {
-    app, db, keys, sandboxes, exec, runtimes, audit, vault, probes, instanceId, bootstrap, reapNow,
+    app, deps, db, keys, sandboxes, exec, runtimes, audit, vault, probes, instanceId, bootstrap, reapNow,
     async close() {
       clearInterval(timer);
       dependencies.stop();

@@ -25,6 +25,8 @@ import { execRoutes } from "./routes/exec.js";
 import { adminRoutes } from "./routes/admin.js";
 import { syncApplyRoutes, syncPlanRoutes } from "./routes/sync.js";
 import type { BlobStore } from "../workspaces/sync.js";
+import { toolRoutes } from "./routes/tools.js";
+import { mcpRoutes } from "../mcp/http.js";
 
 export interface AuditSink {
   append(ev: AuditEvent): unknown;
@@ -212,6 +214,8 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps): Promise
     await adminRoutes(scoped, config, deps);
     await syncPlanRoutes(scoped, config, deps);
     await auditRoutes(scoped, config, deps);
+    await toolRoutes(scoped, deps);
+    await mcpRoutes(scoped, deps);
     for (const p of deps.plugins ?? []) await p(scoped);
   });
   // File routes need their own body parsers (raw bytes and multipart), so they live in a scope

@@ -5,6 +5,7 @@ import { DEFAULT_IMAGE } from "../images/recipe.js";
 import { bwrapStrategy, detectRuntimes, doctorText, dockerStrategy } from "../runtimes/detect.js";
 import { openDatabase } from "../store/db.js";
 import { KeyService } from "../auth/keys.js";
+import { runMcpStdio } from "../mcp/stdio.js";
 import { createServer } from "../server.js";
 import { runAuditVerifyCli } from "../audit/index.js";
 import { SecretStore, generateMasterKey, loadOrCreateMasterKey, readMasterKeyRing, rotateMasterKeyFile } from "../vault/index.js";
@@ -12,6 +13,7 @@ import { SecretStore, generateMasterKey, loadOrCreateMasterKey, readMasterKeyRin
 const USAGE = `usage: petri <command>
 
   serve                          start the HTTP server (PETRI_HOST:PETRI_PORT)
+  mcp                            MCP server on stdin/stdout, acting as PETRI_API_KEY (default: the admin key)
   images build [--force]         build the runtime image from Debian packages
   keys create [--name N] [--tenant TENANT_ID] [--admin]
                                  create an API key; its token is printed once
@@ -38,6 +40,7 @@ export async function main(argv: string[]): Promise<number> {
   const [cmd, sub, ...rest] = argv;
   try {
     if (cmd === "serve") return await serve();
+    if (cmd === "mcp") return await runMcpStdio(loadConfig());
     if (cmd === "vault" && sub === "rotate-master-key") {
       const cfg = loadConfig();
       if (cfg.masterKey) {

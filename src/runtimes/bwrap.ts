@@ -670,6 +670,8 @@ export class BwrapRuntime implements Runtime {
         stderr: stderr.toBuffer(),
         stdoutTruncated: stdout.truncated,
         stderrTruncated: stderr.truncated,
+        stdoutCutBytes: stdout.cutBytes,
+        stderrCutBytes: stderr.cutBytes,
         durationMs: Math.round(finishedAt - startedAt),
         cpuTimeMs: usage.cpuTimeMs,
         peakMemoryBytes: usage.peakMemoryBytes,

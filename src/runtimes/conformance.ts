@@ -7,7 +7,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test as nodeTest } from "node:test";
 import { CACHE_DIR, LANGUAGES, SNIPPET_DIR, substitute } from "../exec/languages.js";
-import type { RunResult, RunSpec, Runtime } from "./types.js";
+import { cutMarker, type RunResult, type RunSpec, type Runtime } from "./types.js";
 
 /**
  * The behaviour every Runtime must show, as node:test tests: what a user (or hostile code)
@@ -369,11 +369,13 @@ export function runtimeConformanceSuite(
       });
     });
 
-    test("output flood is cut at outputLimitBytes and flagged", async () => {
+    test("output flood keeps its head and tail, says how much was cut, and is flagged", async () => {
       const limit = 64 * 1024;
-      const r = await run(py("import sys\nfor _ in range(64): sys.stdout.write('y' * 65536)\nsys.stderr.write('e' * 10)"), { outputLimitBytes: limit });
+      const r = await run(py("import sys\nsys.stdout.write('HEAD')\nfor _ in range(64): sys.stdout.write('y' * 65536)\nsys.stdout.write('TAIL')\nsys.stderr.write('e' * 10)"), { outputLimitBytes: limit });
       assert.equal(r.exitCode, 0, describeResult(r));
-      assert.equal(r.stdout.length, limit);
+      const cut = 64 * 65536 + 8 - limit;
+      assert.equal(r.stdout.toString(), "HEAD" + "y".repeat(limit / 2 - 4) + cutMarker(cut) + "y".repeat(limit / 2 - 4) + "TAIL");
+      assert.equal(r.stdoutCutBytes, cut);
       assert.equal(r.stdoutTruncated, true);
       assert.equal(r.stderr.toString(), "eeeeeeeeee");
       assert.equal(r.stderrTruncated, false);

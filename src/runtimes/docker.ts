@@ -281,6 +281,8 @@ export class DockerRuntime implements Runtime {
         stderr: stderr.toBuffer(),
         stdoutTruncated: stdout.truncated,
         stderrTruncated: stderr.truncated,
+        stdoutCutBytes: stdout.cutBytes,
+        stderrCutBytes: stderr.cutBytes,
         durationMs: Math.round(finishedAt - startedAt),
         cpuTimeMs: null,
         peakMemoryBytes: null,

@@ -66,6 +66,9 @@ export interface RunResult {
   stderr: Buffer;
   stdoutTruncated: boolean;
   stderrTruncated: boolean;
+  /** Bytes cut from the middle of each stream (0 when nothing was cut). */
+  stdoutCutBytes?: number;
+  stderrCutBytes?: number;
   durationMs: number;
   cpuTimeMs: number | null;
   peakMemoryBytes: number | null;
@@ -104,30 +107,71 @@ export function signalFromExitCode(code: number | null): string | null {
   return SIGNAL_NAMES.get(code - 128) ?? `SIG${code - 128}`;
 }
 
-/** Keeps the first `limit` bytes of a stream and remembers whether more came. */
+/**
+ * Keeps at most `limit` bytes of a stream: the first half and the last half. When more came,
+ * `toBuffer()` joins them with a one-line marker saying how many bytes were cut, because the
+ * end of a flood (the answer, the traceback) matters at least as much as its start.
+ */
 export class CappedBuffer {
-  private chunks: Buffer[] = [];
-  private size = 0;
-  truncated = false;
-  constructor(private readonly limit: number) {}
+  private readonly headLimit: number;
+  private readonly tailLimit: number;
+  private head: Buffer[] = [];
+  private headSize = 0;
+  private tail: Buffer[] = [];
+  private tailSize = 0;
+  /** Bytes seen in total. */
+  total = 0;
+
+  constructor(private readonly limit: number) {
+    this.headLimit = Math.ceil(limit / 2);
+    this.tailLimit = limit - this.headLimit;
+  }
+
+  get truncated(): boolean {
+    return this.total > this.limit;
+  }
+
+  /** Bytes dropped from the middle. */
+  get cutBytes(): number {
+    return Math.max(0, this.total - this.limit);
+  }
 
   push(chunk: Buffer): void {
-    if (this.size >= this.limit) {
-      if (chunk.length > 0) this.truncated = true;
+    if (chunk.length === 0) return;
+    this.total += chunk.length;
+    const room = this.headLimit - this.headSize;
+    if (room > 0) {
+      const take = chunk.subarray(0, room);
+      this.head.push(take);
+      this.headSize += take.length;
+      chunk = chunk.subarray(take.length);
+      if (chunk.length === 0) return;
+    }
+    if (this.tailLimit === 0) return;
+    if (chunk.length >= this.tailLimit) {
+      this.tail = [chunk.subarray(chunk.length - this.tailLimit)];
+      this.tailSize = this.tailLimit;
       return;
     }
-    const room = this.limit - this.size;
-    if (chunk.length > room) {
-      this.chunks.push(chunk.subarray(0, room));
-      this.size += room;
-      this.truncated = true;
-    } else {
-      this.chunks.push(chunk);
-      this.size += chunk.length;
+    this.tail.push(chunk);
+    this.tailSize += chunk.length;
+    while (this.tailSize - this.tail[0].length >= this.tailLimit) this.tailSize -= this.tail.shift()!.length;
+    if (this.tailSize > this.tailLimit) {
+      const over = this.tailSize - this.tailLimit;
+      this.tail[0] = this.tail[0].subarray(over);
+      this.tailSize -= over;
     }
   }
 
   toBuffer(): Buffer {
-    return Buffer.concat(this.chunks, this.size);
+    const head = Buffer.concat(this.head, this.headSize);
+    const tail = Buffer.concat(this.tail, this.tailSize);
+    if (!this.truncated) return Buffer.concat([head, tail]);
+    return Buffer.concat([head, Buffer.from(cutMarker(this.cutBytes)), tail]);
   }
+}
+
+/** The line put where output was cut; clients and tests can rely on its shape. */
+export function cutMarker(bytes: number): string {
+  return `\n[petri: ${bytes} bytes cut from the middle of this output]\n`;
 }

@@ -258,8 +258,11 @@ export class HttpBroker {
     const t = parseTarget(req.url ?? "", 443);
     const deny = (reason: string, extra: Record<string, unknown> = {}) => {
       this.emit("connect", "denied", { target: truncate(req.url ?? "", 300), host: t?.host, port: t?.port, reason, ...extra });
-      const body = `Petri broker: ${reason}\n`;
-      sock.end(`HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nX-Petri-Denied: ${reason}\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+      // Clients often show only the status line of a refused CONNECT (Python: "Tunnel connection
+      // failed: 403 …"), so the reason phrase says what to do as well as the body.
+      const phrase = reason === "host_not_allowed" && t ? notAllowed(t.host) : "Forbidden";
+      const body = `Petri broker: ${reason === "host_not_allowed" && t ? notAllowed(t.host) : reason}\n`;
+      sock.end(`HTTP/1.1 403 ${phrase}\r\nContent-Type: text/plain\r\nX-Petri-Denied: ${reason}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
     };
     if (!t) return deny("invalid_target");
     if (!this.admitted(t)) return deny("host_not_allowed");
@@ -319,7 +322,7 @@ export class HttpBroker {
     try {
       if (path === null) throw new Denied("absolute_url_inside_tunnel", 400);
       const admitted = this.admitted(t);
-      if (!admitted) throw new Denied("host_not_allowed");
+      if (!admitted) throw new Denied("host_not_allowed", 403, { host: t.host });
       if (viaConnect) {
         // Without this, one allowed tunnel could carry requests for other virtual hosts (domain fronting).
         const h = parseTarget(req.headers.host ?? "", 443);
@@ -477,7 +480,7 @@ function describeTag(tag: string): { secret: string; form: "placeholder" | "valu
 function describeDenied(e: Denied): string {
   switch (e.reason) {
     case "host_not_allowed":
-      return "Petri broker: this host is not on the sandbox's allowlist";
+      return `Petri broker: ${notAllowed(typeof e.extra.host === "string" ? e.extra.host : "this host")}`;
     case "exfiltration_attempt":
       return `Petri broker: request blocked: it carries a secret placeholder where it may not go (${String(e.extra.location ?? "")}); reported`;
     case "host_header_mismatch":
@@ -489,6 +492,11 @@ function describeDenied(e: Denied): string {
     default:
       return `Petri broker: ${e.reason}`;
   }
+}
+
+/** What a refused host is told (one line, no CR/LF: it is also a status line's reason phrase). */
+export function notAllowed(host: string): string {
+  return `${host.replace(/[\r\n]/g, "")} is not on this sandbox's allow-list; add it with allow_hosts`;
 }
 
 function sendDenied(res: http.ServerResponse, status: number, reason: string, message: string): void {

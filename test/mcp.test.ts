@@ -1,0 +1,236 @@
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { startTestServer, containersOf, type TestServer } from "./helpers.js";
+
+type Content = { type: string; text?: string; data?: string; mimeType?: string };
+
+function text(r: unknown): string {
+  return (((r as { content?: Content[] }).content ?? []) as Content[]).filter((c) => c.type === "text").map((c) => c.text).join("\n");
+}
+
+function images(r: unknown): Content[] {
+  return (((r as { content?: Content[] }).content ?? []) as Content[]).filter((c) => c.type === "image");
+}
+
+function sandboxIdIn(s: string): string {
+  const m = /sb_[0-9a-z]{20}/.exec(s);
+  assert.ok(m, `no sandbox id in: ${s}`);
+  return m[0];
+}
+
+const CSV = "month,sales\njan,3\nfeb,5\nmar,8\napr,13\n";
+
+// With pandas/matplotlib in the image the chart is made the way an agent would; without them
+// (the default image has neither) plain Python writes the PNG itself, so the session still runs.
+const PANDAS_CHART = `import pandas as pd, matplotlib.pyplot as plt
+df = pd.read_csv("sales.csv")
+print(df["sales"].sum())
+df.plot(x="month", y="sales")
+plt.savefig("chart.png")
+df.describe().to_csv("summary.csv")
+`;
+const PLAIN_CHART = `import csv, struct, zlib
+rows = list(csv.DictReader(open("sales.csv")))
+print(sum(int(r["sales"]) for r in rows))
+w, h = 40, 20
+px = b"".join(b"\\x00" + b"".join(b"\\x00\\x80\\xff" if x < int(rows[x * len(rows) // w]["sales"]) * 3 else b"\\xff\\xff\\xff" for x in range(w)) for y in range(h))
+def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+png = b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(px)) + chunk(b"IEND", b"")
+open("chart.png", "wb").write(png)
+open("summary.csv", "w").write("count,sum\\n%d,%d\\n" % (len(rows), sum(int(r["sales"]) for r in rows)))
+`;
+
+/** The session the issue describes, over any connected client. */
+async function fullSession(client: Client, log: (s: string) => void): Promise<void> {
+  const tools = await client.listTools();
+  for (const name of ["create_sandbox", "list_sandboxes", "delete_sandbox", "run_code", "write_file", "read_file", "list_files", "delete_file"]) {
+    assert.ok(tools.tools.some((t) => t.name === name), `tool ${name} is listed`);
+  }
+  const created = await client.callTool({ name: "create_sandbox", arguments: { language: "python" } });
+  assert.equal(created.isError, false, text(created));
+  const sb = sandboxIdIn(text(created));
+  try {
+    const listed = await client.callTool({ name: "list_sandboxes", arguments: {} });
+    assert.match(text(listed), new RegExp(sb));
+
+    const wrote = await client.callTool({ name: "write_file", arguments: { sandbox_id: sb, path: "sales.csv", content: CSV } });
+    assert.equal(wrote.isError, false, text(wrote));
+
+    const probe = await client.callTool({ name: "run_code", arguments: { sandbox_id: sb, code: "import importlib.util as u; print(bool(u.find_spec('pandas') and u.find_spec('matplotlib')))" } });
+    const havePandas = text(probe).includes("True");
+    log(havePandas ? "chart made with pandas + matplotlib" : "this image has no pandas/matplotlib: the chart is written by plain Python");
+
+    const run = await client.callTool({ name: "run_code", arguments: { sandbox_id: sb, code: havePandas ? PANDAS_CHART : PLAIN_CHART } });
+    assert.equal(run.isError, false, text(run));
+    assert.match(text(run), /exit code 0/);
+    assert.match(text(run), /--- stdout ---\n29\n/);
+    assert.match(text(run), /--- workspace changes ---\n\+chart\.png\n\+summary\.csv/);
+
+    // The chart comes back inline, as an MCP image.
+    const readImg = await client.callTool({ name: "read_file", arguments: { sandbox_id: sb, path: "chart.png" } });
+    const imgs = images(readImg);
+    assert.equal(imgs.length, 1, text(readImg));
+    assert.equal(imgs[0].mimeType, "image/png");
+    assert.ok(Buffer.from(imgs[0].data!, "base64").subarray(0, 8).equals(Buffer.from("\x89PNG\r\n\x1a\n", "latin1")));
+    const read = await client.callTool({ name: "read_file", arguments: { sandbox_id: sb, path: "sales.csv" } });
+    assert.equal(text(read), CSV);
+
+    const res = await client.readResource({ uri: `petri://sandboxes/${sb}/files/sales.csv` });
+    assert.equal((res.contents[0] as { text: string }).text, CSV);
+    const listedRes = await client.listResources();
+    assert.ok(listedRes.resources.some((r) => r.uri === `petri://sandboxes/${sb}/files/chart.png` && r.mimeType === "image/png"));
+
+    const files = await client.callTool({ name: "list_files", arguments: { sandbox_id: sb } });
+    assert.match(text(files), /chart\.png/);
+    const del = await client.callTool({ name: "delete_file", arguments: { sandbox_id: sb, path: "chart.png" } });
+    assert.equal(del.isError, false, text(del));
+    const gone = await client.callTool({ name: "read_file", arguments: { sandbox_id: sb, path: "chart.png" } });
+    assert.equal(gone.isError, true);
+    assert.match(text(gone), /^error FILE_NOT_FOUND: /);
+
+    // Errors the model can correct: a bad argument and an unknown sandbox.
+    const bad = await client.callTool({ name: "run_code", arguments: { sandbox_id: sb, code: "print(1)", timeout_ms: "soon" } });
+    assert.equal(bad.isError, true);
+    assert.match(text(bad), /^error VALIDATION_ERROR: run_code: argument \/timeout_ms must be integer/);
+    const missing = await client.callTool({ name: "list_files", arguments: { sandbox_id: "sb_00000000000000000000" } });
+    assert.equal(missing.isError, true);
+    assert.match(text(missing), /^error SANDBOX_NOT_FOUND: /);
+    const failing = await client.callTool({ name: "run_code", arguments: { sandbox_id: sb, code: "1/0" } });
+    assert.equal(failing.isError, true);
+    assert.match(text(failing), /exit code 1/);
+    assert.match(text(failing), /ZeroDivisionError: division by zero/);
+  } finally {
+    const deleted = await client.callTool({ name: "delete_sandbox", arguments: { sandbox_id: sb } });
+    assert.equal(deleted.isError, false, text(deleted));
+  }
+  const after = await client.callTool({ name: "list_files", arguments: { sandbox_id: sb } });
+  assert.match(text(after), /^error SANDBOX_NOT_FOUND/);
+}
+
+describe("MCP over streamable HTTP (/mcp), with the SDK's own Client", () => {
+  let t: TestServer;
+  before(async () => { t = await startTestServer(); });
+  after(async () => {
+    const left = await containersOf(t);
+    await t.close();
+    assert.equal(left, 0, "no container may be left behind");
+  });
+
+  function connect(key: string): Promise<Client> {
+    const client = new Client({ name: "petri-test", version: "1.0.0" });
+    const transport = new StreamableHTTPClientTransport(new URL(`${t.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${key}` } } });
+    return client.connect(transport).then(() => client);
+  }
+
+  it("a full session: create, write a CSV, chart it, read, delete", async (ctx) => {
+    const client = await connect(t.adminKey);
+    try {
+      await fullSession(client, (s) => ctx.diagnostic(s));
+    } finally {
+      await client.close();
+    }
+  });
+
+  it("refuses a missing or wrong API key", async () => {
+    await assert.rejects(connect("pk_not_a_key"), /401|Unauthorized|not valid/i);
+    const r = await fetch(`${t.url}/mcp`, { method: "POST", headers: { "content-type": "application/json", accept: "application/json, text/event-stream" }, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: {} }) });
+    assert.equal(r.status, 401);
+    assert.equal(((await r.json()) as { error: { code: string } }).error.code, "UNAUTHORIZED");
+  });
+
+  it("a session belongs to the key that opened it", async () => {
+    const other = await t.api("POST", "/v1/keys", { body: { name: "other" } });
+    const client = await connect(t.adminKey);
+    try {
+      const transport = client.transport as StreamableHTTPClientTransport;
+      const r = await fetch(`${t.url}/mcp`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${other.json.token}`, "content-type": "application/json", accept: "application/json, text/event-stream", "mcp-session-id": transport.sessionId!, "mcp-protocol-version": "2025-06-18" },
+        body: JSON.stringify({ jsonrpc: "2.0", id: 7, method: "tools/list" }),
+      });
+      assert.equal(r.status, 404);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it("cancelling a call cancels the run", async () => {
+    const client = await connect(t.adminKey);
+    try {
+      const created = await client.callTool({ name: "create_sandbox", arguments: { language: "python" } });
+      const sb = sandboxIdIn(text(created));
+      const ac = new AbortController();
+      const call = client.callTool({ name: "run_code", arguments: { sandbox_id: sb, code: "import time\nprint('started', flush=True)\ntime.sleep(120)" } }, undefined, { signal: ac.signal });
+      // Wait until the run is really in flight.
+      for (let i = 0; i < 600; i++) {
+        const h = await t.api("GET", `/v1/sandboxes/${sb}/exec`);
+        if (h.json.items.some((x: { status: string }) => x.status === "running")) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      ac.abort("the user changed their mind");
+      await assert.rejects(call, /abort|cancel|changed their mind/i);
+      let status = "running";
+      for (let i = 0; i < 300 && status === "running"; i++) {
+        const h = await t.api("GET", `/v1/sandboxes/${sb}/exec`);
+        status = h.json.items[0].status;
+        if (status === "running") await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal(status, "cancelled");
+      await client.callTool({ name: "delete_sandbox", arguments: { sandbox_id: sb } });
+    } finally {
+      await client.close();
+    }
+  });
+});
+
+describe("MCP over stdio (petri mcp), with the SDK's own Client", () => {
+  it("a full session through a spawned `petri mcp`", async (ctx) => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "petri-mcp-stdio-"));
+    const key = `pk_test_${Math.random().toString(36).slice(2)}`;
+    const transport = new StdioClientTransport({
+      command: process.execPath,
+      args: [path.resolve("bin/petri.js"), "mcp"],
+      env: { ...process.env as Record<string, string>, PETRI_DATA_DIR: dataDir, PETRI_ADMIN_TOKEN: key, PETRI_RUNTIMES: "runc", PETRI_WARM_IDLE_MS: "0", PETRI_LOG_LEVEL: "warn" },
+      stderr: "pipe",
+    });
+    let stderr = "";
+    transport.stderr?.on("data", (b: Buffer) => { stderr += b.toString(); });
+    const client = new Client({ name: "petri-test", version: "1.0.0" });
+    try {
+      await client.connect(transport);
+      await fullSession(client, (s) => ctx.diagnostic(s));
+    } catch (e) {
+      ctx.diagnostic(`petri mcp stderr:\n${stderr}`);
+      throw e;
+    } finally {
+      await client.close();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it("refuses a key that is not valid", async () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "petri-mcp-stdio-"));
+    const transport = new StdioClientTransport({
+      command: process.execPath,
+      args: [path.resolve("bin/petri.js"), "mcp"],
+      env: { ...process.env as Record<string, string>, PETRI_DATA_DIR: dataDir, PETRI_API_KEY: "pk_wrong", PETRI_RUNTIMES: "runc", PETRI_LOG_LEVEL: "warn" },
+      stderr: "pipe",
+    });
+    let stderr = "";
+    transport.stderr?.on("data", (b: Buffer) => { stderr += b.toString(); });
+    const client = new Client({ name: "petri-test", version: "1.0.0" });
+    try {
+      await assert.rejects(client.connect(transport));
+      assert.match(stderr, /PETRI_API_KEY is not a valid API key/);
+    } finally {
+      await client.close().catch(() => undefined);
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
