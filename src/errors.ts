@@ -48,6 +48,7 @@ export const ERROR_CODES = {
   INTERNAL: 500,
   RUNTIME_UNAVAILABLE: 503,
   IMAGE_MISSING: 503,
+  REGISTRY_UNAVAILABLE: 503,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -231,6 +231,19 @@ describe("Python packages from a PEP 503 index on loopback", { skip: !hasPip || 
     assert.deepEqual(envDirs(t), before, "a failed install leaves no environment and no temp directory");
   });
 
+  test("detection never refuses a run: names the registry lacks, and detected packages that fail to install, are skipped and reported", async () => {
+    const sb = await createSandbox(t);
+    const r = await exec(t, sb, { code: "try:\n    import petri_not_on_index\nexcept ImportError:\n    pass\nimport petri_dep\nprint(petri_dep.X)" });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.stdout, "dep\n", r.json.stderr);
+    assert.deepEqual(r.json.dependencies.skipped.map((s: { name: string }) => s.name), ["petri-not-on-index"]);
+    assert.match(r.json.dependencies.skipped[0].reason, /404/);
+    const hostile = await exec(t, sb, { code: "import petri_hostile" });
+    assert.equal(hostile.status, 200, hostile.text);
+    assert.match(hostile.json.stderr, /ModuleNotFoundError/);
+    assert.match(hostile.json.dependencies.skipped[0].reason, /DEPENDENCY_EGRESS_BLOCKED/);
+  });
+
   test("two runs needing the same new environment install it once", async () => {
     const [a, b] = [await createSandbox(t), await createSandbox(t)];
     const fetches = () => index.requests.filter((p) => p.includes("petri_big")).length;

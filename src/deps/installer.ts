@@ -162,6 +162,9 @@ function installerEnv(req: InstallRequest): Record<string, string> {
       PIP_CONFIG_FILE: "/dev/null",
       PIP_NO_INPUT: "1",
       PIP_DISABLE_PIP_VERSION_CHECK: "1",
+      // pip's default of 5 retries with back-off would hold a run for a minute on a dead mirror.
+      PIP_RETRIES: "1",
+      PIP_TIMEOUT: "60",
       PYTHONDONTWRITEBYTECODE: "",
     };
   }

@@ -187,6 +187,7 @@ export class DependencyService {
     let env = this.envs.lookupRequest(tenantId, firstKey);
     let installMs = 0;
     let status: DependencySummary["status"] = "reused";
+
     const skipped: DependencySummary["skipped"] = [];
     if (!env) {
       // Declared requirements must exist; detected names that the registry lacks are most likely
@@ -196,20 +197,21 @@ export class DependencyService {
       const keep: Requirement[] = [];
       all.forEach((r, i) => {
         const v = verdicts[i];
-        if (v.ok === false) {
-          if (declaredNames.has(r.name)) throw new PetriError(v.code, v.message, { package: r.name, ecosystem: eco });
-          skipped.push({ name: r.name, reason: v.message });
-        } else keep.push(r);
+        if (v.ok === true) return keep.push(r);
+        const message = v.ok === false ? v.message : `the registry ${regUrl} could not be reached (${v.reason})`;
+        if (declaredNames.has(r.name)) {
+          if (v.ok === false) throw new PetriError(v.code, message, { package: r.name, ecosystem: eco });
+          throw new PetriError("REGISTRY_UNAVAILABLE", message, { package: r.name, ecosystem: eco });
+        }
+        skipped.push({ name: r.name, reason: message });
       });
-      if (!keep.length) return { ...emptyPrepared(eco, detected), summary: { ...emptyPrepared(eco, detected).summary, skipped } };
-      const key = keyOf(keep);
-      env = this.envs.lookupRequest(tenantId, key);
-      if (!env) {
-        const r = await this.ensure(tenantId, sandbox, eco, image, keep, extraFiles, key);
-        env = r.env;
-        installMs = r.installMs;
-        status = r.installMs > 0 ? "installed" : "reused";
+      const installed = await this.installSet(tenantId, sandbox, eco, image, keep, declaredNames, extraFiles, keyOf, skipped);
+      if (!installed) {
+        const empty = emptyPrepared(eco, detected);
+        return { ...empty, summary: { ...empty.summary, skipped } };
       }
+      ({ env, installMs } = installed);
+      status = installMs > 0 ? "installed" : "reused";
       this.envs.mapRequest(tenantId, firstKey, env.id);
     }
     const release = this.envs.acquire(env);
@@ -222,6 +224,28 @@ export class DependencyService {
         environment: env.id, packages: env.packages.map(({ name, version, hash }) => ({ name, version, hash })), install_ms: installMs, skipped,
       },
     };
+  }
+
+  /**
+   * Installs a requirement set (or reuses its environment). When the install fails and the set
+   * holds detected requirements, the run is not refused for a guess: the detected ones are
+   * listed as skipped (with the reason) and the declared ones alone are installed. Declared
+   * requirements that cannot be installed are the caller's error.
+   */
+  private async installSet(tenantId: string, sandbox: Sandbox, eco: Ecosystem, image: string, keep: Requirement[], declaredNames: Set<string>,
+    extraFiles: Record<string, string>, keyOf: (r: Requirement[]) => string, skipped: DependencySummary["skipped"]): Promise<{ env: EnvRecord; installMs: number } | null> {
+    if (!keep.length) return null;
+    const key = keyOf(keep);
+    const cached = this.envs.lookupRequest(tenantId, key);
+    if (cached) return { env: cached, installMs: 0 };
+    try {
+      return await this.ensure(tenantId, sandbox, eco, image, keep, extraFiles, key);
+    } catch (e) {
+      const detectedOnes = keep.filter((r) => !declaredNames.has(r.name));
+      if (!(e instanceof PetriError) || !detectedOnes.length || e.code === "DEPENDENCY_QUOTA_EXCEEDED") throw e;
+      for (const r of detectedOnes) skipped.push({ name: r.name, reason: `${e.code}: ${e.message}` });
+      return this.installSet(tenantId, sandbox, eco, image, keep.filter((r) => declaredNames.has(r.name)), declaredNames, extraFiles, keyOf, skipped);
+    }
   }
 
   /** POST /v1/sandboxes/{id}/dependencies: installs now and adds them to the sandbox's declared list. */
