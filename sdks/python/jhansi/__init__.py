@@ -17,6 +17,7 @@ from .exceptions import (
     ConfigurationException,
     ConflictException,
     ConnectionException,
+    DependencyException,
     ExecNotFoundException,
     FileNotFoundException,
     InvalidRequestException,
@@ -28,16 +29,16 @@ from .exceptions import (
     TimeoutException,
 )
 from .files import Files
-from .models import ExecResult, ExecSummary, FileChanges, FileInfo, Limits, SandboxInfo, SyncResult
+from .models import DependencyReport, ExecResult, ExecSummary, FileChanges, FileInfo, Limits, SandboxInfo, SyncResult
 from .sandbox import Sandbox
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Sandbox", "AsyncSandbox", "ExecHandle", "AsyncExecHandle", "Files", "AsyncFiles",
-    "ExecResult", "ExecSummary", "FileChanges", "FileInfo", "Limits", "SandboxInfo", "SyncResult",
+    "ExecResult", "DependencyReport", "ExecSummary", "FileChanges", "FileInfo", "Limits", "SandboxInfo", "SyncResult",
     "IgnoreMatcher", "DEFAULT_IGNORES", "LocalEntry", "list_local_files", "ERROR_CLASSES",
     "PetriException", "AuthenticationException", "InvalidRequestException", "NotFoundException",
     "SandboxNotFoundException", "FileNotFoundException", "ExecNotFoundException", "ConflictException",
-    "QuotaExceededException", "ServerException", "TimeoutException", "ConnectionException", "ConfigurationException",
+    "DependencyException", "QuotaExceededException", "ServerException", "TimeoutException", "ConnectionException", "ConfigurationException",
 ]

@@ -12,7 +12,7 @@ from typing import Any, Awaitable, Callable, Iterable, List, Mapping, Optional, 
 
 from ._exec import ExecHandle
 from .files import FileData, Files
-from .models import ExecResult, ExecSummary, FileInfo, SandboxInfo, SyncResult
+from .models import DependencyReport, ExecResult, ExecSummary, FileInfo, SandboxInfo, SyncResult
 from .sandbox import Sandbox
 
 AsyncOutputCallback = Callable[[str], Union[None, Awaitable[None]]]
@@ -211,6 +211,10 @@ class AsyncSandbox:
 
     async def get_exec(self, exec_id: str) -> AsyncExecHandle:
         return AsyncExecHandle(await _to_thread(self.sync_sandbox.get_exec, exec_id))
+
+    async def install(self, dependencies: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> DependencyReport:
+        """Installs packages now and keeps them for the sandbox's runs; see ``Sandbox.install``."""
+        return await _to_thread(self.sync_sandbox.install, dependencies, **kwargs)
 
     async def history(self, limit: Optional[int] = None) -> List[ExecSummary]:
         return await _to_thread(self.sync_sandbox.history, limit)

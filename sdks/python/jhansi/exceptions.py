@@ -53,6 +53,10 @@ class ConflictException(PetriException):
     """The request conflicts with the current state: directory not empty, run no longer live (409)."""
 
 
+class DependencyException(InvalidRequestException):
+    """A dependency was refused or could not be installed (``DEPENDENCY_*``): nothing ran. Twin of ``DependencyError``."""
+
+
 class QuotaExceededException(PetriException):
     """A size or count quota was hit: payload too large, workspace quota, sandbox quota, rate limit (413, 429)."""
 
@@ -105,6 +109,16 @@ ERROR_CLASSES: Dict[str, Type[PetriException]] = {
     "INTERNAL": ServerException,
     "RUNTIME_UNAVAILABLE": ServerException,
     "IMAGE_MISSING": ServerException,
+    "DEPENDENCY_INVALID": DependencyException,
+    "DEPENDENCY_NOT_FOUND": DependencyException,
+    "DEPENDENCY_UNRESOLVABLE": DependencyException,
+    "DEPENDENCY_INSTALL_FAILED": DependencyException,
+    "DEPENDENCY_EGRESS_BLOCKED": DependencyException,
+    "DEPENDENCY_INSTALL_TIMEOUT": DependencyException,
+    "DEPENDENCIES_UNSUPPORTED": DependencyException,
+    "DEPENDENCY_TOO_LARGE": QuotaExceededException,
+    "DEPENDENCY_QUOTA_EXCEEDED": QuotaExceededException,
+    "REGISTRY_UNAVAILABLE": ServerException,
 }
 
 

@@ -106,6 +106,44 @@ class FileChanges:
     deleted: List[str] = field(default_factory=list)
 
 
+def dependencies_to_wire(deps: Mapping[str, Any]) -> Dict[str, List[str]]:
+    """``{"python": ["pandas>=2"]}`` as the server takes it (lists of strings per ecosystem)."""
+    if isinstance(deps, (str, bytes)) or not isinstance(deps, Mapping):
+        raise TypeError('dependencies must be a mapping like {"python": ["pandas>=2"]}')
+    return {str(k): [str(p) for p in v] for k, v in deps.items()}
+
+
+@dataclass
+class DependencyReport:
+    """What a run (or ``install()``) got: detected imports, the requirements and the environment used."""
+
+    ecosystem: str
+    """``python``, ``node`` or ``go``."""
+    detected: List[str] = field(default_factory=list)
+    """Third-party imports detected in the code and the workspace modules it imports."""
+    requirements: List[str] = field(default_factory=list)
+    """Requirements that applied (declared, from workspace manifests, detected)."""
+    status: str = "none"
+    """``installed`` (this call installed the environment), ``reused`` or ``none``."""
+    environment: Optional[str] = None
+    packages: List[Dict[str, str]] = field(default_factory=list)
+    """``{"name", "version", "hash"}`` per package; hash ``sha256:…`` (wheels), ``sha512-…`` (npm), ``h1:…`` (Go)."""
+    install_ms: float = 0
+    """Time spent installing for this call, milliseconds (0 when reused)."""
+    skipped: List[Dict[str, str]] = field(default_factory=list)
+    """Detected imports not installed, ``{"name", "reason"}``."""
+
+    @classmethod
+    def from_wire(cls, w: Optional[Mapping[str, Any]]) -> Optional["DependencyReport"]:
+        if not w:
+            return None
+        return cls(
+            ecosystem=w.get("ecosystem", ""), detected=list(w.get("detected") or []), requirements=list(w.get("requirements") or []),
+            status=w.get("status") or "none", environment=w.get("environment"), packages=list(w.get("packages") or []),
+            install_ms=w.get("install_ms") or 0, skipped=list(w.get("skipped") or []),
+        )
+
+
 @dataclass
 class ExecResult:
     """The outcome of one run. ``output`` is stdout; nothing is raised for a non-zero exit."""
@@ -135,6 +173,8 @@ class ExecResult:
     peak_memory_bytes: Optional[int] = None
     files: FileChanges = field(default_factory=FileChanges)
     workspace_quota_exceeded: bool = False
+    dependencies: Optional[DependencyReport] = None
+    """Detected, installed or reused packages (None when the language has none)."""
     error: Optional[Dict[str, str]] = None
     """Why the run failed or was stopped (``{"code", "message"}``), else None."""
     created_at: Optional[datetime] = None
@@ -164,6 +204,7 @@ class ExecResult:
             peak_memory_bytes=w.get("peak_memory_bytes"),
             files=FileChanges(list(files.get("created") or []), list(files.get("modified") or []), list(files.get("deleted") or [])),
             workspace_quota_exceeded=bool(w.get("workspace_quota_exceeded")), error=w.get("error"),
+            dependencies=DependencyReport.from_wire(w.get("dependencies")),
             created_at=parse_time(w.get("created_at")), finished_at=parse_time(w.get("finished_at")), raw=dict(w),
         )
 

@@ -17,7 +17,7 @@ from ._http import ApiClient, encode_path
 from ._sync import sync_directory
 from .exceptions import ConnectionException, SandboxNotFoundException
 from .files import Files
-from .models import ExecResult, ExecSummary, Limits, SandboxInfo, SyncResult, limits_to_wire
+from .models import DependencyReport, ExecResult, ExecSummary, Limits, SandboxInfo, SyncResult, dependencies_to_wire, limits_to_wire
 
 S = TypeVar("S", bound="Sandbox")
 
@@ -51,6 +51,8 @@ class Sandbox:
         ttl: Optional[float] = None,
         idle_timeout: Optional[float] = None,
         metadata: Optional[Mapping[str, str]] = None,
+        dependencies: Optional[Mapping[str, Iterable[str]]] = None,
+        auto_detect_dependencies: Optional[bool] = None,
         api_key: Optional[str] = None,
         url: Optional[str] = None,
         request_timeout: Optional[float] = None,
@@ -65,6 +67,9 @@ class Sandbox:
         :param ttl: absolute lifetime of the sandbox, seconds (server ``ttl_ms``).
         :param idle_timeout: the sandbox is destroyed after this many seconds without activity.
         :param metadata: up to 32 string labels kept with the sandbox.
+        :param dependencies: packages every run gets, e.g. ``{"python": ["pandas>=2"], "node": ["lodash@4"]}``,
+            from the server's registries (installed in the background, reused by runs).
+        :param auto_detect_dependencies: detect each run's imports and install what is missing.
         """
         client = ApiClient(api_key, url, request_timeout, headers)
         wire_limits = dict(limits_to_wire(limits) or {})
@@ -81,6 +86,10 @@ class Sandbox:
             body["idle_timeout_ms"] = _ms(idle_timeout)
         if metadata is not None:
             body["metadata"] = dict(metadata)
+        if dependencies is not None:
+            body["dependencies"] = dependencies_to_wire(dependencies)
+        if auto_detect_dependencies is not None:
+            body["auto_detect_dependencies"] = bool(auto_detect_dependencies)
         self._init(client, client.json("POST", "/v1/sandboxes", json=body))
 
     def _init(self, client: ApiClient, wire: Mapping[str, Any]) -> None:
@@ -155,7 +164,9 @@ class Sandbox:
     def exec(self, code: str, *, args: Optional[Iterable[str]] = None, stdin: Optional[str] = None,
              env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None,
              limits: Union[Limits, Mapping[str, Any], None] = None, on_stdout: Optional[OutputCallback] = None,
-             on_stderr: Optional[OutputCallback] = None, wait_grace: float = DEFAULT_WAIT_GRACE) -> ExecResult:
+             on_stderr: Optional[OutputCallback] = None, wait_grace: float = DEFAULT_WAIT_GRACE,
+             dependencies: Optional[Mapping[str, Iterable[str]]] = None,
+             auto_detect_dependencies: Optional[bool] = None) -> ExecResult:
         """Runs a snippet of the sandbox's language and waits for its result.
 
         :param args: arguments appended to the command line.
@@ -166,36 +177,47 @@ class Sandbox:
             ``wait_grace`` seconds before raising ``TimeoutException``.
         :param on_stdout: called with each chunk of stdout while the run lives (streams NDJSON).
         :param on_stderr: called with each chunk of stderr while the run lives.
+        :param dependencies: packages this run needs, e.g. ``{"python": ["pandas>=2"]}``, installed (or
+            reused) from the server's registries before it starts; URLs, paths and installer options
+            raise ``DependencyException``.
+        :param auto_detect_dependencies: detect the code's imports and install what is missing
+            (default: the sandbox's setting, else the server's).
         """
-        body = self._body({"code": code}, args, stdin, env, timeout, limits, False)
+        body = self._body({"code": code}, args, stdin, env, timeout, limits, False, dependencies, auto_detect_dependencies)
         return self._run_to_end(body, timeout, limits, on_stdout, on_stderr, wait_grace)
 
     def run(self, filename: str, *, args: Optional[Iterable[str]] = None, stdin: Optional[str] = None,
             env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None,
             limits: Union[Limits, Mapping[str, Any], None] = None, on_stdout: Optional[OutputCallback] = None,
-            on_stderr: Optional[OutputCallback] = None, wait_grace: float = DEFAULT_WAIT_GRACE) -> ExecResult:
+            on_stderr: Optional[OutputCallback] = None, wait_grace: float = DEFAULT_WAIT_GRACE,
+             dependencies: Optional[Mapping[str, Iterable[str]]] = None,
+             auto_detect_dependencies: Optional[bool] = None) -> ExecResult:
         """Runs a workspace file (e.g. ``main.py``) with ``args`` and waits for its result; options as ``exec``."""
-        body = self._body({"filename": filename}, args, stdin, env, timeout, limits, False)
+        body = self._body({"filename": filename}, args, stdin, env, timeout, limits, False, dependencies, auto_detect_dependencies)
         return self._run_to_end(body, timeout, limits, on_stdout, on_stderr, wait_grace)
 
     def start(self, code: str, *, args: Optional[Iterable[str]] = None, stdin: Optional[str] = None,
               stdin_open: bool = False, env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None,
               limits: Union[Limits, Mapping[str, Any], None] = None, on_stdout: Optional[OutputCallback] = None,
-              on_stderr: Optional[OutputCallback] = None, wait_grace: float = DEFAULT_WAIT_GRACE) -> ExecHandle:
+              on_stderr: Optional[OutputCallback] = None, wait_grace: float = DEFAULT_WAIT_GRACE,
+              dependencies: Optional[Mapping[str, Iterable[str]]] = None,
+              auto_detect_dependencies: Optional[bool] = None) -> ExecHandle:
         """Starts a snippet in the background; the handle can ``wait()``, ``kill()`` and ``send_stdin()``.
 
         :param stdin_open: keep stdin open so ``handle.send_stdin()`` can write to it until ``close_stdin()``.
         :param on_stdout: if given (or ``on_stderr``), output is streamed to it from a background thread.
         """
-        body = self._body({"code": code}, args, stdin, env, timeout, limits, stdin_open)
+        body = self._body({"code": code}, args, stdin, env, timeout, limits, stdin_open, dependencies, auto_detect_dependencies)
         return self._start(body, timeout, limits, on_stdout, on_stderr, wait_grace)
 
     def start_file(self, filename: str, *, args: Optional[Iterable[str]] = None, stdin: Optional[str] = None,
                    stdin_open: bool = False, env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None,
                    limits: Union[Limits, Mapping[str, Any], None] = None, on_stdout: Optional[OutputCallback] = None,
-                   on_stderr: Optional[OutputCallback] = None, wait_grace: float = DEFAULT_WAIT_GRACE) -> ExecHandle:
+                   on_stderr: Optional[OutputCallback] = None, wait_grace: float = DEFAULT_WAIT_GRACE,
+              dependencies: Optional[Mapping[str, Iterable[str]]] = None,
+              auto_detect_dependencies: Optional[bool] = None) -> ExecHandle:
         """Starts a workspace file in the background; see ``start``."""
-        body = self._body({"filename": filename}, args, stdin, env, timeout, limits, stdin_open)
+        body = self._body({"filename": filename}, args, stdin, env, timeout, limits, stdin_open, dependencies, auto_detect_dependencies)
         return self._start(body, timeout, limits, on_stdout, on_stderr, wait_grace)
 
     def get_exec(self, exec_id: str) -> ExecHandle:
@@ -203,6 +225,22 @@ class Sandbox:
         h = ExecHandle(self._client, self.id, exec_id, default_wait=self._wait_for(None, None, DEFAULT_WAIT_GRACE))
         h.status()  # ExecNotFoundException now rather than at wait()
         return h
+
+    def install(self, dependencies: Optional[Mapping[str, Iterable[str]]] = None, *, python: Optional[Iterable[str]] = None,
+                node: Optional[Iterable[str]] = None, go: Optional[Iterable[str]] = None,
+                timeout: float = 600) -> DependencyReport:
+        """Installs packages now, from the server's registries, and keeps them for the sandbox's runs.
+
+        ``sb.install(python=["pandas>=2"])`` or ``sb.install({"node": ["lodash@4"]})``. Returns what
+        was installed or reused; a package the registry lacks, or a spec that is a URL or a path,
+        raises ``DependencyException``.
+        """
+        wire: Dict[str, Any] = dependencies_to_wire(dependencies or {})
+        for eco, pkgs in (("python", python), ("node", node), ("go", go)):
+            if pkgs is not None:
+                wire[eco] = [str(p) for p in pkgs]
+        r = self._client.json("POST", f"/v1/sandboxes/{encode_path(self.id)}/dependencies", json=wire, timeout=timeout)
+        return DependencyReport.from_wire(r)
 
     def history(self, limit: Optional[int] = None) -> List[ExecSummary]:
         """Past runs of the sandbox, newest first."""
@@ -239,8 +277,14 @@ class Sandbox:
 
     @staticmethod
     def _body(target: Dict[str, Any], args: Optional[Iterable[str]], stdin: Optional[str], env: Optional[Mapping[str, str]],
-              timeout: Optional[float], limits: Any, stdin_open: bool) -> Dict[str, Any]:
+              timeout: Optional[float], limits: Any, stdin_open: bool,
+              dependencies: Optional[Mapping[str, Iterable[str]]] = None,
+              auto_detect_dependencies: Optional[bool] = None) -> Dict[str, Any]:
         body = dict(target)
+        if dependencies is not None:
+            body["dependencies"] = dependencies_to_wire(dependencies)
+        if auto_detect_dependencies is not None:
+            body["auto_detect_dependencies"] = bool(auto_detect_dependencies)
         if args is not None:
             body["args"] = [str(a) for a in args]
         if stdin is not None:

@@ -40,6 +40,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def npm_registry() -> str:
+    try:
+        return subprocess.run(["npm", "config", "get", "registry"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def node_image() -> str:
+    """The image the server runs Node in (``PETRI_TEST_DEPS_IMAGE`` or the configured default)."""
+    if os.environ.get("PETRI_TEST_DEPS_IMAGE"):
+        return os.environ["PETRI_TEST_DEPS_IMAGE"]
+    code = "import('./dist/src/config.js').then((m) => console.log(m.loadConfig({}).images.node))"
+    return subprocess.run(["node", "-e", code], cwd=REPO_DIR, capture_output=True, text=True, check=True).stdout.strip()
+
+
 @pytest.fixture(scope="session")
 def server() -> Iterator[LiveServer]:
     if os.environ.get("PETRI_TEST_URL") and os.environ.get("PETRI_TEST_API_KEY"):
@@ -54,6 +69,10 @@ def server() -> Iterator[LiveServer]:
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PETRI_DATA_DIR": data_dir, "PETRI_PORT": str(port), "PETRI_HOST": "127.0.0.1",
            "PETRI_ADMIN_TOKEN": api_key, "PETRI_LOG_LEVEL": "warn"}
+    # Dependency installs: the npm registry npm is configured for here, and an image that has the installers.
+    env.setdefault("PETRI_NPM_REGISTRY", npm_registry())
+    if os.environ.get("PETRI_TEST_DEPS_IMAGE"):
+        env["PETRI_IMAGE_NODE"] = env["PETRI_IMAGE_PYTHON"] = os.environ["PETRI_TEST_DEPS_IMAGE"]
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen([node, bin_path, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

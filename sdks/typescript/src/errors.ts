@@ -44,6 +44,8 @@ export class FileNotFoundError extends NotFoundError {}
 export class ExecNotFoundError extends NotFoundError {}
 /** The request conflicts with the current state: directory not empty, run no longer live (409). */
 export class ConflictError extends PetriError {}
+/** A dependency was refused or could not be installed (`DEPENDENCY_*`): nothing ran. */
+export class DependencyError extends InvalidRequestError {}
 /** A size or count quota was hit: payload too large, workspace quota, sandbox quota, rate limit (413, 429). */
 export class QuotaExceededError extends PetriError {}
 /** The server failed or cannot run the request now (5xx): runtime unavailable, image missing… */
@@ -89,6 +91,16 @@ export const ERROR_CLASSES: Readonly<Record<string, ErrorClass>> = Object.freeze
   INTERNAL: ServerError,
   RUNTIME_UNAVAILABLE: ServerError,
   IMAGE_MISSING: ServerError,
+  DEPENDENCY_INVALID: DependencyError,
+  DEPENDENCY_NOT_FOUND: DependencyError,
+  DEPENDENCY_UNRESOLVABLE: DependencyError,
+  DEPENDENCY_INSTALL_FAILED: DependencyError,
+  DEPENDENCY_EGRESS_BLOCKED: DependencyError,
+  DEPENDENCY_INSTALL_TIMEOUT: DependencyError,
+  DEPENDENCIES_UNSUPPORTED: DependencyError,
+  DEPENDENCY_TOO_LARGE: QuotaExceededError,
+  DEPENDENCY_QUOTA_EXCEEDED: QuotaExceededError,
+  REGISTRY_UNAVAILABLE: ServerError,
 });
 
 function classForStatus(status: number): ErrorClass {

@@ -1,6 +1,6 @@
 import { ConnectionError, PetriError, TimeoutError } from "./errors.js";
 import { encodeSegment, type ApiClient } from "./internal/http.js";
-import type { ExecStatus, FileChanges, Limits } from "./types.js";
+import { dependencyReportFromWire, type Dependencies, type DependencyReport, type ExecStatus, type FileChanges, type Limits } from "./types.js";
 
 /** Receives a chunk of a stream's output as text, as soon as the run wrote it. */
 export type OutputCallback = (data: string) => unknown;
@@ -21,6 +21,10 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Limits for this run only (tightening the sandbox's, within the server's maximums). */
   limits?: Limits;
+  /** Packages this run needs, installed (or reused) before it starts (server `dependencies`). */
+  dependencies?: Dependencies;
+  /** Detect the code's imports and install what is missing (server `auto_detect_dependencies`); default the sandbox's / server's. */
+  autoDetectDependencies?: boolean;
   /** Streams stdout: called with each chunk while the run lives (uses NDJSON streaming). */
   onStdout?: OutputCallback;
   /** Streams stderr: called with each chunk while the run lives (uses NDJSON streaming). */
@@ -67,6 +71,8 @@ export class ExecResult {
   /** Workspace files the run created, modified and deleted. */
   readonly files: FileChanges;
   readonly workspaceQuotaExceeded: boolean;
+  /** Detected, installed or reused packages (null when the language has none). */
+  readonly dependencies: DependencyReport | null;
   /** Why the run failed or was stopped (e.g. `WORKSPACE_QUOTA_EXCEEDED`), else null. */
   readonly error: { code: string; message: string } | null;
   readonly createdAt: Date | null;
@@ -96,6 +102,7 @@ export class ExecResult {
     this.peakMemoryBytes = raw.peak_memory_bytes ?? null;
     this.files = { created: raw.files?.created ?? [], modified: raw.files?.modified ?? [], deleted: raw.files?.deleted ?? [] };
     this.workspaceQuotaExceeded = Boolean(raw.workspace_quota_exceeded);
+    this.dependencies = dependencyReportFromWire(raw.dependencies);
     this.error = raw.error ?? null;
     this.createdAt = raw.created_at ? new Date(raw.created_at) : null;
     this.finishedAt = raw.finished_at ? new Date(raw.finished_at) : null;

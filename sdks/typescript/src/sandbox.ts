@@ -3,7 +3,10 @@ import { DEFAULT_WAIT_GRACE_MS, ExecHandle, ExecResult, readExecStream, streamEr
 import { Files } from "./files.js";
 import { ApiClient, type ConnectionOptions, encodeSegment } from "./internal/http.js";
 import { syncDirectory, type SyncOptions, type SyncResult } from "./sync.js";
-import { execSummaryFromWire, limitsToWire, sandboxInfoFromWire, type ExecSummary, type Language, type Limits, type SandboxInfo } from "./types.js";
+import {
+  dependencyReportFromWire, execSummaryFromWire, limitsToWire, sandboxInfoFromWire,
+  type Dependencies, type DependencyReport, type ExecSummary, type Language, type Limits, type SandboxInfo,
+} from "./types.js";
 
 // Node 20 has no Symbol.asyncDispose; the code TypeScript emits for `await using` looks it up at
 // run time, so it must exist before the first sandbox is disposed (and before the class below).
@@ -24,6 +27,10 @@ export interface SandboxCreateOptions extends ConnectionOptions {
   idleTimeoutMs?: number;
   /** Up to 32 string labels kept with the sandbox. */
   metadata?: Record<string, string>;
+  /** Packages every run of the sandbox gets, from the server's registries (installed in the background, reused by runs). */
+  dependencies?: Dependencies;
+  /** Detect each run's imports and install what is missing (default: the server's setting). */
+  autoDetectDependencies?: boolean;
 }
 
 export interface SandboxListOptions extends ConnectionOptions {
@@ -62,6 +69,8 @@ export class Sandbox {
     if (opts.ttlMs !== undefined) body.ttl_ms = opts.ttlMs;
     if (opts.idleTimeoutMs !== undefined) body.idle_timeout_ms = opts.idleTimeoutMs;
     if (opts.metadata !== undefined) body.metadata = opts.metadata;
+    if (opts.dependencies !== undefined) body.dependencies = opts.dependencies;
+    if (opts.autoDetectDependencies !== undefined) body.auto_detect_dependencies = opts.autoDetectDependencies;
     return new Sandbox(client, await client.json<WireSandbox>("POST", "/v1/sandboxes", { json: body }));
   }
 
@@ -145,6 +154,18 @@ export class Sandbox {
     return h;
   }
 
+  /**
+   * Installs packages now, from the server's configured registries, and keeps them for the
+   * sandbox's later runs. Resolves with what was installed or reused; a package the registry
+   * lacks, or a spec that is a URL or path, rejects with `DependencyError`.
+   */
+  async install(dependencies: Dependencies, opts: { timeoutMs?: number } = {}): Promise<DependencyReport> {
+    const wire = await this.client.json<Record<string, unknown>>("POST", `/v1/sandboxes/${encodeSegment(this.id)}/dependencies`, {
+      json: dependencies, timeoutMs: opts.timeoutMs ?? 10 * 60_000,
+    });
+    return dependencyReportFromWire(wire)!;
+  }
+
   /** Past runs of the sandbox, newest first. */
   async history(opts: { limit?: number } = {}): Promise<ExecSummary[]> {
     const r = await this.client.json<{ items: Record<string, unknown>[] }>("GET", `/v1/sandboxes/${encodeSegment(this.id)}/exec`, { query: { limit: opts.limit } });
@@ -173,6 +194,8 @@ export class Sandbox {
     const limits = limitsToWire(opts.limits);
     if (limits && Object.keys(limits).length) body.limits = limits;
     if (opts.stdinOpen) body.stdin_open = true;
+    if (opts.dependencies !== undefined) body.dependencies = opts.dependencies;
+    if (opts.autoDetectDependencies !== undefined) body.auto_detect_dependencies = opts.autoDetectDependencies;
     return body;
   }
 

@@ -20,6 +20,46 @@ export interface Limits {
 
 export type Language = "python" | "node" | "go" | "bash";
 
+/**
+ * Packages from the server's configured registries, per ecosystem, e.g.
+ * `{ python: ["pandas>=2"], node: ["lodash@4"], go: ["github.com/google/uuid@v1.6.0"] }`.
+ * Names only: URLs, paths and installer options are refused (`DependencyError`).
+ */
+export interface Dependencies {
+  python?: string[];
+  node?: string[];
+  go?: string[];
+}
+
+/** What a run (or `install()`) got: detected imports, the requirements, and the environment used. */
+export interface DependencyReport {
+  /** `python`, `node` or `go`. */
+  ecosystem: string;
+  /** Third-party imports detected in the code and the workspace modules it imports. */
+  detected: string[];
+  /** Requirements that applied (declared, from workspace manifests, detected). */
+  requirements: string[];
+  /** `installed` (this call installed the environment), `reused`, or `none` (nothing was needed). */
+  status: "installed" | "reused" | "none";
+  /** Id of the environment mounted into the run, or null. */
+  environment: string | null;
+  /** Packages in that environment. `hash` is `sha256:…` (wheels), `sha512-…` (npm) or `h1:…` (Go). */
+  packages: { name: string; version: string; hash: string }[];
+  /** Time spent installing for this call, ms (0 when reused). */
+  installMs: number;
+  /** Detected imports that were not installed, and why. */
+  skipped: { name: string; reason: string }[];
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export function dependencyReportFromWire(w: Record<string, any> | null | undefined): DependencyReport | null {
+  if (!w) return null;
+  return {
+    ecosystem: w.ecosystem, detected: w.detected ?? [], requirements: w.requirements ?? [], status: w.status ?? "none",
+    environment: w.environment ?? null, packages: w.packages ?? [], installMs: w.install_ms ?? 0, skipped: w.skipped ?? [],
+  };
+}
+
 export interface SandboxInfo {
   /** `sb_…` */
   id: string;

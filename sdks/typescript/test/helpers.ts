@@ -35,8 +35,8 @@ async function freePort(): Promise<number> {
  * free port and a fresh admin token, and waits for /healthz. `PETRI_TEST_URL` +
  * `PETRI_TEST_API_KEY` point the tests at a server that is already running instead.
  */
-export async function startServer(): Promise<LiveServer> {
-  if (process.env.PETRI_TEST_URL && process.env.PETRI_TEST_API_KEY) {
+export async function startServer(extraEnv: Record<string, string> = {}): Promise<LiveServer> {
+  if (process.env.PETRI_TEST_URL && process.env.PETRI_TEST_API_KEY && !Object.keys(extraEnv).length) {
     const url = process.env.PETRI_TEST_URL;
     const apiKey = process.env.PETRI_TEST_API_KEY;
     return { url, apiKey, conn: { url, apiKey }, stop: async () => undefined };
@@ -48,7 +48,7 @@ export async function startServer(): Promise<LiveServer> {
   const url = `http://127.0.0.1:${port}`;
   let log = "";
   const child: ChildProcess = spawn(process.execPath, [bin, "serve"], {
-    env: { ...process.env, PETRI_DATA_DIR: dataDir, PETRI_PORT: String(port), PETRI_HOST: "127.0.0.1", PETRI_ADMIN_TOKEN: apiKey, PETRI_LOG_LEVEL: "warn" },
+    env: { ...process.env, ...extraEnv, PETRI_DATA_DIR: dataDir, PETRI_PORT: String(port), PETRI_HOST: "127.0.0.1", PETRI_ADMIN_TOKEN: apiKey, PETRI_LOG_LEVEL: "warn" },
     stdio: ["ignore", "pipe", "pipe"],
   });
   child.stdout!.on("data", (b: Buffer) => { log += b.toString(); });
