@@ -6,7 +6,10 @@ import path from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { execFileSync } from "node:child_process";
+import { loadConfig } from "../src/config.js";
 import { startTestServer, containersOf, type TestServer } from "./helpers.js";
+import { npmRegistryFromNpm } from "./deps/registries.js";
 
 type Content = { type: string; text?: string; data?: string; mimeType?: string };
 
@@ -49,7 +52,7 @@ open("summary.csv", "w").write("count,sum\\n%d,%d\\n" % (len(rows), sum(int(r["s
 /** The session the issue describes, over any connected client. */
 async function fullSession(client: Client, log: (s: string) => void): Promise<void> {
   const tools = await client.listTools();
-  for (const name of ["create_sandbox", "list_sandboxes", "delete_sandbox", "run_code", "write_file", "read_file", "list_files", "delete_file"]) {
+  for (const name of ["create_sandbox", "list_sandboxes", "delete_sandbox", "run_code", "install_dependencies", "write_file", "read_file", "list_files", "delete_file"]) {
     assert.ok(tools.tools.some((t) => t.name === name), `tool ${name} is listed`);
   }
   const created = await client.callTool({ name: "create_sandbox", arguments: { language: "python" } });
@@ -101,6 +104,11 @@ async function fullSession(client: Client, log: (s: string) => void): Promise<vo
     const missing = await client.callTool({ name: "list_files", arguments: { sandbox_id: "sb_00000000000000000000" } });
     assert.equal(missing.isError, true);
     assert.match(text(missing), /^error SANDBOX_NOT_FOUND: /);
+    const badDep = await client.callTool({ name: "install_dependencies", arguments: { sandbox_id: sb, python: ["x @ file:///etc"] } });
+    assert.equal(badDep.isError, true);
+    assert.equal(text(badDep), 'error DEPENDENCY_INVALID: dependency "x @ file:///etc" is refused: a URL; only package names from the configured registry are installed');
+    const wrongEco = await client.callTool({ name: "install_dependencies", arguments: { sandbox_id: sb, node: ["lodash"] } });
+    assert.equal(text(wrongEco), "error VALIDATION_ERROR: dependencies.node: a python sandbox installs python packages");
     const failing = await client.callTool({ name: "run_code", arguments: { sandbox_id: sb, code: "1/0" } });
     assert.equal(failing.isError, true);
     assert.match(text(failing), /exit code 1/);
@@ -115,7 +123,7 @@ async function fullSession(client: Client, log: (s: string) => void): Promise<vo
 
 describe("MCP over streamable HTTP (/mcp), with the SDK's own Client", () => {
   let t: TestServer;
-  before(async () => { t = await startTestServer(); });
+  before(async () => { t = await startTestServer({ PETRI_NPM_REGISTRY: npmRegistryFromNpm() }); });
   after(async () => {
     const left = await containersOf(t);
     await t.close();
@@ -132,6 +140,27 @@ describe("MCP over streamable HTTP (/mcp), with the SDK's own Client", () => {
     const client = await connect(t.adminKey);
     try {
       await fullSession(client, (s) => ctx.diagnostic(s));
+    } finally {
+      await client.close();
+    }
+  });
+
+  it("install_dependencies installs from the real npm registry for later runs", async (ctx) => {
+    const image = loadConfig({}).images.node;
+    try {
+      execFileSync("docker", ["run", "--rm", "--network", "none", image, "sh", "-c", "command -v npm"], { stdio: "ignore", timeout: 60_000 });
+    } catch {
+      ctx.diagnostic(`SKIPPED: image ${image} has no npm to install with`);
+      return;
+    }
+    const client = await connect(t.adminKey);
+    try {
+      const sb = sandboxIdIn(text(await client.callTool({ name: "create_sandbox", arguments: { language: "node" } })));
+      const inst = await client.callTool({ name: "install_dependencies", arguments: { sandbox_id: sb, node: ["is-number@7.0.0"] } });
+      assert.equal(inst.isError, false, text(inst));
+      const run = await client.callTool({ name: "run_code", arguments: { sandbox_id: sb, code: "console.log(require('is-number')(5))" } });
+      assert.match(text(run), /--- stdout ---\ntrue/, text(run));
+      await client.callTool({ name: "delete_sandbox", arguments: { sandbox_id: sb } });
     } finally {
       await client.close();
     }

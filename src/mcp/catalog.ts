@@ -70,6 +70,21 @@ export const TOOLS: readonly ToolDef[] = Object.freeze([
     },
   },
   {
+    name: "install_dependencies",
+    description: "Install packages for a sandbox from the server's configured registries (PyPI index, npm registry, Go proxy); its later runs can import them. Runs that import a missing package usually get it installed automatically; use this to pin versions or install ahead of time.",
+    inputSchema: {
+      type: "object",
+      properties: {
+        sandbox_id: sandboxId,
+        python: { type: "array", items: { type: "string" }, maxItems: 256, description: "pip requirement specifiers, e.g. [\"pandas>=2\"]" },
+        node: { type: "array", items: { type: "string" }, maxItems: 256, description: "npm package specs, e.g. [\"lodash@4\"]" },
+        go: { type: "array", items: { type: "string" }, maxItems: 256, description: "Go module specs, e.g. [\"github.com/google/uuid@v1.6.0\"]" },
+      },
+      required: ["sandbox_id"],
+      additionalProperties: false,
+    },
+  },
+  {
     name: "write_file",
     description: "Write a file into a sandbox's workspace (parent directories are created; an existing file is replaced).",
     inputSchema: { type: "object", properties: { sandbox_id: sandboxId, ...fileToWrite.properties }, required: ["sandbox_id", "path", "content"], additionalProperties: false },

@@ -10,7 +10,7 @@ import { TOOLS } from "./catalog.js";
 import { renderRun, type ToolOutput } from "./render.js";
 
 /** What the tools need: the services themselves, never HTTP to this server. */
-export type AgentDeps = Pick<AppDeps, "sandboxes" | "workspaces" | "exec" | "quotas" | "vault" | "audit">;
+export type AgentDeps = Pick<AppDeps, "sandboxes" | "workspaces" | "exec" | "quotas" | "vault" | "audit" | "dependencies">;
 
 export interface ToolCall {
   deps: AgentDeps;
@@ -85,6 +85,15 @@ async function dispatch(call: ToolCall, name: string, a: Record<string, any>): P
       return json({ deleted: sb.id, status: done ? "deleted" : "deleting" }, done ? `deleted sandbox ${sb.id}` : `deleted sandbox ${sb.id} (its remaining data is removed in the background)`);
     }
     case "run_code": return runCode(call, a);
+    case "install_dependencies": {
+      const sb = deps.sandboxes.get(auth, a.sandbox_id);
+      if (!deps.dependencies) throw new PetriError("RUNTIME_UNAVAILABLE", "this server does not install dependencies");
+      const wanted = Object.fromEntries((["python", "node", "go"] as const).filter((k) => a[k]?.length).map((k) => [k, a[k] as string[]]));
+      if (Object.keys(wanted).length === 0) throw new PetriError("VALIDATION_ERROR", "install_dependencies: name packages under python, node or go");
+      const summary = await deps.dependencies.install(auth.tenantId, sb, wanted);
+      audit(call, "dependency.install", sb.id);
+      return json(summary);
+    }
     case "write_file": {
       const sb = deps.sandboxes.get(auth, a.sandbox_id);
       const entry = await writeFile(call, sb.id, a.path, decode(a.content, a.encoding));
