@@ -72,6 +72,24 @@ describe("bad input gets a clear 4xx with a stable code, never a 500", () => {
     expectError(await t.api("POST", `/v1/sandboxes/${sb}/files`, { body: { a: 1 } }), 415, "UNSUPPORTED_MEDIA_TYPE");
   });
 
+  it("fractional counts and NUL bytes are refused with 400 before anything runs (were 200/201, then RUNTIME_UNAVAILABLE)", async () => {
+    for (const k of ["pids", "open_files", "memory_mb", "file_size_mb", "workspace_mb", "output_bytes", "timeout_ms"]) {
+      const c = await t.api("POST", "/v1/sandboxes", { body: { language: "python", limits: { [k]: 1.5 } } });
+      expectError(c, 400, "VALIDATION_ERROR");
+      assert.match(c.json.error.message, new RegExp(`${k}.*integer`), c.text);
+      expectError(await exec(t, sb, { code: "print(1)", limits: { [k]: 7.25 } }), 400, "VALIDATION_ERROR");
+    }
+    for (const body of [{ code: "print(1)\0" }, { code: "print(1)", args: ["a", "b\0c"] }, { code: "print(1)", env: { X: "a\0b" } }, { filename: "a\0.py" }]) {
+      const r = await exec(t, sb, body);
+      expectError(r, 400, "VALIDATION_ERROR");
+      assert.match(r.json.error.message, /NUL bytes/, r.text);
+    }
+    // Whole numbers and fractional cpus are fine, and stdin may carry any byte.
+    const ok = await exec(t, sb, { code: "import sys\nprint(len(sys.stdin.buffer.read()))", stdin: "a\0b", limits: { pids: 32, cpus: 0.5 } });
+    assert.equal(ok.status, 200, ok.text);
+    assert.equal(ok.json.stdout.trim(), "3");
+  });
+
   it("unknown language or runtime, limits above the maximum", async () => {
     expectError(await t.api("POST", "/v1/sandboxes", { body: { language: "cobol" } }), 400, "UNKNOWN_LANGUAGE");
     expectError(await t.api("POST", "/v1/sandboxes", { body: { language: "python", runtime: "nope" } }), 400, "UNKNOWN_RUNTIME");

@@ -15,7 +15,7 @@ import type { Runtime } from "../runtimes/types.js";
 import type { QuotaService } from "../auth/quotas.js";
 import type { SecretStore } from "../vault/index.js";
 import type { DependencyService } from "../deps/service.js";
-import { ErrorBody } from "./schemas.js";
+import { ErrorBody, NO_NUL_PATTERN } from "./schemas.js";
 import type { AuditEvent, AuditRecord } from "../audit/types.js";
 import type { AuditQuery } from "../audit/log.js";
 import { auditRoutes } from "./routes/audit.js";
@@ -80,11 +80,20 @@ const FASTIFY_CODES: Record<string, ErrorCode> = {
   FST_ERR_VALIDATION: "VALIDATION_ERROR",
 };
 
+/** ajv's message, except where it would name a regex instead of the rule (NUL bytes). */
+function validationMessage(e: FastifyError & { validation?: unknown; validationContext?: string }): string {
+  const v = Array.isArray(e.validation) ? (e.validation[0] as { keyword?: string; instancePath?: string; params?: { pattern?: string } }) : undefined;
+  if (v?.keyword === "pattern" && v.params?.pattern === NO_NUL_PATTERN) {
+    return `${e.validationContext ?? "body"}${v.instancePath ?? ""} must not contain NUL bytes`;
+  }
+  return e.message;
+}
+
 /** Turns any error into the stable `{error: {code, message}}` shape; only real faults are 500s. */
 export function toPetriError(err: unknown): PetriError {
   if (err instanceof PetriError) return err;
   const e = err as FastifyError & { validation?: unknown };
-  if (e?.validation) return new PetriError("VALIDATION_ERROR", e.message);
+  if (e?.validation) return new PetriError("VALIDATION_ERROR", validationMessage(e));
   if (e?.code && FASTIFY_CODES[e.code]) return new PetriError(FASTIFY_CODES[e.code], e.message);
   if (e instanceof SyntaxError) return new PetriError("INVALID_JSON", `request body is not valid JSON: ${e.message}`);
   const status = e?.statusCode;

@@ -8,15 +8,23 @@ export const ErrorBody = Type.Object({
   }),
 }, { $id: "Error" });
 
+/**
+ * Strings that end up in argv, the environment or a snippet file can never hold a NUL byte (the
+ * kernel's strings end there): refused up front with a clear message instead of failing the run.
+ */
+export const NO_NUL_PATTERN = "^[^\\u0000]*$";
+const NoNul = (opts: Parameters<typeof Type.String>[0] = {}) => Type.String({ ...opts, pattern: NO_NUL_PATTERN });
+
+/** Counts are integers: 1.5 processes is a client bug, refused here rather than rounded or failed later. */
 export const LimitsSchema = Type.Object({
-  timeout_ms: Type.Optional(Type.Number({ minimum: 1, description: "Wall-clock timeout of one run, ms" })),
-  memory_mb: Type.Optional(Type.Number({ minimum: 1, description: "Memory, MiB (no swap)" })),
-  cpus: Type.Optional(Type.Number({ exclusiveMinimum: 0, description: "CPU cores" })),
-  pids: Type.Optional(Type.Number({ minimum: 1, description: "Max processes/threads" })),
-  open_files: Type.Optional(Type.Number({ minimum: 1, description: "Max open files per process" })),
-  file_size_mb: Type.Optional(Type.Number({ minimum: 1, description: "Largest file a run may write, MiB" })),
-  workspace_mb: Type.Optional(Type.Number({ minimum: 1, description: "Workspace size quota, MiB" })),
-  output_bytes: Type.Optional(Type.Number({ minimum: 1, description: "Captured bytes per output stream" })),
+  timeout_ms: Type.Optional(Type.Integer({ minimum: 1, description: "Wall-clock timeout of one run, ms" })),
+  memory_mb: Type.Optional(Type.Integer({ minimum: 1, description: "Memory, MiB (no swap)" })),
+  cpus: Type.Optional(Type.Number({ exclusiveMinimum: 0, description: "CPU cores (fractions allowed)" })),
+  pids: Type.Optional(Type.Integer({ minimum: 1, description: "Max processes/threads" })),
+  open_files: Type.Optional(Type.Integer({ minimum: 1, description: "Max open files per process" })),
+  file_size_mb: Type.Optional(Type.Integer({ minimum: 1, description: "Largest file a run may write, MiB" })),
+  workspace_mb: Type.Optional(Type.Integer({ minimum: 1, description: "Workspace size quota, MiB" })),
+  output_bytes: Type.Optional(Type.Integer({ minimum: 1, description: "Captured bytes per output stream" })),
 }, { additionalProperties: false });
 
 const FullLimits = Type.Object({
@@ -77,11 +85,11 @@ export const FileEntrySchema = Type.Object({
 });
 
 export const ExecBody = Type.Object({
-  filename: Type.Optional(Type.String({ description: "Workspace file to run" })),
-  code: Type.Optional(Type.String({ description: "Snippet to run (instead of filename)" })),
-  args: Type.Optional(Type.Array(Type.String(), { maxItems: 1000 })),
-  stdin: Type.Optional(Type.String()),
-  env: Type.Optional(Type.Record(Type.String(), Type.String())),
+  filename: Type.Optional(NoNul({ description: "Workspace file to run" })),
+  code: Type.Optional(NoNul({ description: "Snippet to run (instead of filename); no NUL bytes" })),
+  args: Type.Optional(Type.Array(NoNul(), { maxItems: 1000, description: "no NUL bytes" })),
+  stdin: Type.Optional(Type.String({ description: "bytes for standard input (any, NUL included)" })),
+  env: Type.Optional(Type.Record(Type.String(), NoNul(), { description: "values without NUL bytes (names are checked as variable names)" })),
   timeout_ms: Type.Optional(Type.Integer({ minimum: 1 })),
   limits: Type.Optional(LimitsSchema),
   stream: Type.Optional(Type.Boolean({ description: "Stream output as NDJSON events while the run lives" })),

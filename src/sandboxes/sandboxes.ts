@@ -56,6 +56,7 @@ export function resolveLimits(base: Readonly<Limits>, max: Readonly<Limits>, req
     const v = req[k];
     if (v === undefined) continue;
     if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) throw new PetriError("VALIDATION_ERROR", `limit ${k} must be a positive number`);
+    if (k !== "cpus" && !Number.isInteger(v)) throw new PetriError("VALIDATION_ERROR", `limit ${k} must be a whole number, not ${v}`);
     if (v > max[k]) throw new PetriError("LIMIT_ABOVE_MAXIMUM", `limit ${k}=${v} is above the server maximum of ${max[k]}`, { limit: k, maximum: max[k] });
     out[k] = k === "cpus" ? v : Math.floor(v);
   }
