@@ -1,0 +1,152 @@
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import { startTestServer, createSandbox, putFile, exec, containersOf, type TestServer } from "./helpers.js";
+
+/**
+ * Hostile suite, workspace part (issue 9 findings 3, 4 and 10; issue 11 item 6): a tenant's code
+ * shapes the workspace to escape the quota, break deletion or stall the server.
+ */
+describe("hostile workspaces", () => {
+  let t: TestServer;
+  let names: string[];
+  before(async () => {
+    t = await startTestServer({ PETRI_RUNTIMES: "all", PETRI_RUNTIME: "runc", PETRI_DEFAULT_TIMEOUT_MS: "120000" });
+    names = (await t.api("GET", "/v1/runtimes")).json.runtimes.map((x: { name: string }) => x.name);
+  });
+  after(async () => {
+    const left = await containersOf(t);
+    await t.close();
+    assert.equal(left, 0, "no container may be left behind");
+  });
+
+  const wsDir = (sb: string) => path.join(t.dataDir, "workspaces", sb);
+
+  for (const rt of ["runc", "crun", "runsc", "bwrap"]) {
+    it(`${rt}: 5 MiB at depth 70 count against a 1 MB quota, and are listed (were: uncounted, unlisted)`, async (ctx) => {
+      if (!names.includes(rt)) return ctx.skip(`${rt} not available on this host`);
+      const sb = await createSandbox(t, { language: "python", runtime: rt, limits: { workspace_mb: 1 } });
+      try {
+        const r = await exec(t, sb, {
+          // Each file stays under the file-size limit; together they pass the quota.
+          code: "import os\np = '/'.join(['d'] * 70)\nos.makedirs(p)\nfor i in range(5):\n    open(f'{p}/part{i}.bin', 'wb').write(b'x' * (1 << 20))\nprint('wrote')\n",
+        });
+        assert.equal(r.status, 200, r.text);
+        assert.equal(r.json.workspace_quota_exceeded, true, r.text);
+        assert.equal(r.json.error?.code, "WORKSPACE_QUOTA_EXCEEDED");
+        assert.ok(r.json.workspace_bytes > 1 << 20, `workspace_bytes ${r.json.workspace_bytes}`);
+        const deep = `${Array(70).fill("d").join("/")}/part0.bin`;
+        const l = await t.api("GET", `/v1/sandboxes/${sb}/files?hashes=false`);
+        assert.equal(l.json.complete, true);
+        assert.equal(l.json.files.find((f: { path: string }) => f.path === deep)?.size, 1 << 20, "the deep file is listed with its size");
+        const listed = l.json.files.reduce((n: number, f: { type: string; size: number }) => n + (f.type === "file" ? f.size : 0), 0);
+        assert.equal(listed, r.json.workspace_bytes, "the listing accounts for every byte the quota counted");
+        const up = await putFile(t, sb, "more.txt", "x");
+        assert.equal(up.status, 413, up.text);
+        assert.equal(up.json.error.code, "WORKSPACE_QUOTA_EXCEEDED");
+      } finally {
+        await t.api("DELETE", `/v1/sandboxes/${sb}`);
+      }
+    });
+  }
+
+  it("names that are not UTF-8: listed with path_b64, downloadable and deletable by it, and the sandbox deletes (was: 500)", async () => {
+    const sb = await createSandbox(t, { language: "python" });
+    const r = await exec(t, sb, {
+      code: "import os\nos.mkdir(b'dir\\xff')\nopen(b'dir\\xff/f\\xfe.txt', 'wb').write(b'hello')\nopen(b'top\\x80', 'wb').write(b'x')\n",
+    });
+    assert.equal(r.json.exit_code, 0, r.text);
+    const l = await t.api("GET", `/v1/sandboxes/${sb}/files`);
+    assert.equal(l.status, 200, l.text);
+    const f = l.json.files.find((e: { path: string }) => e.path.endsWith(".txt"));
+    assert.equal(f.path, "dir\uFFFD/f\uFFFD.txt");
+    assert.equal(Buffer.from(f.path_b64, "base64").toString("latin1"), "dir\xff/f\xfe.txt");
+    assert.equal(f.size, 5);
+    const plain = l.json.files.filter((e: { path_b64?: string }) => e.path_b64 === undefined);
+    assert.deepEqual(plain, [], "every entry here has a non-UTF-8 name");
+    const got = await t.api("GET", `/v1/sandboxes/${sb}/files/?path_b64=${encodeURIComponent(f.path_b64)}`);
+    assert.equal(got.status, 200, got.text);
+    assert.equal(got.text, "hello");
+    const del = await t.api("DELETE", `/v1/sandboxes/${sb}/files/?path_b64=${encodeURIComponent(f.path_b64)}`);
+    assert.equal(del.status, 204, del.text);
+    const after = await t.api("GET", `/v1/sandboxes/${sb}/files`);
+    assert.equal(after.json.files.length, 2);
+    const gone = await t.api("DELETE", `/v1/sandboxes/${sb}`);
+    assert.equal(gone.status, 204, gone.text);
+    assert.equal(fs.existsSync(wsDir(sb)), false, "the workspace is gone from disk");
+    assert.equal((await t.api("GET", `/v1/sandboxes/${sb}`)).status, 404);
+  });
+
+  it("a 30,000-level directory chain: DELETE of the directory and of the sandbox both finish (was: 500, workspace orphaned)", async () => {
+    const sb = await createSandbox(t, { language: "python", limits: { timeout_ms: 300000 } });
+    const chain = "import os\nfor i in range(30000):\n    os.mkdir('d')\n    os.chdir('d')\nopen('leaf', 'w').write('x')\nprint('made')\n";
+    let r = await exec(t, sb, { code: chain, timeout_ms: 300000 });
+    assert.match(r.json.stdout, /made/, r.text);
+    const del = await t.api("DELETE", `/v1/sandboxes/${sb}/files/d?recursive=true`);
+    assert.equal(del.status, 204, del.text);
+    assert.deepEqual(fs.readdirSync(wsDir(sb)), []);
+    r = await exec(t, sb, { code: chain, timeout_ms: 300000 });
+    assert.match(r.json.stdout, /made/, r.text);
+    const gone = await t.api("DELETE", `/v1/sandboxes/${sb}`);
+    assert.equal(gone.status, 204, gone.text);
+    assert.equal(fs.existsSync(wsDir(sb)), false, "the workspace is gone from disk");
+    assert.equal((await t.api("GET", `/v1/sandboxes/${sb}`)).status, 404);
+    assert.deepEqual(fs.readdirSync(path.join(t.dataDir, "workspaces", ".trash")), [], "nothing left in the trash");
+  });
+
+  it("a deletion interrupted by a crash is finished by the janitor, and the record goes only with the data", async () => {
+    const sb = await createSandbox(t, { language: "python" });
+    await putFile(t, sb, "a/b/c.txt", "data");
+    // What a crash between "deleting" and the end leaves: the durable state and the data.
+    t.server.db.prepare("UPDATE sandboxes SET status = 'deleting' WHERE id = ?").run(sb);
+    const trashJob = path.join(t.dataDir, "workspaces", ".trash", "crashed-job");
+    fs.mkdirSync(path.join(trashJob, "x", "y"), { recursive: true });
+    fs.writeFileSync(path.join(trashJob, "x", "y", "z"), "left over");
+    assert.equal((await t.api("GET", `/v1/sandboxes/${sb}`)).status, 404, "a sandbox being deleted is gone for the API");
+    assert.ok(t.server.db.prepare("SELECT id FROM sandboxes WHERE id = ?").get(sb), "its record stays while its data is there");
+    await t.server.reapNow();
+    assert.equal(t.server.db.prepare("SELECT id FROM sandboxes WHERE id = ?").get(sb), undefined);
+    assert.equal(fs.existsSync(wsDir(sb)), false);
+    assert.deepEqual(fs.readdirSync(path.join(t.dataDir, "workspaces", ".trash")), []);
+  });
+
+  it("/healthz answers promptly while 50,000 files are listed and hashed", async () => {
+    const sb = await createSandbox(t, { language: "python" });
+    try {
+      for (let d = 0; d < 50; d++) {
+        const dir = path.join(wsDir(sb), `d${d}`);
+        fs.mkdirSync(dir);
+        for (let i = 0; i < 1000; i++) fs.writeFileSync(path.join(dir, `f${i}`), "");
+      }
+      let done = false;
+      let worst = 0;
+      let answers = 0;
+      const poll = (async () => {
+        while (!done) {
+          const t0 = performance.now();
+          const h = await fetch(`${t.url}/healthz`);
+          assert.equal(h.status, 200);
+          worst = Math.max(worst, performance.now() - t0);
+          answers++;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      })();
+      let l;
+      try {
+        l = await t.api("GET", `/v1/sandboxes/${sb}/files`);
+      } finally {
+        done = true;
+        await poll;
+      }
+      assert.equal(l.status, 200);
+      assert.equal(l.json.complete, true);
+      assert.equal(l.json.files.length, 50_050);
+      assert.ok(answers >= 2, `healthz answered ${answers} times during the listing`);
+      // Liveness, not a benchmark (a walk that blocks the loop stalls health for seconds).
+      assert.ok(worst < 1500, `healthz took ${Math.round(worst)} ms during the listing`);
+    } finally {
+      await t.api("DELETE", `/v1/sandboxes/${sb}`);
+    }
+  });
+});
