@@ -97,6 +97,26 @@ describe("vault through the API", () => {
     assert.match(JSON.stringify(denied.detail), /not-allowed\.invalid/);
   });
 
+  it("downloads are redacted for secrets granted per run and for rotated values", async () => {
+    const first = "runtok_" + randomPassword();
+    const second = "runtok2_" + randomPassword();
+    assert.equal((await t.api("PUT", "/v1/secrets/runtok", { body: { kind: "generic", value: first } })).status, 201);
+    const sb = await createSandbox(t, { language: "python" });
+    const r = await exec(t, sb, { code: "import os; open('seen.txt', 'w').write(os.environ['PETRI_SECRET_RUNTOK'])", secrets: ["runtok"] });
+    assert.equal(r.json.exit_code, 0, r.text);
+    const placeholder = (await t.api("GET", `/v1/sandboxes/${sb}/files/seen.txt`)).text;
+    assert.match(placeholder, /^petri-secret:runtok:/, "the run saw a placeholder");
+    // The value reaches the workspace some other way (an upload, a tool that logged it).
+    await putFile(t, sb, "leak.txt", `v1=${first}\n`);
+    assert.equal((await t.api("GET", `/v1/sandboxes/${sb}/files/leak.txt`)).text, "v1=[REDACTED:runtok]\n");
+    // Rotated: the old value stays redacted next to the new one.
+    assert.equal((await t.api("PUT", "/v1/secrets/runtok", { body: { kind: "generic", value: second } })).status, 200);
+    await putFile(t, sb, "leak2.txt", `v1=${first} v2=${second}\n`);
+    assert.equal((await t.api("GET", `/v1/sandboxes/${sb}/files/leak2.txt`)).text, "v1=[REDACTED:runtok] v2=[REDACTED:runtok]\n");
+    const out = await exec(t, sb, { code: "print(open('leak2.txt').read())", secrets: ["runtok"] });
+    assert.equal(out.json.stdout, "v1=[REDACTED:runtok] v2=[REDACTED:runtok]\n\n", "output knows the rotated value too");
+  });
+
   it("a sandbox cannot name a secret its tenant does not have", async () => {
     const other = (await t.api("POST", "/v1/keys", { body: { name: "other" } })).json.token;
     const r = await t.api("POST", "/v1/sandboxes", { key: other, body: { language: "python", secrets: ["db"] } });

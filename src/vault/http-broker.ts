@@ -41,8 +41,10 @@ export interface HttpBrokerOptions {
   trustedHosts?: string[];
   /** Placeholders the run's code sees, by secret name: blocked wherever they would leave. */
   placeholders: NamedSecret[];
-  /** Every secret value of the run (all kinds): never allowed out, scrubbed from responses. */
+  /** Every secret value of the run (all kinds, rotated ones too): never allowed out, scrubbed from responses. */
   values: NamedSecret[];
+  /** Scrubs responses (whole values and fragments); default: whole values of `values`. */
+  inbound?: Redactor;
   ca: RunCa;
   onEvent: (ev: BrokerEvent) => void;
   /** PEM CA certificate(s) trusted for every upstream, in addition to the system CAs. */
@@ -164,6 +166,12 @@ export class HttpBroker {
   /** Tagged names: "p:<secret>" for a placeholder, "v:<secret>" for a value. */
   private readonly detector: Redactor;
   private readonly valueRedactor: Redactor;
+  /**
+   * The run holds secret values: then every response, from every host, is scanned — a value
+   * can be reflected by any host the run may reach (an echo on the bound host, a log viewer on
+   * another), not only by the one it was sent to.
+   */
+  private readonly holdsSecrets: boolean;
   private readonly contexts = new Map<string, tls.SecureContext>();
 
   private constructor(private readonly opts: HttpBrokerOptions) {
@@ -185,7 +193,8 @@ export class HttpBroker {
       ...opts.placeholders.map((p) => ({ name: `p:${p.name}`, value: p.value })),
       ...opts.values.map((v) => ({ name: `v:${v.name}`, value: v.value })),
     ]);
-    this.valueRedactor = new Redactor(opts.values);
+    this.valueRedactor = opts.inbound ?? new Redactor(opts.values);
+    this.holdsSecrets = opts.values.length > 0;
     this.mitm = http.createServer((req, res) => {
       const t = this.targets.get(req.socket);
       if (!t) {
@@ -351,7 +360,17 @@ export class HttpBroker {
       }
       headers.host = t.port === (viaConnect || bound.length ? 443 : 80) ? hostForHeader(t.host) : authorityOf(t);
       for (const b of bound) headers[b.config.header.toLowerCase()] = b.config.template.split("{{value}}").join(b.secret.value);
-      if (bound.length) headers["accept-encoding"] = "identity";
+      if (this.holdsSecrets) {
+        // A response must be scannable whole: no compression we might not undo, and no byte
+        // ranges (slices of a reflected value shorter than anything recognisable).
+        headers["accept-encoding"] = "identity";
+        for (const h of ["range", "if-range"]) {
+          if (headers[h] !== undefined) {
+            delete headers[h];
+            detail.strippedHeaders = [...((detail.strippedHeaders as string[] | undefined) ?? []), h];
+          }
+        }
+      }
 
       // Scan (a prefix of) the body before anything is sent, so small exfiltration attempts never leave.
       const scanner = new BodyScanner(this.detector);
@@ -395,7 +414,7 @@ export class HttpBroker {
 
       const upRes = await response;
       if (scanner.found.length) throw new Denied("exfiltration_attempt", 403, { location: "body", found: scanner.found.map(describeTag) });
-      await this.respond(upRes, res, bound.length > 0, detail);
+      await this.respond(upRes, res, this.holdsSecrets, detail);
       detail.status = upRes.statusCode;
       detail.bytesSent = scanner.bytes;
       detail.durationMs = Date.now() - started;
@@ -424,6 +443,10 @@ export class HttpBroker {
     const redactions = new Set<string>();
     const encoding = String(upRes.headers["content-encoding"] ?? "identity").toLowerCase().trim();
     let decoder: Transform | null = null;
+    if (scrub && (upRes.statusCode === 206 || upRes.headers["content-range"] !== undefined)) {
+      // Not asked for (Range is stripped): a slice could carry a piece too short to recognise.
+      return Promise.reject(new Denied("partial_content_refused", 502));
+    }
     if (scrub && encoding !== "identity" && encoding !== "") {
       // The code must not get the secret back compressed either: decode, then scrub.
       if (encoding === "gzip" || encoding === "x-gzip") decoder = zlib.createGunzip();

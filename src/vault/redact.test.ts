@@ -83,3 +83,28 @@ test("empty redactor is a no-op", () => {
   const s = e.stream();
   assert.equal(s.push("abc").toString() + s.end().toString(), "abc");
 });
+
+test("fragments: any 8-byte piece of any form of a value is caught, also split across chunks; whole-value redaction is unchanged", () => {
+  const value = "tok_Zq8Xv3Lm9Pw2Rt7Ks4Hd";
+  const r = new Redactor([{ name: "api", value }], { fragmentLength: 8 });
+  assert.equal(r.redact(`x ${value.slice(3, 13)} y`).text, "x [REDACTED:api] y");
+  assert.equal(r.redact(`hex ${Buffer.from(value).toString("hex").slice(4, 20)}`).text, "hex [REDACTED:api]");
+  assert.equal(r.redact(`rev ${[...value].reverse().join("").slice(2, 12)}`).text, "rev [REDACTED:api]");
+  assert.equal(r.redact(`short ${value.slice(0, 7)} ok`).text, `short ${value.slice(0, 7)} ok`, "7 bytes are below the fragment length");
+  assert.equal(r.redact("ordinary text, nothing to see").text, "ordinary text, nothing to see");
+  // A long run split at every possible point: no byte of the value comes out.
+  const text = Buffer.from(`head ${value.slice(2)} tail`);
+  for (let cut = 1; cut < text.length; cut++) {
+    const sr = r.stream();
+    const out = Buffer.concat([sr.push(text.subarray(0, cut)), sr.push(text.subarray(cut)), sr.end()]).toString();
+    assert.ok(out.startsWith("head ") && out.endsWith(" tail"), out);
+    assert.ok(!out.includes(value.slice(2, 9)) && !out.includes(value.slice(-7)), `cut ${cut}: ${out}`);
+  }
+  // Without the option only whole values (and their encodings) are matched, as before.
+  assert.equal(new Redactor([{ name: "api", value }]).redact(value.slice(3, 13)).text, value.slice(3, 13));
+});
+
+test("a value printed backwards is redacted", () => {
+  const r = new Redactor([{ name: "pw", value: "s3cret-Passw0rd" }]);
+  assert.equal(r.redact("dr0wssaP-terc3s").text, "[REDACTED:pw]");
+});

@@ -53,6 +53,8 @@ function pctEncode(value: Buffer, safe: RegExp, plusForSpace: boolean, upper: bo
 export function encodedForms(value: string): string[] {
   const raw = Buffer.from(value, "utf8");
   const forms = new Set<string>([value]);
+  // Printed backwards (a classic way past a scanner); only worth it for values that are not palindromes.
+  forms.add(Buffer.from(raw).reverse().toString("latin1") === raw.toString("latin1") ? value : Buffer.from(raw).reverse().toString("utf8"));
   const json = JSON.stringify(value).slice(1, -1);
   forms.add(json);
   if (raw.length * 2 >= MIN_ENCODED_LEN) {
@@ -76,13 +78,31 @@ export function encodedForms(value: string): string[] {
   return [...forms].filter((f) => f.length > 0);
 }
 
+export interface RedactorOptions {
+  /**
+   * Also match any run of this many bytes taken from any form of a value (raw, hex, base64,
+   * URL-encoded, reversed…), so a value handed back in slices is caught slice by slice. Used on
+   * what enters a sandbox (brokers' responses), where a few false hits cost little.
+   * Values no longer than this are matched whole only. Unset: whole values only.
+   */
+  fragmentLength?: number;
+}
+
+/** Polynomial rolling hash base (odd, so multiplication mod 2^32 is invertible). */
+const HASH_BASE = 0x01000193;
+
 export class Redactor {
   private readonly patterns: Pattern[] = [];
   /** Length in bytes of the longest pattern: what a stream must hold back. */
   readonly maxPatternLength: number;
   readonly names: string[];
+  private readonly fragLen: number;
+  /** Rolling hash of each K-byte fragment → the fragments with that hash. */
+  private readonly fragments = new Map<number, Pattern[]>();
+  private readonly basePow: number;
 
-  constructor(secrets: NamedSecret[]) {
+  constructor(secrets: NamedSecret[], opts: RedactorOptions = {}) {
+    this.fragLen = opts.fragmentLength ?? 0;
     const seen = new Set<string>();
     // Longer values first: when one secret contains another, the longer one names the match.
     const sorted = [...secrets].filter((s) => s.value.length > 0).sort((a, b) => b.value.length - a.value.length);
@@ -95,10 +115,50 @@ export class Redactor {
     }
     this.names = [...new Set(secrets.map((s) => s.name))];
     this.maxPatternLength = this.patterns.reduce((m, p) => Math.max(m, p.bytes.length), 0);
+    let pow = 1;
+    for (let i = 1; i < this.fragLen; i++) pow = Math.imul(pow, HASH_BASE);
+    this.basePow = pow;
+    if (this.fragLen > 0) {
+      const K = this.fragLen;
+      const seenFrag = new Set<string>();
+      for (const p of this.patterns) {
+        if (p.bytes.length <= K) continue;
+        for (let i = 0; i + K <= p.bytes.length; i++) {
+          const bytes = p.bytes.subarray(i, i + K);
+          const key = bytes.toString("latin1");
+          if (seenFrag.has(key)) continue;
+          seenFrag.add(key);
+          const h = hashOf(bytes, 0, K);
+          const list = this.fragments.get(h);
+          if (list) list.push({ name: p.name, bytes });
+          else this.fragments.set(h, [{ name: p.name, bytes }]);
+        }
+      }
+    }
   }
 
   get empty(): boolean {
     return this.patterns.length === 0;
+  }
+
+  /** Fragment matches: every K-byte window of buf equal to a K-byte piece of some form of a value. */
+  private findFragments(buf: Buffer, out: Interval[]): void {
+    const K = this.fragLen;
+    if (K === 0 || this.fragments.size === 0 || buf.length < K) return;
+    let h = hashOf(buf, 0, K);
+    for (let i = 0; ; i++) {
+      const list = this.fragments.get(h);
+      if (list) {
+        for (const f of list) {
+          if (buf.compare(f.bytes, 0, K, i, i + K) === 0) {
+            out.push({ start: i, end: i + K, name: f.name });
+            break;
+          }
+        }
+      }
+      if (i + K >= buf.length) break;
+      h = (Math.imul(h - Math.imul(buf[i], this.basePow), HASH_BASE) + buf[i + K]) | 0;
+    }
   }
 
   redact(input: Buffer | string): { text: string; redactions: string[] } {
@@ -134,6 +194,7 @@ export class Redactor {
         i = buf.indexOf(p.bytes, i + 1);
       }
     }
+    this.findFragments(buf, all);
     if (all.length === 0) return all;
     all.sort((a, b) => a.start - b.start || b.end - a.end);
     const merged: Interval[] = [{ ...all[0] }];
@@ -187,13 +248,24 @@ export class StreamRedactor {
       this.tail = Buffer.from(buf);
       return Buffer.alloc(0);
     }
-    // Any match starting before `cut` lies entirely in buf, so it is fully known.
+    // Any match starting before `cut` lies entirely in buf, so it is fully known. A run of
+    // fragments reaching into the held tail may go on in the next chunk: hold it back whole
+    // (within bounds), so no short piece of it slips out after the marker.
     const intervals = this.redactor.find(buf);
     const emitted: Interval[] = [];
+    const tailStart = buf.length - hold;
     for (const iv of intervals) {
       if (iv.start >= cut) break;
+      if (iv.end > tailStart && buf.length - iv.start <= 8 * this.redactor.maxPatternLength) {
+        cut = iv.start;
+        break;
+      }
       emitted.push(iv);
       if (iv.end > cut) cut = iv.end;
+    }
+    if (cut <= 0) {
+      this.tail = Buffer.from(buf);
+      return Buffer.alloc(0);
     }
     for (const iv of emitted) this.found.add(iv.name);
     const out = this.redactor.apply(buf, emitted, 0, cut);
@@ -208,4 +280,10 @@ export class StreamRedactor {
     for (const iv of intervals) this.found.add(iv.name);
     return intervals.length ? this.redactor.apply(rest, intervals, 0, rest.length) : rest;
   }
+}
+
+function hashOf(buf: Buffer, from: number, len: number): number {
+  let h = 0;
+  for (let i = from; i < from + len; i++) h = (Math.imul(h, HASH_BASE) + buf[i]) | 0;
+  return h;
 }

@@ -15,6 +15,12 @@ import { RunCa } from "./x509.js";
 export const BROKER_MOUNT_TARGET = "/petri/broker";
 /** Loopback port inside the sandbox where socat forwards to the HTTP broker's socket. */
 export const PROXY_PORT = 3128;
+/**
+ * Bytes of any form of a secret that count as a piece of it in broker responses. Shorter slices
+ * are not recognisable (and are why Range requests are stripped); 8 keeps chance hits in
+ * ordinary responses rare for high-entropy tokens.
+ */
+export const FRAGMENT_LENGTH = 8;
 const HTTP_SOCKET = "http.sock";
 const PG_DIR = "pg";
 const CA_FILE = "ca.pem";
@@ -109,8 +115,11 @@ export async function openBrokerSession(opts: BrokerSessionOptions): Promise<Bro
   const resolved: ResolvedSecret[] = names.map((n) => opts.store.resolve(opts.tenantId, n));
   const placeholders: Record<string, string> = {};
   for (const s of resolved) placeholders[s.name] = `petri-secret:${s.name}:${randomBytes(12).toString("hex")}`;
-  const values: NamedSecret[] = resolved.map((s) => ({ name: s.name, value: s.value }));
+  // Current and rotated-out values alike: an older one may still be valid somewhere.
+  const values: NamedSecret[] = resolved.flatMap((s) => [s.value, ...(s.previous ?? [])].map((value) => ({ name: s.name, value })));
   const redactor = new Redactor(values);
+  // What enters the sandbox from a broker is also scanned for slices of a value (see docs/vault.md).
+  const inbound = new Redactor(values, { fragmentLength: FRAGMENT_LENGTH });
   const pgSecrets = resolved.filter((s) => s.kind === "postgres");
   const httpSecrets = resolved.filter((s) => s.kind === "http");
   const allowHosts = opts.allowHosts ?? [];
@@ -144,7 +153,7 @@ export async function openBrokerSession(opts: BrokerSessionOptions): Promise<Bro
     if (pgSecrets.length) {
       const dir = path.join(opts.runDir, PG_DIR);
       created.push(dir);
-      pg = await PgBroker.start({ socketDir: dir, secrets: pgSecrets, redactor, onEvent, egress: opts.egress });
+      pg = await PgBroker.start({ socketDir: dir, secrets: pgSecrets, redactor: inbound, onEvent, egress: opts.egress });
       const first = pgSecrets[0].name;
       Object.assign(env, {
         PGHOST: `${BROKER_MOUNT_TARGET}/${PG_DIR}`,
@@ -183,6 +192,7 @@ export async function openBrokerSession(opts: BrokerSessionOptions): Promise<Bro
         trustedHosts,
         placeholders: Object.entries(placeholders).map(([name, value]) => ({ name, value })),
         values,
+        inbound,
         ca,
         onEvent,
         upstreamCa: opts.upstreamCa,

@@ -165,3 +165,16 @@ test("rotating the key file from another process needs no server restart", async
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("rotated values are kept (encrypted, last few) for redaction, and go with the secret", () => {
+  const { store, db } = fresh();
+  for (let i = 1; i <= 8; i++) store.put("A", "tok", { value: `value-number-${i}`, kind: "generic" });
+  const r = store.resolve("A", "tok");
+  assert.equal(r.value, "value-number-8");
+  assert.deepEqual(r.previous, ["value-number-7", "value-number-6", "value-number-5", "value-number-4", "value-number-3"]);
+  assert.equal(store.redactorFor("A").redact("old value-number-4 here").text, "old [REDACTED:tok] here");
+  const raw = Buffer.concat((db.prepare("SELECT ciphertext FROM vault_secret_history").all() as { ciphertext: Buffer }[]).map((x) => x.ciphertext));
+  assert.equal(raw.includes(Buffer.from("value-number-7")), false, "history is encrypted");
+  store.delete("A", "tok");
+  assert.equal((db.prepare("SELECT count(*) AS n FROM vault_secret_history").get() as { n: number }).n, 0);
+});

@@ -61,7 +61,15 @@ export interface ResolvedSecret {
   kind: SecretKind;
   config: SecretConfig;
   version: number;
+  /**
+   * Values this secret had before (newest first, at most HISTORY_KEEP): a rotated credential may
+   * still be valid upstream or sit in a workspace file, so it is redacted like the current one.
+   */
+  previous: string[];
 }
+
+/** Older versions of a value kept (encrypted) for redaction after a rotation. */
+export const HISTORY_KEEP = 5;
 
 export const SECRET_NAME_RE = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
 export const SECRET_VALUE_MIN = 6;
@@ -218,6 +226,17 @@ export class SecretStore {
         updated_at TEXT NOT NULL,
         PRIMARY KEY (tenant_id, name)
       );
+      -- Replaced values, sealed as they were (same AAD), kept only to be redacted.
+      CREATE TABLE IF NOT EXISTS vault_secret_history (
+        tenant_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        config_json TEXT NOT NULL,
+        ciphertext BLOB NOT NULL,
+        retired_at TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, name, version)
+      );
     `);
   }
 
@@ -243,11 +262,15 @@ export class SecretStore {
     const configJson = JSON.stringify(config);
     const tx = this.db.transaction((): SecretMeta => {
       const dataKey = this.dataKey(tenantId, true)!;
-      const prev = this.db.prepare("SELECT version, created_at FROM vault_secrets WHERE tenant_id = ? AND name = ?").get(tenantId, name) as
-        | { version: number; created_at: string }
-        | undefined;
+      const prev = this.db.prepare("SELECT * FROM vault_secrets WHERE tenant_id = ? AND name = ?").get(tenantId, name) as SecretRow | undefined;
       const version = (prev?.version ?? 0) + 1;
       const now = new Date().toISOString();
+      if (prev) {
+        this.db.prepare(`INSERT OR REPLACE INTO vault_secret_history (tenant_id, name, version, kind, config_json, ciphertext, retired_at)
+          VALUES (?, ?, ?, ?, ?, ?, ?)`).run(tenantId, name, prev.version, prev.kind, prev.config_json, prev.ciphertext, now);
+        this.db.prepare(`DELETE FROM vault_secret_history WHERE tenant_id = ? AND name = ? AND version NOT IN
+          (SELECT version FROM vault_secret_history WHERE tenant_id = ? AND name = ? ORDER BY version DESC LIMIT ?)`).run(tenantId, name, tenantId, name, HISTORY_KEEP);
+      }
       const ct = seal(dataKey, Buffer.from(value, "utf8"), secretAad(tenantId, name, version, input.kind, configJson));
       dataKey.fill(0);
       this.db
@@ -273,13 +296,17 @@ export class SecretStore {
   }
 
   delete(tenantId: string, name: string): void {
-    const r = this.db.prepare("DELETE FROM vault_secrets WHERE tenant_id = ? AND name = ?").run(tenantId, name);
+    const r = this.db.transaction(() => {
+      this.db.prepare("DELETE FROM vault_secret_history WHERE tenant_id = ? AND name = ?").run(tenantId, name);
+      return this.db.prepare("DELETE FROM vault_secrets WHERE tenant_id = ? AND name = ?").run(tenantId, name);
+    })();
     if (r.changes === 0) throw notFound(name);
   }
 
   /** Removes every secret of a tenant and its data key (whatever copies of ciphertext remain become unreadable). */
   deleteTenant(tenantId: string): number {
     return this.db.transaction(() => {
+      this.db.prepare("DELETE FROM vault_secret_history WHERE tenant_id = ?").run(tenantId);
       const n = this.db.prepare("DELETE FROM vault_secrets WHERE tenant_id = ?").run(tenantId).changes;
       this.db.prepare("DELETE FROM vault_tenant_keys WHERE tenant_id = ?").run(tenantId);
       return n;
@@ -293,7 +320,17 @@ export class SecretStore {
     if (!dataKey) throw new PetriError("INTERNAL", `vault data key of the tenant is missing; secret ${name} cannot be decrypted`);
     try {
       const value = open(dataKey, row.ciphertext, secretAad(tenantId, name, row.version, row.kind, row.config_json)).toString("utf8");
-      return { name, value, kind: row.kind, config: JSON.parse(row.config_json) as SecretConfig, version: row.version };
+      const old = this.db.prepare("SELECT * FROM vault_secret_history WHERE tenant_id = ? AND name = ? ORDER BY version DESC LIMIT ?")
+        .all(tenantId, name, HISTORY_KEEP) as Array<{ version: number; kind: string; config_json: string; ciphertext: Buffer }>;
+      const previous: string[] = [];
+      for (const h of old) {
+        try {
+          previous.push(open(dataKey, h.ciphertext, secretAad(tenantId, name, h.version, h.kind, h.config_json)).toString("utf8"));
+        } catch {
+          /* an altered history row only loses its redaction, never the current value */
+        }
+      }
+      return { name, value, kind: row.kind, config: JSON.parse(row.config_json) as SecretConfig, version: row.version, previous };
     } catch (e) {
       if (e instanceof VaultCryptoError) throw new PetriError("INTERNAL", `secret ${name} failed to decrypt: it was altered or moved in the database`);
       throw e;
@@ -305,7 +342,10 @@ export class SecretStore {
   /** A redactor for some (default: all) of a tenant's secrets, e.g. for files served from a workspace. */
   redactorFor(tenantId: string, names?: string[]): Redactor {
     const list = names ?? this.list(tenantId).map((m) => m.name);
-    return new Redactor(list.map((n) => ({ name: n, value: this.resolve(tenantId, n).value })));
+    return new Redactor(list.flatMap((n) => {
+      const r = this.resolve(tenantId, n);
+      return [r.value, ...r.previous].map((value) => ({ name: n, value }));
+    }));
   }
 
   /**

@@ -65,7 +65,25 @@ async function startUpstream(host: string): Promise<Upstream> {
       } else if (url.pathname === "/echo") {
         res.setHeader("content-type", "application/json");
         res.setHeader("x-echo-auth", String(req.headers.authorization ?? ""));
-        res.end(JSON.stringify({ method: req.method, url: req.url, headers: req.headers, body }));
+        const echoed = Buffer.from(JSON.stringify({ method: req.method, url: req.url, headers: req.headers, body }));
+        // Honours byte ranges, as static file servers and many APIs do.
+        const range = /^bytes=(\d+)-(\d+)$/.exec(String(req.headers.range ?? ""));
+        if (range) {
+          const [from, to] = [Number(range[1]), Math.min(Number(range[2]), echoed.length - 1)];
+          res.statusCode = 206;
+          res.setHeader("content-range", `bytes ${from}-${to}/${echoed.length}`);
+          res.end(echoed.subarray(from, to + 1));
+        } else res.end(echoed);
+      } else if (url.pathname === "/log") {
+        // A request-log viewer of the same service on another host: what the bound host was sent.
+        const log = Buffer.from(JSON.stringify(upA.seen.map((r) => r.headers)));
+        const from = Number(url.searchParams.get("from") ?? 0);
+        const len = Number(url.searchParams.get("len") ?? log.length);
+        const slice = log.subarray(from, from + len);
+        if (url.searchParams.get("gzip")) {
+          res.setHeader("content-encoding", "gzip");
+          res.end(zlib.gzipSync(slice));
+        } else res.end(slice);
       } else if (url.pathname === "/gzip-echo") {
         // Ignores Accept-Encoding on purpose: the broker must decompress to scrub.
         res.setHeader("content-encoding", "gzip");
@@ -207,6 +225,75 @@ test("broker on the host: injection, upgrade, scrubbing, exfiltration and allowl
     assertNoToken("events", JSON.stringify(events));
   } finally {
     await s.close();
+  }
+});
+
+test("read-back (issue 9): a reflected secret cannot come back whole, in Range slices, through another host, compressed, in pieces or rotated", async () => {
+  const events: BrokerEvent[] = [];
+  // The token was rotated: the run's secret has a new value, the old one may still be valid.
+  const oldValue = "old_" + randomPassword();
+  store.put(TENANT, "rotated_token", { value: oldValue, kind: "http", config: { hosts: [`127.0.0.1:${upA.port}`], header: "X-Api-Key", template: "{{value}}", upstreamCa: ca.caCert } });
+  store.put(TENANT, "rotated_token", { value: "new_" + randomPassword(), kind: "http", config: { hosts: [`127.0.0.1:${upA.port}`], header: "X-Api-Key", template: "{{value}}", upstreamCa: ca.caCert } });
+  const runDir = path.join(fs.mkdtempSync(path.join(workDir, "run-")), "broker");
+  const s = await openBrokerSession({
+    egress: LOOPBACK_OPEN, store, tenantId: TENANT, sandboxId: "sb_readback", execId: "ex_readback", secrets: ["api_token", "rotated_token"],
+    allowHosts: [`localhost:${upB.port}`], upstreamCa: ca.caCert, runDir, onEvent: (e) => events.push(e),
+  });
+  const A = `127.0.0.1:${upA.port}`;
+  const B = `localhost:${upB.port}`;
+  const noValue = (what: string, data: string) => {
+    assertNoToken(what, data);
+    assert.ok(!data.includes(oldValue.slice(0, 12)), `${what} has the rotated value`);
+  };
+  try {
+    // 1. Echo + 6-byte Range: the slices that would spell the token.
+    const whole = await viaConnect(runDir, A, { path: "/echo" });
+    assert.equal(whole.status, 200);
+    noValue("echo", whole.body);
+    let joined = "";
+    for (let off = 0; off < 1200; off += 6) {
+      const r = await viaConnect(runDir, A, { path: "/echo", headers: { range: `bytes=${off}-${off + 5}`, "if-range": "x" } });
+      assert.equal(r.status, 200, "Range is stripped: the whole (scrubbed) response comes back");
+      assert.equal(r.headers["content-range"], undefined);
+      joined += r.body;
+      if (off >= 60) break; // the body is whole every time; a few rounds show it
+    }
+    noValue("Range responses", joined);
+    assert.equal(upA.seen.at(-1)!.headers.range, undefined, "the upstream never saw the Range header");
+
+    // 2. Read-back through another allowed host that carries no secret (the log viewer).
+    const log = await viaConnect(runDir, B, { path: "/log" });
+    assert.equal(log.status, 200);
+    assert.match(log.body, /REDACTED:api_token/);
+    noValue("log viewer", log.body);
+    const gz = await viaConnect(runDir, B, { path: "/log?gzip=1", headers: { "accept-encoding": "gzip" } });
+    assert.equal(gz.status, 200);
+    noValue("gzip log viewer", gz.body);
+    assert.equal(upB.seen.at(-1)!.headers["accept-encoding"], "identity");
+
+    // 3. Server-side slices (no Range): any 8-byte piece of any form of the value is caught.
+    const full = JSON.stringify(upA.seen.map((r) => r.headers));
+    const at = full.indexOf(TOKEN);
+    assert.ok(at > 0);
+    for (const [from, len] of [[at, 12], [at + 5, 10], [at + 20, 9]]) {
+      const piece = await viaConnect(runDir, B, { path: `/log?from=${from}&len=${len}` });
+      assert.ok(!TOKEN.includes(piece.body), `slice ${from}+${len} came back as a piece of the token: ${piece.body}`);
+      assert.match(piece.body, /REDACTED:api_token/);
+    }
+
+    // 4. The rotated (older) value is scrubbed too: the log still holds a request made with it.
+    upA.seen.push({ url: "/whoami", method: "GET", headers: { authorization: `Bearer ${oldValue}` }, body: "" });
+    const rotated = await viaConnect(runDir, B, { path: "/log" });
+    assert.equal(rotated.status, 200);
+    assert.match(rotated.body, /Bearer \[REDACTED:rotated_token\]/);
+    noValue("log with the rotated value", rotated.body);
+    assert.equal(s.redactor.redact(`x ${oldValue} y`).text, "x [REDACTED:rotated_token] y", "output redaction knows the old value");
+    const ok = events.filter((e) => e.action === "http_request" && e.outcome === "success");
+    assert.ok(ok.some((e) => e.detail.host === "localhost" && Array.isArray(e.detail.responseRedactions)), "the unbound host's response was scrubbed and it says so");
+    assert.ok(ok.some((e) => JSON.stringify(e.detail.strippedHeaders ?? []).includes("range")));
+  } finally {
+    await s.close();
+    store.delete(TENANT, "rotated_token");
   }
 });
 

@@ -141,10 +141,12 @@ export async function fileRoutes(app: FastifyInstance, config: Readonly<Config>,
     const { fd, size } = workspaces.openRead(sb.id, routePath(req.params, req.query));
     const body = fs.createReadStream("", { fd, autoClose: true });
     reply.header("content-type", "application/octet-stream");
-    if (sb.secrets.length && deps.vault) {
-      // A secret value the code wrote into a file never leaves through a download either; the
-      // length may change, so no content-length.
-      const r = deps.vault.redactorFor(req.auth.tenantId, sb.secrets).stream();
+    // A secret value the code wrote into a file never leaves through a download either: every
+    // secret of the tenant (a run may have been granted one the sandbox does not list), rotated
+    // values included. The length may change, so no content-length.
+    const redactor = deps.vault?.redactorFor(req.auth.tenantId);
+    if (redactor && !redactor.empty) {
+      const r = redactor.stream();
       const t = new Transform({
         transform(chunk: Buffer, _e, cb) { cb(null, r.push(chunk)); },
         flush(cb) {
