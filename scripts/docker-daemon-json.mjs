@@ -11,13 +11,15 @@ if (fs.existsSync(file)) {
 }
 const want = {
   crun: { path: "/usr/bin/crun" },
-  runsc: { path: "/usr/bin/runsc", runtimeArgs: ["--platform=ptrace", "--network=none"] },
+  // --host-uds=open: code may connect to (never create) host Unix sockets bind-mounted into the
+  // sandbox — the vault's brokers in /petri/broker; without it gVisor resets those connections.
+  runsc: { path: "/usr/bin/runsc", runtimeArgs: ["--platform=ptrace", "--network=none", "--host-uds=open"] },
   // Same sandbox, plus gVisor's own strace of the opens and execs of the sandboxed program,
   // written by the sandbox's boot process to /var/log/petri/runsc/ (this runsc has no per-container
   // log name; Petri finds a run's file by the container id in it and deletes it after reading).
   "runsc-trace": {
     path: "/usr/bin/runsc",
-    runtimeArgs: ["--platform=ptrace", "--network=none", "--strace", "--strace-syscalls=open,openat,creat,execve,execveat",
+    runtimeArgs: ["--platform=ptrace", "--network=none", "--host-uds=open", "--strace", "--strace-syscalls=open,openat,creat,execve,execveat",
       "--debug-log=/var/log/petri/runsc/", "--debug-command=boot"],
   },
 };
@@ -30,4 +32,6 @@ if (JSON.stringify(cfg) !== before) {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(file, JSON.stringify(cfg, null, 2) + "\n");
   console.error(`[setup] registered OCI runtimes in ${file}: ${Object.keys(cfg.runtimes).join(", ")}`);
+  // Tells setup.sh that a running dockerd must reload (SIGHUP re-reads the runtimes).
+  process.exitCode = 10;
 }

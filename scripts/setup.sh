@@ -29,7 +29,8 @@ fi
 
 # Register the OCI runtimes Petri can use. gVisor's ptrace platform works without KVM; with
 # Docker's "none" network it must not try to set up its own netstack.
-node scripts/docker-daemon-json.mjs /etc/docker/daemon.json
+daemon_json_changed=0
+node scripts/docker-daemon-json.mjs /etc/docker/daemon.json || { rc=$?; [ "$rc" = 10 ] || exit "$rc"; daemon_json_changed=1; }
 install -d -m 0700 /var/log/petri/runsc  # runsc-trace writes its strace here (holds env values until read)
 ./scripts/cgroups-for-crun.sh || log "crun: could not adjust cgroups (crun stays unavailable; runc and runsc still work)"
 
@@ -39,7 +40,7 @@ if ! docker info >/dev/null 2>&1; then
   setsid dockerd >/var/log/dockerd.log 2>&1 < /dev/null &
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || { tail -20 /var/log/dockerd.log >&2; echo "dockerd did not start" >&2; exit 1; }
-elif ! docker info --format '{{json .Runtimes}}' | grep -q runsc-trace; then
+elif [ "$daemon_json_changed" = 1 ] || ! docker info --format '{{json .Runtimes}}' | grep -q runsc-trace; then
   log "reloading dockerd so it sees the runtimes in /etc/docker/daemon.json"
   pkill -HUP -x dockerd || true
   sleep 1

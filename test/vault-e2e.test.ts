@@ -2,10 +2,13 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import dns from "node:dns";
 import fs from "node:fs";
+import http from "node:http";
+import https from "node:https";
+import type net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { startTestServer, createSandbox, putFile, exec, type TestServer } from "./helpers.js";
-import { randomPassword, scramVerifier, startPostgres, type PgServer } from "./vault/support.js";
+import { makeTestCa, randomPassword, scramVerifier, startPostgres, type PgServer } from "./vault/support.js";
 
 /**
  * TenantVault through the public API: a secret stored with PUT /v1/secrets is used by sandboxed
@@ -185,4 +188,108 @@ describe("egress policy through the API (default policy: nothing private opened)
     const recs = (await t.api("GET", `/v1/audit?exec_id=${r.json.id}&kind=network`)).json.items as any[];
     assert.ok(recs.some((x) => x.outcome === "denied" && x.detail.reason === "private_address"), JSON.stringify(recs.map((x) => x.detail)));
   });
+});
+
+/**
+ * The vault on every runtime (issue 9: it failed on bwrap and runsc): the code sees placeholders
+ * only, reaches PostgreSQL and an HTTPS API through the brokers, cannot find the values in its
+ * environment or mounts, and cannot read the token back through an echo with 6-byte Ranges or
+ * through a request-log viewer on another allowed host.
+ */
+describe("vault on every runtime, against real PostgreSQL and a real HTTPS upstream", () => {
+  let t: TestServer;
+  let pg: PgServer;
+  let work: string;
+  let upstream: https.Server;
+  let port = 0;
+  let logViewer: http.Server;
+  let logPort = 0;
+  const PASSWORD = "pw_" + randomPassword();
+  const TOKEN = "tok_" + randomPassword();
+  const seen: http.IncomingHttpHeaders[] = [];
+  let runtimes: string[] = [];
+
+  before(async () => {
+    work = fs.mkdtempSync(path.join(os.tmpdir(), "petri-vault-rt-"));
+    const ca = makeTestCa(path.join(work, "ca"), { dns: ["localhost"], ips: ["127.0.0.1"] });
+    upstream = https.createServer({ cert: ca.serverCert, key: ca.serverKey }, (req, res) => {
+      const url = new URL(req.url ?? "/", "https://x");
+      seen.push(req.headers);
+      if (url.pathname === "/whoami") return void res.end(req.headers.authorization === `Bearer ${TOKEN}` ? "you are alice" : "who are you?");
+      const echoed = Buffer.from(JSON.stringify(req.headers));
+      const range = /^bytes=(\d+)-(\d+)$/.exec(String(req.headers.range ?? ""));
+      if (!range) return void res.end(echoed);
+      res.statusCode = 206;
+      res.setHeader("content-range", `bytes ${range[1]}-${range[2]}/${echoed.length}`);
+      res.end(echoed.subarray(Number(range[1]), Number(range[2]) + 1));
+    });
+    await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", () => r()));
+    port = (upstream.address() as net.AddressInfo).port;
+    // The same service's request-log viewer, on another host name and without a secret.
+    logViewer = http.createServer((_req, res) => res.end(JSON.stringify(seen)));
+    await new Promise<void>((r) => logViewer.listen(0, "127.0.0.1", () => r()));
+    logPort = (logViewer.address() as net.AddressInfo).port;
+    pg = await startPostgres();
+    pg.sql(`CREATE ROLE app LOGIN PASSWORD '${scramVerifier(PASSWORD)}'; CREATE DATABASE appdb OWNER app;`);
+    t = await startTestServer({ PETRI_RUNTIMES: "all", PETRI_RUNTIME: "auto", PETRI_EGRESS_PRIVATE_HOSTS: "127.0.0.0/8" });
+    runtimes = (await t.api("GET", "/v1/runtimes")).json.runtimes.map((x: { name: string }) => x.name);
+    assert.equal((await t.api("PUT", "/v1/secrets/db", { body: { kind: "postgres", value: PASSWORD, config: { host: "127.0.0.1", port: pg.port, database: "appdb", user: "app" } } })).status, 201);
+    assert.equal((await t.api("PUT", "/v1/secrets/api", { body: { kind: "http", value: TOKEN, config: { hosts: [`127.0.0.1:${port}`], upstreamCa: ca.caCert } } })).status, 201);
+  });
+  after(async () => {
+    await t?.close();
+    await pg?.stop();
+    upstream?.close();
+    logViewer?.close();
+    if (work) fs.rmSync(work, { recursive: true, force: true });
+  });
+
+  const program = (port: number, logPort: number) => [
+    "import json, os, subprocess, sys, urllib.request, psycopg2",
+    "def get(url, headers={}):",
+    "    try:",
+    "        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=20) as r: return r.status, r.read().decode()",
+    "    except urllib.error.HTTPError as e: return e.code, e.read().decode()",
+    "    except Exception as e: return 'ERR', repr(e)",
+    "conn = psycopg2.connect('')",
+    "cur = conn.cursor(); cur.execute('SELECT current_user'); print('PG', cur.fetchone()[0])",
+    `A = 'https://127.0.0.1:${port}'`,
+    `B = 'http://localhost:${logPort}'`,
+    "print('WHOAMI', *get(A + '/whoami'))",
+    "print('ECHO', *get(A + '/echo'))",
+    "print('RANGE', ''.join(str(get(A + '/echo', {'Range': 'bytes=%d-%d' % (i, i + 5)})[1]) for i in range(0, 120, 6)))",
+    "print('LOG', *get(B + '/log'))",
+    "blob = repr(sorted(os.environ.items()))",
+    "for root, _, files in os.walk('/petri'):",
+    "    for f in files:",
+    "        try: blob += open(os.path.join(root, f), 'rb').read().decode('latin1')",
+    "        except Exception: pass",
+    "print('LOOKED', len(blob))",
+    "print('ENV', os.environ.get('PETRI_SECRET_API', '')[:20], os.environ.get('PETRI_SECRET_DB', '')[:19])",
+  ].join("\n");
+
+  for (const rt of ["runc", "crun", "runsc", "bwrap"]) {
+    it(`${rt}: placeholders only, brokers reachable, the values never readable`, async (ctx) => {
+      if (!runtimes.includes(rt)) return ctx.skip(`${rt} is not available on this host`);
+      const sb = await createSandbox(t, { language: "python", runtime: rt, secrets: ["db", "api"], allow_hosts: [`localhost:${logPort}`] });
+      const noSockets = await t.server.runtimes.get(rt)?.hostSockets?.();
+      const r = await exec(t, sb, { code: program(port, logPort), timeout_ms: 120_000 });
+      if (noSockets) {
+        // This engine's registration of the runtime cannot reach the brokers: fail closed, and say why.
+        assert.equal(r.json.error?.code, "RUNTIME_UNAVAILABLE", r.text);
+        assert.match(r.json.error.message, /--host-uds=open/);
+        return ctx.skip(`${rt}: ${noSockets} — checked that runs fail closed with that message`);
+      }
+      assert.equal(r.json.exit_code, 0, r.text);
+      const out = r.json.stdout as string;
+      assert.match(out, /^PG app$/m);
+      assert.match(out, /^WHOAMI 200 you are alice$/m);
+      assert.match(out, /^ECHO 200 .*Bearer \[REDACTED:api\]/m);
+      assert.match(out, /^LOG 200 .*\[REDACTED:api\]/m);
+      assert.match(out, /^ENV petri-secret:api:[0-9a-f]* petri-secret:db:[0-9a-f]*$/m);
+      assert.ok(!r.text.includes(TOKEN) && !r.text.includes(PASSWORD), "a value reached the run's output");
+      for (let i = 0; i + 8 <= TOKEN.length; i++) assert.ok(!out.includes(TOKEN.slice(i, i + 8)), `a piece of the token came back: ${TOKEN.slice(i, i + 8)}`);
+      assert.ok(!seen.some((h) => h.range !== undefined), "the upstream saw a Range header");
+    });
+  }
 });

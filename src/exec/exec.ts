@@ -346,7 +346,7 @@ export class ExecService {
     } catch (e) {
       const msg = (e as Error).message ?? String(e);
       this.d.log.error({ err: msg, exec: handle.id }, "run failed to start");
-      error = /No such image|not found/i.test(msg)
+      error = e instanceof PetriError ? { code: e.code, message: e.message } : /No such image|not found/i.test(msg)
         ? { code: "IMAGE_MISSING", message: `image ${spec.image} is not available; run \`petri images build\`` }
         : { code: "RUNTIME_UNAVAILABLE", message: "the runtime could not start this run" };
     } finally {
@@ -441,6 +441,8 @@ export class ExecService {
    */
   private async openBroker(auth: AuthContext, sandbox: Sandbox, handle: RunHandle, spec: RunSpec, runDir: string,
     egress: { secrets: string[]; allowHosts: string[] }): Promise<BrokerSession> {
+    const noSockets = await this.d.runtimes.get(sandbox.runtime)?.hostSockets?.();
+    if (noSockets) throw new PetriError("RUNTIME_UNAVAILABLE", noSockets);
     const session = await openBrokerSession({
       store: this.d.vault!, tenantId: auth.tenantId, sandboxId: sandbox.id, execId: handle.id,
       secrets: egress.secrets, allowHosts: egress.allowHosts, egress: this.d.config.egress, runDir: path.join(runDir, "broker"),

@@ -207,6 +207,22 @@ export class DockerRuntime implements Runtime {
     removeCgroup(this.layout, prep.cgroupRel);
   }
 
+  private hostSocketsCheck?: Promise<string | null>;
+
+  /**
+   * gVisor refuses connect() to host Unix sockets unless runsc runs with --host-uds=open (or
+   * the older --fsgofer-host-uds); the daemon's registration of the runtime says whether it does.
+   */
+  hostSockets(): Promise<string | null> {
+    if (!this.ociRuntime.startsWith("runsc")) return Promise.resolve(null);
+    this.hostSocketsCheck ??= this.docker.info().then((info: { Runtimes?: Record<string, { runtimeArgs?: string[] }> }) => {
+      const args = info.Runtimes?.[this.ociRuntime]?.runtimeArgs ?? [];
+      const ok = args.some((a) => /^--?host-uds=(open|all)$/.test(a) || /^--?fsgofer-host-uds(=true)?$/.test(a));
+      return ok ? null : `secrets and allowed hosts need the OCI runtime ${this.ociRuntime} registered with --host-uds=open (re-run scripts/setup.sh, which adds it to /etc/docker/daemon.json and reloads dockerd)`;
+    }, (e: Error) => `could not ask Docker how ${this.ociRuntime} is registered: ${e.message}`);
+    return this.hostSocketsCheck;
+  }
+
   async run(spec: RunSpec): Promise<RunResult> {
     return this.gate.track(() => this.runOnce(spec));
   }

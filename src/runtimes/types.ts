@@ -94,6 +94,11 @@ export interface Runtime {
   /** How many live units (containers/processes) carry these labels. */
   count(labels: Record<string, string>): Promise<number>;
   close?(): Promise<void>;
+  /**
+   * Whether code in a run can connect to a host Unix socket bind-mounted into it (the vault's
+   * brokers are reached that way): null if it can, else why not and how to fix it.
+   */
+  hostSockets?(): Promise<string | null>;
 }
 
 const SIGNAL_NAMES = new Map(Object.entries(os.constants.signals).map(([name, n]) => [n as number, name]));
