@@ -19,6 +19,7 @@ import path from "node:path";
 import tls from "node:tls";
 import { DEFAULT_EGRESS_POLICY, EgressRefused, guardedLookup, refuseLiteral, type EgressPolicy } from "./egress.js";
 import type { BrokerEvent } from "./events.js";
+import { classify, loadSqlGuard } from "./sql-guard.js";
 import type { Redactor } from "./redact.js";
 import type { PostgresConfig, ResolvedSecret } from "./store.js";
 
@@ -39,11 +40,6 @@ const PASS_THROUGH_PARAMS = new Set([
   "search_path", "statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout",
 ]);
 
-/**
- * Best effort only (dynamic SQL can hide it; see docs/vault.md): a role may change its own
- * password, which would hand the sandbox a credential it knows and lock the vault's one out.
- */
-const PASSWORD_CHANGE = /\b(alter|create)\s+(role|user)\b[\s\S]*\bpassword\b/i;
 const BLOCKED_STATEMENT =
   "DO $petri_blocked$ BEGIN RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = 'Petri broker: changing a role password through the broker is not allowed'; END $petri_blocked$";
 
@@ -440,6 +436,7 @@ export class PgBroker {
   }
 
   static async start(opts: PgBrokerOptions): Promise<PgBroker> {
+    await loadSqlGuard();
     const b = new PgBroker(opts);
     fs.mkdirSync(opts.socketDir, { recursive: true, mode: 0o755 });
     fs.chmodSync(opts.socketDir, 0o755);
@@ -589,7 +586,8 @@ export class PgBroker {
       }
       if (text !== null) {
         statements++;
-        const blocked = PASSWORD_CHANGE.test(text);
+        const verdict = classify(text);
+        const blocked = verdict.blocked;
         if (blocked) {
           // Rewritten rather than answered by us, so the server keeps transaction and
           // pipeline state consistent and the client sees an ordinary error.
@@ -604,7 +602,7 @@ export class PgBroker {
           secret: secret.name,
           protocol,
           statement: truncate(redactor.redact(text).text),
-          ...(blocked ? { reason: "role_password_change" } : {}),
+          ...(verdict.blocked ? { reason: verdict.reason, rule: verdict.detail } : {}),
         });
       }
       bytesFromClient += out.length;

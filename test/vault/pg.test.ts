@@ -117,6 +117,28 @@ test("libpq on the host: SCRAM upstream, TLS verify-full upstream, wrong CA and 
   assert.ok(!fs.existsSync(runDir), "session close removes the run directory it created");
 });
 
+test("password changes through the broker are refused however they are spelled (real parser), against real PostgreSQL", async () => {
+  const { s, runDir, events } = await session(["maindb"]);
+  try {
+    for (const sql of [
+      `ALTER/**/ROLE ${ROLE} PASSWORD 'attacker-knows-this'`,
+      `ALTER/* a /* nested */ one */USER ${ROLE} WITH PASSWORD E'attacker\\'s'`,
+      `SELECT 1; ALTER ROLE CURRENT_USER PASSWORD $x$attacker$x$`,
+      `DO $$ BEGIN EXECUTE 'ALTER ROLE ' || current_user || ' PASSWORD ''attacker'''; END $$`,
+    ]) {
+      const r = await psql(runDir, "maindb", sql);
+      assert.ok(!r.ok, `${sql}: ${r.out}`);
+      assert.match(r.out, /changing a role password through the broker is not allowed/, sql);
+    }
+    // The stored password still works: nothing was changed.
+    const still = await psql(runDir, "maindb", "SELECT count(*) FROM widgets");
+    assert.ok(still.ok, still.out);
+    assert.equal(events.filter((e) => e.action === "query" && e.detail.reason === "role_password_change").length, 4);
+  } finally {
+    await s.close();
+  }
+});
+
 /** A minimal raw-protocol client, to test cancel and extended-protocol handling precisely. */
 class RawClient {
   private buf = Buffer.alloc(0);
