@@ -5,9 +5,17 @@ import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { after, before, describe, test as nodeTest } from "node:test";
+import https from "node:https";
+import { after, before, describe, test as nodeTest, type TestContext } from "node:test";
+import Database from "better-sqlite3";
 import { CACHE_DIR, LANGUAGES, SNIPPET_DIR, substitute } from "../exec/languages.js";
 import { cutMarker, type RunResult, type RunSpec, type Runtime } from "./types.js";
+import { generateMasterKey } from "../vault/crypto.js";
+import { parseEgressPolicy } from "../vault/egress.js";
+import { Redactor } from "../vault/redact.js";
+import { openBrokerSession } from "../vault/session.js";
+import { SecretStore } from "../vault/store.js";
+import { RunCa } from "../vault/x509.js";
 
 /**
  * The behaviour every Runtime must show, as node:test tests: what a user (or hostile code)
@@ -134,7 +142,7 @@ export function runtimeConformanceSuite(
     }
 
     const py = (code: string, ...extra: string[]) => ["python3", "-c", code, ...extra];
-    const test = (title: string, fn: () => Promise<void>) =>
+    const test = (title: string, fn: (t: TestContext) => Promise<void>) =>
       nodeTest(title, opts.knownGaps?.[title] ? { todo: opts.knownGaps[title] } : {}, fn);
 
     test("hello world", async () => {
@@ -506,6 +514,59 @@ export function runtimeConformanceSuite(
         });
       }
     }
+
+    test("vault: the code sees placeholders only, reaches the broker, and never the secret", async (t) => {
+      const noSockets = await subject.runtime.hostSockets?.();
+      if (noSockets) return void t.skip(noSockets);
+      const TOKEN = `conf_${randomBytes(18).toString("base64url")}`;
+      const upstreamCa = new RunCa("conformance upstream");
+      const seen: string[] = [];
+      const leaf = upstreamCa.leafFor("127.0.0.1");
+      const upstream = https.createServer({ cert: leaf.certPem, key: leaf.keyPem }, (req, res) => {
+        seen.push(String(req.headers.authorization));
+        res.end(req.headers.authorization === `Bearer ${TOKEN}` ? "you are alice" : "who are you?");
+      });
+      await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", () => r()));
+      const port = (upstream.address() as net.AddressInfo).port;
+      const egress = parseEgressPolicy({ privateHosts: "127.0.0.0/8" });
+      const store = new SecretStore(new Database(":memory:"), generateMasterKey(), { egress });
+      store.put("tn_conf", "api", { value: TOKEN, kind: "http", config: { hosts: [`127.0.0.1:${port}`], upstreamCa: upstreamCa.cert.certPem } });
+      const dir = tempHostDir();
+      const session = await openBrokerSession({
+        store, tenantId: "tn_conf", sandboxId: "sb_conf", execId: `ex_conf_${randomBytes(4).toString("hex")}`, secrets: ["api"], egress,
+        runDir: path.join(dir, "broker"), onEvent: () => undefined,
+      });
+      try {
+        const code = [
+          "import os, urllib.request",
+          `r = urllib.request.urlopen('https://127.0.0.1:${port}/whoami', timeout=20)`,
+          "print('WHOAMI', r.status, r.read().decode())",
+          "print('PLACEHOLDER', os.environ['PETRI_SECRET_API'])",
+          "blob = open('/proc/self/environ', 'rb').read()",
+          "for root, _, files in os.walk('/petri'):",
+          "    for f in files:",
+          "        try: blob += open(os.path.join(root, f), 'rb').read()",
+          "        except OSError: pass",
+          "print('DUMP', blob.hex())",
+        ].join("\n");
+        const base = subject.baseSpec("/nonexistent");
+        const r = await run(session.wrapArgv(py(code)), { env: { ...base.env, ...session.env } }, { extraMounts: [session.mount] });
+        assert.equal(r.exitCode, 0, describeResult(r));
+        const o = out(r);
+        assert.match(o, /^WHOAMI 200 you are alice$/m, "the broker put the secret on the wire");
+        assert.match(o, /^PLACEHOLDER petri-secret:api:[0-9a-f]+$/m);
+        assert.deepEqual(seen, [`Bearer ${TOKEN}`]);
+        const dump = Buffer.from(/^DUMP ([0-9a-f]*)$/m.exec(o)?.[1] ?? "", "hex");
+        assert.ok(dump.length > 0, "the code could read its environment and /petri");
+        const detector = new Redactor([{ name: "api", value: TOKEN }]);
+        assert.deepEqual(detector.detect(dump), [], "the secret (in some encoding) is readable inside the run");
+        assert.deepEqual(detector.detect(Buffer.concat([r.stdout, r.stderr])), []);
+      } finally {
+        await session.close();
+        upstream.close();
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+    });
 
     test("count/reap see nothing once runs are over", async () => {
       assert.equal(await subject.runtime.count(labels), 0);
