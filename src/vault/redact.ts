@@ -88,6 +88,9 @@ export interface RedactorOptions {
   fragmentLength?: number;
 }
 
+/** Longest form (bytes) whose pieces are indexed for fragment matching. */
+export const MAX_FRAGMENTED_FORM = 4096;
+
 /** Polynomial rolling hash base (odd, so multiplication mod 2^32 is invertible). */
 const HASH_BASE = 0x01000193;
 
@@ -122,7 +125,9 @@ export class Redactor {
       const K = this.fragLen;
       const seenFrag = new Set<string>();
       for (const p of this.patterns) {
-        if (p.bytes.length <= K) continue;
+        // Long values (keys, certificates) are matched whole: indexing every piece of every
+        // encoding of 64 KiB would cost each run megabytes; tokens and passwords are short.
+        if (p.bytes.length <= K || p.bytes.length > MAX_FRAGMENTED_FORM) continue;
         for (let i = 0; i + K <= p.bytes.length; i++) {
           const bytes = p.bytes.subarray(i, i + K);
           const key = bytes.toString("latin1");
