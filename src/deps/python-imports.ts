@@ -19,8 +19,13 @@ export interface PythonImports {
 
 type Tok = { t: "name" | "op" | "str" | "nl"; v: string };
 
-const NAME_START = /[A-Za-z_\u00C0-\uFFFF]/;
-const NAME_CHAR = /[A-Za-z0-9_\u00C0-\uFFFF]/;
+// Character classes by code, not regex: the tokenizer looks at every character of the file.
+function isNameStart(c: number): boolean {
+  return (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c === 95 || c >= 0xc0;
+}
+function isNameChar(c: number): boolean {
+  return isNameStart(c) || (c >= 48 && c <= 57);
+}
 const STRING_PREFIX = /^(?:[rRbBuUfFtT]|[rR][bBfFtT]|[bBfFtT][rR])$/;
 
 function tokenize(src: string): Tok[] {
@@ -51,9 +56,9 @@ function tokenize(src: string): Tok[] {
       i = readString(src, i, out);
       continue;
     }
-    if (NAME_START.test(c)) {
+    if (isNameStart(src.charCodeAt(i))) {
       let j = i + 1;
-      while (j < n && NAME_CHAR.test(src[j])) j++;
+      while (j < n && isNameChar(src.charCodeAt(j))) j++;
       const word = src.slice(i, j);
       if ((src[j] === "'" || src[j] === '"') && STRING_PREFIX.test(word)) {
         i = readString(src, j, out);
