@@ -246,6 +246,10 @@ function lastLines(s: string, n: number): string {
 }
 
 function classifyFailure(eco: Ecosystem, out: string, fail: (r: Exclude<InstallOutcome, { ok: true }>["reason"], m: string) => InstallOutcome): InstallOutcome {
+  // The installer never reached the broker (pip then reports "from versions: none"): say so
+  // rather than blame the package.
+  const unreachable = /ProxyError\([^\n]*|NewConnectionError[^\n]*|Failed to establish a new connection[^\n]*|ECONNREFUSED 127\.0\.0\.1:3128[^\n]*|proxyconnect tcp[^\n]*/.exec(out);
+  if (unreachable) return fail("failed", `the installer could not reach the registry through Petri's egress broker: ${unreachable[0].slice(0, 300)}`);
   if (eco === "python") {
     const none = /Could not find a version that satisfies the requirement (\S+) \(from versions: none\)/.exec(out);
     if (none) return fail("not_found", `the Python index has no distribution for ${none[1]} that this image can install`);
