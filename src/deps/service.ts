@@ -317,6 +317,9 @@ export class DependencyService {
     const { config } = this.d;
     const runtime = this.d.runtimes.get(sandbox.runtime);
     if (!runtime) throw new PetriError("RUNTIME_UNAVAILABLE", `runtime "${sandbox.runtime}" is not available on this server`);
+    // The install's only way out is the broker's Unix socket; a runtime that cannot reach it fails closed, with the fix.
+    const noSockets = await runtime.hostSockets?.();
+    if (noSockets) throw new PetriError("RUNTIME_UNAVAILABLE", `dependencies cannot be installed on ${sandbox.runtime}: ${noSockets}`);
     const quota = config.deps.tenantQuotaMb * 1024 * 1024;
     const maxEnv = config.deps.maxEnvMb * 1024 * 1024;
     const installId = newId("dep");
