@@ -104,6 +104,9 @@ export interface DepsConfig {
 
 export class ConfigError extends Error {}
 
+/** Default uid and gid of sandboxed code: an id no account on a usual host has. */
+export const DEFAULT_SANDBOX_ID = 65600;
+
 export const LANGUAGES_WITH_IMAGES = ["python", "node", "go", "bash"] as const;
 
 type Env = Record<string, string | undefined>;
@@ -238,8 +241,11 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     dockerSocket: env.PETRI_DOCKER_SOCKET || "/var/run/docker.sock",
     images: Object.freeze(images),
     imageDir: path.resolve(cwd, env.PETRI_IMAGE_DIR || "/var/lib/petri/images"),
-    sandboxUid: int(env, "PETRI_SANDBOX_UID", 1000, 1, 2 ** 31),
-    sandboxGid: int(env, "PETRI_SANDBOX_GID", 1000, 1, 2 ** 31),
+    // Outside the login-account range (1000–59999), Debian's reserved 60000–64999, systemd's
+    // dynamic users (61184–65519), nobody (65534) and the subordinate-id ranges from 100000, so
+    // no host account shares it; start-up refuses an id that a real account has.
+    sandboxUid: int(env, "PETRI_SANDBOX_UID", DEFAULT_SANDBOX_ID, 1, 2 ** 31),
+    sandboxGid: int(env, "PETRI_SANDBOX_GID", DEFAULT_SANDBOX_ID, 1, 2 ** 31),
     defaultLimits: Object.freeze(defaultLimits),
     maxLimits: Object.freeze(maxLimits),
     tmpfsMb: int(env, "PETRI_TMPFS_MB", 64, 1),

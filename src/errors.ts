@@ -49,6 +49,8 @@ export const ERROR_CODES = {
   RUNTIME_UNAVAILABLE: 503,
   IMAGE_MISSING: 503,
   REGISTRY_UNAVAILABLE: 503,
+  /** The container engine (or bwrap's helper) went away during the run: not the program's doing. */
+  ENGINE_LOST: 503,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -25,6 +25,11 @@ import { DependencyService } from "./deps/service.js";
 import { dependencyRoutes } from "./deps/routes.js";
 import { workspaceReader } from "./deps/workspace-reader.js";
 import { initJsScanner, loadFallbackParser } from "./deps/js-imports.js";
+import { PetriMetrics } from "./metrics/metrics.js";
+import { Readiness } from "./metrics/readiness.js";
+import { preflight } from "./ops/preflight.js";
+import { runObservation } from "./metrics/observe.js";
+import { DockerRuntime as DockerRuntimeClass } from "./runtimes/docker.js";
 
 export interface PetriServer {
   app: FastifyInstance;
@@ -40,6 +45,8 @@ export interface PetriServer {
   /** What runtime detection found at start (for `petri doctor` and logs). */
   probes: RuntimeProbe[];
   instanceId: string;
+  metrics: PetriMetrics;
+  readiness: Readiness;
   /** Where the bootstrap admin key came from (said once at start). */
   bootstrap: { source: string; file?: string };
   reapNow(): Promise<{ expired: number; containers: number }>;
@@ -55,10 +62,11 @@ export const LABEL_INSTANCE = "io.jhansi.petri.instance";
  */
 export async function createServer(config: Readonly<Config>, opts: { logger?: Logger } = {}): Promise<PetriServer> {
   const logger = opts.logger ?? pino({ level: config.logLevel, redact: { paths: ["req.headers.authorization"], censor: "[REDACTED]" } });
-  // Searchable (not listable) by others: bwrap runs as the sandbox uid and must reach the
-  // workspaces below. Secret files inside keep their own 0600 modes.
-  fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o711 });
-  fs.chmodSync(config.dataDir, 0o711);
+  const docker = new Docker({ socketPath: config.dockerSocket });
+  // Fails with the fix (StartupError) instead of at the first run.
+  const checked = await preflight(config, { docker });
+  for (const w of checked.warnings) logger.warn(w);
+  protectDataDir(config, !checked.excluded.has("bwrap"));
   const db = openDatabase(config.dataDir);
   let instanceId = getMeta(db, "instance_id");
   if (!instanceId) {
@@ -70,13 +78,24 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
     dir: config.auditDir, sinks: parseSinkConfig(config.auditSinks), log: logger,
     checkpointEvery: config.auditCheckpointEvery, productVersion: "0.1.0",
   });
+  const metricsRef: { m?: PetriMetrics } = {};
+  {
+    // Every event passes the metrics on its way in (counts by kind; broker connections come from
+    // the brokers' own events), whichever service appended it.
+    const append = audit.append.bind(audit);
+    audit.append = (ev) => {
+      const rec = append(ev);
+      metricsRef.m?.auditAppended(ev);
+      return rec;
+    };
+  }
   const keys = new KeyService(db);
   const bootstrap = keys.ensureBootstrapAdmin({ adminToken: config.adminToken, dataDir: config.dataDir });
   const workspaces = new WorkspaceStore({ root: config.workspaceRoot, uid: config.sandboxUid, gid: config.sandboxGid });
   fs.mkdirSync(config.cacheRoot, { recursive: true, mode: 0o711 });
 
-  const docker = new Docker({ socketPath: config.dockerSocket });
-  const { runtimes, defaultRuntime, probes } = await setupRuntimes(config, docker, instanceId, logger);
+  const metrics = new PetriMetrics();
+  const { runtimes, defaultRuntime, probes } = await setupRuntimes(config, docker, instanceId, logger, { excluded: checked.excluded, metrics });
   const quotas = new QuotaService(db, config, (id) => workspaces.usage(id));
   const vault = new SecretStore(db, loadOrCreateMasterKey({ env: config.masterKey, file: config.masterKeyFile }),
     { egress: config.egress, ...(config.masterKey ? {} : { reloadKeys: () => readMasterKeyRing(config.masterKeyFile) }) });
@@ -93,6 +112,7 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
     audit,
     quotas,
     vault,
+    onRunFinished: (r) => metricsRef.m?.runFinished(runObservation(r)),
   });
 
   await Promise.all([initJsScanner(), loadFallbackParser()]);
@@ -124,8 +144,25 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   if (startupReaped || interrupted) logger.warn({ containers: startupReaped, runs: interrupted }, "cleaned up after an unclean stop");
 
   const blobs = new BlobStore(path.join(config.dataDir, "blobs"));
+  metricsRef.m = metrics;
+  metrics.attach({
+    activeRuns: () => exec.activeCount(),
+    sandboxes: () => (db.prepare("SELECT COUNT(*) AS n FROM sandboxes").get() as { n: number }).n,
+    workspaceBytes: () => quotas.knownUsageBytes(),
+    prestart: () => [...runtimes.entries()].map(([name, rt]) => ({ runtime: name, ...(rt.prestartStats?.() ?? { ready: 0, hits: 0, misses: 0 }) })),
+    auditHeadSeq: () => audit.head().seq,
+    sinks: () => audit.sinkStatus().map((s) => ({ name: s.name, lag: s.lag, failures: s.consecutive_failures })),
+  });
+  const dockerOffered = [...runtimes.values()].some((r) => r instanceof DockerRuntimeClass);
+  const readiness = new Readiness({
+    db, dataDir: config.dataDir, docker: dockerOffered ? docker : undefined,
+    runtimes: () => [...runtimes.keys()], defaultRuntime,
+    dockerImages: dockerOffered ? [...new Set(Object.values(config.images))] : [],
+    rootfsDirs: runtimes.has("bwrap") ? [rootfsDirFor(config.imageDir, DEFAULT_IMAGE)] : [],
+    sinks: () => audit.sinkStatus(),
+  });
   const deps: AppDeps = { keys, sandboxes, workspaces, blobs, exec, runtimes, defaultRuntime: defaultRuntime ?? "none", logger, audit, quotas, vault, dependencies,
-    plugins: [(scoped) => vaultRoutes(scoped, { store: vault }), (scoped) => dependencyRoutes(scoped, { deps: dependencies, sandboxes })] };
+    plugins: [(scoped) => vaultRoutes(scoped, { store: vault }), (scoped) => dependencyRoutes(scoped, { deps: dependencies, sandboxes })], metrics, readiness };
   const app = await buildApp(config, deps);
 
   let reaping: Promise<{ expired: number; containers: number }> | null = null;
@@ -152,7 +189,13 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
         if (await sandboxes.destroy(id)) logger.info({ sandbox: id }, "finished an interrupted sandbox deletion");
       }
       await workspaces.trash.drain().catch((e) => logger.error({ err: (e as Error).message }, "could not empty the workspace trash"));
-      return { expired, containers: 0 };
+      // Containers the engine kept after a fault (a run's container whose removal failed while
+      // the engine was down, a pre-started one that died with it) are removed here too, not
+      // only at the next start.
+      let containers = 0;
+      for (const rt of runtimes.values()) containers += await rt.reapOrphans?.(mine).catch(() => 0) ?? 0;
+      if (containers) logger.warn({ containers }, "removed containers left behind by an engine fault");
+      return { expired, containers };
     })().finally(() => { reaping = null; });
     return reaping;
   };
@@ -160,7 +203,7 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   timer.unref();
 
   return {
-    app, deps, db, keys, sandboxes, exec, runtimes, audit, vault, probes, instanceId, bootstrap, reapNow,
+    app, deps, db, keys, sandboxes, exec, runtimes, audit, vault, probes, instanceId, bootstrap, reapNow, metrics, readiness,
     async close() {
       clearInterval(timer);
       dependencies.stop();
@@ -179,12 +222,13 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
  * The default is PETRI_RUNTIME, or with "auto" the first that works in order of preference.
  * When none works, no runtime is registered and runs are refused: code never runs unsandboxed.
  */
-export async function setupRuntimes(config: Readonly<Config>, docker: Docker, instanceId: string, logger: Logger):
+export async function setupRuntimes(config: Readonly<Config>, docker: Docker, instanceId: string, logger: Logger,
+  extra: { excluded?: Map<string, string>; metrics?: PetriMetrics } = {}):
   Promise<{ runtimes: Map<string, Runtime>; defaultRuntime: string | null; probes: RuntimeProbe[] }> {
   const probeImage = DEFAULT_IMAGE;
   const rootfs = rootfsDirFor(config.imageDir, DEFAULT_IMAGE);
   const opts = { docker, image: probeImage, rootfs, sandboxUid: config.sandboxUid, sandboxGid: config.sandboxGid };
-  let order = [...config.allowedRuntimes];
+  let order = config.allowedRuntimes.filter((r) => !extra.excluded?.has(r));
   const prefer = (name: string) => { if (order.includes(name)) order = [name, ...order.filter((r) => r !== name)]; };
   if (config.ociRuntime) prefer(config.ociRuntime);
   const wanted = config.runtime === "gvisor" ? "runsc" : config.runtime;
@@ -205,6 +249,7 @@ export async function setupRuntimes(config: Readonly<Config>, docker: Docker, in
       runtimes.set(oci, new DockerRuntime({
         docker, ociRuntime: trace ? "runsc-trace" : oci, trace, cgroupParent: `petri-${instanceId}`,
         warm: { idleMs: config.warmIdleMs, images: new Set([DEFAULT_IMAGE]) },
+        onEngineFault: (kind: string) => extra.metrics?.engineFault(oci, kind),
       }));
     }
   }
@@ -220,4 +265,20 @@ export async function setupRuntimes(config: Readonly<Config>, docker: Docker, in
       `runtime "${wanted}" is not available; runs will be refused (see \`petri doctor\`). ${line}`);
   }
   return { runtimes, defaultRuntime, probes };
+}
+
+/**
+ * Nobody but Petri reads the data directory: 0700, or 0710 with the sandbox gid as its group
+ * when bwrap is offered (bwrap runs as the sandbox user and must pass through to the workspaces
+ * and caches below; that gid is checked at start to be no real group, so no host user gains
+ * access). Files inside keep their own 0600 modes.
+ */
+function protectDataDir(config: Readonly<Config>, bwrap: boolean): void {
+  fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  if (bwrap && config.allowedRuntimes.includes("bwrap")) {
+    fs.chownSync(config.dataDir, process.getuid?.() ?? 0, config.sandboxGid);
+    fs.chmodSync(config.dataDir, 0o710);
+  } else {
+    fs.chmodSync(config.dataDir, 0o700);
+  }
 }

@@ -46,7 +46,7 @@ for (const runtime of ["runc", "bwrap"]) describe(`pre-started (warm) sandboxes:
     if (runtime !== "bwrap") assert.equal(new Set(hosts).size, 3, "every run had its own container");
     for (const [i, o] of outs.entries()) {
       assert.match(o, /marker False/, "no state carried over in /tmp");
-      assert.ok(o.includes(`uid 1000 ppid 1 init ${INIT}\n`), `the program runs right under the sandbox's init: ${o}`);
+      assert.ok(o.includes(`uid 65600 ppid 1 init ${INIT}\n`), `the program runs right under the sandbox's init: ${o}`);
       assert.ok(o.includes(`procs ['${INIT}', 'python3']`), `nothing of the launcher remains: it exec'd into the program: ${o}`);
       assert.match(o, /\['0000000000000000', '1'\]/);
       assert.match(o, /ifaces \['lo'\]/);

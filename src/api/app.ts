@@ -27,6 +27,9 @@ import { syncApplyRoutes, syncPlanRoutes } from "./routes/sync.js";
 import type { BlobStore } from "../workspaces/sync.js";
 import { toolRoutes } from "./routes/tools.js";
 import { mcpRoutes } from "../mcp/http.js";
+import { opsRoutes } from "./routes/ops.js";
+import type { PetriMetrics } from "../metrics/metrics.js";
+import type { Readiness } from "../metrics/readiness.js";
 
 export interface AuditSink {
   append(ev: AuditEvent): unknown;
@@ -50,6 +53,9 @@ export interface AppDeps {
   dependencies?: DependencyService;
   /** Extra route plugins (vault, audit…) registered inside the authenticated scope. */
   plugins?: ((app: FastifyInstance) => Promise<void>)[];
+  /** Prometheus metrics and readiness checks (GET /metrics, GET /readyz). */
+  metrics?: PetriMetrics;
+  readiness?: Readiness;
 }
 
 declare module "fastify" {
@@ -123,8 +129,15 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps): Promise
   const app: FastifyInstance = Fastify({
     loggerInstance: deps.logger as unknown as FastifyBaseLogger,
     bodyLimit: 10 * 1024 * 1024,
-    genReqId: () => `req_${Math.random().toString(36).slice(2, 12)}${Date.now().toString(36)}`,
+    // A caller's (or proxy's) X-Request-Id is kept when it is a plain token, so one id follows a
+    // request through the proxy's logs, Petri's JSON log and the audit record.
+    genReqId: (req) => {
+      const given = req.headers["x-request-id"];
+      return typeof given === "string" && /^[A-Za-z0-9._:-]{1,64}$/.test(given)
+        ? given : `req_${Math.random().toString(36).slice(2, 12)}${Date.now().toString(36)}`;
+    },
   });
+  app.addHook("onSend", async (req, reply) => { reply.header("x-request-id", req.id); });
   app.decorateRequest("auth", null as unknown as AuthContext);
   app.decorateRequest("auditIds", null);
   // Query strings and path params are text and need coercing ("?limit=2"); JSON bodies must
@@ -168,6 +181,9 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps): Promise
 
   app.setErrorHandler((err, req, reply) => {
     const pe = toPetriError(err);
+    if (pe.code === "QUOTA_EXCEEDED" || pe.code === "WORKSPACE_QUOTA_EXCEEDED") {
+      deps.metrics?.quotaRefused(typeof pe.details?.quota === "string" ? pe.details.quota : pe.code === "QUOTA_EXCEEDED" ? "tenant" : "workspace");
+    }
     if (pe.code === "INTERNAL") req.log.error({ err }, "unhandled error");
     return sendError(reply, pe);
   });
@@ -188,6 +204,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps): Promise
   });
 
   app.addHook("onResponse", async (req, reply) => {
+    deps.metrics?.httpResponse(reply.statusCode);
     const action = req.routeOptions.config?.action;
     if (!action || !req.auth || !deps.audit) return;
     const params = (req.params ?? {}) as Record<string, string>;
@@ -204,6 +221,8 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps): Promise
     config: { public: true },
     schema: { summary: "Liveness", security: [], response: { 200: Type.Object({ status: Type.String(), active_runs: Type.Number() }) } },
   }, async () => ({ status: "ok", active_runs: deps.exec.activeCount() }));
+
+  await opsRoutes(app, deps);
 
   app.get("/openapi.json", { schema: { hide: true } }, async () => app.swagger());
 

@@ -65,6 +65,13 @@ export class QuotaService {
     this.usage.set(sandboxId, { tenant: tenantId, bytes });
   }
 
+  /** Bytes across all workspaces as last measured (for metrics; no disk walk). */
+  knownUsageBytes(): number {
+    let n = 0;
+    for (const u of this.usage.values()) n += u.bytes;
+    return n;
+  }
+
   forget(sandboxId: string): void {
     this.usage.delete(sandboxId);
   }

@@ -8,6 +8,8 @@ import { KeyService } from "../auth/keys.js";
 import { runMcpStdio } from "../mcp/stdio.js";
 import { createServer } from "../server.js";
 import { runAuditVerifyCli } from "../audit/index.js";
+import { StartupError } from "../ops/preflight.js";
+import { SchemaTooNewError } from "../store/db.js";
 import { SecretStore, generateMasterKey, loadOrCreateMasterKey, readMasterKeyRing, rotateMasterKeyFile } from "../vault/index.js";
 
 const USAGE = `usage: petri <command>
@@ -94,6 +96,14 @@ export async function main(argv: string[]): Promise<number> {
       }
     }
   } catch (e) {
+    if (e instanceof StartupError) {
+      process.stderr.write(`petri: cannot start: ${e.message}\n  fix: ${e.fix}\n`);
+      return 2;
+    }
+    if (e instanceof SchemaTooNewError) {
+      process.stderr.write(`petri: ${e.message}\n`);
+      return 2;
+    }
     if (e instanceof ConfigError || (e as { code?: string }).code) {
       process.stderr.write(`petri: ${(e as Error).message}\n`);
       return 2;
@@ -115,7 +125,9 @@ async function serve(): Promise<number> {
   log.info({ host: config.host, port: config.port, runtimes: [...server.runtimes.keys()] }, "petri is ready");
   const base = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${config.port}`;
   const keyLine = server.bootstrap.file ? `KEY=$(cat ${server.bootstrap.file})` : "KEY=$PETRI_ADMIN_TOKEN";
-  process.stderr.write(`
+  // stdout carries JSON log lines only; the human greeting goes to a terminal, never into a
+  // log stream (journald, docker logs) that a collector parses.
+  if (process.stderr.isTTY) process.stderr.write(`
 Petri is serving on ${base}. Try it:
 
   ${keyLine}

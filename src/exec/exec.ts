@@ -9,7 +9,7 @@ import { CACHE_DIR, LANGUAGES, SNIPPET_DIR, substitute } from "./languages.js";
 import { resolveLimits, type Sandbox, type SandboxService } from "../sandboxes/sandboxes.js";
 import { diffSnapshots, type FileChanges, type WorkspaceStore } from "../workspaces/workspaces.js";
 import { parseRelPath } from "../workspaces/paths.js";
-import type { Mount, RunResult, RunSpec, Runtime } from "../runtimes/types.js";
+import { EngineLostError, type Mount, type RunResult, type RunSpec, type Runtime } from "../runtimes/types.js";
 import type { AuthContext } from "../auth/keys.js";
 import type { QuotaService } from "../auth/quotas.js";
 import { checkTenantHosts, openBrokerSession, type BrokerSession, type SecretStore } from "../vault/index.js";
@@ -157,6 +157,8 @@ export interface ExecDeps {
   vault?: SecretStore;
   /** The audit log: every run is recorded (what ran, what it touched, how it ended). */
   audit?: { append(ev: AuditEvent): unknown };
+  /** Told of every finished run (metrics): its result, the runtime's timings, when the runtime was asked. */
+  onRunFinished?: (r: { result: ExecResult; timings?: Record<string, number>; runtimeCalledAt: number | null; createdAt: number }) => void;
 }
 
 export class ExecService {
@@ -338,15 +340,19 @@ export class ExecService {
       await watch;
     };
     let broker: BrokerSession | null = null;
+    let runtimeCalledAt: number | null = null;
     try {
       if (egress.secrets.length || egress.allowHosts.length) {
         broker = await this.openBroker(auth, sandbox, handle, spec, runDir, egress);
       }
+      runtimeCalledAt = Date.now();
       raw = await runtime.run(spec);
     } catch (e) {
       const msg = (e as Error).message ?? String(e);
       this.d.log.error({ err: msg, exec: handle.id }, "run failed to start");
-      error = e instanceof PetriError ? { code: e.code, message: e.message } : /No such image|not found/i.test(msg)
+      // A run lost to the engine says so, with its own code: it is neither the program's exit
+      // nor a start-up failure.
+      error = e instanceof EngineLostError || e instanceof PetriError ? { code: e.code, message: e.message } : /No such image|not found/i.test(msg)
         ? { code: "IMAGE_MISSING", message: `image ${spec.image} is not available; run \`petri images build\`` }
         : { code: "RUNTIME_UNAVAILABLE", message: "the runtime could not start this run" };
     } finally {
@@ -429,6 +435,9 @@ export class ExecService {
         this.d.log.error({ err: (e as Error).message, exec: handle.id }, "could not record the run in the audit log");
       }
     }
+    try {
+      this.d.onRunFinished?.({ result, timings: raw?.timings, runtimeCalledAt, createdAt });
+    } catch { /* metrics never fail a run */ }
     handle.result = result;
     handle.resolveDone(result);
     handle.emit("done", result);

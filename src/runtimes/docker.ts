@@ -1,7 +1,8 @@
 import { Duplex } from "node:stream";
 import Docker from "dockerode";
 import { LABEL_WARM, LAUNCHER_ARGV, PrestartGate, launchLine, shapeKey } from "./launcher.js";
-import { CappedBuffer, signalFromExitCode, type RunResult, type RunSpec, type Runtime } from "./types.js";
+import { CappedBuffer, EngineLostError, signalFromExitCode, type RunResult, type RunSpec, type Runtime } from "./types.js";
+import { seccompSecurityOpt } from "./seccomp.js";
 import { readGvisorTrace } from "./gvisor-trace.js";
 import { detectCgroupLayout, readUsage, removeCgroup, type CgroupLayout } from "./cgroups.js";
 
@@ -20,6 +21,8 @@ export interface DockerRuntimeOptions {
   warm?: { idleMs: number; images: Set<string> };
   /** The OCI runtime is runsc-trace: read each run's gVisor strace into `RunResult.trace`. */
   trace?: boolean;
+  /** Told when a run or pre-started container is lost to the engine ("run_lost", "prestart_dead"). */
+  onEngineFault?: (kind: string) => void;
 }
 
 
@@ -64,7 +67,12 @@ interface Prepared {
   warm: boolean;
   expiry?: NodeJS.Timeout;
   timings: Record<string, number>;
+  /** The attach stream ended: the container's process is gone (it died with the engine). */
+  ended: boolean;
 }
+
+/** Engine-initiated kills (docker stop/kill, daemon shutdown) of our containers, by container id. */
+const KILL_MEMORY_MS = 120_000;
 
 
 export class DockerRuntime implements Runtime {
@@ -80,6 +88,17 @@ export class DockerRuntime implements Runtime {
   private closed = false;
   private readonly gate = new PrestartGate();
   private readonly trace: boolean;
+  private readonly onEngineFault: (kind: string) => void;
+  /** Containers this process owns (pool, preparing, running, being removed): never orphans. */
+  private readonly owned = new Set<string>();
+  /** Containers we killed ourselves (timeout, cancel, quota), so their kill event is ours. */
+  private readonly selfKilled = new Set<string>();
+  private readonly foreignKills = new Map<string, { signal: string; at: number }>();
+  private events: NodeJS.ReadableStream | null = null;
+  private eventsRetry: NodeJS.Timeout | undefined;
+  private hits = 0;
+  private misses = 0;
+  private readonly seccomp = seccompSecurityOpt();
 
   constructor(opts: DockerRuntimeOptions) {
     this.docker = opts.docker;
@@ -88,6 +107,63 @@ export class DockerRuntime implements Runtime {
     this.layout = detectCgroupLayout();
     this.warmOpts = opts.warm && opts.warm.idleMs > 0 ? opts.warm : undefined;
     this.trace = opts.trace ?? false;
+    this.onEngineFault = opts.onEngineFault ?? (() => undefined);
+  }
+
+  /**
+   * Follows the engine's kill events for Petri's containers. A kill we did not send is the
+   * engine stopping the container (daemon shutdown or restart, an operator's docker stop): the
+   * program did not end by itself, so its run must not be reported as the program's exit. When
+   * the event stream breaks the engine went away: every pre-started container is presumed dead.
+   */
+  private watchEngine(): void {
+    if (this.events || this.closed) return;
+    const since = Math.floor(Date.now() / 1000) - 1;
+    this.docker.getEvents({ since, filters: { type: ["container"], event: ["kill"], label: ["io.jhansi.petri.managed=true"] } }).then((stream) => {
+      if (this.closed) { (stream as unknown as { destroy?: () => void }).destroy?.(); return; }
+      this.events = stream;
+      let buf = "";
+      stream.on("data", (chunk: Buffer) => {
+        buf += chunk.toString("utf8");
+        let nl: number;
+        while ((nl = buf.indexOf("\n")) !== -1) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          try {
+            const ev = JSON.parse(line) as { id?: string; Actor?: { Attributes?: Record<string, string> } };
+            if (ev.id && !this.selfKilled.has(ev.id)) this.foreignKills.set(ev.id, { signal: ev.Actor?.Attributes?.signal ?? "?", at: Date.now() });
+          } catch { /* a partial or foreign line */ }
+        }
+        const old = Date.now() - KILL_MEMORY_MS;
+        for (const [id, k] of this.foreignKills) if (k.at < old) this.foreignKills.delete(id);
+      });
+      const lost = () => {
+        if (this.events !== stream) return;
+        this.events = null;
+        this.dropPool("engine event stream closed");
+        if (!this.closed) { this.eventsRetry = setTimeout(() => this.watchEngine(), 1000); this.eventsRetry.unref(); }
+      };
+      stream.on("end", lost);
+      stream.on("close", lost);
+      stream.on("error", lost);
+    }, () => {
+      if (!this.closed) { this.eventsRetry = setTimeout(() => this.watchEngine(), 1000); this.eventsRetry.unref(); }
+    });
+  }
+
+  /** Discards every pre-started container (they do not survive the engine going away). */
+  private dropPool(why: string): void {
+    for (const [key, prep] of this.pool) {
+      this.pool.delete(key);
+      this.onEngineFault("prestart_dead");
+      void why;
+      this.removeLater(prep);
+    }
+  }
+
+  /** Pre-started containers waiting, and how often a run found one. */
+  prestartStats(): { ready: number; hits: number; misses: number } {
+    return { ready: this.pool.size, hits: this.hits, misses: this.misses };
   }
 
   get variant(): string {
@@ -128,7 +204,7 @@ export class DockerRuntime implements Runtime {
         ReadonlyRootfs: true,
         Tmpfs: { "/tmp": `rw,exec,nosuid,nodev,size=${spec.limits.tmpfsBytes}` },
         CapDrop: ["ALL"],
-        SecurityOpt: ["no-new-privileges"],
+        SecurityOpt: ["no-new-privileges", this.seccomp],
         Memory: spec.limits.memoryBytes,
         MemorySwap: spec.limits.memoryBytes,
         NanoCpus: Math.round(spec.limits.cpus * 1e9),
@@ -152,10 +228,13 @@ export class DockerRuntime implements Runtime {
       },
     });
     timings.create = performance.now() - t0;
+    this.owned.add(container.id);
     try {
       const stream = (await container.attach({ stream: true, stdin: withStdin, stdout: true, stderr: true, hijack: withStdin })) as unknown as Duplex;
       const sink = { out: (_b: Buffer) => undefined as void, err: (_b: Buffer) => undefined as void };
       const outputDone = demux(stream, { out: (b) => sink.out(b), err: (b) => sink.err(b) });
+      const prepared = { ended: false };
+      void outputDone.then(() => { prepared.ended = true; });
       timings.attach = performance.now() - t0;
       let exited: Promise<{ StatusCode: number }> | undefined;
       if (warm) {
@@ -165,9 +244,9 @@ export class DockerRuntime implements Runtime {
         exited.catch(() => undefined);
         timings.start = performance.now() - t0;
       }
-      return { container, stream, outputDone, sink, cgroupRel, warm, timings, exited };
+      return Object.assign(prepared, { container, stream, outputDone, sink, cgroupRel, warm, timings, exited });
     } catch (e) {
-      await container.remove({ force: true, v: true }).catch(() => undefined);
+      await container.remove({ force: true, v: true }).then(() => this.owned.delete(container.id), () => this.owned.delete(container.id));
       removeCgroup(this.layout, cgroupRel);
       throw e;
     }
@@ -194,16 +273,30 @@ export class DockerRuntime implements Runtime {
     if (!this.canWarm(spec)) return undefined;
     const key = shapeKey(spec);
     const prep = this.pool.get(key);
-    if (!prep) return undefined;
+    if (!prep) { this.misses++; return undefined; }
     this.pool.delete(key);
     clearTimeout(prep.expiry);
+    // A pre-started container that died (with the engine, or killed) cannot run anything: it is
+    // thrown away and the run starts cold instead of reporting a run that never ran.
+    if (prep.ended || this.foreignKills.has(prep.container.id)) {
+      this.onEngineFault("prestart_dead");
+      this.removeLater(prep);
+      this.misses++;
+      return undefined;
+    }
+    this.hits++;
     return prep;
   }
 
   private async dispose(prep: Prepared): Promise<void> {
     clearTimeout(prep.expiry);
     prep.stream.destroy();
+    // Whether or not the engine answers, the container is no longer ours to keep: one that could
+    // not be removed now (engine down) is an orphan for reapOrphans().
     await prep.container.remove({ force: true, v: true }).catch(() => undefined);
+    this.owned.delete(prep.container.id);
+    this.selfKilled.delete(prep.container.id);
+    this.foreignKills.delete(prep.container.id);
     removeCgroup(this.layout, prep.cgroupRel);
   }
 
@@ -228,6 +321,7 @@ export class DockerRuntime implements Runtime {
   }
 
   private async runOnce(spec: RunSpec): Promise<RunResult> {
+    this.watchEngine();
     const t0 = performance.now();
     const prep = this.take(spec) ?? await this.prepare(spec, false);
     const { container, stream, timings } = prep;
@@ -239,7 +333,10 @@ export class DockerRuntime implements Runtime {
     let timedOut = false;
     let killed = false;
     let timer: NodeJS.Timeout | undefined;
-    const kill = () => container.kill({ signal: "SIGKILL" }).catch(() => undefined);
+    const kill = () => {
+      this.selfKilled.add(container.id);
+      return container.kill({ signal: "SIGKILL" }).catch(() => undefined);
+    };
     const onAbort = () => { killed = true; void kill(); };
     let result: RunResult;
 
@@ -271,7 +368,14 @@ export class DockerRuntime implements Runtime {
       // The next run of this shape will find a container already started.
       this.replenish(spec);
 
-      const waited = await Promise.race([waitP, lost]);
+      let waited: { StatusCode?: number };
+      try {
+        waited = await Promise.race([waitP, lost]);
+      } catch (e) {
+        // The wait's connection broke: the engine went away while the program ran.
+        this.onEngineFault("run_lost");
+        throw new EngineLostError(`the Docker engine went away during the run (${(e as Error).message}); the program's outcome is unknown`);
+      }
       clearTimeout(giveUp);
       const finishedAt = performance.now();
       clearTimeout(timer);
@@ -286,9 +390,16 @@ export class DockerRuntime implements Runtime {
       ]);
       const exitCode = info?.State?.ExitCode ?? waited.StatusCode;
       const oomKilled = Boolean(info?.State?.OOMKilled);
-      const signal = signalFromExitCode(exitCode);
+      const signal = signalFromExitCode(exitCode ?? null);
+      if (!timedOut && !killed) {
+        const engineKill = await this.engineKilled(container.id, signal, typeof exitCode === "number");
+        if (engineKill) {
+          this.onEngineFault("run_lost");
+          throw new EngineLostError(`the Docker engine stopped this run's container (${engineKill}); the program did not finish on its own`);
+        }
+      }
       result = {
-        exitCode: signal ? null : exitCode,
+        exitCode: signal ? null : exitCode!,
         signal,
         timedOut,
         oomKilled,
@@ -322,6 +433,38 @@ export class DockerRuntime implements Runtime {
     return result;
   }
 
+  /**
+   * Why the engine, not the program, ended this container, or null. A kill event we did not send
+   * says so; the event can trail the exit by a moment, so a signal death waits briefly for it.
+   * No exit status at all, or an event stream that broke, means the engine went away.
+   */
+  private async engineKilled(id: string, signal: string | null, hasStatus: boolean): Promise<string | null> {
+    const seen = () => this.foreignKills.get(id);
+    if (!hasStatus) return "no exit status: the engine did not report how the program ended";
+    if (!signal) return null;
+    for (let i = 0; i < 10 && !seen() && this.events; i++) await new Promise((r) => setTimeout(r, 20));
+    const k = seen();
+    if (k) return `signal ${k.signal} sent by the engine, e.g. while shutting down or restarting`;
+    if (!this.events) {
+      const up = await Promise.race([this.docker.ping().then(() => true, () => false), new Promise<boolean>((r) => setTimeout(() => r(false), 1000))]);
+      if (!up) return `${signal} while the engine stopped answering`;
+    }
+    return null;
+  }
+
+  async reapOrphans(labels: Record<string, string>): Promise<number> {
+    const list = await this.docker.listContainers({ all: true, filters: { label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) } });
+    // A dead one (exited with the engine) is an orphan at once; a live one only after a minute,
+    // as it may belong to a create call of ours still in flight.
+    const old = Date.now() / 1000 - 60;
+    const orphans = list.filter((c) => !this.owned.has(c.Id) && (c.State === "exited" || c.State === "dead" || c.Created < old));
+    let n = 0;
+    for (const c of orphans) {
+      await this.docker.getContainer(c.Id).remove({ force: true, v: true }).then(() => { n++; }, () => undefined);
+    }
+    return n;
+  }
+
   private removeLater(prep: Prepared): void {
     const p = this.dispose(prep).finally(() => this.removing.delete(p));
     this.removing.add(p);
@@ -352,12 +495,15 @@ export class DockerRuntime implements Runtime {
       }
     }
     const list = await this.docker.listContainers({ all: true, filters: { label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) } });
-    await Promise.all(list.map((c) => this.docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined)));
+    await Promise.all(list.map((c) => this.docker.getContainer(c.Id).remove({ force: true, v: true }).then(() => this.owned.delete(c.Id), () => undefined)));
     return list.length;
   }
 
   async close(): Promise<void> {
     this.closed = true;
+    clearTimeout(this.eventsRetry);
+    (this.events as unknown as { destroy?: () => void } | null)?.destroy?.();
+    this.events = null;
     await Promise.all(this.preparing.values());
     await Promise.all(this.removing);
     const all = [...this.pool.values()];

@@ -99,6 +99,25 @@ export interface Runtime {
    * brokers are reached that way): null if it can, else why not and how to fix it.
    */
   hostSockets?(): Promise<string | null>;
+  /** Pre-started units waiting now, and runs that found one ready (hits) or not (misses). */
+  prestartStats?(): { ready: number; hits: number; misses: number };
+  /**
+   * Removes units carrying these labels that no run or pre-start of this process owns (left by
+   * an engine fault). Safe while runs are in flight, unlike `reap`. Returns how many.
+   */
+  reapOrphans?(labels: Record<string, string>): Promise<number>;
+}
+
+/**
+ * A run lost to the container engine or sandbox helper (the engine stopped or restarted, the
+ * helper was killed): not the program's doing, so it is never reported as the program's exit.
+ */
+export class EngineLostError extends Error {
+  readonly code = "ENGINE_LOST";
+  constructor(message: string) {
+    super(message);
+    this.name = "EngineLostError";
+  }
 }
 
 const SIGNAL_NAMES = new Map(Object.entries(os.constants.signals).map(([name, n]) => [n as number, name]));

@@ -94,14 +94,47 @@ const MIGRATIONS: string[] = [
   `,
 ];
 
-export function openDatabase(dataDir: string): DB {
+/** The schema version this code writes; a store at a higher one was written by a newer Petri. */
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+export class SchemaTooNewError extends Error {}
+
+/**
+ * Opens (creating if needed) the store and brings its schema up to date. Every tenant's run
+ * output is in it, so the file and its WAL/SHM companions are 0600. Before migrating a store
+ * that already holds data, a copy is kept beside it (`petri.db.v<N>.bak`, made with VACUUM INTO,
+ * which is consistent even while other processes write), so an upgrade can be undone by
+ * putting the old binary and that copy back. A store newer than this code is refused rather
+ * than half-understood.
+ */
+export function openDatabase(dataDir: string, opts: { readonly?: boolean } = {}): DB {
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const db = new Database(path.join(dataDir, "petri.db"));
-  db.pragma("journal_mode = WAL");
+  const file = path.join(dataDir, "petri.db");
+  if (!opts.readonly) {
+    fs.closeSync(fs.openSync(file, fs.constants.O_CREAT | fs.constants.O_RDWR, 0o600));
+    for (const f of [file, `${file}-wal`, `${file}-shm`]) {
+      try { fs.chmodSync(f, 0o600); } catch { /* not there yet */ }
+    }
+  }
+  // SQLite creates -wal and -shm with the main file's mode, so they are 0600 too.
+  const db = new Database(file, { readonly: opts.readonly ?? false, fileMustExist: opts.readonly ?? false });
+  if (!opts.readonly) db.pragma("journal_mode = WAL");
   db.pragma("synchronous = NORMAL");
   db.pragma("foreign_keys = ON");
   db.pragma("busy_timeout = 5000");
   const current = db.pragma("user_version", { simple: true }) as number;
+  if (current > MIGRATIONS.length) {
+    db.close();
+    throw new SchemaTooNewError(`${file} has schema version ${current}, newer than this Petri knows (${MIGRATIONS.length}): it was written by a newer release; run that release, or restore a backup taken before the upgrade (docs/operations.md)`);
+  }
+  if (opts.readonly) return db;
+  if (current > 0 && current < MIGRATIONS.length) {
+    const copy = `${file}.v${current}.bak`;
+    if (!fs.existsSync(copy)) {
+      db.prepare("VACUUM INTO ?").run(copy);
+      fs.chmodSync(copy, 0o600);
+    }
+  }
   for (let v = current; v < MIGRATIONS.length; v++) {
     db.transaction(() => {
       db.exec(MIGRATIONS[v]);
