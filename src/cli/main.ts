@@ -8,7 +8,9 @@ import { KeyService } from "../auth/keys.js";
 import { runMcpStdio } from "../mcp/stdio.js";
 import { createServer } from "../server.js";
 import { runAuditVerifyCli } from "../audit/index.js";
+import path from "node:path";
 import { StartupError } from "../ops/preflight.js";
+import { backup, restore } from "../ops/backup.js";
 import { SchemaTooNewError } from "../store/db.js";
 import { SecretStore, generateMasterKey, loadOrCreateMasterKey, readMasterKeyRing, rotateMasterKeyFile } from "../vault/index.js";
 
@@ -25,6 +27,9 @@ const USAGE = `usage: petri <command>
   doctor                         which sandbox runtimes work here, and how to fix the rest
   audit verify [DIR] [--public-key FILE]
                                  check the audit log's hash chain and signed checkpoints
+  backup DIR                     online backup (store, keys, audit log, blobs, workspaces) into a new
+                                 or empty DIR, consistent while the server serves
+  restore DIR                    restore a backup into an empty PETRI_DATA_DIR / PETRI_WORKSPACE_ROOT
   help                           this text
 
 Configuration comes from PETRI_* environment variables (see README.md).
@@ -43,6 +48,18 @@ export async function main(argv: string[]): Promise<number> {
   try {
     if (cmd === "serve") return await serve();
     if (cmd === "mcp") return await runMcpStdio(loadConfig());
+    if ((cmd === "backup" || cmd === "restore") && sub && !sub.startsWith("--")) {
+      const cfg = loadConfig();
+      const dir = path.resolve(sub);
+      if (cmd === "backup") {
+        const m = await backup(cfg, dir);
+        process.stdout.write(`backup written to ${dir}: ${m.contents.join(", ")}; master key ${m.master_key}\n`);
+      } else {
+        const m = restore(cfg, dir);
+        process.stdout.write(`restored ${m.contents.join(", ")} (backup of ${m.created_at}) into ${cfg.dataDir}; start the server to serve it\n`);
+      }
+      return 0;
+    }
     if (cmd === "vault" && sub === "rotate-master-key") {
       const cfg = loadConfig();
       if (cfg.masterKey) {
@@ -99,6 +116,10 @@ export async function main(argv: string[]): Promise<number> {
     if (e instanceof StartupError) {
       process.stderr.write(`petri: cannot start: ${e.message}\n  fix: ${e.fix}\n`);
       return 2;
+    }
+    if ((cmd === "backup" || cmd === "restore") && e instanceof Error && !(e instanceof ConfigError)) {
+      process.stderr.write(`petri ${cmd}: ${e.message}\n`);
+      return 1;
     }
     if (e instanceof SchemaTooNewError) {
       process.stderr.write(`petri: ${e.message}\n`);
