@@ -1,4 +1,5 @@
 import { after, before, describe, test } from "node:test";
+import { spawnSync } from "node:child_process";
 import assert from "node:assert/strict";
 import { DEFAULT_IMAGE } from "../src/images/recipe.js";
 import { LABEL_INSTANCE } from "../src/server.js";
@@ -85,5 +86,49 @@ describe("engine faults are told as they are (own dockerd, stopped and started d
     await t.server.reapNow();
     const left = (await engine.containers(mine)).filter((c) => c.State !== "running");
     assert.deepEqual(left.map((c) => `${c.Id.slice(0, 12)} ${c.State}`), []);
+  });
+});
+
+/** Pids of bwrap helpers this test process started (the server runs in-process). */
+function bwrapChildren(): number[] {
+  const r = spawnSync("ps", ["-o", "pid=,comm=", "--ppid", String(process.pid)], { encoding: "utf8" });
+  return r.stdout.split("\n").map((l) => l.trim().split(/\s+/)).filter((p) => p[1] === "bwrap").map((p) => Number(p[0]));
+}
+
+describe("bwrap: its helper killed from outside during a run", () => {
+  let t: TestServer;
+  before(async () => { t = await startTestServer({ PETRI_RUNTIMES: "bwrap", PETRI_WARM_IDLE_MS: "120000" }); });
+  after(async () => { await t?.close(); });
+
+  test("the run fails as ENGINE_LOST, not as the program's signal; a killed pre-started helper is replaced by a cold start", async (ctx) => {
+    if (!t.server.runtimes.has("bwrap")) {
+      ctx.skip("SKIPPED: bwrap is not available on this host");
+      return;
+    }
+    const rt = t.server.runtimes.get("bwrap")!;
+    const sb = await createSandbox(t, { language: "python", runtime: "bwrap" });
+    assert.equal((await exec(t, sb, { code: "print('warm-up')" })).json.exit_code, 0);
+    await until("a pre-started bwrap sandbox", () => (rt.prestartStats?.().ready ?? bwrapChildren().length) > 0 && bwrapChildren().length > 0);
+
+    // The pre-started helper is killed: the next run must still run, cold.
+    for (const pid of bwrapChildren()) process.kill(pid, "SIGKILL");
+    await sleep(300);
+    const cold = await exec(t, sb, { code: "print('ran anyway')" });
+    assert.equal(cold.json.stdout, "ran anyway\n", cold.text);
+    assert.equal(cold.json.error, null);
+
+    await until("the replacement pre-started sandbox", () => bwrapChildren().length > 0);
+    const running = exec(t, sb, { code: "import time\nprint('started', flush=True)\ntime.sleep(60)" });
+    await sleep(1500);
+    const helpers = bwrapChildren();
+    assert.ok(helpers.length > 0, "the run's bwrap helper is a child of the server");
+    for (const pid of helpers) process.kill(pid, "SIGKILL");
+    const lost = await running;
+    assert.equal(lost.json.status, "failed", lost.text);
+    assert.equal(lost.json.error?.code, "ENGINE_LOST", lost.text);
+    assert.match(lost.json.error.message, /bwrap helper was killed/);
+    assert.equal(lost.json.signal, null);
+    const after = await exec(t, sb, { code: "print('still fine')" });
+    assert.equal(after.json.stdout, "still fine\n", after.text);
   });
 });

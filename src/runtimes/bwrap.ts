@@ -5,7 +5,7 @@ import path from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { readNumber } from "./cgroups.js";
 import { LABEL_WARM, LAUNCHER_ARGV, PrestartGate, launchLine, shapeKey } from "./launcher.js";
-import { CappedBuffer, signalFromExitCode, type RunLimits, type RunResult, type RunSpec, type Runtime } from "./types.js";
+import { CappedBuffer, EngineLostError, signalFromExitCode, type RunLimits, type RunResult, type RunSpec, type Runtime } from "./types.js";
 
 /**
  * BwrapRuntime: each run is a bubblewrap sandbox (new user/pid/net/ipc/uts/mount/cgroup
@@ -590,18 +590,28 @@ export class BwrapRuntime implements Runtime {
     if (!this.warmOpts) return undefined;
     const key = shapeKey(spec);
     const st = this.pool.get(key);
-    if (!st) return undefined;
+    if (!st) { this.prestartMisses++; return undefined; }
     this.pool.delete(key);
     clearTimeout(st.expiry);
     if (st.proc.exitCode !== null || st.proc.signalCode !== null) {
       void this.finish(st);
+      this.prestartMisses++;
       return undefined;
     }
+    this.prestartHits++;
     // From now on it is this run's: its labels and its kill.
     st.labels = spec.labels;
     this.live.set(st.runName, { labels: spec.labels, kill: () => st.onKill(), done: st.done });
     st.onKill = () => { st.killed = true; st.killTree(); };
     return st;
+  }
+
+  private prestartHits = 0;
+  private prestartMisses = 0;
+
+  /** Pre-started sandboxes waiting, and how often a run found one (metrics). */
+  prestartStats(): { ready: number; hits: number; misses: number } {
+    return { ready: this.pool.size, hits: this.prestartHits, misses: this.prestartMisses };
   }
 
   async run(spec: RunSpec): Promise<RunResult> {
@@ -660,6 +670,12 @@ export class BwrapRuntime implements Runtime {
       const exitCode = exitSignal ? null : (status.exitCode ?? code ?? null);
       const sigFromCode = signalFromExitCode(exitCode);
       const usage = st.cg?.usage() ?? { peakMemoryBytes: null, cpuTimeMs: null, oomKills: null };
+      // The outer bwrap (the sandbox's helper) is outside the program's pid namespace, so the
+      // program cannot signal it: a signal death of it that Petri did not cause (timeout,
+      // cancel) nor the OOM killer came from outside, and is not the program's exit.
+      if (exitSignal && !timedOut && !killed && !((usage.oomKills ?? 0) > 0)) {
+        throw new EngineLostError(`the sandbox's bwrap helper was killed (${exitSignal}) from outside Petri; the program did not finish on its own`);
+      }
       result = {
         exitCode: exitSignal || sigFromCode ? null : exitCode,
         signal: exitSignal ?? sigFromCode,
