@@ -122,6 +122,8 @@ export class DockerRuntime implements Runtime {
     this.docker.getEvents({ since, filters: { type: ["container"], event: ["kill"], label: ["io.jhansi.petri.managed=true"] } }).then((stream) => {
       if (this.closed) { (stream as unknown as { destroy?: () => void }).destroy?.(); return; }
       this.events = stream;
+      // Following the engine never keeps the process alive by itself.
+      (stream as unknown as { socket?: { unref?: () => void } }).socket?.unref?.();
       let buf = "";
       stream.on("data", (chunk: Buffer) => {
         buf += chunk.toString("utf8");
