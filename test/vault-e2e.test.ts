@@ -196,7 +196,8 @@ describe("egress policy through the API (default policy: nothing private opened)
  * environment or mounts, and cannot read the token back through an echo with 6-byte Ranges or
  * through a request-log viewer on another allowed host.
  */
-describe("vault on every runtime, against real PostgreSQL and a real HTTPS upstream", () => {
+// Production runs with pre-started sandboxes; the tests run both ways.
+for (const warmIdleMs of ["0", "60000"]) describe(`vault on every runtime, against real PostgreSQL and a real HTTPS upstream (PETRI_WARM_IDLE_MS=${warmIdleMs})`, () => {
   let t: TestServer;
   let pg: PgServer;
   let work: string;
@@ -231,7 +232,7 @@ describe("vault on every runtime, against real PostgreSQL and a real HTTPS upstr
     logPort = (logViewer.address() as net.AddressInfo).port;
     pg = await startPostgres();
     pg.sql(`CREATE ROLE app LOGIN PASSWORD '${scramVerifier(PASSWORD)}'; CREATE DATABASE appdb OWNER app;`);
-    t = await startTestServer({ PETRI_RUNTIMES: "all", PETRI_RUNTIME: "auto", PETRI_EGRESS_PRIVATE_HOSTS: "127.0.0.0/8" });
+    t = await startTestServer({ PETRI_RUNTIMES: "all", PETRI_RUNTIME: "auto", PETRI_EGRESS_PRIVATE_HOSTS: "127.0.0.0/8", PETRI_WARM_IDLE_MS: warmIdleMs });
     runtimes = (await t.api("GET", "/v1/runtimes")).json.runtimes.map((x: { name: string }) => x.name);
     assert.equal((await t.api("PUT", "/v1/secrets/db", { body: { kind: "postgres", value: PASSWORD, config: { host: "127.0.0.1", port: pg.port, database: "appdb", user: "app" } } })).status, 201);
     assert.equal((await t.api("PUT", "/v1/secrets/api", { body: { kind: "http", value: TOKEN, config: { hosts: [`127.0.0.1:${port}`], upstreamCa: ca.caCert } } })).status, 201);
