@@ -74,13 +74,14 @@ async function fullSession(client: Client, log: (s: string) => void): Promise<vo
     assert.match(text(run), /exit code 0/);
     assert.match(text(run), /--- stdout ---\n29\n/);
     assert.match(text(run), /--- workspace changes ---\n\+chart\.png\n\+summary\.csv/);
-
-    // The chart comes back inline, as an MCP image.
-    const readImg = await client.callTool({ name: "read_file", arguments: { sandbox_id: sb, path: "chart.png" } });
-    const imgs = images(readImg);
-    assert.equal(imgs.length, 1, text(readImg));
+    // The chart comes back inline with the run, as an MCP image; the small CSV as text.
+    const imgs = images(run);
+    assert.equal(imgs.length, 1, `the chart comes back inline: ${text(run)}`);
     assert.equal(imgs[0].mimeType, "image/png");
     assert.ok(Buffer.from(imgs[0].data!, "base64").subarray(0, 8).equals(Buffer.from("\x89PNG\r\n\x1a\n", "latin1")));
+    assert.match(text(run), /--- summary\.csv \(text\/csv\) ---\n/);
+    const readImg = await client.callTool({ name: "read_file", arguments: { sandbox_id: sb, path: "chart.png" } });
+    assert.equal(images(readImg)[0]?.data, imgs[0].data);
     const read = await client.callTool({ name: "read_file", arguments: { sandbox_id: sb, path: "sales.csv" } });
     assert.equal(text(read), CSV);
 
@@ -112,7 +113,7 @@ async function fullSession(client: Client, log: (s: string) => void): Promise<vo
     const failing = await client.callTool({ name: "run_code", arguments: { sandbox_id: sb, code: "1/0" } });
     assert.equal(failing.isError, true);
     assert.match(text(failing), /exit code 1/);
-    assert.match(text(failing), /ZeroDivisionError: division by zero/);
+    assert.match(text(failing), /\nexplanation: exited with code 1: ZeroDivisionError: division by zero \(<snippet>:1\)\n/);
   } finally {
     const deleted = await client.callTool({ name: "delete_sandbox", arguments: { sandbox_id: sb } });
     assert.equal(deleted.isError, false, text(deleted));

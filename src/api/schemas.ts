@@ -55,6 +55,7 @@ export const SandboxSchema = Type.Object({
   ttl_ms: Type.Number(),
   secrets: Type.Array(Type.String(), { description: "vault secrets its runs may use (code sees placeholders)" }),
   allow_hosts: Type.Array(Type.String(), { description: "hosts reachable through the HTTP broker; empty: no network" }),
+  env: Type.Record(Type.String(), Type.String(), { description: "environment of every run; a run's env is layered on top (PYTHONPATH, NODE_PATH, PATH, NODE_OPTIONS are prepended to, not replaced)" }),
   dependencies: Type.Optional(Dependencies),
   auto_detect_dependencies: Type.Optional(Type.Union([Type.Boolean(), Type.Null()])),
 });
@@ -71,6 +72,7 @@ export const CreateSandboxBody = Type.Object({
   metadata: Type.Optional(Type.Record(Type.String({ maxLength: 64 }), Type.String({ maxLength: 256 }), { maxProperties: 32 })),
   secrets: Type.Optional(SecretNames),
   allow_hosts: Type.Optional(HostPatterns),
+  env: Type.Optional(Type.Record(Type.String({ maxLength: 128 }), Type.String({ maxLength: 32768 }), { maxProperties: 256 })),
   dependencies: Type.Optional(Dependencies),
   auto_detect_dependencies: Type.Optional(AutoDetect),
 }, { additionalProperties: false });
@@ -96,6 +98,7 @@ export const ExecBody = Type.Object({
   detach: Type.Optional(Type.Boolean({ description: "Return 202 at once; fetch the result with GET …/exec/{exec_id}" })),
   secrets: Type.Optional(SecretNames),
   allow_hosts: Type.Optional(HostPatterns),
+  tty: Type.Optional(Type.Boolean({ description: "Run on a pseudo-terminal (stdout and stderr arrive merged on stdout)" })),
   dependencies: Type.Optional(Dependencies),
   auto_detect_dependencies: Type.Optional(AutoDetect),
 }, { additionalProperties: false });

@@ -16,6 +16,11 @@ import { checkTenantHosts, openBrokerSession, type BrokerSession, type SecretSto
 import type { AuditEvent } from "../audit/types.js";
 import { runFinishEvents, runStartEvent, toAuditSnapshot, type RunAuditContext } from "./audit-events.js";
 import type { DeclaredDependencies } from "../deps/specs.js";
+import type { Artifact } from "./artifacts.js";
+import type { ErrorSummary } from "./explain.js";
+import { AGENT_MOUNT, DISPLAY_MOUNT, agentEnv, layerEnv, prepareAgentFiles, prepareDisplayDirs } from "./agent-files.js";
+import { BlockedHosts, agentFields } from "./agent-result.js";
+import { TTY_ENV, ttyArgv } from "./tty.js";
 import type { DependencySummary, PreparedDeps } from "../deps/service.js";
 
 export interface ExecRequest {
@@ -34,6 +39,8 @@ export interface ExecRequest {
   dependencies?: DeclaredDependencies;
   /** Detect and install what the code imports; default: the sandbox's setting, else the server's. */
   auto_detect_dependencies?: boolean;
+  /** Run the program on a pseudo-terminal (stdout and stderr arrive merged on stdout). */
+  tty?: boolean;
 }
 
 export type ExecStatus = "running" | "completed" | "failed" | "cancelled";
@@ -69,6 +76,12 @@ export interface ExecResult {
   error: { code: string; message: string } | null;
   created_at: string;
   finished_at: string | null;
+  /** For agents (agent-result.ts): how an abnormal run ended, its error, its images and data files. */
+  explanation?: string | null;
+  error_summary?: ErrorSummary | null;
+  artifacts?: Artifact[];
+  stdout_cut_bytes?: number;
+  stderr_cut_bytes?: number;
 }
 
 export interface ExecEvents {
@@ -170,6 +183,11 @@ export class ExecService {
     return this.running.size;
   }
 
+  /** Per sandbox, so the mounts (and a pre-started container's shape) stay the same from run to run. */
+  private displayDirFor(sandboxId: string): string {
+    return path.join(this.d.config.dataDir, "display", sandboxId);
+  }
+
   /** Validates and starts a run; the returned handle's `done` resolves with the result. */
   start(auth: AuthContext, sandbox: Sandbox, req: ExecRequest, opts: { interactiveStdin?: boolean; deps?: PreparedDeps | null } = {}): RunHandle {
     const { config, workspaces } = this.d;
@@ -226,15 +244,19 @@ export class ExecService {
       }
     }
     argv = [...argv, ...(req.args ?? [])];
+    if (req.tty) argv = ttyArgv(argv);
 
     const cacheDir = this.d.sandboxes.cacheDirFor(sandbox.id);
     fs.mkdirSync(cacheDir, { recursive: true, mode: 0o755 });
     fs.chownSync(cacheDir, config.sandboxUid, config.sandboxGid);
     mounts.push({ source: cacheDir, target: CACHE_DIR, readonly: false });
+    // Helpers for agents (agent-files.ts) and the per-sandbox display mount (same shape every run).
+    mounts.push({ source: prepareAgentFiles(config.dataDir), target: AGENT_MOUNT, readonly: true });
+    mounts.push({ source: this.displayDirFor(sandbox.id), target: DISPLAY_MOUNT, readonly: false });
 
     const image = config.images[sandbox.language] ?? config.images.python;
     const now = Date.now();
-    const requestRecord = { filename: req.filename ?? null, code_bytes: req.code?.length ?? null, args: req.args ?? [], env_names: Object.keys(req.env ?? {}), limits };
+    const requestRecord = { filename: req.filename ?? null, code_bytes: req.code?.length ?? null, args: req.args ?? [], env_names: Object.keys(req.env ?? {}), limits, ...(req.tty ? { tty: true } : {}) };
     this.d.quotas?.runStarting(auth.tenantId);
     try {
       this.d.db.prepare("INSERT INTO execs(id, sandbox_id, tenant_id, status, request_json, created_at) VALUES (?, ?, ?, 'running', ?, ?)")
@@ -253,7 +275,8 @@ export class ExecService {
       image,
       rootfs: this.d.rootfsFor(image),
       argv,
-      env: { ...BASE_ENV, ...lang.env, ...(opts.deps?.env ?? {}), ...(req.env ?? {}) },
+      // A run's env adds to list variables (PYTHONPATH, NODE_PATH…) rather than replacing them.
+      env: layerEnv(BASE_ENV, agentEnv(id), lang.env, sandbox.env, opts.deps?.env, req.tty ? TTY_ENV : undefined, req.env),
       cwd: "/workspace",
       mounts: [...mounts, ...(opts.deps?.mounts ?? [])],
       limits: {
@@ -307,6 +330,7 @@ export class ExecService {
       if (entry !== "<snippet>") auditCtx.entrySha256 = auditBefore.files.get(entry)?.sha256;
       this.safeAppend(runStartEvent(auditCtx, auditBefore));
     }
+    const agent = { blocked: new BlockedHosts(), network: false, displayRunDir: prepareDisplayDirs(this.displayDirFor(sandbox.id), handle.id, config.sandboxUid, config.sandboxGid) };
     const before = await workspaces.snapshot(sandbox.id);
     const startUsage = [...before.values()].reduce((a, e) => a + (e.type === "file" ? e.size : 0), 0);
     // Disk quota watchdog: a run that grows the workspace past its quota is stopped. A workspace
@@ -343,7 +367,7 @@ export class ExecService {
     let runtimeCalledAt: number | null = null;
     try {
       if (egress.secrets.length || egress.allowHosts.length) {
-        broker = await this.openBroker(auth, sandbox, handle, spec, runDir, egress);
+        broker = await this.openBroker(auth, sandbox, handle, spec, runDir, egress, agent);
       }
       runtimeCalledAt = Date.now();
       raw = await runtime.run(spec);
@@ -354,7 +378,8 @@ export class ExecService {
       // nor a start-up failure.
       error = e instanceof EngineLostError || e instanceof PetriError ? { code: e.code, message: e.message } : /No such image|not found/i.test(msg)
         ? { code: "IMAGE_MISSING", message: `image ${spec.image} is not available; run \`petri images build\`` }
-        : { code: "RUNTIME_UNAVAILABLE", message: "the runtime could not start this run" };
+        // The real cause, on one line: the agent (or person) reading the result can often fix it.
+        : { code: "RUNTIME_UNAVAILABLE", message: `the runtime could not start this run: ${msg.replace(/\s+/g, " ").trim().slice(0, 500)}` };
     } finally {
       await stopWatching();
       await broker?.close().catch(() => undefined);
@@ -414,6 +439,13 @@ export class ExecService {
       created_at: new Date(createdAt).toISOString(),
       finished_at: new Date().toISOString(),
     };
+    Object.assign(result, agentFields({
+      language: sandbox.language, raw, error, stdout, stderr, limits, cancelReason: handle.cancelReason, quotaHit,
+      networkAllowed: agent.network, blocked: agent.blocked, workspaces, sandboxId: sandbox.id,
+      changed: [...result.files.created, ...result.files.modified], displayDir: agent.displayRunDir,
+      redact: broker ? (b) => broker!.redactor.redactBuffer(b).data : undefined,
+    }));
+    fs.rmSync(agent.displayRunDir, { recursive: true, force: true });
     try {
       this.d.db.prepare("UPDATE execs SET status = ?, result_json = ?, finished_at = ? WHERE id = ?")
         .run(result.status, JSON.stringify(result), Date.now(), handle.id);
@@ -449,18 +481,23 @@ export class ExecService {
    * streamed. Broker events (every connection, query and request, allowed or denied) are audited.
    */
   private async openBroker(auth: AuthContext, sandbox: Sandbox, handle: RunHandle, spec: RunSpec, runDir: string,
-    egress: { secrets: string[]; allowHosts: string[] }): Promise<BrokerSession> {
+    egress: { secrets: string[]; allowHosts: string[] }, agent: { blocked: BlockedHosts; network: boolean }): Promise<BrokerSession> {
     const noSockets = await this.d.runtimes.get(sandbox.runtime)?.hostSockets?.();
     if (noSockets) throw new PetriError("RUNTIME_UNAVAILABLE", noSockets);
     const session = await openBrokerSession({
       store: this.d.vault!, tenantId: auth.tenantId, sandboxId: sandbox.id, execId: handle.id,
       secrets: egress.secrets, allowHosts: egress.allowHosts, egress: this.d.config.egress, runDir: path.join(runDir, "broker"),
-      onEvent: (ev) => this.safeAppend({
-        kind: ev.kind, action: ev.action, outcome: ev.outcome,
-        tenant_id: auth.tenantId, key_id: auth.keyId, sandbox_id: sandbox.id, exec_id: handle.id, detail: ev.detail,
-      }),
+      onEvent: (ev) => {
+        agent.blocked.observe(ev);
+        this.safeAppend({
+          kind: ev.kind, action: ev.action, outcome: ev.outcome,
+          tenant_id: auth.tenantId, key_id: auth.keyId, sandbox_id: sandbox.id, exec_id: handle.id, detail: ev.detail,
+        });
+      },
     });
-    spec.env = { ...spec.env, ...session.env };
+    agent.network = Boolean(session.env.HTTP_PROXY);
+    // layerEnv keeps the helpers' NODE_OPTIONS preload next to the broker's.
+    spec.env = layerEnv(spec.env, session.env, agent.network ? { PETRI_NETWORK: "proxy" } : undefined);
     spec.mounts = [...spec.mounts, session.mount];
     spec.argv = session.wrapArgv(spec.argv);
     const outR = session.redactor.stream();
@@ -520,6 +557,7 @@ export class ExecService {
     const hs = [...this.running.values()].filter((h) => h.sandboxId === sandboxId);
     for (const h of hs) h.cancel("cancel");
     await Promise.all(hs.map((h) => h.done));
+    fs.rmSync(this.displayDirFor(sandboxId), { recursive: true, force: true });
     for (const rt of this.d.runtimes.values()) {
       await rt.reap({ "io.jhansi.petri.instance": this.d.instanceId, "io.jhansi.petri.sandbox": sandboxId }).catch(() => 0);
     }

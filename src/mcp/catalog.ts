@@ -32,6 +32,7 @@ export const TOOLS: readonly ToolDef[] = Object.freeze([
       properties: {
         language: { type: "string", enum: ["python", "node", "go", "bash"], description: "language of the runs" },
         allow_hosts: hosts,
+        env: { type: "object", additionalProperties: { type: "string" }, description: "environment variables for every run of this sandbox" },
         timeout_ms: { type: "integer", minimum: 1, description: "default time limit of one run, ms" },
         memory_mb: { type: "integer", minimum: 1, description: "memory limit of one run, MiB" },
       },

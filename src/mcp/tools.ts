@@ -127,6 +127,7 @@ function createSandbox(call: ToolCall, a: Record<string, any>) {
     language: a.language ?? "python",
     ...(Object.keys(limits).length ? { limits } : {}),
     ...(a.allow_hosts ? { allow_hosts: a.allow_hosts } : {}),
+    ...(a.env ? { env: a.env } : {}),
   });
   audit(call, "sandbox.create", sb.id);
   return sb;

@@ -28,11 +28,14 @@ export interface Sandbox {
   secrets: string[];
   /** Hosts its runs may reach through the HTTP broker. Empty: no network at all. */
   allow_hosts: string[];
+  /** Environment of every run (a run's own `env` is layered on top). */
+  env: Record<string, string>;
 }
 
 export interface CreateSandboxInput {
   secrets?: string[];
   allow_hosts?: string[];
+  env?: Record<string, string>;
   language: string;
   runtime?: string;
   limits?: Partial<Limits>;
@@ -62,6 +65,9 @@ export function resolveLimits(base: Readonly<Limits>, max: Readonly<Limits>, req
   }
   return out;
 }
+
+/** Names a run's environment may use (sandbox-level and run-level env alike). */
+export const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
 
 export class SandboxService {
   /** Sandboxes with runs in flight, so status can say "running" and deletes can cancel them. */
@@ -94,7 +100,8 @@ export class SandboxService {
       expires_at: new Date(r.expires_at).toISOString(),
       idle_timeout_ms: r.idle_timeout_ms,
       ttl_ms: r.ttl_ms,
-      ...(JSON.parse(r.egress_json) as { secrets: string[]; allow_hosts: string[] }),
+      // egress_json holds what every run of the sandbox gets: secrets, hosts and env.
+      ...{ env: {}, ...(JSON.parse(r.egress_json) as { secrets: string[]; allow_hosts: string[]; env?: Record<string, string> }) },
     };
   }
 
@@ -123,7 +130,13 @@ export class SandboxService {
       throw new PetriError("LIMIT_ABOVE_MAXIMUM", `idle_timeout_ms=${idle} is above the server maximum of ${this.config.sandboxTtlMs}`);
     }
     for (const name of input.secrets ?? []) this.secretExists?.(auth.tenantId, name);
-    const egress = { secrets: [...new Set(input.secrets ?? [])], allow_hosts: [...new Set(checkTenantHosts(input.allow_hosts ?? [], this.config.egress, "allow_hosts"))] };
+    for (const k of Object.keys(input.env ?? {})) {
+      if (!ENV_NAME.test(k)) throw new PetriError("VALIDATION_ERROR", `env name "${k}" is not a valid variable name`);
+    }
+    const egress = {
+      secrets: [...new Set(input.secrets ?? [])], allow_hosts: [...new Set(checkTenantHosts(input.allow_hosts ?? [], this.config.egress, "allow_hosts"))],
+      env: { ...(input.env ?? {}) },
+    };
     const id = newId("sb");
     const now = Date.now();
     const expires = Math.min(now + ttl, now + idle);

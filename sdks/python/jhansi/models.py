@@ -1,5 +1,6 @@
 """Data returned by the SDK. Field names follow the server's JSON (snake_case)."""
 
+import base64
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Dict, List, Mapping, Optional
@@ -69,6 +70,12 @@ class SandboxInfo:
     """Destroyed after this long without activity, milliseconds."""
     ttl_ms: int
     """Absolute lifetime, milliseconds."""
+    allow_hosts: List[str] = field(default_factory=list)
+    """Hosts its runs may reach over HTTP(S) through Petri's broker; empty: no network at all."""
+    secrets: List[str] = field(default_factory=list)
+    """Vault secrets its runs may use (the code sees placeholders, never values)."""
+    env: Dict[str, str] = field(default_factory=dict)
+    """Environment of every run (a run's ``env`` is layered on top)."""
 
     @classmethod
     def from_wire(cls, w: Mapping[str, Any]) -> "SandboxInfo":
@@ -77,6 +84,7 @@ class SandboxInfo:
             status=w.get("status", ""), limits=Limits.from_wire(w.get("limits") or {}), metadata=dict(w.get("metadata") or {}),
             created_at=parse_time(w.get("created_at")), last_active_at=parse_time(w.get("last_active_at")),
             expires_at=parse_time(w.get("expires_at")), idle_timeout_ms=w.get("idle_timeout_ms", 0), ttl_ms=w.get("ttl_ms", 0),
+            allow_hosts=list(w.get("allow_hosts") or []), secrets=list(w.get("secrets") or []), env=dict(w.get("env") or {}),
         )
 
 
@@ -145,6 +153,53 @@ class DependencyReport:
 
 
 @dataclass
+class Artifact:
+    """An image or data file a run produced, returned inline (PNG/JPEG/SVG/CSV/JSON, within size caps)."""
+
+    path: str
+    """Workspace path, or ``display/figure-N.png`` for a figure shown with plt.show()/display()."""
+    mime_type: str
+    size: int
+    data: Optional[bytes] = None
+    """The content, or None when it was too large to return inline (see ``omitted``)."""
+    omitted: Optional[str] = None
+    """Why the content is not inline."""
+
+    @property
+    def text(self) -> Optional[str]:
+        """The content as text for CSV, JSON and SVG; None otherwise."""
+        if self.data is None or not (self.mime_type.startswith("text/") or self.mime_type in ("application/json", "image/svg+xml")):
+            return None
+        return self.data.decode("utf-8", "replace")
+
+    @classmethod
+    def from_wire(cls, w: Mapping[str, Any]) -> "Artifact":
+        raw = w.get("data")
+        data: Optional[bytes] = None
+        if isinstance(raw, str):
+            data = base64.b64decode(raw) if w.get("encoding") == "base64" else raw.encode("utf-8")
+        return cls(path=w.get("path", ""), mime_type=w.get("mime_type", ""), size=w.get("size", 0), data=data, omitted=w.get("omitted"))
+
+
+@dataclass
+class ErrorSummary:
+    """The error a failed run's traceback ends with (Python, Node, Go)."""
+
+    type: str
+    """e.g. ``ZeroDivisionError``, ``TypeError``, ``panic``, ``compile error``."""
+    message: str
+    file: Optional[str] = None
+    """Workspace-relative path, e.g. ``main.py``."""
+    line: Optional[int] = None
+
+    @classmethod
+    def from_wire(cls, w: Optional[Mapping[str, Any]]) -> "Optional[ErrorSummary]":
+        if not w:
+            return None
+        return cls(type=w.get("type", ""), message=w.get("message", ""), file=w.get("file"), line=w.get("line"))
+
+
+@dataclass
 class ExecResult:
     """The outcome of one run. ``output`` is stdout; nothing is raised for a non-zero exit."""
 
@@ -177,6 +232,17 @@ class ExecResult:
     """Detected, installed or reused packages (None when the language has none)."""
     error: Optional[Dict[str, str]] = None
     """Why the run failed or was stopped (``{"code", "message"}``), else None."""
+    explanation: Optional[str] = None
+    """One line saying how an abnormal run ended, for a person or a model (``killed: exceeded the 30 s
+    time limit``, ``no network in this sandbox: allow the host with allow_hosts``, ``exited with code 1:
+    ZeroDivisionError: division by zero (main.py:3)``); None when the run simply succeeded."""
+    error_summary: Optional[ErrorSummary] = None
+    """The error the traceback of a failed run ends with, else None."""
+    artifacts: List[Artifact] = field(default_factory=list)
+    """Images and small data files the run created or showed (plt.show()), inline."""
+    stdout_cut_bytes: int = 0
+    """Bytes cut from the middle of stdout when it exceeded the output limit (head and tail are kept)."""
+    stderr_cut_bytes: int = 0
     created_at: Optional[datetime] = None
     finished_at: Optional[datetime] = None
     raw: Dict[str, Any] = field(default_factory=dict, repr=False)
@@ -205,6 +271,9 @@ class ExecResult:
             files=FileChanges(list(files.get("created") or []), list(files.get("modified") or []), list(files.get("deleted") or [])),
             workspace_quota_exceeded=bool(w.get("workspace_quota_exceeded")), error=w.get("error"),
             dependencies=DependencyReport.from_wire(w.get("dependencies")),
+            explanation=w.get("explanation"), error_summary=ErrorSummary.from_wire(w.get("error_summary")),
+            artifacts=[Artifact.from_wire(a) for a in (w.get("artifacts") or [])],
+            stdout_cut_bytes=w.get("stdout_cut_bytes") or 0, stderr_cut_bytes=w.get("stderr_cut_bytes") or 0,
             created_at=parse_time(w.get("created_at")), finished_at=parse_time(w.get("finished_at")), raw=dict(w),
         )
 

@@ -53,6 +53,9 @@ class Sandbox:
         metadata: Optional[Mapping[str, str]] = None,
         dependencies: Optional[Mapping[str, Iterable[str]]] = None,
         auto_detect_dependencies: Optional[bool] = None,
+        allow_hosts: Optional[Iterable[str]] = None,
+        secrets: Optional[Iterable[str]] = None,
+        env: Optional[Mapping[str, str]] = None,
         api_key: Optional[str] = None,
         url: Optional[str] = None,
         request_timeout: Optional[float] = None,
@@ -70,6 +73,11 @@ class Sandbox:
         :param dependencies: packages every run gets, e.g. ``{"python": ["pandas>=2"], "node": ["lodash@4"]}``,
             from the server's registries (installed in the background, reused by runs).
         :param auto_detect_dependencies: detect each run's imports and install what is missing.
+        :param allow_hosts: hosts the runs may reach over HTTP(S), e.g. ``["api.github.com", "*.example.com"]``;
+            without any there is no network at all.
+        :param secrets: vault secrets the runs may use (``PUT /v1/secrets/{name}`` first); the code sees placeholders.
+        :param env: environment of every run; a run's ``env`` is layered on top (PYTHONPATH, NODE_PATH, PATH
+            are prepended to, not replaced).
         """
         client = ApiClient(api_key, url, request_timeout, headers)
         wire_limits = dict(limits_to_wire(limits) or {})
@@ -90,6 +98,9 @@ class Sandbox:
             body["dependencies"] = dependencies_to_wire(dependencies)
         if auto_detect_dependencies is not None:
             body["auto_detect_dependencies"] = bool(auto_detect_dependencies)
+        body.update(_agent_options(allow_hosts, secrets, False))
+        if env is not None:
+            body["env"] = dict(env)
         self._init(client, client.json("POST", "/v1/sandboxes", json=body))
 
     def _init(self, client: ApiClient, wire: Mapping[str, Any]) -> None:
@@ -166,7 +177,8 @@ class Sandbox:
              limits: Union[Limits, Mapping[str, Any], None] = None, on_stdout: Optional[OutputCallback] = None,
              on_stderr: Optional[OutputCallback] = None, wait_grace: float = DEFAULT_WAIT_GRACE,
              dependencies: Optional[Mapping[str, Iterable[str]]] = None,
-             auto_detect_dependencies: Optional[bool] = None) -> ExecResult:
+             auto_detect_dependencies: Optional[bool] = None, allow_hosts: Optional[Iterable[str]] = None,
+             secrets: Optional[Iterable[str]] = None, tty: bool = False) -> ExecResult:
         """Runs a snippet of the sandbox's language and waits for its result.
 
         :param args: arguments appended to the command line.
@@ -182,8 +194,13 @@ class Sandbox:
             raise ``DependencyException``.
         :param auto_detect_dependencies: detect the code's imports and install what is missing
             (default: the sandbox's setting, else the server's).
+        :param allow_hosts: hosts this run may reach over HTTP(S), in addition to the sandbox's.
+        :param secrets: vault secrets this run may use, in addition to the sandbox's.
+        :param tty: run the program on a pseudo-terminal (for programs that behave differently on one);
+            stdout and stderr then arrive merged in ``stdout``.
         """
         body = self._body({"code": code}, args, stdin, env, timeout, limits, False, dependencies, auto_detect_dependencies)
+        body.update(_agent_options(allow_hosts, secrets, tty))
         return self._run_to_end(body, timeout, limits, on_stdout, on_stderr, wait_grace)
 
     def run(self, filename: str, *, args: Optional[Iterable[str]] = None, stdin: Optional[str] = None,
@@ -191,9 +208,11 @@ class Sandbox:
             limits: Union[Limits, Mapping[str, Any], None] = None, on_stdout: Optional[OutputCallback] = None,
             on_stderr: Optional[OutputCallback] = None, wait_grace: float = DEFAULT_WAIT_GRACE,
              dependencies: Optional[Mapping[str, Iterable[str]]] = None,
-             auto_detect_dependencies: Optional[bool] = None) -> ExecResult:
+             auto_detect_dependencies: Optional[bool] = None, allow_hosts: Optional[Iterable[str]] = None,
+             secrets: Optional[Iterable[str]] = None, tty: bool = False) -> ExecResult:
         """Runs a workspace file (e.g. ``main.py``) with ``args`` and waits for its result; options as ``exec``."""
         body = self._body({"filename": filename}, args, stdin, env, timeout, limits, False, dependencies, auto_detect_dependencies)
+        body.update(_agent_options(allow_hosts, secrets, tty))
         return self._run_to_end(body, timeout, limits, on_stdout, on_stderr, wait_grace)
 
     def start(self, code: str, *, args: Optional[Iterable[str]] = None, stdin: Optional[str] = None,
@@ -201,13 +220,15 @@ class Sandbox:
               limits: Union[Limits, Mapping[str, Any], None] = None, on_stdout: Optional[OutputCallback] = None,
               on_stderr: Optional[OutputCallback] = None, wait_grace: float = DEFAULT_WAIT_GRACE,
               dependencies: Optional[Mapping[str, Iterable[str]]] = None,
-              auto_detect_dependencies: Optional[bool] = None) -> ExecHandle:
+              auto_detect_dependencies: Optional[bool] = None, allow_hosts: Optional[Iterable[str]] = None,
+              secrets: Optional[Iterable[str]] = None, tty: bool = False) -> ExecHandle:
         """Starts a snippet in the background; the handle can ``wait()``, ``kill()`` and ``send_stdin()``.
 
         :param stdin_open: keep stdin open so ``handle.send_stdin()`` can write to it until ``close_stdin()``.
         :param on_stdout: if given (or ``on_stderr``), output is streamed to it from a background thread.
         """
         body = self._body({"code": code}, args, stdin, env, timeout, limits, stdin_open, dependencies, auto_detect_dependencies)
+        body.update(_agent_options(allow_hosts, secrets, tty))
         return self._start(body, timeout, limits, on_stdout, on_stderr, wait_grace)
 
     def start_file(self, filename: str, *, args: Optional[Iterable[str]] = None, stdin: Optional[str] = None,
@@ -215,9 +236,11 @@ class Sandbox:
                    limits: Union[Limits, Mapping[str, Any], None] = None, on_stdout: Optional[OutputCallback] = None,
                    on_stderr: Optional[OutputCallback] = None, wait_grace: float = DEFAULT_WAIT_GRACE,
               dependencies: Optional[Mapping[str, Iterable[str]]] = None,
-              auto_detect_dependencies: Optional[bool] = None) -> ExecHandle:
+              auto_detect_dependencies: Optional[bool] = None, allow_hosts: Optional[Iterable[str]] = None,
+              secrets: Optional[Iterable[str]] = None, tty: bool = False) -> ExecHandle:
         """Starts a workspace file in the background; see ``start``."""
         body = self._body({"filename": filename}, args, stdin, env, timeout, limits, stdin_open, dependencies, auto_detect_dependencies)
+        body.update(_agent_options(allow_hosts, secrets, tty))
         return self._start(body, timeout, limits, on_stdout, on_stderr, wait_grace)
 
     def get_exec(self, exec_id: str) -> ExecHandle:
@@ -367,3 +390,14 @@ class Sandbox:
         handle_ref["h"] = handle
         thread.start()
         return handle
+
+
+def _agent_options(allow_hosts: Optional[Iterable[str]], secrets: Optional[Iterable[str]], tty: bool) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    if allow_hosts is not None:
+        out["allow_hosts"] = list(allow_hosts)
+    if secrets is not None:
+        out["secrets"] = list(secrets)
+    if tty:
+        out["tty"] = True
+    return out

@@ -1,6 +1,6 @@
 import { ConnectionError, PetriError, TimeoutError } from "./errors.js";
 import { encodeSegment, type ApiClient } from "./internal/http.js";
-import { dependencyReportFromWire, type Dependencies, type DependencyReport, type ExecStatus, type FileChanges, type Limits } from "./types.js";
+import { artifactFromWire, dependencyReportFromWire, type Artifact, type Dependencies, type DependencyReport, type ErrorSummary, type ExecStatus, type FileChanges, type Limits } from "./types.js";
 
 /** Receives a chunk of a stream's output as text, as soon as the run wrote it. */
 export type OutputCallback = (data: string) => unknown;
@@ -31,6 +31,15 @@ export interface RunOptions {
   onStderr?: OutputCallback;
   /** Extra time the client waits beyond the run's timeout for container start-up and bookkeeping, ms. Default 60_000. */
   waitGraceMs?: number;
+  /** Hosts this run may reach over HTTP(S), in addition to the sandbox's (server `allow_hosts`). */
+  allowHosts?: string[];
+  /** Vault secrets this run may use, in addition to the sandbox's. */
+  secrets?: string[];
+  /**
+   * Run the program on a pseudo-terminal (server `tty`), for programs that behave differently on
+   * one (colours, progress bars, line buffering). stdout and stderr then arrive merged in `stdout`.
+   */
+  tty?: boolean;
 }
 
 /** Options of `start` and `startFile` (background runs). */
@@ -75,6 +84,20 @@ export class ExecResult {
   readonly dependencies: DependencyReport | null;
   /** Why the run failed or was stopped (e.g. `WORKSPACE_QUOTA_EXCEEDED`), else null. */
   readonly error: { code: string; message: string } | null;
+  /**
+   * One line saying how an abnormal run ended, for a person or a model: `killed: exceeded the
+   * 30 s time limit`, `killed: out of memory (512 MB limit)`, `no network in this sandbox: allow
+   * the host with allow_hosts`, `exited with code 1: ZeroDivisionError: division by zero
+   * (main.py:3)`. Null when the run simply succeeded.
+   */
+  readonly explanation: string | null;
+  /** The error the traceback of a failed run ends with (Python, Node, Go), else null. */
+  readonly errorSummary: ErrorSummary | null;
+  /** Images and small data files the run created or showed (plt.show()), inline. */
+  readonly artifacts: Artifact[];
+  /** Bytes cut from the middle of stdout / stderr when they exceeded the output limit (head and tail are kept). */
+  readonly stdoutCutBytes: number;
+  readonly stderrCutBytes: number;
   readonly createdAt: Date | null;
   readonly finishedAt: Date | null;
   /** The result as the server sent it (snake_case). */
@@ -104,6 +127,11 @@ export class ExecResult {
     this.workspaceQuotaExceeded = Boolean(raw.workspace_quota_exceeded);
     this.dependencies = dependencyReportFromWire(raw.dependencies);
     this.error = raw.error ?? null;
+    this.explanation = raw.explanation ?? null;
+    this.errorSummary = raw.error_summary ?? null;
+    this.artifacts = Array.isArray(raw.artifacts) ? raw.artifacts.map(artifactFromWire) : [];
+    this.stdoutCutBytes = raw.stdout_cut_bytes ?? 0;
+    this.stderrCutBytes = raw.stderr_cut_bytes ?? 0;
     this.createdAt = raw.created_at ? new Date(raw.created_at) : null;
     this.finishedAt = raw.finished_at ? new Date(raw.finished_at) : null;
   }

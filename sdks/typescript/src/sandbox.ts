@@ -31,6 +31,15 @@ export interface SandboxCreateOptions extends ConnectionOptions {
   dependencies?: Dependencies;
   /** Detect each run's imports and install what is missing (default: the server's setting). */
   autoDetectDependencies?: boolean;
+  /**
+   * Hosts the sandbox's runs may reach over HTTP(S), e.g. `["api.github.com", "*.example.com"]`
+   * (server `allow_hosts`). Without any there is no network at all.
+   */
+  allowHosts?: string[];
+  /** Vault secrets its runs may use (`PUT /v1/secrets/{name}` first); the code sees placeholders only. */
+  secrets?: string[];
+  /** Environment of every run; a run's `env` is layered on top (PYTHONPATH, NODE_PATH, PATH are prepended to). */
+  env?: Record<string, string>;
 }
 
 export interface SandboxListOptions extends ConnectionOptions {
@@ -71,6 +80,9 @@ export class Sandbox {
     if (opts.metadata !== undefined) body.metadata = opts.metadata;
     if (opts.dependencies !== undefined) body.dependencies = opts.dependencies;
     if (opts.autoDetectDependencies !== undefined) body.auto_detect_dependencies = opts.autoDetectDependencies;
+    if (opts.allowHosts !== undefined) body.allow_hosts = opts.allowHosts;
+    if (opts.secrets !== undefined) body.secrets = opts.secrets;
+    if (opts.env !== undefined) body.env = opts.env;
     return new Sandbox(client, await client.json<WireSandbox>("POST", "/v1/sandboxes", { json: body }));
   }
 
@@ -196,6 +208,9 @@ export class Sandbox {
     if (opts.stdinOpen) body.stdin_open = true;
     if (opts.dependencies !== undefined) body.dependencies = opts.dependencies;
     if (opts.autoDetectDependencies !== undefined) body.auto_detect_dependencies = opts.autoDetectDependencies;
+    if (opts.allowHosts !== undefined) body.allow_hosts = opts.allowHosts;
+    if (opts.secrets !== undefined) body.secrets = opts.secrets;
+    if (opts.tty) body.tty = true;
     return body;
   }
 

@@ -77,6 +77,46 @@ export interface SandboxInfo {
   idleTimeoutMs: number;
   /** Absolute lifetime, ms. */
   ttlMs: number;
+  /** Hosts its runs may reach over HTTP(S) through Petri's broker; empty: no network at all. */
+  allowHosts: string[];
+  /** Vault secrets its runs may use (the code sees placeholders, never values). */
+  secrets: string[];
+  /** Environment of every run (a run's `env` is layered on top). */
+  env: Record<string, string>;
+}
+
+/** An image or data file a run produced, returned inline (PNG/JPEG/SVG/CSV/JSON, within size caps). */
+export interface Artifact {
+  /** Workspace path, or `display/figure-N.png` for a figure shown with plt.show()/display(). */
+  path: string;
+  /** e.g. `image/png`, `text/csv`. */
+  mimeType: string;
+  /** Size in bytes. */
+  size: number;
+  /** The content (decoded), or null when it was too large to return inline (see `omitted`). */
+  data: Uint8Array | null;
+  /** Why the content is not inline, e.g. over the size cap. */
+  omitted: string | null;
+  /** The content as text (CSV, JSON, SVG); null for binary or omitted content. */
+  text: string | null;
+}
+
+/** The error a failed run's traceback ends with (Python, Node, Go). */
+export interface ErrorSummary {
+  /** e.g. `ZeroDivisionError`, `TypeError`, `panic`, `compile error`. */
+  type: string;
+  message: string;
+  /** Workspace-relative path, e.g. `main.py`, or null. */
+  file: string | null;
+  line: number | null;
+}
+
+export function artifactFromWire(w: Wire): Artifact {
+  const data = typeof w.data === "string" ? (w.encoding === "base64" ? new Uint8Array(Buffer.from(w.data, "base64")) : new TextEncoder().encode(w.data)) : null;
+  return {
+    path: w.path, mimeType: w.mime_type, size: w.size, data, omitted: w.omitted ?? null,
+    text: typeof w.data === "string" && w.encoding === "utf8" ? w.data : null,
+  };
 }
 
 export interface FileInfo {
@@ -142,6 +182,7 @@ export function sandboxInfoFromWire(w: Wire): SandboxInfo {
     limits: limitsFromWire(w.limits ?? {}), metadata: w.metadata ?? {},
     createdAt: new Date(w.created_at), lastActiveAt: new Date(w.last_active_at), expiresAt: new Date(w.expires_at),
     idleTimeoutMs: w.idle_timeout_ms, ttlMs: w.ttl_ms,
+    allowHosts: w.allow_hosts ?? [], secrets: w.secrets ?? [], env: w.env ?? {},
   };
 }
 

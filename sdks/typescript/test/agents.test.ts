@@ -9,7 +9,7 @@ let sb: Sandbox;
 
 before(async () => {
   server = await startServer();
-  sb = await Sandbox.create({ language: "python", ...server.conn });
+  sb = await Sandbox.create({ language: "python", env: { PYTHONPATH: "/workspace/lib", COLOUR: "teal" }, ...server.conn });
 });
 
 after(async () => {
@@ -26,5 +26,60 @@ describe("CommonJS and ESM", () => {
     const s = await cjs.Sandbox.connect(sb.id, server.conn);
     const r = await s.exec("print('from cjs')");
     assert.equal(r.stdout, "from cjs\n");
+  });
+});
+
+describe("agent-facing options and results", () => {
+  test("sandbox env reaches every run; a run's env adds to PYTHONPATH instead of replacing it", async () => {
+    assert.deepEqual(sb.info.env, { PYTHONPATH: "/workspace/lib", COLOUR: "teal" });
+    const r = await sb.exec("import os, sys; print(os.environ['COLOUR'], os.environ['SHAPE']); print([p for p in sys.path if p.startswith('/workspace')])", { env: { SHAPE: "round" } });
+    assert.equal(r.stdout, "teal round\n['/workspace/lib', '/workspace']\n", r.stderr);
+  });
+
+  test("allowHosts and secrets are sent and reported", async () => {
+    const put = await fetch(`${server.url}/v1/secrets/token`, {
+      method: "PUT", headers: { authorization: `Bearer ${server.apiKey}`, "content-type": "application/json" },
+      body: JSON.stringify({ value: "s3cr3t-value", kind: "generic" }),
+    });
+    assert.ok(put.status === 201 || put.status === 200, await put.text());
+    const s = await Sandbox.create({ language: "python", allowHosts: ["api.example.com"], secrets: ["token"], ...server.conn });
+    try {
+      assert.deepEqual(s.info.allowHosts, ["api.example.com"]);
+      assert.deepEqual(s.info.secrets, ["token"]);
+      const r = await s.exec("import os; print(os.environ['PETRI_SECRET_TOKEN'].startswith('petri-secret:token:'))", { allowHosts: ["other.example.com"] });
+      assert.equal(r.stdout, "True\n", r.stderr);
+    } finally {
+      await s.kill();
+    }
+  });
+
+  test("a timeout and a crash come with an explanation and an error summary", async () => {
+    const slow = await sb.exec("while True: pass", { timeoutMs: 1_500 });
+    assert.equal(slow.explanation, "killed: exceeded the 1.5 s time limit");
+    const bad = await sb.exec("def f():\n    return 1/0\nf()\n");
+    assert.equal(bad.explanation, "exited with code 1: ZeroDivisionError: division by zero (<snippet>:2)");
+    assert.deepEqual(bad.errorSummary, { type: "ZeroDivisionError", message: "division by zero", file: "<snippet>", line: 2 });
+    const fine = await sb.exec("print(1)");
+    assert.equal(fine.explanation, null);
+    assert.equal(fine.errorSummary, null);
+  });
+
+  test("files the run made come back as artifacts", async () => {
+    const r = await sb.exec("open('t.csv', 'w').write('a,b\\n1,2\\n'); open('p.png', 'wb').write(b'\\x89PNG\\r\\n\\x1a\\n' + bytes(8))");
+    const csv = r.artifacts.find((a) => a.path === "t.csv");
+    assert.equal(csv?.mimeType, "text/csv");
+    assert.equal(csv?.text, "a,b\n1,2\n");
+    const png = r.artifacts.find((a) => a.path === "p.png");
+    assert.equal(png?.mimeType, "image/png");
+    assert.equal(png?.data?.length, 16);
+    await sb.files.remove("t.csv");
+    await sb.files.remove("p.png");
+  });
+
+  test("tty: the program runs on a terminal", async () => {
+    const plain = await sb.exec("import sys; print(sys.stdout.isatty(), sys.stdin.isatty())");
+    assert.equal(plain.stdout, "False False\n");
+    const tty = await sb.exec("import sys; print(sys.stdout.isatty(), sys.stdin.isatty())", { tty: true });
+    assert.equal(tty.stdout, "True True\n", JSON.stringify(tty.raw));
   });
 });
