@@ -6,7 +6,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { loadConfig } from "../src/config.js";
 import { createSandbox, exec, putFile, startTestServer, type TestServer } from "./helpers.js";
-import { canBuildWheels, npmRegistryFromNpm, startPythonIndex, type LoopbackRegistry } from "./deps/registries.js";
+import { canBuildWheels, localAddress, npmRegistryFromNpm, startGoProxy, startPythonIndex, type LoopbackRegistry } from "./deps/registries.js";
 
 /**
  * Dependencies installed for real: from the real npm registry, and from a PEP 503 index on
@@ -26,12 +26,14 @@ function imageHas(cmd: string): boolean {
 
 const hasPip = imageHas("python3 -m pip --version && python3 -c 'import venv'");
 const hasNpm = imageHas("command -v npm");
+const hasGo = imageHas("command -v go");
+if (!hasGo || !localAddress()) console.log(`# SKIP Go module installs: image ${IMAGE} has no go, or this host has no local non-loopback address for the test GOPROXY`);
 const wheels = canBuildWheels();
 if (!hasPip) console.log(`# SKIP Python install tests: image ${IMAGE} has no pip/venv (set PETRI_TEST_DEPS_IMAGE or build the standard image)`);
 if (!hasNpm) console.log(`# SKIP npm install tests: image ${IMAGE} has no npm`);
 if (!wheels) console.log("# SKIP Python install tests: /usr/bin/python3 lacks setuptools/wheel to build test wheels (scripts/setup.sh installs them)");
 
-const imageEnv = { PETRI_IMAGE_PYTHON: IMAGE, PETRI_IMAGE_NODE: IMAGE };
+const imageEnv = { PETRI_IMAGE_PYTHON: IMAGE, PETRI_IMAGE_NODE: IMAGE, PETRI_IMAGE_GO: IMAGE };
 
 function envDirs(t: TestServer): string[] {
   const root = path.join(t.dataDir, "deps");
@@ -274,6 +276,30 @@ describe("Python packages from a PEP 503 index on loopback", { skip: !hasPip || 
       assert.deepEqual(envDirs(t2), []);
     } finally {
       await t2.close();
+    }
+  });
+});
+
+describe("Go modules from a GOPROXY file tree", { skip: !hasGo || !localAddress() }, () => {
+  test("a go.mod's requirements are downloaded through the broker into a shared module cache", async () => {
+    const proxy = await startGoProxy([{ path: "example.com/petri/greet", version: "v1.0.0", files: { "greet.go": "package greet\n\nfunc Hello() string { return \"hello from a module\" }\n" } }]);
+    const t = await startTestServer({ ...imageEnv, PETRI_GOPROXY: proxy.url });
+    try {
+      const sb = await createSandbox(t, { language: "go" });
+      await putFile(t, sb, "go.mod", "module demo\n\ngo 1.21\n\nrequire example.com/petri/greet v1.0.0\n");
+      await putFile(t, sb, "main.go", 'package main\n\nimport (\n\t"fmt"\n\t"example.com/petri/greet"\n)\n\nfunc main() { fmt.Println(greet.Hello()) }\n');
+      // A first Go build compiles the standard library: minutes on a busy 2-core machine.
+      const r = await exec(t, sb, { filename: "main.go", timeout_ms: 300_000 });
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.json.stdout, "hello from a module\n", r.json.stderr);
+      const d = r.json.dependencies;
+      assert.deepEqual(d.requirements, ["example.com/petri/greet@v1.0.0"]);
+      assert.equal(d.status, "installed");
+      assert.match(d.packages[0].hash, /^h1:/);
+      assert.ok(proxy.requests.some((p) => p.endsWith("/@v/v1.0.0.zip")));
+    } finally {
+      await t.close();
+      await proxy.close();
     }
   });
 });

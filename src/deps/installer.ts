@@ -143,9 +143,6 @@ function writeManifests(req: InstallRequest): void {
     fs.writeFileSync(path.join(dir, "package.json"), JSON.stringify({ name: "petri-env", private: true, dependencies: deps }, null, 2) + "\n", { mode: 0o644 });
     fs.writeFileSync(path.join(dir, ".petri-npmrc"), "", { mode: 0o644 });
   } else {
-    const lines = ["module petri.invalid/env", "", "go 1.19", "", "require ("];
-    for (const r of req.requirements) lines.push(`\t${r.name} ${r.range && /^v\d/.test(r.range) ? r.range : "latest"}`);
-    lines.push(")");
     fs.writeFileSync(path.join(dir, ".petri-wanted"), req.requirements.map((r) => (r.range ? `${r.name}@${r.range}` : `${r.name}@latest`)).join("\n") + "\n", { mode: 0o644 });
   }
 }
@@ -192,7 +189,7 @@ function installerEnv(req: InstallRequest): Record<string, string> {
     GOMODCACHE: `${ENV_TARGETS.go}/mod`,
     GOPATH: `${ENV_TARGETS.go}/gopath`,
     GOCACHE: `${ENV_TARGETS.go}/.petri-cache`,
-    GOFLAGS: "-mod=mod",
+    GOFLAGS: "",
     GOTOOLCHAIN: "local",
     GOSUMDB: "off",
     GONOSUMDB: "*",
@@ -232,10 +229,11 @@ export function installScript(eco: Ecosystem): string {
     "set -e",
     `command -v go >/dev/null 2>&1 || { echo "petri: this image has no go toolchain" >&2; exit ${NO_INSTALLER}; }`,
     `mkdir -p ${t}/mod ${t}/.petri-work && cd ${t}/.petri-work`,
-    `[ -f ../go.mod ] && cp ../go.mod go.mod || go mod init petri.invalid/env >/dev/null 2>&1`,
+    `go mod init petri.invalid/env >/dev/null 2>&1`,
     `[ -f ../go.sum ] && cp ../go.sum go.sum || true`,
-    `while read -r m; do [ -n "$m" ] && go mod download -json "$m" > /dev/null; done < ../.petri-wanted`,
-    `go mod download -json all > ../.petri-download.json 2>/dev/null || go list -m -json all > ../.petri-download.json`,
+    // Each wanted module@version, downloaded into the module cache; go's JSON record is the lock.
+    `: > ../.petri-download.json`,
+    `while read -r m; do [ -n "$m" ] && { go mod download -json "$m" >> ../.petri-download.json || { cat ../.petri-download.json >&2; exit 1; }; }; done < ../.petri-wanted`,
     `cd .. && rm -rf .petri-work .petri-cache`,
     `chmod -R u+w ${t}/mod`,
   ].join("\n");

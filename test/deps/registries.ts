@@ -81,7 +81,7 @@ function buildHostileSdist(work: string, h: HostileDist, out: string): void {
   execFileSync("tar", ["-czf", path.join(out, `${base}.tar.gz`), "-C", work, base]);
 }
 
-function serve(root: string, handler: (p: string, res: http.ServerResponse) => boolean): Promise<{ server: http.Server; url: string; requests: string[] }> {
+function serve(root: string, handler: (p: string, res: http.ServerResponse) => boolean, host = "127.0.0.1"): Promise<{ server: http.Server; url: string; requests: string[] }> {
   const requests: string[] = [];
   const server = http.createServer((req, res) => {
     const p = decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname);
@@ -89,9 +89,9 @@ function serve(root: string, handler: (p: string, res: http.ServerResponse) => b
     if (handler(p, res)) return;
     res.writeHead(404, { "content-type": "text/plain" }).end("Not Found");
   });
-  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => {
+  return new Promise((resolve) => server.listen(0, host, () => {
     const a = server.address() as { port: number };
-    resolve({ server, url: `http://127.0.0.1:${a.port}`, requests });
+    resolve({ server, url: `http://${host}:${a.port}`, requests });
   }));
 }
 
@@ -154,4 +154,62 @@ export function canBuildWheels(): boolean {
   } catch {
     return false;
   }
+}
+
+export interface GoModule {
+  path: string;
+  version: string;
+  /** File name → content, inside the module. */
+  files: Record<string, string>;
+}
+
+/**
+ * A GOPROXY serving a file tree in the module proxy protocol (list, .info, .mod, .zip). Go never
+ * sends requests for a loopback address through HTTP_PROXY, so inside a sandbox (no network but
+ * the broker) a 127.0.0.1 proxy is unreachable; it listens on a local non-loopback address of
+ * this host instead (`localAddress()`), which the kernel still delivers locally.
+ */
+export async function startGoProxy(mods: GoModule[], host = localAddress()): Promise<LoopbackRegistry> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "petri-goproxy-"));
+  const esc = (p: string) => p.replace(/[A-Z]/g, (c) => "!" + c.toLowerCase());
+  for (const m of mods) {
+    const base = path.join(dir, esc(m.path), "@v");
+    fs.mkdirSync(base, { recursive: true });
+    const gomod = m.files["go.mod"] ?? `module ${m.path}\n\ngo 1.21\n`;
+    fs.appendFileSync(path.join(base, "list"), `${m.version}\n`);
+    fs.writeFileSync(path.join(base, `${m.version}.info`), JSON.stringify({ Version: m.version, Time: "2024-01-01T00:00:00Z" }));
+    fs.writeFileSync(path.join(base, `${m.version}.mod`), gomod);
+    const src = fs.mkdtempSync(path.join(os.tmpdir(), "petri-gomod-"));
+    const prefix = `${m.path}@${m.version}`;
+    for (const [f, c] of Object.entries({ ...m.files, "go.mod": gomod })) {
+      fs.mkdirSync(path.dirname(path.join(src, prefix, f)), { recursive: true });
+      fs.writeFileSync(path.join(src, prefix, f), c);
+    }
+    // A module zip is a plain zip whose entries are prefixed "path@version/"; Python's zipfile writes it.
+    execFileSync(SYSTEM_PYTHON, ["-c", "import os,sys,zipfile\nroot,out=sys.argv[1],sys.argv[2]\nwith zipfile.ZipFile(out,'w') as z:\n  for d,_,fs in os.walk(root):\n    for f in fs:\n      p=os.path.join(d,f); z.write(p, os.path.relpath(p, root))",
+      src, path.join(base, `${m.version}.zip`)]);
+    fs.rmSync(src, { recursive: true, force: true });
+  }
+  const { server, url, requests } = await serve(dir, (p, res) => {
+    const file = path.join(dir, p);
+    if (!file.startsWith(dir + path.sep) || !fs.existsSync(file) || !fs.statSync(file).isFile()) return false;
+    res.writeHead(200, { "content-type": p.endsWith(".zip") ? "application/zip" : "text/plain" }).end(fs.readFileSync(file));
+    return true;
+  }, host ?? undefined);
+  return {
+    url, dir, requests,
+    close: async () => {
+      await new Promise<void>((r) => server.close(() => r()));
+      server.closeAllConnections();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The first non-internal IPv4 address of this host, or null. */
+export function localAddress(): string | null {
+  for (const list of Object.values(os.networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === "IPv4" && !a.internal) return a.address;
+  }
+  return null;
 }
