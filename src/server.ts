@@ -102,6 +102,9 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   const sandboxes = new SandboxService(db, config, workspaces, () => [...runtimes.keys()], () => defaultRuntime ?? "none", quotas,
     (tenantId, name) => { vault.get(tenantId, name); },
     (id, err) => logger.error({ sandbox: id, err: err.message }, "sandbox deletion not finished; the janitor retries"));
+  // The delta-sync content store is a cache bounded like the tenant's workspaces together.
+  const blobs = new BlobStore(path.join(config.dataDir, "blobs"), (tenantId) => quotas.get(tenantId).max_workspace_mb * 1024 * 1024);
+  sandboxes.afterDestroy = (tenantId, id) => blobs.dropSandbox(tenantId, id);
   const exec = new ExecService({
     db, config, sandboxes, workspaces, runtimes, instanceId,
     rootfsFor: (image) => {
@@ -143,7 +146,6 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   await workspaces.reconcileAll();
   if (startupReaped || interrupted) logger.warn({ containers: startupReaped, runs: interrupted }, "cleaned up after an unclean stop");
 
-  const blobs = new BlobStore(path.join(config.dataDir, "blobs"));
   metricsRef.m = metrics;
   metrics.attach({
     activeRuns: () => exec.activeCount(),

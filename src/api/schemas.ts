@@ -82,6 +82,7 @@ export const FileEntrySchema = Type.Object({
   path_b64: Type.Optional(Type.String({ description: "base64 of the raw name, present only when it is not valid UTF-8" })),
   type: Type.String({ description: "file, directory, symlink or other" }),
   size: Type.Number(),
+  mode: Type.Optional(Type.Integer({ description: "permission bits, e.g. 420 (0o644)" })),
   sha256: Type.Optional(Type.String()),
   mtime: Type.String({ format: "date-time" }),
 });

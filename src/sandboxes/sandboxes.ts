@@ -219,6 +219,7 @@ export class SandboxService {
    * data could not all be removed now.
    */
   async destroy(id: string): Promise<boolean> {
+    const tenant = this.tenantOf(id);
     this.markDeleting(id);
     try {
       await this.workspaces.destroy(id);
@@ -232,8 +233,18 @@ export class SandboxService {
       this.db.prepare("DELETE FROM sandboxes WHERE id = ?").run(id);
     })();
     this.quotas?.forget(id);
+    if (tenant) {
+      try {
+        this.afterDestroy?.(tenant, id);
+      } catch (e) {
+        this.onDeleteError?.(id, e as Error);
+      }
+    }
     return true;
   }
+
+  /** Told once a sandbox's data and record are gone (e.g. to release its content-store refs). */
+  afterDestroy?: (tenantId: string, sandboxId: string) => void;
 
   /** Sandboxes whose deletion started but has not finished (a crash, or an error). */
   pendingDeletions(): string[] {

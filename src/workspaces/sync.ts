@@ -1,9 +1,12 @@
 import fs from "node:fs";
-import path from "node:path";
-import { randomBytes } from "node:crypto";
+import { Readable } from "node:stream";
+import tar from "tar-stream";
 import { PetriError } from "../errors.js";
 import { parseRelPath } from "./paths.js";
-import type { StagedFile, WorkspaceStore } from "./workspaces.js";
+import type { BlobStore } from "./blobs.js";
+import type { FileEntry, StagedFile, WorkspaceStore } from "./workspaces.js";
+
+export { BlobStore } from "./blobs.js";
 
 export interface ManifestEntry {
   path: string;
@@ -14,7 +17,12 @@ export interface ManifestEntry {
 
 export interface Manifest {
   files: ManifestEntry[];
+  /** Delete files below `target` that the manifest does not list. Default false. */
   delete_extraneous?: boolean;
+  /** Workspace folder the manifest's paths are relative to (default: the workspace root). */
+  target?: string;
+  /** "tar": every file part of apply is a tar archive of manifest paths (many files, one part). */
+  archive?: "tar";
 }
 
 export interface SyncPlan {
@@ -22,50 +30,35 @@ export interface SyncPlan {
   reusable: string[];
   unchanged: string[];
   delete: string[];
+  /** False when the workspace could not be listed completely (see `reason`). */
+  complete: boolean;
+  reason?: string;
+}
+
+export interface ApplyResult {
+  uploaded: number;
+  reused: number;
+  unchanged: number;
+  deleted: number;
+  bytes_received: number;
+}
+
+/** What the multipart reader hands over (the subset of @fastify/multipart's parts we use). */
+export type IncomingPart =
+  | { type: "field"; fieldname: string; value: unknown }
+  | { type: "file"; fieldname: string; file: Readable & { truncated?: boolean } };
+
+export interface ApplyContext {
+  tenantId: string;
+  sandboxId: string;
+  quotaBytes: number;
+  maxUploadBytes: number;
+  /** The tenant-wide quota check for `incoming` bytes (throws). */
+  checkTenantBytes?: (incoming: number) => void;
 }
 
 const SHA = /^[0-9a-f]{64}$/;
-
-/**
- * Content-addressed store of uploaded files, one per tenant: a file that one of the tenant's
- * sandboxes already uploaded is never sent again to another. Workspaces get their own copy
- * (a copy-on-write clone where the filesystem supports it) because sandboxed code may modify
- * workspace files, and a shared inode would let one sandbox change another's file.
- */
-export class BlobStore {
-  constructor(private readonly root: string) {
-    fs.mkdirSync(root, { recursive: true, mode: 0o700 });
-  }
-
-  private pathOf(tenantId: string, sha: string): string {
-    return path.join(this.root, tenantId, sha.slice(0, 2), sha);
-  }
-
-  has(tenantId: string, sha: string): boolean {
-    return fs.existsSync(this.pathOf(tenantId, sha));
-  }
-
-  /** Keeps a copy of a staged (already hash-verified) file. */
-  put(tenantId: string, staged: StagedFile): void {
-    const dest = this.pathOf(tenantId, staged.sha256);
-    if (fs.existsSync(dest)) return;
-    fs.mkdirSync(path.dirname(dest), { recursive: true, mode: 0o700 });
-    const tmp = `${dest}.${randomBytes(6).toString("hex")}`;
-    fs.copyFileSync(staged.tmpPath, tmp, fs.constants.COPYFILE_FICLONE);
-    fs.renameSync(tmp, dest);
-  }
-
-  /** Copies a blob into the staging area so it can be committed like an upload. */
-  materialize(tenantId: string, sha: string, size: number, stagingDir: string): StagedFile {
-    const tmpPath = path.join(stagingDir, randomBytes(12).toString("hex"));
-    fs.copyFileSync(this.pathOf(tenantId, sha), tmpPath, fs.constants.COPYFILE_FICLONE);
-    return { tmpPath, sha256: sha, size };
-  }
-
-  removeTenant(tenantId: string): void {
-    fs.rmSync(path.join(this.root, tenantId), { recursive: true, force: true });
-  }
-}
+const execBits = (mode: number) => (mode & 0o111 ? 0o755 : 0o644);
 
 export function validateManifest(m: Manifest): Map<string, ManifestEntry> {
   const out = new Map<string, ManifestEntry>();
@@ -73,28 +66,185 @@ export function validateManifest(m: Manifest): Map<string, ManifestEntry> {
     const rel = parseRelPath(f.path).join("/");
     if (!SHA.test(f.sha256)) throw new PetriError("VALIDATION_ERROR", `sha256 of ${f.path} must be 64 lowercase hex digits`);
     if (!Number.isSafeInteger(f.size) || f.size < 0) throw new PetriError("VALIDATION_ERROR", `size of ${f.path} must be a non-negative integer`);
+    if (f.mode !== undefined && (!Number.isInteger(f.mode) || f.mode < 0 || f.mode > 0o7777)) throw new PetriError("VALIDATION_ERROR", `mode of ${f.path} must be an integer 0..0o7777`);
     if (out.has(rel)) throw new PetriError("VALIDATION_ERROR", `path ${rel} appears twice in the manifest`);
     out.set(rel, { ...f, path: rel });
   }
   return out;
 }
 
-export async function planSync(ws: WorkspaceStore, blobs: BlobStore, tenantId: string, sandboxId: string, m: Manifest): Promise<SyncPlan> {
-  const wanted = validateManifest(m);
-  const current = new Map((await ws.list(sandboxId, "", { recursive: true, hashes: true })).map((e) => [e.path, e]));
-  const plan: SyncPlan = { missing: [], reusable: [], unchanged: [], delete: [] };
-  for (const [p, f] of wanted) {
-    const cur = current.get(p);
-    if (cur?.type === "file" && cur.sha256 === f.sha256) plan.unchanged.push(p);
-    else if (blobs.has(tenantId, f.sha256)) plan.reusable.push(p);
-    else plan.missing.push(p);
+/**
+ * Delta sync: a client sends a manifest (path, sha256, size, mode), learns what the server lacks
+ * (`plan`), then sends only that (`apply`), as one tar stream for many small files. What the
+ * server compares against is the workspace itself (hashes cached by inode and timestamps, so
+ * files written by uploads are known without reading them); quotas count the bytes staged on
+ * disk, never a manifest's claims.
+ */
+export class SyncService {
+  constructor(private readonly ws: WorkspaceStore, private readonly blobs: BlobStore) {}
+
+  async plan(tenantId: string, sandboxId: string, m: Manifest, wanted = validateManifest(m)): Promise<SyncPlan & { chmod: string[] }> {
+    const target = parseRelPath(m.target ?? "", { allowRoot: true });
+    const current = new Map<string, FileEntry>();
+    const plan: SyncPlan & { chmod: string[] } = { missing: [], reusable: [], unchanged: [], delete: [], chmod: [], complete: true };
+    try {
+      const l = await this.ws.listing(sandboxId, target, { recursive: true, hashes: true, limit: Number.MAX_SAFE_INTEGER });
+      const cut = target.length ? target.join("/").length + 1 : 0;
+      // Names that are not UTF-8 cannot be in a manifest: they are neither matched nor deleted.
+      for (const e of l.files) if (e.path_b64 === undefined) current.set(e.path.slice(cut), e);
+      if (!l.complete) {
+        plan.complete = false;
+        plan.reason = l.reason;
+      }
+    } catch (e) {
+      if (!(e instanceof PetriError && e.code === "FILE_NOT_FOUND")) throw e;
+    }
+    for (const [p, f] of wanted) {
+      const cur = current.get(p);
+      if (cur?.type === "file" && cur.sha256 === f.sha256) {
+        plan.unchanged.push(p);
+        if (f.mode !== undefined && cur.mode !== undefined && execBits(cur.mode) !== execBits(f.mode)) plan.chmod.push(p);
+      } else if (this.blobs.sizeOf(tenantId, f.sha256) === f.size) plan.reusable.push(p);
+      else plan.missing.push(p);
+    }
+    if (m.delete_extraneous === true) {
+      for (const [p, e] of current) {
+        // Directories stay (a directory in the manifest's way would be replaced by a file).
+        if (e.type !== "directory" && !wanted.has(p)) plan.delete.push(p);
+      }
+    }
+    return plan;
   }
-  if (m.delete_extraneous !== false) {
-    for (const [p, e] of current) {
-      if (e.type === "directory" || wanted.has(p)) continue;
-      // A directory in the manifest's way would be replaced by a file; leave its content alone.
-      plan.delete.push(p);
+
+  async apply(ctx: ApplyContext, parts: AsyncIterable<IncomingPart>): Promise<ApplyResult> {
+    const { ws, blobs } = this;
+    let manifest: Manifest | undefined;
+    let wanted: Map<string, ManifestEntry> | undefined;
+    const received = new Map<string, StagedFile>();
+    let bytes = 0;
+    let pendingPath: string | undefined;
+    const limit = () => Math.min(ctx.maxUploadBytes, Math.max(0, ctx.quotaBytes - bytes));
+    const accept = async (rel: string, source: Readable) => {
+      const entry = wanted!.get(rel);
+      if (!entry) throw new PetriError("VALIDATION_ERROR", `file ${rel} is not in the manifest`);
+      let staged: StagedFile;
+      try {
+        staged = await ws.stage(source, limit());
+      } catch (e) {
+        if (e instanceof PetriError && e.code === "PAYLOAD_TOO_LARGE" && limit() < ctx.maxUploadBytes) {
+          throw new PetriError("WORKSPACE_QUOTA_EXCEEDED", `sync would exceed the workspace quota of ${ctx.quotaBytes} bytes`);
+        }
+        throw e;
+      }
+      const prev = received.get(rel);
+      if (prev) {
+        ws.discard([prev]);
+        bytes -= prev.size;
+      }
+      received.set(rel, staged);
+      bytes += staged.size;
+      if (staged.sha256 !== entry.sha256 || staged.size !== entry.size) {
+        throw new PetriError("VALIDATION_ERROR", `content of ${rel} does not match its manifest entry (sha256/size)`);
+      }
+      blobs.put(ctx.tenantId, staged);
+    };
+    const toCommit: { parts: string[]; staged: StagedFile }[] = [];
+    try {
+      for await (const part of parts) {
+        if (part.type === "field") {
+          // A `path` field names the next file part (for names a field name cannot carry).
+          if (part.fieldname === "path") { pendingPath = String(part.value); continue; }
+          if (part.fieldname !== "manifest") continue;
+          try {
+            manifest = JSON.parse(String(part.value)) as Manifest;
+          } catch {
+            throw new PetriError("INVALID_JSON", "the manifest field is not valid JSON");
+          }
+          if (!manifest || typeof manifest !== "object" || !Array.isArray(manifest.files)) throw new PetriError("VALIDATION_ERROR", "manifest.files must be an array");
+          if (manifest.archive !== undefined && manifest.archive !== "tar") throw new PetriError("VALIDATION_ERROR", `manifest.archive must be "tar"`);
+          wanted = validateManifest(manifest);
+          continue;
+        }
+        if (!wanted || !manifest) throw new PetriError("VALIDATION_ERROR", "the manifest field must come before the files");
+        if (manifest.archive === "tar") {
+          await this.readTar(part.file, accept);
+          continue;
+        }
+        const rel = parseRelPath(pendingPath ?? part.fieldname).join("/");
+        pendingPath = undefined;
+        await accept(rel, part.file);
+        if (part.file.truncated) throw new PetriError("PAYLOAD_TOO_LARGE", `file ${rel} exceeds the upload limit of ${ctx.maxUploadBytes} bytes`);
+      }
+      if (!manifest || !wanted) throw new PetriError("VALIDATION_ERROR", "missing the manifest field");
+      const plan = await this.plan(ctx.tenantId, ctx.sandboxId, manifest, wanted);
+      const stillMissing = plan.missing.filter((p) => !received.has(p));
+      if (stillMissing.length) {
+        throw new PetriError("VALIDATION_ERROR", `missing content for ${stillMissing.length} file(s), e.g. ${stillMissing.slice(0, 5).join(", ")}`, { missing: stillMissing.slice(0, 100) });
+      }
+      const target = parseRelPath(manifest.target ?? "", { allowRoot: true });
+      let uploaded = 0;
+      for (const p of [...plan.missing, ...plan.reusable]) {
+        const e = wanted.get(p)!;
+        let staged = received.get(p);
+        if (staged) uploaded++;
+        else {
+          // The blob's real size, whatever the manifest claimed (it was checked in plan, and the
+          // blob may have been replaced since): the quota counts bytes on disk.
+          staged = blobs.materialize(ctx.tenantId, e.sha256, ws.stagingDir);
+          if (staged.size !== e.size) {
+            ws.discard([staged]);
+            throw new PetriError("VALIDATION_ERROR", `size of ${p} does not match its content`);
+          }
+        }
+        received.delete(p);
+        // The staging directory is the server's own: setting the mode here is safe and saves a
+        // second walk to each file after the commit.
+        if (e.mode !== undefined) fs.chmodSync(staged.tmpPath, execBits(e.mode));
+        toCommit.push({ parts: [...target, ...p.split("/")], staged });
+      }
+      ws.discard([...received.values()]);
+      received.clear();
+      ctx.checkTenantBytes?.(toCommit.reduce((a, f) => a + f.staged.size, 0));
+      if (toCommit.length) ws.commit(ctx.sandboxId, toCommit.splice(0), ctx.quotaBytes);
+      for (const p of plan.chmod) await ws.chmod(ctx.sandboxId, [...target, ...p.split("/")], execBits(wanted.get(p)!.mode!));
+      for (const p of plan.delete) {
+        try {
+          await ws.remove(ctx.sandboxId, [...target, ...p.split("/")], false);
+        } catch (e) {
+          if (!(e instanceof PetriError && e.code === "FILE_NOT_FOUND")) throw e;
+        }
+      }
+      blobs.addRefs(ctx.tenantId, ctx.sandboxId, [...plan.missing, ...plan.reusable].map((p) => wanted!.get(p)!.sha256));
+      return { uploaded, reused: plan.missing.length + plan.reusable.length - uploaded, unchanged: plan.unchanged.length, deleted: plan.delete.length, bytes_received: bytes };
+    } finally {
+      ws.discard([...received.values(), ...toCommit.map((f) => f.staged)]);
     }
   }
-  return plan;
+
+  /** Reads one tar archive: regular files only, each named by its manifest path. */
+  private async readTar(source: Readable, accept: (rel: string, s: Readable) => Promise<void>): Promise<void> {
+    const ex = tar.extract();
+    source.on("error", (e) => ex.destroy(e));
+    source.pipe(ex);
+    try {
+      for await (const entry of ex) {
+        const h = entry.header;
+        if (h.type === "directory") {
+          entry.resume();
+          continue;
+        }
+        if (h.type !== "file" && h.type !== "contiguous-file") {
+          entry.resume();
+          throw new PetriError("VALIDATION_ERROR", `tar entry ${h.name} is a ${h.type}: sync takes regular files only`);
+        }
+        // tar-stream's entries are streamx streams: wrap for Node's pipeline.
+        await accept(parseRelPath(h.name).join("/"), Readable.from(entry));
+      }
+    } catch (e) {
+      if ((source as { truncated?: boolean }).truncated) throw new PetriError("PAYLOAD_TOO_LARGE", "the tar archive exceeds the upload limit");
+      if (e instanceof PetriError) throw e;
+      throw new PetriError("VALIDATION_ERROR", `the tar archive could not be read: ${(e as Error).message}`);
+    }
+    if ((source as { truncated?: boolean }).truncated) throw new PetriError("PAYLOAD_TOO_LARGE", "the tar archive exceeds the upload limit");
+  }
 }

@@ -16,6 +16,8 @@ export interface FileEntry {
   path_b64?: string;
   type: "file" | "directory" | "symlink" | "other";
   size: number;
+  /** Permission bits (e.g. 0o644). */
+  mode?: number;
   sha256?: string;
   mtime: string;
 }
@@ -341,7 +343,7 @@ export class WorkspaceStore {
         fs.renameSync(p.f.staged.tmpPath, target);
         const st = fs.lstatSync(target, { bigint: true });
         this.rememberHash(root, st, p.f.staged.sha256);
-        out.push({ ...pathFields(p.f.parts), type: "file", size: p.f.staged.size, sha256: p.f.staged.sha256, mtime: new Date(Number(st.mtimeMs)).toISOString() });
+        out.push({ ...pathFields(p.f.parts), type: "file", size: p.f.staged.size, mode: Number(st.mode & 0o7777n), sha256: p.f.staged.sha256, mtime: new Date(Number(st.mtimeMs)).toISOString() });
       }
     } catch (e) {
       for (const m of moved.reverse()) {
@@ -458,7 +460,7 @@ export class WorkspaceStore {
           tooLong++;
           return;
         }
-        out.push({ ...pathFields([...parts, ...entryPath(e)]), type: typeOf(e.st), size: Number(e.st.size), mtime: new Date(Number(e.st.mtimeMs)).toISOString() });
+        out.push({ ...pathFields([...parts, ...entryPath(e)]), type: typeOf(e.st), size: Number(e.st.size), mode: Number(e.st.mode & 0o7777n), mtime: new Date(Number(e.st.mtimeMs)).toISOString() });
         rawStats.push(e.st);
       }, { maxDepth: opts.recursive ? Infinity : 1, maxEntries: opts.limit ?? DEFAULT_LIST_LIMIT });
     } catch (e) {
