@@ -21,7 +21,7 @@ export interface Manifest {
   delete_extraneous?: boolean;
   /** Workspace folder the manifest's paths are relative to (default: the workspace root). */
   target?: string;
-  /** "tar": every file part of apply is a tar archive of manifest paths (many files, one part). */
+  /** "tar": apply's file parts named `tar` are tar archives of manifest paths (many files, one part). */
   archive?: "tar";
 }
 
@@ -166,7 +166,8 @@ export class SyncService {
           continue;
         }
         if (!wanted || !manifest) throw new PetriError("VALIDATION_ERROR", "the manifest field must come before the files");
-        if (manifest.archive === "tar") {
+        // With `archive: "tar"`, parts named "tar" are archives; others still carry one file.
+        if (manifest.archive === "tar" && part.fieldname === "tar" && pendingPath === undefined) {
           await this.readTar(part.file, accept);
           continue;
         }

@@ -270,17 +270,19 @@ class Sandbox:
         r = self._client.json("GET", f"/v1/sandboxes/{encode_path(self.id)}/exec", query={"limit": limit})
         return [ExecSummary.from_wire(w) for w in r["items"]]
 
-    def sync(self, local_dir: Union[str, "os.PathLike[str]"], *, delete_extraneous: bool = True,
+    def sync(self, local_dir: Union[str, "os.PathLike[str]"], target: str = "", *, delete_extraneous: bool = False,
              default_ignores: bool = True, ignore: Optional[Iterable[str]] = None) -> SyncResult:
-        """Makes the workspace match a local directory, sending only files whose content the server lacks.
+        """Brings a local directory's files into the workspace, sending only content the server lacks.
 
         Honours ``.petriignore`` (gitignore syntax) and skips ``.git``, ``node_modules``,
         ``__pycache__``, ``.venv`` unless ``default_ignores=False``.
 
-        :param delete_extraneous: delete workspace files the local directory does not have (default True).
+        :param target: workspace folder to sync into (default the workspace root).
+        :param delete_extraneous: also delete files below ``target`` that the local directory does
+            not have (default False: files a run wrote, or ``files.upload`` put there, survive).
         :param ignore: extra gitignore-syntax patterns, applied after ``.petriignore``.
         """
-        return sync_directory(self._client, self.id, os.fspath(local_dir), delete_extraneous=delete_extraneous,
+        return sync_directory(self._client, self.id, os.fspath(local_dir), target=target, delete_extraneous=delete_extraneous,
                               default_ignores=default_ignores, ignore=ignore)
 
     # Internals ------------------------------------------------------------------------------

@@ -58,18 +58,36 @@ def test_sync_uploads_all_then_only_changes_and_propagates_deletions(sb, project
     (d / "data" / "big.bin").unlink()
     (d / "data").rmdir()
     (d / "keep.tmp").unlink()
-    gone = sb.sync(d)
+    assert sb.sync(d).deleted == 0, "deleting is off by default"
+    gone = sb.sync(d, delete_extraneous=True)
     assert gone.bytes_sent == 0
     assert sorted(gone.deleted_paths) == ["data/big.bin", "keep.tmp"]
     assert gone.deleted == 2
     assert workspace_paths(sb) == [".petriignore", "lib/__init__.py", "lib/util.py", "main.py", "run.sh"]
 
-    # Files a run creates are not in the local directory: sync deletes them unless told not to.
+    # Files a run creates are not in the local directory: a re-sync keeps them unless asked.
     sb.exec("open('made.txt', 'w').write('x')")
-    assert sb.sync(d, delete_extraneous=False).deleted == 0
+    assert sb.sync(d).deleted == 0
     assert "made.txt" in workspace_paths(sb)
-    sb.sync(d)
+    sb.sync(d, delete_extraneous=True)
     assert "made.txt" not in workspace_paths(sb)
+
+
+def test_sync_into_a_target_folder_knows_files_from_upload(server, tmp_path):
+    proj = tmp_path / "proj"
+    write_tree(proj, {"main.py": "print('hi')\n", "lib/a.py": "A = 1\n", "lib/b.py": "B = 2\n"})
+    with Sandbox(language="python", **server.conn) as other:
+        other.files.upload(proj, "app")
+        other.files.write("app/output.csv", "x\n")
+        (proj / "lib" / "b.py").write_text("B = 3\n")
+        r = other.sync(proj, target="app")
+        assert r.uploaded_paths == ["lib/b.py"], "only the changed file is sent"
+        assert r.unchanged == 2 and r.deleted == 0
+        assert other.files.read("app/lib/b.py") == "B = 3\n"
+        assert other.files.read("app/output.csv") == "x\n", "a file the project does not have survives"
+        assert other.run("app/main.py").stdout == "hi\n"
+        d = other.sync(proj, target="app", delete_extraneous=True)
+        assert d.deleted_paths == ["output.csv"]
 
 
 def test_content_already_uploaded_by_the_key_owner_is_reused(server, sb, project):

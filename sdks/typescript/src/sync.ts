@@ -1,15 +1,19 @@
 import fs from "node:fs";
-import { FileNotFoundError } from "./errors.js";
-import { BATCH_MAX_BYTES, BATCH_MAX_FILES, appendLocalFile, uploadTimeout } from "./files.js";
+import tar from "tar-stream";
+import { BATCH_MAX_BYTES, BATCH_MAX_FILES, appendLocalFile, batches, uploadTimeout } from "./files.js";
 import { hashAll } from "./internal/hash.js";
-import { encodePath, encodeSegment, type ApiClient } from "./internal/http.js";
+import { encodeSegment, type ApiClient } from "./internal/http.js";
 import { walkLocal, type LocalFile, type WalkOptions } from "./internal/walk.js";
 
 export interface SyncOptions extends WalkOptions {
-  /** Delete workspace files that the local directory does not have (default true). */
+  /**
+   * Delete files below `target` that the local directory does not have (default false: files a
+   * run wrote, or that `files.upload` put there, survive a re-sync).
+   */
   deleteExtraneous?: boolean;
+  /** Workspace folder to sync into (default the workspace root); created if missing. */
+  target?: string;
 }
-
 export interface SyncResult {
   /** Files whose content was sent. */
   uploaded: number;
@@ -35,37 +39,8 @@ interface ManifestEntry {
   mode: number;
 }
 
-const UNNAMEABLE = /["\r\n]/;
-
-/** The server reads the `manifest` field of sync/apply up to 64 KiB; stay under it with room to spare. */
-export const MANIFEST_FIELD_MAX = 60 * 1024;
-
-/** Splits manifest entries into batches bounded by file count, bytes to send, and manifest size. */
-function manifestBatches(entries: ManifestEntry[], sentSize: (e: ManifestEntry) => number | undefined): ManifestEntry[][] {
-  const out: ManifestEntry[][] = [];
-  let cur: ManifestEntry[] = [];
-  let files = 0;
-  let bytes = 0;
-  let json = 64;
-  for (const e of entries) {
-    const sent = sentSize(e);
-    const size = sent ?? 0;
-    const entryJson = Buffer.byteLength(JSON.stringify(e)) + 1;
-    if (cur.length && (files + (sent === undefined ? 0 : 1) > BATCH_MAX_FILES || bytes + size > BATCH_MAX_BYTES || json + entryJson > MANIFEST_FIELD_MAX)) {
-      out.push(cur);
-      cur = [];
-      files = 0;
-      bytes = 0;
-      json = 64;
-    }
-    cur.push(e);
-    if (sent !== undefined) files += 1;
-    bytes += size;
-    json += entryJson;
-  }
-  if (cur.length) out.push(cur);
-  return out;
-}
+/** Files up to this size travel inside a tar part; bigger ones as their own part, streamed from disk. */
+export const TAR_MAX_FILE = 8 * 1024 * 1024;
 
 interface Plan {
   missing: string[];
@@ -74,9 +49,30 @@ interface Plan {
   unchanged?: string[];
 }
 
+/** A tar archive of small files, in memory (each is at most TAR_MAX_FILE, a batch at most BATCH_MAX_BYTES). */
+async function tarOf(files: LocalFile[]): Promise<Blob> {
+  const pack = tar.pack();
+  const chunks: Buffer[] = [];
+  const collected = (async () => { for await (const c of pack) chunks.push(c as Buffer); })();
+  for (const f of files) {
+    const data = await fs.promises.readFile(f.abs);
+    // The file may have changed since it was hashed: the server then refuses the batch (sha256).
+    await new Promise<void>((resolve, reject) => pack.entry({ name: f.path, size: data.length, mode: f.mode & 0o777 }, data, (e) => (e ? reject(e) : resolve())));
+  }
+  pack.finalize();
+  await collected;
+  return new Blob(chunks);
+}
+
+/** Splits the files to send into requests bounded by count and bytes. */
+function sendBatches(files: LocalFile[]): LocalFile[][] {
+  return batches(files, BATCH_MAX_FILES * 20, BATCH_MAX_BYTES);
+}
+
 /**
  * Delta sync: hash the local files, ask the server what it lacks (`sync/plan`), then send only
- * those files in one multipart request (`sync/apply`), which also applies the deletions.
+ * those files (`sync/apply`): small ones packed into one tar part, big ones streamed as their own
+ * parts. Deletions (only with `deleteExtraneous`) are applied by the last request.
  */
 export async function syncDirectory(client: ApiClient, sandboxId: string, localDir: string, opts: SyncOptions = {}): Promise<SyncResult> {
   const started = performance.now();
@@ -84,8 +80,10 @@ export async function syncDirectory(client: ApiClient, sandboxId: string, localD
   const local = walkLocal(localDir, opts);
   const hashes = await hashAll(local);
   const manifest: ManifestEntry[] = local.map((f, i) => ({ path: f.path, sha256: hashes[i], size: f.size, mode: f.mode }));
-  const deleteExtraneous = opts.deleteExtraneous ?? true;
-  const plan = await client.json<Plan>("POST", `${base}/plan`, { json: { files: manifest, delete_extraneous: deleteExtraneous } });
+  const deleteExtraneous = opts.deleteExtraneous ?? false;
+  const target = (opts.target ?? "").split("/").filter(Boolean).join("/");
+  const common = { ...(target ? { target } : {}), archive: "tar" as const };
+  const plan = await client.json<Plan>("POST", `${base}/plan`, { json: { files: manifest, delete_extraneous: deleteExtraneous, ...(target ? { target } : {}) } });
   const result: SyncResult = {
     uploaded: 0, reused: 0, deleted: 0, unchanged: plan.unchanged?.length ?? manifest.length - plan.missing.length - plan.reusable.length,
     bytesSent: 0, durationMs: 0, uploadedPaths: [], reusedPaths: plan.reusable, deletedPaths: plan.delete,
@@ -96,12 +94,15 @@ export async function syncDirectory(client: ApiClient, sandboxId: string, localD
   }
   const byPath = new Map<string, LocalFile>(local.map((f) => [f.path, f]));
   const entryOf = new Map<string, ManifestEntry>(manifest.map((m) => [m.path, m]));
-  const missing = new Set(plan.missing);
-  const fullManifest = JSON.stringify({ files: manifest, delete_extraneous: deleteExtraneous });
-  const apply = async (manifestJson: string, files: LocalFile[]) => {
+  const apply = async (entries: ManifestEntry[], files: LocalFile[], del: boolean) => {
     const form = new FormData();
-    form.append("manifest", manifestJson);
-    for (const f of files) await appendLocalFile(form, f.path, f);
+    form.append("manifest", JSON.stringify({ files: entries, delete_extraneous: del, ...common }));
+    const small = files.filter((f) => f.size <= TAR_MAX_FILE);
+    if (small.length) form.append("tar", await tarOf(small), "files.tar");
+    for (const f of files.filter((x) => x.size > TAR_MAX_FILE)) {
+      form.append("path", f.path);
+      await appendLocalFile(form, "file", f);
+    }
     const r = await client.json<{ uploaded: number; reused: number; deleted: number; unchanged: number; bytes_received: number }>(
       "POST", `${base}/apply`, { body: form, timeoutMs: uploadTimeout(client, files) },
     );
@@ -110,44 +111,19 @@ export async function syncDirectory(client: ApiClient, sandboxId: string, localD
     result.reused += r.reused;
     result.deleted += r.deleted;
   };
-  let toSend = plan.missing.map((p) => byPath.get(p)).filter((f): f is LocalFile => f !== undefined);
-  // A multipart field name cannot carry `"`, CR or LF (FormData percent-encodes them), so such
-  // files go first by PUT; the apply step then finds them unchanged.
-  const unnameable = toSend.filter((f) => UNNAMEABLE.test(f.path));
-  for (const f of unnameable) {
-    await client.json("PUT", `/v1/sandboxes/${encodeSegment(sandboxId)}/files/${encodePath(f.path)}`, {
-      body: await fs.openAsBlob(f.abs), headers: { "content-type": "application/octet-stream" }, timeoutMs: uploadTimeout(client, [f]),
-    });
-    result.bytesSent += f.size;
-    result.uploadedPaths.push(f.path);
-    missing.delete(f.path);
-  }
-  toSend = toSend.filter((f) => !UNNAMEABLE.test(f.path));
-  if (Buffer.byteLength(fullManifest) <= MANIFEST_FIELD_MAX && toSend.length <= BATCH_MAX_FILES && toSend.reduce((n, f) => n + f.size, 0) <= BATCH_MAX_BYTES) {
-    // The usual case: one request carries the whole manifest and the missing files, and the
-    // server applies deletions in the same step.
-    await apply(fullManifest, toSend);
+  const toSend = plan.missing.map((p) => byPath.get(p)).filter((f): f is LocalFile => f !== undefined);
+  const groups = sendBatches(toSend);
+  if (groups.length <= 1) {
+    // The usual case: one request carries the whole manifest and every missing file.
+    await apply(manifest, groups[0] ?? [], deleteExtraneous);
   } else {
-    // Too big for one request (the server caps parts, and the manifest field at 64 KiB): send
-    // the changed entries in batches with partial manifests that delete nothing, then delete.
-    const changed = [...plan.missing, ...plan.reusable].map((p) => entryOf.get(p)!).filter(Boolean);
-    for (const group of manifestBatches(changed, (e) => (missing.has(e.path) ? byPath.get(e.path)!.size : undefined))) {
-      await apply(JSON.stringify({ files: group, delete_extraneous: false }), group.filter((e) => missing.has(e.path)).map((e) => byPath.get(e.path)!));
+    // Each batch names only its own files (and the first one the reusable ones); the last
+    // request repeats the whole manifest, now all unchanged, to apply deletions.
+    for (const [i, group] of groups.entries()) {
+      const entries = [...group.map((f) => entryOf.get(f.path)!), ...(i === 0 ? plan.reusable.map((p) => entryOf.get(p)!) : [])];
+      await apply(entries, group, false);
     }
-    if (plan.delete.length) {
-      if (Buffer.byteLength(fullManifest) <= MANIFEST_FIELD_MAX) {
-        await apply(fullManifest, []);
-      } else {
-        for (const p of plan.delete) {
-          try {
-            await client.json("DELETE", `/v1/sandboxes/${encodeSegment(sandboxId)}/files/${encodePath(p)}`);
-            result.deleted += 1;
-          } catch (e) {
-            if (!(e instanceof FileNotFoundError)) throw e;
-          }
-        }
-      }
-    }
+    if (plan.delete.length) await apply(manifest, [], deleteExtraneous);
   }
   result.uploaded = result.uploadedPaths.length;
   result.durationMs = performance.now() - started;

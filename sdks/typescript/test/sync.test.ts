@@ -67,19 +67,44 @@ test("sync: first sync uploads everything, then only what changed, and deletions
 
   fs.rmSync(path.join(dir, "data"), { recursive: true });
   fs.rmSync(path.join(dir, "keep.tmp"));
-  const del = await sb.sync(dir);
+  const kept = await sb.sync(dir);
+  assert.equal(kept.deleted, 0, "deleting is off by default");
+  const del = await sb.sync(dir, { deleteExtraneous: true });
   assert.equal(del.bytesSent, 0);
   assert.deepEqual([...del.deletedPaths].sort(), ["data/big.bin", "keep.tmp"]);
   assert.equal(del.deleted, 2);
   assert.deepEqual(await workspacePaths(sb), [".petriignore", "lib/__init__.py", "lib/util.py", "main.py", "run.sh"]);
 
-  // Files a run creates are not in the local directory: sync deletes them unless told not to.
+  // Files a run creates are not in the local directory: a re-sync keeps them unless asked.
   await sb.exec("open('made.txt', 'w').write('x')");
-  const keep = await sb.sync(dir, { deleteExtraneous: false });
+  const keep = await sb.sync(dir);
   assert.equal(keep.deleted, 0);
   assert.ok((await workspacePaths(sb)).includes("made.txt"));
-  await sb.sync(dir);
+  await sb.sync(dir, { deleteExtraneous: true });
   assert.ok(!(await workspacePaths(sb)).includes("made.txt"));
+});
+
+test("sync: into a target folder; files.upload's files are known to the next sync", async () => {
+  const proj = tmpDir("jhansi-ts-target-");
+  const other = await Sandbox.create({ language: "python", ...server.conn });
+  try {
+    writeTree(proj, { "main.py": "print('hi')\n", "lib/a.py": "A = 1\n", "lib/b.py": "B = 2\n" });
+    await other.files.upload(proj, { remoteDir: "app" });
+    await other.files.write("app/output.csv", "x\n");
+    fs.writeFileSync(path.join(proj, "lib/b.py"), "B = 3\n");
+    const r = await other.sync(proj, { target: "app" });
+    assert.deepEqual(r.uploadedPaths, ["lib/b.py"], "only the changed file is sent");
+    assert.equal(r.unchanged, 2);
+    assert.equal(r.deleted, 0);
+    assert.equal(await other.files.read("app/lib/b.py"), "B = 3\n");
+    assert.equal(await other.files.read("app/output.csv"), "x\n", "a file the project does not have survives");
+    assert.equal((await other.run("app/main.py")).stdout, "hi\n");
+    const d = await other.sync(proj, { target: "app", deleteExtraneous: true });
+    assert.deepEqual(d.deletedPaths, ["output.csv"]);
+  } finally {
+    await other.kill();
+    fs.rmSync(proj, { recursive: true, force: true });
+  }
 });
 
 test("sync: content the key owner already uploaded is reused, not sent again", async () => {

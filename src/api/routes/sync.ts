@@ -15,7 +15,7 @@ export const ManifestSchema = Type.Object({
   }, { additionalProperties: false }), { maxItems: 100000 }),
   delete_extraneous: Type.Optional(Type.Boolean({ default: false, description: "delete files below `target` that the manifest does not list" })),
   target: Type.Optional(Type.String({ maxLength: 1024, description: "workspace folder the manifest's paths are relative to (default: the root)" })),
-  archive: Type.Optional(Type.Literal("tar", { description: "apply only: every file part is a tar archive of manifest paths" })),
+  archive: Type.Optional(Type.Literal("tar", { description: "apply only: file parts named `tar` are tar archives of manifest paths" })),
 }, { additionalProperties: false });
 
 const PlanSchema = Type.Object({
@@ -31,6 +31,8 @@ const PlanSchema = Type.Object({
 export async function syncPlanRoutes(app: FastifyInstance, _config: Readonly<Config>, deps: AppDeps): Promise<void> {
   const sync = new SyncService(deps.workspaces, deps.blobs);
   app.post<{ Params: Static<typeof SandboxParams>; Body: Manifest }>("/v1/sandboxes/:id/sync/plan", {
+    // A manifest of 100,000 files is ~15 MB of JSON.
+    bodyLimit: 32 * 1024 * 1024,
     schema: {
       summary: "Delta sync, step 1: send a manifest, learn what the server lacks and what it will delete",
       params: SandboxParams, body: ManifestSchema,
@@ -50,7 +52,7 @@ export async function syncApplyRoutes(app: FastifyInstance, config: Readonly<Con
     config: { action: "files.sync" },
     schema: {
       summary: "Delta sync, step 2: multipart with a `manifest` field first, then the missing files",
-      description: "Files as one part per path (field name = path, or a preceding `path` field), or, with `\"archive\": \"tar\"` in the manifest, as tar archives (one part can carry thousands of small files). All files are stored, or none.",
+      description: "Files as one part per path (field name = path, or a preceding `path` field), or, with `\"archive\": \"tar\"` in the manifest, as parts named `tar` holding tar archives (one part can carry thousands of small files). All files are stored, or none.",
       params: SandboxParams,
       consumes: ["multipart/form-data"],
       response: {
