@@ -116,7 +116,10 @@ export async function openBrokerSession(opts: BrokerSessionOptions): Promise<Bro
   const placeholders: Record<string, string> = {};
   for (const s of resolved) placeholders[s.name] = `petri-secret:${s.name}:${randomBytes(12).toString("hex")}`;
   // Current and rotated-out values alike: an older one may still be valid somewhere.
-  const values: NamedSecret[] = resolved.flatMap((s) => [s.value, ...(s.previous ?? [])].map((value) => ({ name: s.name, value })));
+  const runValues: NamedSecret[] = resolved.flatMap((s) => [s.value, ...(s.previous ?? [])].map((value) => ({ name: s.name, value })));
+  // Scanned for (never sent): every secret of the tenant, not only this run's. Another run of
+  // the tenant may have used one with a host that logs requests; this run must not read it back.
+  const values: NamedSecret[] = [...runValues, ...otherTenantValues(opts.store, opts.tenantId, names)];
   const redactor = new Redactor(values);
   // What enters the sandbox from a broker is also scanned for slices of a value (see docs/vault.md).
   const inbound = new Redactor(values, { fragmentLength: FRAGMENT_LENGTH });
@@ -244,6 +247,20 @@ export async function openBrokerSession(opts: BrokerSessionOptions): Promise<Bro
       await close();
     },
   };
+}
+
+function otherTenantValues(store: SecretStore, tenantId: string, exclude: string[]): NamedSecret[] {
+  const out: NamedSecret[] = [];
+  for (const meta of store.list(tenantId)) {
+    if (exclude.includes(meta.name)) continue;
+    try {
+      const r = store.resolve(tenantId, meta.name);
+      for (const value of [r.value, ...r.previous]) out.push({ name: meta.name, value });
+    } catch {
+      /* one undecryptable secret must not stop unrelated runs; it is reported where it is used */
+    }
+  }
+  return out;
 }
 
 function pgUrl(database: string): string {

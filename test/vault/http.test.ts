@@ -297,6 +297,26 @@ test("read-back (issue 9): a reflected secret cannot come back whole, in Range s
   }
 });
 
+test("read-back by a run holding no secret: another sandbox of the tenant cannot read a token other runs used", async () => {
+  const events: BrokerEvent[] = [];
+  const runDir = path.join(fs.mkdtempSync(path.join(workDir, "run-")), "broker");
+  const s = await openBrokerSession({
+    egress: LOOPBACK_OPEN, store, tenantId: TENANT, sandboxId: "sb_nosecret", execId: "ex_nosecret", secrets: [],
+    allowHosts: [`localhost:${upB.port}`], runDir, upstreamCa: ca.caCert, onEvent: (e) => events.push(e),
+  });
+  try {
+    upA.seen.push({ url: "/whoami", method: "GET", headers: { authorization: `Bearer ${TOKEN}` }, body: "" });
+    const log = await viaConnect(runDir, `localhost:${upB.port}`, { path: "/log", headers: { range: "bytes=0-5" } });
+    assert.equal(log.status, 200);
+    assert.match(log.body, /Bearer \[REDACTED:api_token\]/);
+    assertNoToken("log read by a run without secrets", log.body);
+    assert.equal(upB.seen.at(-1)!.headers.range, undefined, "Range stripped for a tenant that has secrets");
+    assert.deepEqual(Object.keys(s.placeholders), [], "the run itself was granted nothing");
+  } finally {
+    await s.close();
+  }
+});
+
 test("egress policy (SSRF): loopback, metadata and names resolving to them are refused at connect time; trusted hosts pass", async () => {
   const events: BrokerEvent[] = [];
   const runDir = path.join(fs.mkdtempSync(path.join(workDir, "run-")), "broker");
