@@ -130,6 +130,9 @@ export class Redactor {
         if (p.bytes.length <= K || p.bytes.length > MAX_FRAGMENTED_FORM) continue;
         for (let i = 0; i + K <= p.bytes.length; i++) {
           const bytes = p.bytes.subarray(i, i + K);
+          // A piece that is one word or one number ("password", "20261130") is ordinary text
+          // too often; a random token's pieces almost always mix kinds of characters.
+          if (charClasses(bytes) < 2) continue;
           const key = bytes.toString("latin1");
           if (seenFrag.has(key)) continue;
           seenFrag.add(key);
@@ -291,4 +294,16 @@ function hashOf(buf: Buffer, from: number, len: number): number {
   let h = 0;
   for (let i = from; i < from + len; i++) h = (Math.imul(h, HASH_BASE) + buf[i]) | 0;
   return h;
+}
+
+/** How many of lower-case, upper-case, digit and other bytes occur in b. */
+function charClasses(b: Buffer): number {
+  let lower = 0, upper = 0, digit = 0, other = 0;
+  for (const c of b) {
+    if (c >= 0x61 && c <= 0x7a) lower = 1;
+    else if (c >= 0x41 && c <= 0x5a) upper = 1;
+    else if (c >= 0x30 && c <= 0x39) digit = 1;
+    else other = 1;
+  }
+  return lower + upper + digit + other;
 }
