@@ -50,7 +50,7 @@ before(async () => {
   store.put(TENANT, "tlsdb", { value: PASSWORD, kind: "postgres", config: { ...base, sslmode: "verify-full", ca: ca.caCert } });
   const other = makeTestCa(path.join(workDir, "other-ca"), { dns: ["localhost"], ips: ["127.0.0.1"] });
   store.put(TENANT, "wrongca", { value: PASSWORD, kind: "postgres", config: { ...base, sslmode: "verify-full", ca: other.caCert } });
-  store.put(TENANT, "wrongpw", { value: "not-the-password", kind: "postgres", config: { ...base, sslmode: "disable" } });
+  store.put(TENANT, "wrongpw", { value: "wrong-" + randomPassword(), kind: "postgres", config: { ...base, sslmode: "disable" } });
 });
 
 after(async () => {
