@@ -11,6 +11,8 @@ export interface NamedSecret {
 interface Pattern {
   name: string;
   bytes: Buffer;
+  /** The value mixes at least three kinds of characters (lower, upper, digit, other). */
+  strong?: boolean;
 }
 
 interface Interval {
@@ -113,7 +115,7 @@ export class Redactor {
       for (const f of encodedForms(s.value)) {
         if (seen.has(f)) continue;
         seen.add(f);
-        this.patterns.push({ name: s.name, bytes: Buffer.from(f, "utf8") });
+        this.patterns.push({ name: s.name, bytes: Buffer.from(f, "utf8"), strong: charClasses(Buffer.from(s.value, "utf8")) >= 3 });
       }
     }
     this.names = [...new Set(secrets.map((s) => s.name))];
@@ -130,9 +132,10 @@ export class Redactor {
         if (p.bytes.length <= K || p.bytes.length > MAX_FRAGMENTED_FORM) continue;
         for (let i = 0; i + K <= p.bytes.length; i++) {
           const bytes = p.bytes.subarray(i, i + K);
-          // A piece that is one word or one number ("password", "20261130") is ordinary text
-          // too often; a random token's pieces almost always mix kinds of characters.
-          if (charClasses(bytes) < 2) continue;
+          // For a value made of words or digits ("not-the-password"), a piece that is one word
+          // or one number ("password", "20261130") is ordinary text too often: skipped. A
+          // token mixing three or more kinds of characters is random enough to match whole.
+          if (!p.strong && charClasses(bytes) < 2) continue;
           const key = bytes.toString("latin1");
           if (seenFrag.has(key)) continue;
           seenFrag.add(key);
