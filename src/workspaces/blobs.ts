@@ -18,6 +18,8 @@ import type { StagedFile } from "./workspaces.js";
 export class BlobStore {
   /** Bytes per tenant, measured from disk on first use. */
   private readonly used = new Map<string, number>();
+  /** Prefix directories known to exist (removeTenant forgets them). */
+  private readonly dirsMade = new Set<string>();
 
   constructor(private readonly root: string, private readonly quotaBytes: (tenantId: string) => number = () => Infinity) {
     fs.mkdirSync(root, { recursive: true, mode: 0o700 });
@@ -80,7 +82,7 @@ export class BlobStore {
    * Keeps a copy of a staged (already hash-verified) file, if the tenant's quota allows it after
    * unreferenced blobs are collected. Returns whether the blob is (now) in the store.
    */
-  put(tenantId: string, staged: StagedFile): boolean {
+  put(tenantId: string, staged: StagedFile, data?: Buffer): boolean {
     const dest = this.pathOf(tenantId, staged.sha256);
     if (fs.existsSync(dest)) return true;
     const quota = this.quotaBytes(tenantId);
@@ -88,9 +90,14 @@ export class BlobStore {
       this.collect(tenantId);
       if (this.usage(tenantId) + staged.size > quota) return false;
     }
-    fs.mkdirSync(path.dirname(dest), { recursive: true, mode: 0o700 });
+    const dir = path.dirname(dest);
+    if (!this.dirsMade.has(dir)) {
+      fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+      this.dirsMade.add(dir);
+    }
     const tmp = `${dest}.${randomBytes(6).toString("hex")}`;
-    fs.copyFileSync(staged.tmpPath, tmp, fs.constants.COPYFILE_FICLONE);
+    if (data) fs.writeFileSync(tmp, data, { mode: 0o600 });
+    else fs.copyFileSync(staged.tmpPath, tmp, fs.constants.COPYFILE_FICLONE);
     fs.renameSync(tmp, dest);
     this.used.set(tenantId, this.usage(tenantId) + staged.size);
     return true;
@@ -147,5 +154,6 @@ export class BlobStore {
   removeTenant(tenantId: string): void {
     fs.rmSync(this.tenantDir(tenantId), { recursive: true, force: true });
     this.used.delete(tenantId);
+    this.dirsMade.clear();
   }
 }

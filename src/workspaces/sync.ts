@@ -58,6 +58,8 @@ export interface ApplyContext {
 }
 
 const SHA = /^[0-9a-f]{64}$/;
+/** Tar entries up to this size are read into memory and staged in one write. */
+const SMALL_ENTRY = 1024 * 1024;
 const execBits = (mode: number) => (mode & 0o111 ? 0o755 : 0o644);
 
 export function validateManifest(m: Manifest): Map<string, ManifestEntry> {
@@ -124,12 +126,17 @@ export class SyncService {
     let bytes = 0;
     let pendingPath: string | undefined;
     const limit = () => Math.min(ctx.maxUploadBytes, Math.max(0, ctx.quotaBytes - bytes));
-    const accept = async (rel: string, source: Readable) => {
+    const accept = async (rel: string, source: Readable | Buffer) => {
       const entry = wanted!.get(rel);
       if (!entry) throw new PetriError("VALIDATION_ERROR", `file ${rel} is not in the manifest`);
       let staged: StagedFile;
       try {
-        staged = await ws.stage(source, limit());
+        if (Buffer.isBuffer(source)) {
+          if (source.length > limit()) throw new PetriError("PAYLOAD_TOO_LARGE", `upload exceeds the limit of ${limit()} bytes`);
+          staged = ws.stageBuffer(source);
+        } else {
+          staged = await ws.stage(source, limit());
+        }
       } catch (e) {
         if (e instanceof PetriError && e.code === "PAYLOAD_TOO_LARGE" && limit() < ctx.maxUploadBytes) {
           throw new PetriError("WORKSPACE_QUOTA_EXCEEDED", `sync would exceed the workspace quota of ${ctx.quotaBytes} bytes`);
@@ -146,7 +153,7 @@ export class SyncService {
       if (staged.sha256 !== entry.sha256 || staged.size !== entry.size) {
         throw new PetriError("VALIDATION_ERROR", `content of ${rel} does not match its manifest entry (sha256/size)`);
       }
-      blobs.put(ctx.tenantId, staged);
+      blobs.put(ctx.tenantId, staged, Buffer.isBuffer(source) ? source : undefined);
     };
     const toCommit: { parts: string[]; staged: StagedFile }[] = [];
     try {
@@ -223,7 +230,7 @@ export class SyncService {
   }
 
   /** Reads one tar archive: regular files only, each named by its manifest path. */
-  private async readTar(source: Readable, accept: (rel: string, s: Readable) => Promise<void>): Promise<void> {
+  private async readTar(source: Readable, accept: (rel: string, s: Readable | Buffer) => Promise<void>): Promise<void> {
     const ex = tar.extract();
     source.on("error", (e) => ex.destroy(e));
     source.pipe(ex);
@@ -238,8 +245,16 @@ export class SyncService {
           entry.resume();
           throw new PetriError("VALIDATION_ERROR", `tar entry ${h.name} is a ${h.type}: sync takes regular files only`);
         }
-        // tar-stream's entries are streamx streams: wrap for Node's pipeline.
-        await accept(parseRelPath(h.name).join("/"), Readable.from(entry));
+        const rel = parseRelPath(h.name).join("/");
+        if ((h.size ?? 0) <= SMALL_ENTRY) {
+          // Most project files are small: read them whole, no per-file stream or async write.
+          const chunks: Buffer[] = [];
+          for await (const c of entry) chunks.push(c as Buffer);
+          await accept(rel, Buffer.concat(chunks));
+        } else {
+          // tar-stream's entries are streamx streams: wrap for Node's pipeline.
+          await accept(rel, Readable.from(entry));
+        }
       }
     } catch (e) {
       if ((source as { truncated?: boolean }).truncated) throw new PetriError("PAYLOAD_TOO_LARGE", "the tar archive exceeds the upload limit");

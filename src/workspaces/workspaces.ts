@@ -5,7 +5,7 @@ import { pipeline } from "node:stream/promises";
 import { Transform, type Readable } from "node:stream";
 import { PetriError } from "../errors.js";
 import { fdPath, mapFsError, openDirNoFollow, openFileNoFollow, parseRelPath } from "./paths.js";
-import { displayPath, pathFields, splitBytes, type NamePart, type WsPath } from "./names.js";
+import { displayPath, pathFields, pathKey, splitBytes, type NamePart, type WsPath } from "./names.js";
 import { entryPath, walkTree, type WalkResult } from "./walk.js";
 import { Trash } from "./trash.js";
 
@@ -58,6 +58,37 @@ export interface StagedFile {
   tmpPath: string;
   size: number;
   sha256: string;
+}
+
+/** Open parent directories of one commit, least recently used closed first. */
+const DIR_CACHE = 256;
+class DirCache {
+  private readonly fds = new Map<string, number>();
+  constructor(private readonly root: string, private readonly owner: { uid: number; gid: number }, private readonly made: WsPath[]) {}
+
+  /** The opened directory (made, owned by the sandbox uid, when `create`); throws errno errors. */
+  get(parts: WsPath, create: boolean): number {
+    const key = pathKey(parts);
+    const hit = this.fds.get(key);
+    if (hit !== undefined) {
+      this.fds.delete(key);
+      this.fds.set(key, hit);
+      return hit;
+    }
+    const fd = openDirNoFollow(this.root, parts, create ? { create: true, owner: this.owner, onCreate: (d) => this.made.push(parts.slice(0, d + 1)) } : {});
+    this.fds.set(key, fd);
+    if (this.fds.size > DIR_CACHE) {
+      const [oldKey, oldFd] = this.fds.entries().next().value as [string, number];
+      this.fds.delete(oldKey);
+      fs.closeSync(oldFd);
+    }
+    return fd;
+  }
+
+  closeAll(): void {
+    for (const fd of this.fds.values()) fs.closeSync(fd);
+    this.fds.clear();
+  }
 }
 
 /** Paths longer than PATH_MAX cannot be named through the API; listings say they left them out. */
@@ -250,6 +281,13 @@ export class WorkspaceStore {
     return { tmpPath, size, sha256: hash.digest("hex") };
   }
 
+  /** Stages bytes already in memory (a small tar entry): one write, no stream machinery. */
+  stageBuffer(data: Buffer): StagedFile {
+    const tmpPath = path.join(this.stagingDir, randomBytes(12).toString("hex"));
+    fs.writeFileSync(tmpPath, data, { mode: 0o644, flag: "wx" });
+    return { tmpPath, size: data.length, sha256: createHash("sha256").update(data).digest("hex") };
+  }
+
   discard(staged: StagedFile[]): void {
     for (const s of staged) fs.rmSync(s.tmpPath, { force: true });
   }
@@ -282,22 +320,12 @@ export class WorkspaceStore {
         if (keys.has(k.slice(0, i))) fail(new PetriError("CONFLICT", `upload has both a file ${k.slice(0, i)} and a path below it`), k);
       }
     }
-    let replaced = 0;
-    for (const f of list) replaced += this.sizeIfFile(root, f.parts);
-    const incoming = list.reduce((a, f) => a + f.staged.size, 0);
-    const used = this.usageInfo(sandboxId);
-    if (!used.complete || used.bytes - replaced + incoming > quotaBytes) {
-      this.discard(list.map((f) => f.staged));
-      throw new PetriError("WORKSPACE_QUOTA_EXCEEDED", used.complete
-        ? `workspace quota of ${quotaBytes} bytes would be exceeded (in use ${used.bytes}, upload ${incoming})`
-        : `workspace quota of ${quotaBytes} bytes: the workspace's size could not be fully measured, so it counts as over`);
-    }
-    // Phase 1: open (making) every parent and check no target is a directory.
-    // Directories this upload made (as paths), removed again if it fails.
+    // Parent directories are opened once per commit (many files share few directories), at most
+    // DIR_CACHE of them at a time; an evicted one is opened again by path when needed.
     const made: WsPath[] = [];
-    const prepared: { dirfd: number; name: NamePart; rel: string; f: { parts: WsPath; staged: StagedFile } }[] = [];
-    const closeAll = () => { for (const p of prepared) fs.closeSync(p.dirfd); };
+    const dirs = new DirCache(root, this.opts, made);
     const undoDirs = () => {
+      dirs.closeAll();
       for (const m of made.reverse()) {
         try {
           const fd = openDirNoFollow(root, m.slice(0, -1));
@@ -305,41 +333,55 @@ export class WorkspaceStore {
         } catch { /* not empty or gone: leave it */ }
       }
     };
+    // Phase 1: open (making) every parent, check no target is a directory, count what is replaced.
+    const prepared: { parent: WsPath; name: NamePart; rel: string; f: { parts: WsPath; staged: StagedFile }; exists: boolean }[] = [];
+    let replaced = 0;
     for (const f of list) {
       const rel = displayPath(f.parts);
-      let dirfd: number;
+      const parent = f.parts.slice(0, -1);
+      const name = f.parts[f.parts.length - 1];
+      let st: fs.Stats | undefined;
       try {
-        const parent = f.parts.slice(0, -1);
-        dirfd = openDirNoFollow(root, parent, { create: true, owner: this.opts, onCreate: (d) => made.push(parent.slice(0, d + 1)) });
+        st = fs.lstatSync(fdPath(dirs.get(parent, true), name), { throwIfNoEntry: false });
       } catch (e) {
-        closeAll();
         undoDirs();
         fail(e, rel);
       }
-      const name = f.parts[f.parts.length - 1];
-      prepared.push({ dirfd, name, rel, f });
-      const st = fs.lstatSync(fdPath(dirfd, name), { throwIfNoEntry: false });
       if (st?.isDirectory()) {
-        closeAll();
         undoDirs();
         fail(Object.assign(new Error("is a directory"), { code: "EISDIR" }), rel);
       }
+      if (st?.isFile()) replaced += st.size;
+      prepared.push({ parent, name, rel, f, exists: st !== undefined });
+    }
+    const incoming = list.reduce((a, f) => a + f.staged.size, 0);
+    const used = this.usageInfo(sandboxId);
+    if (!used.complete || used.bytes - replaced + incoming > quotaBytes) {
+      undoDirs();
+      this.discard(list.map((f) => f.staged));
+      throw new PetriError("WORKSPACE_QUOTA_EXCEEDED", used.complete
+        ? `workspace quota of ${quotaBytes} bytes would be exceeded (in use ${used.bytes}, upload ${incoming})`
+        : `workspace quota of ${quotaBytes} bytes: the workspace's size could not be fully measured, so it counts as over`);
     }
     // Phase 2: move in, keeping replaced files aside so a failure can put them back.
-    const moved: { dirfd: number; name: NamePart; backup?: string }[] = [];
+    const moved: { parent: WsPath; name: NamePart; backup?: string }[] = [];
     const out: FileEntry[] = [];
     try {
       for (const p of prepared) {
         fs.chownSync(p.f.staged.tmpPath, this.opts.uid, this.opts.gid);
-        const target = fdPath(p.dirfd, p.name);
-        let backup: string | undefined = path.join(this.stagingDir, `old-${randomBytes(12).toString("hex")}`);
-        try {
-          fs.renameSync(target, backup);
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
-          backup = undefined;
+        const dirfd = dirs.get(p.parent, false);
+        const target = fdPath(dirfd, p.name);
+        let backup: string | undefined;
+        if (p.exists) {
+          backup = path.join(this.stagingDir, `old-${randomBytes(12).toString("hex")}`);
+          try {
+            fs.renameSync(target, backup);
+          } catch (e) {
+            if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+            backup = undefined;
+          }
         }
-        moved.push({ dirfd: p.dirfd, name: p.name, backup });
+        moved.push({ parent: p.parent, name: p.name, backup });
         fs.renameSync(p.f.staged.tmpPath, target);
         const st = fs.lstatSync(target, { bigint: true });
         this.rememberHash(root, st, p.f.staged.sha256);
@@ -348,28 +390,18 @@ export class WorkspaceStore {
     } catch (e) {
       for (const m of moved.reverse()) {
         try {
-          if (m.backup) fs.renameSync(m.backup, fdPath(m.dirfd, m.name));
-          else fs.unlinkSync(fdPath(m.dirfd, m.name));
+          const target = fdPath(dirs.get(m.parent, false), m.name);
+          if (m.backup) fs.renameSync(m.backup, target);
+          else fs.unlinkSync(target);
         } catch { /* best effort: the running code may have changed the directory */ }
       }
-      closeAll();
       undoDirs();
       fail(e, prepared[moved.length - 1]?.rel ?? "");
     }
     for (const m of moved) if (m.backup) fs.rmSync(m.backup, { force: true });
-    closeAll();
+    dirs.closeAll();
     this.adjustUsage(sandboxId, incoming - replaced);
     return out;
-  }
-
-  private sizeIfFile(root: string, parts: WsPath): number {
-    try {
-      const { fd, stat } = openFileNoFollow(root, parts);
-      fs.closeSync(fd);
-      return stat.size;
-    } catch {
-      return 0;
-    }
   }
 
   // ---- single files ------------------------------------------------------------------------
