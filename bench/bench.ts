@@ -826,7 +826,9 @@ process.on("SIGINT", () => void stop("SIGINT"));
 process.on("SIGTERM", () => void stop("SIGTERM"));
 
 try {
-  await main();
+  // `npm run bench -- images`: the images' toolchains (bench/images.ts) instead of the runtime benchmark.
+  if (process.argv.includes("images")) await (await import("./images.js")).main();
+  else await main();
 } catch (e) {
   process.stderr.write(`bench failed: ${(e as Error).stack ?? e}\n`);
   process.exitCode = 1;

@@ -74,4 +74,6 @@ fi
 log "building"
 npm run --silent build
 
-node bin/petri.js images build
+# The images the tests use: `standard` (every language's default) and `datascience` (the Python
+# data stack). Each is built once (a few minutes; skipped when present).
+node bin/petri.js images build standard datascience

@@ -1,6 +1,7 @@
+import fs from "node:fs";
 import path from "node:path";
-import { DEFAULT_IMAGE } from "./images/recipe.js";
 import { parseEgressPolicy, parseTrustedHosts, type EgressPolicy } from "./vault/egress.js";
+import { BUILTIN_IMAGES, DEFAULT_IMAGE_NAME, ImagesFileError, parseCustomImages, type ImageRecipe } from "./images/catalog.js";
 
 /** Resource limits of a run. Each has a default and a server maximum; clients may only lower. */
 export interface Limits {
@@ -45,8 +46,13 @@ export interface Config {
   /** Runtimes this server may offer (each is probed at start; unavailable ones are left out). */
   allowedRuntimes: readonly string[];
   dockerSocket: string;
-  /** Image per language, after PETRI_IMAGE / PETRI_IMAGE_<LANG> overrides. */
+  /**
+   * Default image per language (PETRI_IMAGE / PETRI_IMAGE_<LANG>): the name of an image Petri
+   * builds (built-in or from PETRI_IMAGES_FILE), or a Docker reference of an image built elsewhere.
+   */
   images: Readonly<Record<string, string>>;
+  /** Images Petri builds: the built-in ones plus those declared in PETRI_IMAGES_FILE. */
+  imageRecipes: Readonly<Record<string, ImageRecipe>>;
   /** Directory holding image root filesystems built by `petri images build` (used by bwrap). */
   imageDir: string;
   sandboxUid: number;
@@ -107,7 +113,7 @@ export class ConfigError extends Error {}
 /** Default uid and gid of sandboxed code: an id no account on a usual host has. */
 export const DEFAULT_SANDBOX_ID = 65600;
 
-export const LANGUAGES_WITH_IMAGES = ["python", "node", "go", "bash"] as const;
+export const LANGUAGES_WITH_IMAGES = ["python", "node", "typescript", "go", "bash"] as const;
 
 type Env = Record<string, string | undefined>;
 
@@ -221,10 +227,35 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     }
   }
 
-  const baseImage = env.PETRI_IMAGE || DEFAULT_IMAGE;
+  let custom: Record<string, ImageRecipe> = {};
+  if (env.PETRI_IMAGES_FILE) {
+    const file = path.resolve(cwd, env.PETRI_IMAGES_FILE);
+    let text: string;
+    try {
+      text = fs.readFileSync(file, "utf8");
+    } catch (e) {
+      throw new ConfigError(`PETRI_IMAGES_FILE: cannot read ${file}: ${(e as Error).message}`);
+    }
+    try {
+      custom = parseCustomImages(text, `PETRI_IMAGES_FILE (${file})`);
+    } catch (e) {
+      if (e instanceof ImagesFileError) throw new ConfigError(e.message);
+      throw e;
+    }
+  }
+  const imageRecipes = Object.freeze({ ...BUILTIN_IMAGES, ...custom });
+  const imageName = (name: string, value: string) => {
+    // A Docker reference (has ":" or "/") names an image built elsewhere; a bare word must be one Petri builds.
+    if (!/[:/]/.test(value) && !Object.hasOwn(imageRecipes, value)) {
+      throw new ConfigError(`${name}: no image "${value}"; known: ${Object.keys(imageRecipes).join(", ")} (or a Docker reference such as python:3.13-slim)`);
+    }
+    return value;
+  };
+  const baseImage = imageName("PETRI_IMAGE", env.PETRI_IMAGE || DEFAULT_IMAGE_NAME);
   const images: Record<string, string> = {};
   for (const lang of LANGUAGES_WITH_IMAGES) {
-    images[lang] = env[`PETRI_IMAGE_${lang.toUpperCase()}`] || baseImage;
+    const v = `PETRI_IMAGE_${lang.toUpperCase()}`;
+    images[lang] = env[v] ? imageName(v, env[v]!) : baseImage;
   }
 
   const cfg: Config = {
@@ -240,6 +271,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     allowedRuntimes: Object.freeze(runtimeList(env.PETRI_RUNTIMES)),
     dockerSocket: env.PETRI_DOCKER_SOCKET || "/var/run/docker.sock",
     images: Object.freeze(images),
+    imageRecipes,
     imageDir: path.resolve(cwd, env.PETRI_IMAGE_DIR || "/var/lib/petri/images"),
     // Outside the login-account range (1000–59999), Debian's reserved 60000–64999, systemd's
     // dynamic users (61184–65519), nobody (65534) and the subordinate-id ranges from 100000, so

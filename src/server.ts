@@ -16,7 +16,8 @@ import { BwrapRuntime } from "./runtimes/bwrap.js";
 import { bwrapStrategy, describeChoice, detectRuntimes, dockerStrategy, type RuntimeProbe } from "./runtimes/detect.js";
 import type { Runtime } from "./runtimes/types.js";
 import { rootfsDirFor } from "./images/build.js";
-import { DEFAULT_IMAGE } from "./images/recipe.js";
+import { ImageCatalog } from "./images/images.js";
+import { imageRoutes } from "./api/routes/images.js";
 import { buildApp, type AppDeps } from "./api/app.js";
 import { BlobStore } from "./workspaces/sync.js";
 import { AuditLog, parseSinkConfig } from "./audit/index.js";
@@ -95,13 +96,15 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   fs.mkdirSync(config.cacheRoot, { recursive: true, mode: 0o711 });
 
   const metrics = new PetriMetrics();
-  const { runtimes, defaultRuntime, probes } = await setupRuntimes(config, docker, instanceId, logger, { excluded: checked.excluded, metrics });
+  const images = new ImageCatalog(config.imageRecipes, config.imageDir, config.images);
+  const { runtimes, defaultRuntime, probes } = await setupRuntimes(config, docker, instanceId, logger, { excluded: checked.excluded, metrics, images });
   const quotas = new QuotaService(db, config, (id) => workspaces.usage(id));
   const vault = new SecretStore(db, loadOrCreateMasterKey({ env: config.masterKey, file: config.masterKeyFile }),
     { egress: config.egress, ...(config.masterKey ? {} : { reloadKeys: () => readMasterKeyRing(config.masterKeyFile) }) });
   const sandboxes = new SandboxService(db, config, workspaces, () => [...runtimes.keys()], () => defaultRuntime ?? "none", quotas,
     (tenantId, name) => { vault.get(tenantId, name); },
-    (id, err) => logger.error({ sandbox: id, err: err.message }, "sandbox deletion not finished; the janitor retries"));
+    (id, err) => logger.error({ sandbox: id, err: err.message }, "sandbox deletion not finished; the janitor retries"),
+    images);
   // The delta-sync content store is a cache bounded like the tenant's workspaces together.
   const blobs = new BlobStore(path.join(config.dataDir, "blobs"), (tenantId) => quotas.get(tenantId).max_workspace_mb * 1024 * 1024);
   sandboxes.afterDestroy = (tenantId, id) => blobs.dropSandbox(tenantId, id);
@@ -111,6 +114,7 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
       const dir = rootfsDirFor(config.imageDir, image);
       return fs.existsSync(dir) ? dir : undefined;
     },
+    imageRef: (name) => images.ref(name),
     log: logger,
     audit,
     quotas,
@@ -127,7 +131,7 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
       const dir = rootfsDirFor(config.imageDir, image);
       return fs.existsSync(dir) ? dir : undefined;
     },
-    imageFor: (sb) => config.images[sb.language] ?? config.images.python,
+    imageFor: (sb) => images.ref(sb.image),
   });
   dependencies.startMaintenance();
 
@@ -159,12 +163,13 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   const readiness = new Readiness({
     db, dataDir: config.dataDir, docker: dockerOffered ? docker : undefined,
     runtimes: () => [...runtimes.keys()], defaultRuntime,
-    dockerImages: dockerOffered ? [...new Set(Object.values(config.images))] : [],
-    rootfsDirs: runtimes.has("bwrap") ? [rootfsDirFor(config.imageDir, DEFAULT_IMAGE)] : [],
+    // The languages' default images (config.images holds image names; the catalog gives references).
+    dockerImages: dockerOffered ? [...new Set(Object.values(config.images).map((n) => images.ref(n)))] : [],
+    rootfsDirs: runtimes.has("bwrap") ? [...new Set(Object.values(config.images).filter((n) => images.recipe(n)).map((n) => rootfsDirFor(config.imageDir, images.ref(n))))] : [],
     sinks: () => audit.sinkStatus(),
   });
   const deps: AppDeps = { keys, sandboxes, workspaces, blobs, exec, runtimes, defaultRuntime: defaultRuntime ?? "none", logger, audit, quotas, vault, dependencies,
-    plugins: [(scoped) => vaultRoutes(scoped, { store: vault }), (scoped) => dependencyRoutes(scoped, { deps: dependencies, sandboxes })], metrics, readiness };
+    plugins: [(scoped) => vaultRoutes(scoped, { store: vault }), (scoped) => dependencyRoutes(scoped, { deps: dependencies, sandboxes }), imageRoutes(images)], metrics, readiness };
   const app = await buildApp(config, deps);
 
   let reaping: Promise<{ expired: number; containers: number }> | null = null;
@@ -225,10 +230,13 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
  * When none works, no runtime is registered and runs are refused: code never runs unsandboxed.
  */
 export async function setupRuntimes(config: Readonly<Config>, docker: Docker, instanceId: string, logger: Logger,
-  extra: { excluded?: Map<string, string>; metrics?: PetriMetrics } = {}):
+  extra: { excluded?: Map<string, string>; metrics?: PetriMetrics; images?: ImageCatalog } = {}):
   Promise<{ runtimes: Map<string, Runtime>; defaultRuntime: string | null; probes: RuntimeProbe[] }> {
-  const probeImage = DEFAULT_IMAGE;
-  const rootfs = rootfsDirFor(config.imageDir, DEFAULT_IMAGE);
+  const images = extra.images ?? new ImageCatalog(config.imageRecipes, config.imageDir, config.images);
+  // Probed with the default image of Python (the conformance language); pre-started with any image Petri builds.
+  const probeImage = images.ref(images.defaultFor("python"));
+  const rootfs = rootfsDirFor(config.imageDir, probeImage);
+  const warmImages = new Set(images.builtRefs());
   const opts = { docker, image: probeImage, rootfs, sandboxUid: config.sandboxUid, sandboxGid: config.sandboxGid };
   let order = config.allowedRuntimes.filter((r) => !extra.excluded?.has(r));
   const prefer = (name: string) => { if (order.includes(name)) order = [name, ...order.filter((r) => r !== name)]; };
@@ -242,7 +250,7 @@ export async function setupRuntimes(config: Readonly<Config>, docker: Docker, in
     if (p.id === "bwrap") {
       runtimes.set("bwrap", new BwrapRuntime({
         cgroupParent: `petri-bwrap-${instanceId}`,
-        warm: { idleMs: config.warmIdleMs, images: new Set([DEFAULT_IMAGE]) },
+        warm: { idleMs: config.warmIdleMs, images: warmImages },
       }));
     } else {
       const oci = p.variant ?? p.id.split("/")[1];
@@ -250,7 +258,7 @@ export async function setupRuntimes(config: Readonly<Config>, docker: Docker, in
       const trace = oci === "runsc" && (await dockerStrategy("runsc-trace", opts).probe()).available;
       runtimes.set(oci, new DockerRuntime({
         docker, ociRuntime: trace ? "runsc-trace" : oci, trace, cgroupParent: `petri-${instanceId}`,
-        warm: { idleMs: config.warmIdleMs, images: new Set([DEFAULT_IMAGE]) },
+        warm: { idleMs: config.warmIdleMs, images: warmImages },
         onEngineFault: (kind: string) => extra.metrics?.engineFault(oci, kind),
       }));
     }

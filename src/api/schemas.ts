@@ -44,6 +44,7 @@ export const SandboxSchema = Type.Object({
   id: Type.String({ description: "sb_…" }),
   tenant_id: Type.String(),
   language: Type.String(),
+  image: Type.String({ description: "the image its runs use (GET /v1/images)" }),
   runtime: Type.String(),
   status: Type.String({ description: "ready (idle, no container) or running (a run is in flight)" }),
   limits: FullLimits,
@@ -64,7 +65,8 @@ const SecretNames = Type.Array(Type.String({ pattern: "^[A-Za-z][A-Za-z0-9_-]{0,
 const HostPatterns = Type.Array(Type.String({ minLength: 1, maxLength: 255 }), { maxItems: 256 });
 
 export const CreateSandboxBody = Type.Object({
-  language: Type.String({ description: "python, node, go, bash" }),
+  language: Type.String({ description: "python, node, typescript, go, bash" }),
+  image: Type.Optional(Type.String({ maxLength: 256, description: "an image from GET /v1/images, e.g. datascience; default: the language's default image" })),
   runtime: Type.Optional(Type.String({ description: "one of the runtimes the server allows (GET /v1/runtimes)" })),
   limits: Type.Optional(LimitsSchema),
   ttl_ms: Type.Optional(Type.Integer({ minimum: 1000, description: "Absolute lifetime, ms" })),

@@ -1,7 +1,8 @@
 import Docker from "dockerode";
 import { ConfigError, loadConfig, RUNTIME_NAMES } from "../config.js";
-import { buildDefaultImage, rootfsDirFor } from "../images/build.js";
+import { rootfsDirFor } from "../images/build.js";
 import { DEFAULT_IMAGE } from "../images/recipe.js";
+import { imagesBuildCli } from "../images/cli.js";
 import { bwrapStrategy, detectRuntimes, doctorText, dockerStrategy } from "../runtimes/detect.js";
 import { openDatabase } from "../store/db.js";
 import { KeyService } from "../auth/keys.js";
@@ -18,7 +19,10 @@ const USAGE = `usage: petri <command>
 
   serve                          start the HTTP server (PETRI_HOST:PETRI_PORT)
   mcp                            MCP server on stdin/stdout, acting as PETRI_API_KEY (default: the admin key)
-  images build [--force]         build the runtime image from Debian packages
+  images build [NAME…] [--all] [--force]
+                                 build images from Debian packages (default: the images
+                                 PETRI_IMAGE / PETRI_IMAGE_<LANG> name), with progress
+  images list                    the images this server offers, built or not, and what they hold
   keys create [--name N] [--tenant TENANT_ID] [--admin]
                                  create an API key; its token is printed once
   keys list                      list API keys (never their tokens)
@@ -84,10 +88,8 @@ export async function main(argv: string[]): Promise<number> {
       const dir = rest[0] && !rest[0].startsWith("--") ? rest[0] : loadConfig().auditDir;
       return runAuditVerifyCli(dir, { publicKeyFile: flag(rest, "--public-key") });
     }
-    if (cmd === "images" && sub === "build") {
-      const cfg = loadConfig();
-      await buildDefaultImage({ imageDir: cfg.imageDir, docker: new Docker({ socketPath: cfg.dockerSocket }), force: rest.includes("--force") });
-      return 0;
+    if (cmd === "images" && (sub === "build" || sub === "list")) {
+      return await imagesBuildCli(loadConfig(), sub, rest);
     }
     if (cmd === "keys") {
       const cfg = loadConfig();

@@ -164,6 +164,8 @@ export interface ExecDeps {
   instanceId: string;
   /** Resolves the rootfs directory of an image, for runtimes that run from one. */
   rootfsFor: (image: string) => string | undefined;
+  /** Docker reference of a sandbox's image name (images.ts ImageCatalog.ref). */
+  imageRef?: (name: string) => string;
   log: { info: (o: object, m?: string) => void; warn: (o: object, m?: string) => void; error: (o: object, m?: string) => void };
   quotas?: QuotaService;
   /** TenantVault: secrets runs may use through brokers, never read. */
@@ -254,7 +256,7 @@ export class ExecService {
     mounts.push({ source: prepareAgentFiles(config.dataDir), target: AGENT_MOUNT, readonly: true });
     mounts.push({ source: this.displayDirFor(sandbox.id), target: DISPLAY_MOUNT, readonly: false });
 
-    const image = config.images[sandbox.language] ?? config.images.python;
+    const image = this.d.imageRef?.(sandbox.image) ?? sandbox.image;
     const now = Date.now();
     const requestRecord = { filename: req.filename ?? null, code_bytes: req.code?.length ?? null, args: req.args ?? [], env_names: Object.keys(req.env ?? {}), limits, ...(req.tty ? { tty: true } : {}) };
     this.d.quotas?.runStarting(auth.tenantId);

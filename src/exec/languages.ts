@@ -29,14 +29,32 @@ export const LANGUAGES: Readonly<Record<string, Language>> = Object.freeze({
     file: ["python3", "{file}"],
     snippet: { argv: ["python3", "-c", "{code}"] },
     // Byte-code caches would otherwise show up as workspace changes after every run.
-    env: { PYTHONDONTWRITEBYTECODE: "1", PYTHONUNBUFFERED: "1", PYTHONPATH: "/workspace" },
+    // matplotlib keeps its font cache in the sandbox's cache (built once per sandbox, not per run)
+    // and draws without a display.
+    env: {
+      PYTHONDONTWRITEBYTECODE: "1", PYTHONUNBUFFERED: "1", PYTHONPATH: "/workspace",
+      MPLCONFIGDIR: `${CACHE_DIR}/matplotlib`, MPLBACKEND: "Agg",
+    },
     dependencies: "modules in the workspace (import lib.util from lib/util.py); Debian's python3 packages baked into the image",
   },
   node: {
     name: "node",
     extensions: [".js", ".mjs", ".cjs"],
     file: ["node", "{file}"],
+    // The images' Node (an official 24.x build) detects module syntax itself: a snippet with
+    // `import`/`export` or top-level `await` runs as an ES module, one with `require` as CommonJS.
     snippet: { argv: ["node", "-e", "{code}"] },
+    env: { NODE_PATH: "/workspace/node_modules:/usr/share/nodejs" },
+    dependencies: "node_modules/ in the workspace (uploaded), or Debian's node-* packages in the image",
+  },
+  typescript: {
+    name: "typescript",
+    extensions: [".ts", ".mts", ".cts"],
+    // Node's own type stripping (on by default since 22.18), with enums and namespaces
+    // transformed too: no compile step and no extra process. Types are not checked (run `tsc
+    // --noEmit` for that; it is in the image). Relative imports name the file (`./util.ts`).
+    file: ["node", "--experimental-transform-types", "--disable-warning=ExperimentalWarning", "{file}"],
+    snippet: { argv: ["node", "--experimental-transform-types", "--disable-warning=ExperimentalWarning", "-e", "{code}"] },
     env: { NODE_PATH: "/workspace/node_modules:/usr/share/nodejs" },
     dependencies: "node_modules/ in the workspace (uploaded), or Debian's node-* packages in the image",
   },

@@ -1,21 +1,9 @@
-import { createHash } from "node:crypto";
+import { BUILTIN_IMAGES, DEFAULT_IMAGE_NAME, allPackages, recipeRef } from "./catalog.js";
 
 /**
- * What the default runtime image holds. The image tag is derived from this list, so changing
- * it makes `petri images build` produce a new image instead of silently reusing an old one.
+ * The default image's Docker reference, for code that needs "the" image without a catalog
+ * (runtime probes, tests, the benchmark). Images themselves are declared in catalog.ts.
  */
-export const IMAGE_PACKAGES = [
-  "python3", "python3-psycopg2",
-  "nodejs", "node-pg",
-  "golang-go",
-  "bash", "coreutils", "ca-certificates", "socat", "procps",
-] as const;
+export const DEFAULT_IMAGE = recipeRef(BUILTIN_IMAGES[DEFAULT_IMAGE_NAME]);
 
-export const RECIPE_VERSION = 1;
-
-export const DEFAULT_IMAGE_TAG = createHash("sha256")
-  .update(JSON.stringify({ v: RECIPE_VERSION, p: IMAGE_PACKAGES }))
-  .digest("hex")
-  .slice(0, 12);
-
-export const DEFAULT_IMAGE = `petri/runtime:${DEFAULT_IMAGE_TAG}`;
+export const IMAGE_PACKAGES: readonly string[] = allPackages(BUILTIN_IMAGES[DEFAULT_IMAGE_NAME]);

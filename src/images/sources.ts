@@ -78,6 +78,17 @@ export function hostAptSources(root = "/etc/apt", codename = hostCodename()): Ap
   });
 }
 
+/**
+ * The host's Debian sources moved to another suite of the same archive: the host's mirror for
+ * `bookworm`, `bookworm-updates` and `bookworm-security` serves `trixie`, `trixie-updates` and
+ * `trixie-security` too. Images are built from these, so a newer Debian than the host's needs no
+ * new mirror and no host name in Petri.
+ */
+export function suiteSources(sources: AptSource[], hostCodename: string, suite: string): AptSource[] {
+  if (suite === hostCodename) return sources;
+  return sources.map((s) => ({ ...s, suite: s.suite === hostCodename ? suite : s.suite.replace(`${hostCodename}-`, `${suite}-`) }));
+}
+
 /** One-line `deb` entries as mmdebstrap takes them for its MIRROR arguments. */
 export function toMirrorArgs(sources: AptSource[]): string[] {
   return sources.map((s) => `deb ${s.uri} ${s.suite} ${s.components.join(" ")}`);

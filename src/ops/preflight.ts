@@ -3,6 +3,7 @@ import path from "node:path";
 import { spawnSync } from "node:child_process";
 import type Docker from "dockerode";
 import type { Config } from "../config.js";
+import { recipeRef } from "../images/catalog.js";
 
 /** A start-up check that failed: what is wrong and the command or setting that fixes it. */
 export class StartupError extends Error {
@@ -123,7 +124,9 @@ export async function preflight(config: Readonly<Config>, opts: { docker?: Docke
       warnings.push(`the Docker engine at ${config.dockerSocket} does not answer; Docker runtimes (${dockerRuntimes.join(", ")}) are not offered until Petri restarts with the engine up`);
     } else {
       const missing: string[] = [];
-      for (const image of new Set(Object.values(config.images))) {
+      // config.images holds image names; the ones Petri builds are tagged by their recipe's hash.
+      const refs = Object.values(config.images).map((n) => (Object.hasOwn(config.imageRecipes, n) ? recipeRef(config.imageRecipes[n]) : n));
+      for (const image of new Set(refs)) {
         try {
           await opts.docker.getImage(image).inspect();
         } catch (e) {
@@ -132,7 +135,7 @@ export async function preflight(config: Readonly<Config>, opts: { docker?: Docke
       }
       if (missing.length) {
         throw new StartupError(`the Docker engine has no image ${missing.join(", ")}`,
-          "build it with `petri images build` (no registry needed), or point PETRI_IMAGE / PETRI_IMAGE_<LANG> at an image the engine has");
+          "build it with `petri images build` (no registry needed; `petri images list` names them), or point PETRI_IMAGE / PETRI_IMAGE_<LANG> at an image the engine has");
       }
     }
   }

@@ -3,7 +3,7 @@ import fs from "node:fs";
 import { describe, test } from "node:test";
 import Docker from "dockerode";
 import { rootfsDirFor } from "../images/build.js";
-import { DEFAULT_IMAGE } from "../images/recipe.js";
+import { BUILTIN_IMAGES, recipeRef } from "../images/catalog.js";
 import { BwrapRuntime } from "./bwrap.js";
 import { runtimeConformanceSuite } from "./conformance.js";
 import { bwrapStrategy, dockerStrategy, type RuntimeProbe } from "./detect.js";
@@ -11,19 +11,19 @@ import { DockerRuntime } from "./docker.js";
 import type { RunSpec } from "./types.js";
 
 /**
- * Runs the conformance suite against every runtime this host can offer; a runtime the host
- * lacks is skipped with the probe's reason (so the output says what to fix), never silently.
+ * Runs the conformance suite against every runtime this host can offer, on every image the
+ * tests use (scripts/setup.sh builds them); a runtime or image the host lacks is skipped with
+ * the probe's reason (so the output says what to fix), never silently.
  */
 
 const IMAGE_DIR = "/var/lib/petri/images";
-const ROOTFS = rootfsDirFor(IMAGE_DIR, DEFAULT_IMAGE);
+const TESTED_IMAGES = ["standard", "datascience"] as const;
 const UID = 1000;
 const GID = 1000;
 
-function baseSpec(workspaceDir: string): RunSpec {
-  return {
-    image: DEFAULT_IMAGE,
-    rootfs: ROOTFS,
+const specFor = (image: string) => (workspaceDir: string): RunSpec => ({
+    image,
+    rootfs: rootfsDirFor(IMAGE_DIR, image),
     argv: [],
     env: { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/workspace", LANG: "C.UTF-8" },
     cwd: "/workspace",
@@ -41,33 +41,39 @@ function baseSpec(workspaceDir: string): RunSpec {
     uid: UID,
     gid: GID,
     labels: { "io.jhansi.petri": "conformance" },
-  };
-}
+  });
 
 const skipReason = (p: RuntimeProbe) => (p.available ? false : `${p.id} unavailable: ${p.reason}`);
-const probeOpts = { image: DEFAULT_IMAGE, rootfs: ROOTFS, sandboxUid: UID, sandboxGid: GID };
 const docker = fs.existsSync("/var/run/docker.sock") ? new Docker({ socketPath: "/var/run/docker.sock" }) : undefined;
 
-const probes = {
-  runc: await dockerStrategy("runc", { ...probeOpts, docker }).probe(),
-  crun: await dockerStrategy("crun", { ...probeOpts, docker }).probe(),
-  runsc: await dockerStrategy("runsc", { ...probeOpts, docker }).probe(),
-  bwrap: await bwrapStrategy(probeOpts).probe(),
-};
+let probes!: Record<"runc" | "crun" | "runsc" | "bwrap", RuntimeProbe>;
+let baseSpec!: (workspaceDir: string) => RunSpec;
+for (const name of TESTED_IMAGES) {
+  const image = recipeRef(BUILTIN_IMAGES[name]);
+  const spec = specFor(image);
+  const probeOpts = { image, rootfs: rootfsDirFor(IMAGE_DIR, image), sandboxUid: UID, sandboxGid: GID };
+  const p = {
+    runc: await dockerStrategy("runc", { ...probeOpts, docker }).probe(),
+    crun: await dockerStrategy("crun", { ...probeOpts, docker }).probe(),
+    runsc: await dockerStrategy("runsc", { ...probeOpts, docker }).probe(),
+    bwrap: await bwrapStrategy(probeOpts).probe(),
+  };
+  if (name === "standard") [probes, baseSpec] = [p, spec];
 
-for (const oci of ["runc", "crun", "runsc"] as const) {
-  runtimeConformanceSuite(
-    `docker/${oci}`,
-    async () => ({ runtime: new DockerRuntime({ docker: docker!, ociRuntime: oci }), baseSpec }),
-    {
-      skip: skipReason(probes[oci]),
-      // gVisor's pid 1 does take self-sent signals; runc and crun follow the kernel's pid 1 rules.
-      knownGaps: {},
-    },
-  );
+  for (const oci of ["runc", "crun", "runsc"] as const) {
+    runtimeConformanceSuite(
+      `docker/${oci} [${name}]`,
+      async () => ({ runtime: new DockerRuntime({ docker: docker!, ociRuntime: oci }), baseSpec: spec }),
+      {
+        skip: skipReason(p[oci]),
+        // gVisor's pid 1 does take self-sent signals; runc and crun follow the kernel's pid 1 rules.
+        knownGaps: {},
+      },
+    );
+  }
+
+  runtimeConformanceSuite(`bwrap [${name}]`, async () => ({ runtime: new BwrapRuntime(), baseSpec: spec }), { skip: skipReason(p.bwrap) });
 }
-
-runtimeConformanceSuite("bwrap", async () => ({ runtime: new BwrapRuntime(), baseSpec }), { skip: skipReason(probes.bwrap) });
 
 describe("docker/runsc really is gVisor", { skip: skipReason(probes.runsc) }, () => {
   test("the guest kernel is gVisor's, and a runsc sandbox process exists on the host while it runs", async () => {

@@ -15,6 +15,8 @@ export interface Sandbox {
   id: string;
   tenant_id: string;
   language: string;
+  /** Image its runs use (a name from GET /v1/images). */
+  image: string;
   runtime: string;
   status: "ready" | "running";
   limits: Limits;
@@ -37,6 +39,8 @@ export interface CreateSandboxInput {
   allow_hosts?: string[];
   env?: Record<string, string>;
   language: string;
+  /** An image name from GET /v1/images; default: the language's default image. */
+  image?: string;
   runtime?: string;
   limits?: Partial<Limits>;
   ttl_ms?: number;
@@ -47,7 +51,7 @@ export interface CreateSandboxInput {
 interface Row {
   id: string; tenant_id: string; language: string; runtime: string; status: string;
   limits_json: string; metadata_json: string; created_at: number; last_active_at: number;
-  idle_timeout_ms: number; ttl_ms: number; expires_at: number; egress_json: string;
+  idle_timeout_ms: number; ttl_ms: number; expires_at: number; egress_json: string; image: string | null;
 }
 
 /** Merges client limits into a base, refusing anything above the server's maximum. */
@@ -84,6 +88,8 @@ export class SandboxService {
     private readonly secretExists?: (tenantId: string, name: string) => void,
     /** Told when a deletion could not finish now (the janitor retries). */
     private readonly onDeleteError?: (sandboxId: string, err: Error) => void,
+    /** The image a new sandbox gets (validates the requested one); images.ts ImageCatalog.forSandbox. */
+    private readonly images?: { forSandbox(language: string, requested?: string): string; defaultFor(language: string): string },
   ) {}
 
   private toApi(r: Row): Sandbox {
@@ -91,6 +97,7 @@ export class SandboxService {
       id: r.id,
       tenant_id: r.tenant_id,
       language: r.language,
+      image: r.image ?? this.images?.defaultFor(r.language) ?? this.config.images[r.language] ?? "standard",
       runtime: r.runtime,
       status: (this.active.get(r.id) ?? 0) > 0 ? "running" : "ready",
       limits: JSON.parse(r.limits_json),
@@ -120,6 +127,7 @@ export class SandboxService {
       throw new PetriError("UNKNOWN_RUNTIME", `runtime "${runtime}" is not available on this server; available: ${this.runtimeNames().join(", ")}`);
     }
     const limits = resolveLimits(this.config.defaultLimits, this.config.maxLimits, input.limits);
+    const image = this.images ? this.images.forSandbox(input.language, input.image) : (input.image ?? this.config.images[input.language]);
     this.quotas?.checkNewSandbox(auth.tenantId);
     const ttl = input.ttl_ms ?? this.config.sandboxTtlMs;
     const idle = input.idle_timeout_ms ?? this.config.sandboxIdleTimeoutMs;
@@ -143,8 +151,8 @@ export class SandboxService {
     this.workspaces.create(id);
     try {
       this.db.prepare(`INSERT INTO sandboxes(id, tenant_id, language, runtime, status, limits_json, metadata_json,
-        created_at, last_active_at, idle_timeout_ms, ttl_ms, expires_at, egress_json) VALUES (?, ?, ?, ?, 'ready', ?, ?, ?, ?, ?, ?, ?, ?)`)
-        .run(id, auth.tenantId, input.language, runtime, JSON.stringify(limits), JSON.stringify(input.metadata ?? {}), now, now, idle, ttl, expires, JSON.stringify(egress));
+        created_at, last_active_at, idle_timeout_ms, ttl_ms, expires_at, egress_json, image) VALUES (?, ?, ?, ?, 'ready', ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+        .run(id, auth.tenantId, input.language, runtime, JSON.stringify(limits), JSON.stringify(input.metadata ?? {}), now, now, idle, ttl, expires, JSON.stringify(egress), image);
     } catch (e) {
       void this.workspaces.destroy(id).catch(() => undefined);
       throw e;

@@ -92,6 +92,10 @@ const MIGRATIONS: string[] = [
     auto_detect INTEGER
   );
   `,
+  // The image a sandbox runs in (an image name, GET /v1/images); NULL: its language's default.
+  `
+  ALTER TABLE sandboxes ADD COLUMN image TEXT;
+  `,
 ];
 
 /** The schema version this code writes; a store at a higher one was written by a newer Petri. */
