@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import Docker from "dockerode";
-import { allPackages, recipeRef, type ImageRecipe } from "./catalog.js";
+import { allPackages, GO_STD_CACHE, recipeRef, type ImageRecipe } from "./catalog.js";
 import { INTROSPECT_PY, readManifest, type ImageManifest } from "./manifest.js";
 import { fetchOfficialNode, NODE_PACKAGE, type FetchedNode } from "./node-official.js";
 import { hostAptSources, hostCodename, suiteSources, toMirrorArgs } from "./sources.js";
@@ -113,6 +113,12 @@ export async function buildImage(recipe: ImageRecipe, opts: BuildOptions): Promi
       hooks.push(`install -m 0755 ${sq(node.binary)} "$1/usr/local/bin/node"`);
       // One node for every script: Debian's packages (npm, tsc) run on the official build too.
       hooks.push(`if [ -e "$1/usr/bin/node" ] || [ -L "$1/usr/bin/node" ]; then chroot "$1" dpkg-divert --quiet --local --rename --divert /usr/bin/node.debian --add /usr/bin/node; fi; ln -sf /usr/local/bin/node "$1/usr/bin/node"`);
+    }
+    if (packages.includes("golang-go")) {
+      // Go ≥ 1.20 ships no compiled standard library: every sandbox's first run would compile it
+      // (~10 s of CPU, more than the default memory and /tmp allow). Build it once here, with the
+      // settings runs use (languages.ts), into a read-only cache that runs link into their own.
+      hooks.push(`chroot "$1" env HOME=/tmp PATH=/usr/bin:/bin GOCACHE=${GO_STD_CACHE} GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0 go build std && chmod -R a+rX "$1${GO_STD_CACHE}"`);
     }
     hooks.push(`cp ${sq(script)} "$1/tmp/petri-introspect.py" && chroot "$1" env PATH=/usr/local/bin:/usr/bin:/bin HOME=/tmp python3 -I /tmp/petri-introspect.py > ${sq(found)}; rc=$?; rm -rf "$1/tmp/"* "$1/tmp/".[!.]*; exit $rc`);
     hooks.push("rm -rf \"$1/var/cache/apt\"/*.bin \"$1/var/lib/apt/lists\"/*_Packages \"$1/root/.npm\"");

@@ -74,7 +74,10 @@ export const BUILTIN_IMAGES: Readonly<Record<string, ImageRecipe>> = Object.free
 export const DEFAULT_IMAGE_NAME = "standard";
 
 /** Bump when the build procedure changes in a way the recipe does not show. */
-export const RECIPE_VERSION = 2;
+export const RECIPE_VERSION = 3;
+
+/** Go's standard library, compiled at build time (read-only; runs link it into their own GOCACHE). */
+export const GO_STD_CACHE = "/usr/lib/petri/go-std-cache";
 
 export function recipeTag(r: ImageRecipe): string {
   const pkgs = [...new Set([...BASE_PACKAGES, ...r.packages])].sort();

@@ -70,6 +70,7 @@ async function waitUntil(cond: () => boolean, ms: number): Promise<boolean> {
 const HELLO: Record<string, string> = {
   python: "print('hello from python')\n",
   node: "console.log('hello from node')\n",
+  typescript: "enum Lang { TS = 'typescript' }\nconst who: string = Lang.TS;\nconsole.log(`hello from ${who}`);\n",
   go: 'package main\n\nimport "fmt"\n\nfunc main() { fmt.Println("hello from go") }\n',
   bash: "echo hello from bash\n",
 };
