@@ -12,6 +12,7 @@ import { Redactor } from "../../src/vault/redact.js";
 import { openBrokerSession, type BrokerSession } from "../../src/vault/session.js";
 import { SecretStore } from "../../src/vault/store.js";
 import { scramVerifier, dockerUsable, makeTestCa, randomPassword, readTree, runInSandbox, startPostgres, tmpDir, type PgServer, type TestCa, LOOPBACK_OPEN } from "./support.js";
+import { LANGUAGES } from "../../src/exec/languages.js";
 
 const FIXTURES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../test/vault/fixtures");
 const TENANT = "tn_bank";
@@ -245,7 +246,8 @@ for (const lang of ["python", "node"] as const) {
 
       const script = lang === "python" ? "pg_attack.py" : "pg_attack.js";
       const argv = lang === "python" ? ["python3", "/workspace/" + script] : ["node", "/workspace/" + script];
-      const res = await runInSandbox(s, argv, { [script]: fs.readFileSync(path.join(FIXTURES, script), "utf8") }, { timeoutMs: 120_000 });
+      // With the language's environment, as the engine runs it (node finds Debian's pg through NODE_PATH).
+      const res = await runInSandbox(s, argv, { [script]: fs.readFileSync(path.join(FIXTURES, script), "utf8") }, { timeoutMs: 120_000, env: LANGUAGES[lang].env });
       const stdout = res.stdout.toString();
       if (process.env.PETRI_VAULT_TEST_DUMP) fs.writeFileSync(path.join(process.env.PETRI_VAULT_TEST_DUMP, `pg-${lang}.out`), Buffer.concat([res.stdout, Buffer.from("\n--- stderr ---\n"), res.stderr]));
       assert.equal(res.exitCode, 0, `exit ${res.exitCode}\n${stdout.slice(-3000)}\n${res.stderr.toString().slice(-3000)}`);
