@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import { loadConfig, RUNTIME_NAMES } from "../src/config.js";
+import { imageRefOf } from "../src/images/catalog.js";
 import { rootfsDirFor } from "../src/images/build.js";
 import { createSandbox, exec, startTestServer, type TestServer } from "./helpers.js";
 import { canBuildWheels, startPythonIndex, type LoopbackRegistry } from "./deps/registries.js";
@@ -11,7 +12,9 @@ import { canBuildWheels, startPythonIndex, type LoopbackRegistry } from "./deps/
  * Installs run in the sandbox's own runtime: on each one Petri offers here, a real install
  * works, and an install script calling a host that is not a registry is blocked.
  */
-const IMAGE = process.env.PETRI_TEST_DEPS_IMAGE || loadConfig({}).images.python;
+// An image name (standard) for the server's config; its Docker reference for the checks below.
+const IMAGE_NAME = process.env.PETRI_TEST_DEPS_IMAGE || loadConfig({}).images.python;
+const IMAGE = imageRefOf(IMAGE_NAME);
 
 function imageHasPip(): boolean {
   try {
@@ -35,7 +38,7 @@ before(async () => {
     RUNTIME_NAMES.map((rt) => ({ name: `petri-on-${rt}`, version: "1.0.0", module: `petri_on_${rt}`, source: `WHERE = ${JSON.stringify(rt)}\n` })),
     [{ name: "petri-hostile", version: "1.0", target: "http://127.0.0.9:9/exfil" }],
   );
-  t = await startTestServer({ PETRI_RUNTIMES: "all", PETRI_IMAGE_PYTHON: IMAGE, PETRI_PIP_INDEX_URL: index.url });
+  t = await startTestServer({ PETRI_RUNTIMES: "all", PETRI_IMAGE_PYTHON: IMAGE_NAME, PETRI_PIP_INDEX_URL: index.url });
   const r = await t.api("GET", "/v1/runtimes");
   offered = r.json.runtimes.map((x: { name: string }) => x.name);
 });

@@ -5,6 +5,7 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { loadConfig } from "../src/config.js";
+import { imageRefOf } from "../src/images/catalog.js";
 import { createSandbox, exec, putFile, startTestServer, type TestServer } from "./helpers.js";
 import { canBuildWheels, localAddress, npmRegistryFromNpm, startGoProxy, startPythonIndex, type LoopbackRegistry } from "./deps/registries.js";
 
@@ -13,7 +14,9 @@ import { canBuildWheels, localAddress, npmRegistryFromNpm, startGoProxy, startPy
  * loopback serving wheels built offline (PyPI is unreachable here), each install in its own
  * sandboxed run whose only way out is the egress broker.
  */
-const IMAGE = process.env.PETRI_TEST_DEPS_IMAGE || loadConfig({}).images.python;
+// An image name (standard) for the server's config; its Docker reference for the checks below.
+const IMAGE_NAME = process.env.PETRI_TEST_DEPS_IMAGE || loadConfig({}).images.python;
+const IMAGE = imageRefOf(IMAGE_NAME);
 
 function imageHas(cmd: string): boolean {
   try {
@@ -33,7 +36,7 @@ if (!hasPip) console.log(`# SKIP Python install tests: image ${IMAGE} has no pip
 if (!hasNpm) console.log(`# SKIP npm install tests: image ${IMAGE} has no npm`);
 if (!wheels) console.log("# SKIP Python install tests: /usr/bin/python3 lacks setuptools/wheel to build test wheels (scripts/setup.sh installs them)");
 
-const imageEnv = { PETRI_IMAGE_PYTHON: IMAGE, PETRI_IMAGE_NODE: IMAGE, PETRI_IMAGE_GO: IMAGE };
+const imageEnv = { PETRI_IMAGE_PYTHON: IMAGE_NAME, PETRI_IMAGE_NODE: IMAGE_NAME, PETRI_IMAGE_GO: IMAGE_NAME };
 
 function envDirs(t: TestServer): string[] {
   const root = path.join(t.dataDir, "deps");

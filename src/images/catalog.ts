@@ -92,6 +92,11 @@ export function recipeRef(r: ImageRecipe): string {
   return `petri/${r.name}:${recipeTag(r)}`;
 }
 
+/** The Docker reference of an image name: a built-in's tagged reference, else the name itself (a reference). */
+export function imageRefOf(name: string, recipes: Readonly<Record<string, ImageRecipe>> = BUILTIN_IMAGES): string {
+  return Object.hasOwn(recipes, name) ? recipeRef(recipes[name]) : name;
+}
+
 export function allPackages(r: ImageRecipe): string[] {
   return [...new Set([...BASE_PACKAGES, ...r.packages])];
 }

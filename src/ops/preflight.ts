@@ -3,7 +3,7 @@ import path from "node:path";
 import { spawnSync } from "node:child_process";
 import type Docker from "dockerode";
 import type { Config } from "../config.js";
-import { recipeRef } from "../images/catalog.js";
+import { imageRefOf } from "../images/catalog.js";
 
 /** A start-up check that failed: what is wrong and the command or setting that fixes it. */
 export class StartupError extends Error {
@@ -125,7 +125,7 @@ export async function preflight(config: Readonly<Config>, opts: { docker?: Docke
     } else {
       const missing: string[] = [];
       // config.images holds image names; the ones Petri builds are tagged by their recipe's hash.
-      const refs = Object.values(config.images).map((n) => (Object.hasOwn(config.imageRecipes, n) ? recipeRef(config.imageRecipes[n]) : n));
+      const refs = Object.values(config.images).map((n) => imageRefOf(n, config.imageRecipes));
       for (const image of new Set(refs)) {
         try {
           await opts.docker.getImage(image).inspect();
