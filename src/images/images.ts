@@ -92,8 +92,7 @@ export class ImageCatalog {
 
   /**
    * The image a new sandbox gets: the one it asks for, else its language's default. Refuses an
-   * unknown name (400), an image without the sandbox's language (400) and an image not built on
-   * this server (503, with the command that builds it).
+   * unknown name (400) and an image whose manifest says it lacks the sandbox's language (400).
    */
   forSandbox(language: string, requested?: string): string {
     const name = requested ?? this.defaultFor(language);
@@ -102,7 +101,9 @@ export class ImageCatalog {
     }
     if (!this.recipe(name)) return name;
     const m = this.manifest(name);
-    if (!m) throw new PetriError("IMAGE_MISSING", `image "${name}" is not built on this server; run \`petri images build ${name}\``);
+    // No manifest here: a server that only reaches the engine (e.g. in Compose, without the image
+    // directory) cannot tell; the run itself says IMAGE_MISSING if the engine lacks the image.
+    if (!m) return name;
     if (!Object.hasOwn(m.languages, language)) {
       throw new PetriError("IMAGE_LACKS_LANGUAGE", `image "${name}" has no ${language} (it has ${Object.keys(m.languages).join(", ")})`);
     }
