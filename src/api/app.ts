@@ -22,6 +22,7 @@ import { auditRoutes } from "./routes/audit.js";
 import { sandboxRoutes } from "./routes/sandboxes.js";
 import { fileRoutes } from "./routes/files.js";
 import { execRoutes } from "./routes/exec.js";
+import { runRoutes } from "./routes/run.js";
 import { adminRoutes } from "./routes/admin.js";
 import { syncApplyRoutes, syncPlanRoutes } from "./routes/sync.js";
 import type { BlobStore } from "../workspaces/sync.js";
@@ -239,6 +240,7 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps): Promise
   await app.register(async (scoped) => {
     await sandboxRoutes(scoped, config, deps);
     await execRoutes(scoped, config, deps);
+    await runRoutes(scoped, config, deps);
     await adminRoutes(scoped, config, deps);
     await syncPlanRoutes(scoped, config, deps);
     await auditRoutes(scoped, config, deps);

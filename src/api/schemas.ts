@@ -149,3 +149,19 @@ export function errorResponses(...statuses: number[]): Record<number, TSchema> {
   for (const s of statuses) out[s] = Type.Ref("Error");
   return out;
 }
+
+export const InlineFileSchema = Type.Object({
+  path: NoNul({ maxLength: 4096, description: "Path relative to the workspace" }),
+  content: Type.String({ description: "File content, as text or base64 (see encoding)" }),
+  encoding: Type.Optional(Type.Union([Type.Literal("utf8"), Type.Literal("base64")], { default: "utf8" })),
+}, { additionalProperties: false });
+
+/** POST /v1/run: a sandbox's creation fields that matter for one run, the run's fields, and the files. */
+export const OneShotBody = Type.Composite([
+  Type.Omit(ExecBody, ["stream", "detach"]),
+  Type.Object({
+    language: Type.String({ description: "python, node, go, bash" }),
+    runtime: Type.Optional(Type.String({ description: "one of the runtimes the server allows (GET /v1/runtimes)" })),
+    files: Type.Optional(Type.Array(InlineFileSchema, { maxItems: 1000, description: "Written to the workspace before the run; without filename and code, the first file runs" })),
+  }),
+], { additionalProperties: false });

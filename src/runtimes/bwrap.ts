@@ -556,7 +556,7 @@ export class BwrapRuntime implements Runtime {
 
   /** Keeps one pre-started sandbox of this shape ready for `idleMs`. */
   private replenish(spec: RunSpec): void {
-    if (!this.warmOpts || this.closed || !this.warmOpts.images.has(spec.image) || !this.gate.allows) return;
+    if (!this.warmOpts || this.closed || !this.warmOpts.images.has(spec.image) || !this.gate.allowsAfter(spec)) return;
     const key = shapeKey(spec);
     if (this.pool.has(key)) return;
     let st: Started;
@@ -612,6 +612,10 @@ export class BwrapRuntime implements Runtime {
   /** Pre-started sandboxes waiting, and how often a run found one (metrics). */
   prestartStats(): { ready: number; hits: number; misses: number } {
     return { ready: this.pool.size, hits: this.prestartHits, misses: this.prestartMisses };
+  }
+
+  noPrestartFor(sandboxId: string): () => void {
+    return this.gate.quietFor(sandboxId);
   }
 
   async run(spec: RunSpec): Promise<RunResult> {

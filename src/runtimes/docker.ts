@@ -256,7 +256,7 @@ export class DockerRuntime implements Runtime {
 
   /** Keeps one pre-started container of this shape ready, for `idleMs`. */
   private replenish(spec: RunSpec): void {
-    if (!this.canWarm(spec) || !this.gate.allows) return;
+    if (!this.canWarm(spec) || !this.gate.allowsAfter(spec)) return;
     const key = shapeKey(spec);
     if (this.pool.has(key) || this.preparing.has(key)) return;
     const p = this.prepare(spec, true).then((prep) => {
@@ -316,6 +316,10 @@ export class DockerRuntime implements Runtime {
       return ok ? null : `secrets and allowed hosts need the OCI runtime ${this.ociRuntime} registered with --host-uds=open (re-run scripts/setup.sh, which adds it to /etc/docker/daemon.json and reloads dockerd)`;
     }, (e: Error) => `could not ask Docker how ${this.ociRuntime} is registered: ${e.message}`);
     return this.hostSocketsCheck;
+  }
+
+  noPrestartFor(sandboxId: string): () => void {
+    return this.gate.quietFor(sandboxId);
   }
 
   async run(spec: RunSpec): Promise<RunResult> {

@@ -23,7 +23,32 @@ export class PrestartGate {
   get allows(): boolean {
     return this.inflight <= PRESTART_MAX_INFLIGHT;
   }
+
+  /** Sandboxes whose runs must not leave a pre-started unit behind (one-request runs). */
+  private readonly quiet = new Map<string, number>();
+
+  /** Until the returned function is called, runs of this sandbox pre-start nothing. */
+  quietFor(sandboxId: string): () => void {
+    this.quiet.set(sandboxId, (this.quiet.get(sandboxId) ?? 0) + 1);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      const n = (this.quiet.get(sandboxId) ?? 1) - 1;
+      if (n <= 0) this.quiet.delete(sandboxId);
+      else this.quiet.set(sandboxId, n);
+    };
+  }
+
+  /** Whether a run of this spec may be followed by a pre-started unit of its shape. */
+  allowsAfter(spec: RunSpec): boolean {
+    const sb = spec.labels[LABEL_SANDBOX];
+    return this.allows && !(sb !== undefined && this.quiet.has(sb));
+  }
 }
+
+/** The label naming the sandbox a run belongs to (set by the exec service). */
+export const LABEL_SANDBOX = "io.jhansi.petri.sandbox";
 
 /**
  * Launcher of pre-started sandboxes (Docker containers, bwrap sandboxes): reads one JSON line

@@ -102,6 +102,11 @@ export interface Runtime {
   /** Pre-started units waiting now, and runs that found one ready (hits) or not (misses). */
   prestartStats?(): { ready: number; hits: number; misses: number };
   /**
+   * Until the returned function is called, runs of this sandbox leave nothing pre-started behind
+   * (a throw-away sandbox of a one-request run has no next run to serve).
+   */
+  noPrestartFor?(sandboxId: string): () => void;
+  /**
    * Removes units carrying these labels that no run or pre-start of this process owns (left by
    * an engine fault). Safe while runs are in flight, unlike `reap`. Returns how many.
    */

@@ -82,6 +82,7 @@ ERROR_CLASSES: Dict[str, Type[PetriException]] = {
     "VALIDATION_ERROR": InvalidRequestException,
     "INVALID_JSON": InvalidRequestException,
     "INVALID_PATH": InvalidRequestException,
+    "INVALID_ENCODING": InvalidRequestException,
     "UNKNOWN_LANGUAGE": InvalidRequestException,
     "UNKNOWN_RUNTIME": InvalidRequestException,
     "LIMIT_ABOVE_MAXIMUM": InvalidRequestException,

@@ -64,6 +64,7 @@ export const ERROR_CLASSES: Readonly<Record<string, ErrorClass>> = Object.freeze
   VALIDATION_ERROR: InvalidRequestError,
   INVALID_JSON: InvalidRequestError,
   INVALID_PATH: InvalidRequestError,
+  INVALID_ENCODING: InvalidRequestError,
   UNKNOWN_LANGUAGE: InvalidRequestError,
   UNKNOWN_RUNTIME: InvalidRequestError,
   LIMIT_ABOVE_MAXIMUM: InvalidRequestError,
