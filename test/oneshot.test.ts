@@ -50,6 +50,27 @@ for (const runtime of ["runc", "bwrap"]) describe(`one-request runs: ${runtime}`
     assert.equal(await units(sb), 0, "no container or sandbox with its label is left (nothing pre-started)");
   });
 
+  it("nothing is pre-started while it runs or after (a normal run here would pre-start one)", async () => {
+    const mine = async () => {
+      let n = 0;
+      for (const rt of t.server.runtimes.values()) n += await rt.count({ "io.jhansi.petri.instance": t.server.instanceId });
+      return n;
+    };
+    assert.equal(await mine(), 0, "nothing of this server is running before");
+    let done = false;
+    let most = 0;
+    const req = t.api("POST", "/v1/run", { body: { language: "python", runtime, code: "import time\ntime.sleep(2)\nprint('ok')" } })
+      .finally(() => { done = true; });
+    // A pre-start begins at the run's hand-over, so it would show as a second unit during the run.
+    while (!done) { most = Math.max(most, await mine()); await sleep(50); }
+    const r = await req;
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.stdout, "ok\n");
+    assert.equal(most, 1, "only the run's own unit ever existed");
+    assert.deepEqual(await gone(r.json.sandbox_id), { dir: false, record: false });
+    assert.equal(await mine(), 0, "and none is left");
+  });
+
   it("a snippet with no files; filename choosing among files", async () => {
     const a = await t.api("POST", "/v1/run", { body: { language: "python", runtime, code: "print(6*7)" } });
     assert.equal(a.status, 200, a.text);

@@ -21,7 +21,9 @@ export async function runRoutes(app: FastifyInstance, config: Readonly<Config>, 
   }, async (req, reply) => {
     const { result, sandbox, cleanup } = await oneshot.run(req.auth, req.body);
     req.auditIds = { sandbox_id: sandbox.id, exec_id: result.id };
-    reply.raw.once("close", () => void cleanup());
-    return reply.code(200).send(result);
+    const sent = reply.code(200).send(result);
+    // After the answer is on its way: removal never delays it.
+    setImmediate(() => void cleanup());
+    return sent;
   });
 }
