@@ -43,6 +43,7 @@ const settings = {
   n: intEnv("BENCH_N", 100, 1, 100_000),
   warmup: intEnv("BENCH_WARMUP", 5, 0, 1000),
   b2bN: intEnv("BENCH_B2B_N", 20, 0, 100_000),
+  oneShotN: intEnv("BENCH_ONESHOT_N", 20, 0, 100_000),
   bareN: intEnv("BENCH_BARE_N", intEnv("BENCH_N", 100, 1, 100_000), 0, 100_000),
   dockerRunN: intEnv("BENCH_DOCKER_RUN_N", 20, 0, 10_000),
   concurrencySeconds: intEnv("BENCH_CONCURRENCY_SECONDS", 30, 0, 3600),
@@ -568,7 +569,21 @@ interface Row {
   hostCpuBusy?: number;
   paced?: SeqResult;
   backToBack?: SeqResult;
+  /** Cold one-request runs: POST /v1/run with main.py inline (sandbox created, run, deleted). */
+  oneShot?: { latency: Summary; errors: string[] };
   concurrency?: ConcurrencyResult;
+}
+
+/** One-request runs back to back, each in a throw-away sandbox (nothing to reuse: always cold). */
+async function oneShots(b: BenchServer, runtime: string, n: number): Promise<{ latency: Summary; errors: string[] }> {
+  const lat: number[] = [];
+  const errors: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const r = await api(b, "POST", "/v1/run", { language: "python", runtime, files: [{ path: "main.py", content: HELLO_PY }] });
+    if (r.status !== 200 || r.json?.exit_code !== 0 || r.json?.stdout !== EXPECTED) errors.push(`HTTP ${r.status}: ${r.body.slice(0, 200)}`);
+    else lat.push(r.ms);
+  }
+  return { latency: summarize(lat), errors: errors.slice(0, 5) };
 }
 
 async function runtimeRow(runtime: string, warm: boolean): Promise<Row> {
@@ -600,6 +615,11 @@ async function runtimeRow(runtime: string, warm: boolean): Promise<Row> {
       log(`${label}: ${settings.b2bN} back-to-back execs`);
       await settle(b.runtime);
       row.backToBack = await sequential(b, sb, settings.b2bN, false);
+    }
+    if (settings.oneShotN > 0) {
+      log(`${label}: ${settings.oneShotN} cold one-request runs`);
+      await settle(b.runtime);
+      row.oneShot = await oneShots(b, runtime, settings.oneShotN);
     }
     return row;
   } finally {
@@ -685,6 +705,14 @@ function report(r: { machine: ReturnType<typeof machine>; otherCpuStart?: number
     out.push("");
     out.push(mdTable(["runtime", "marks"], marks.map((x) => [x.label,
       Object.entries(x.paced!.timings).map(([k, v]) => `${k} ${fmt(v)}`).join(", ")])));
+    out.push("");
+  }
+  const shots = r.rows.filter((x) => x.oneShot && x.oneShot.latency.n);
+  if (shots.length) {
+    out.push("## Cold one-request run: POST /v1/run with main.py inline (create + write + run + delete), back to back, through HTTP (ms)");
+    out.push("");
+    out.push(mdTable(["runtime", "n", "median", "p90", "p99", "errors"], shots.map((x) => [x.label, String(x.oneShot!.latency.n),
+      x.oneShot!.latency.median, x.oneShot!.latency.p90, x.oneShot!.latency.p99, x.oneShot!.errors.length ? x.oneShot!.errors[0]!.slice(0, 80) : "0"])));
     out.push("");
   }
   out.push(`## Baselines, same run (ms)`);
