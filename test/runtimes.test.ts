@@ -55,7 +55,7 @@ describe("runtimes through the API", () => {
       ].join("\n"));
       const r = await exec(t, sb, { filename: "main.py", stdin: "in" });
       assert.equal(r.json.exit_code, 0, r.text);
-      assert.equal(r.json.stdout, "util in 1000\nnonet\nrofs\nFalse ['0000000000000000']\n");
+      assert.equal(r.json.stdout, "util in 65600\nnonet\nrofs\nFalse ['0000000000000000']\n");
       assert.deepEqual(r.json.files.created, ["out.txt"]);
       const oom = await exec(t, sb, { code: "x = []\nwhile True:\n    x.append(bytearray(16 << 20))\n" });
       assert.equal(oom.json.oom_killed, true, oom.text);
