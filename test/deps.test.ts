@@ -7,7 +7,7 @@ import path from "node:path";
 import { loadConfig } from "../src/config.js";
 import { imageRefOf } from "../src/images/catalog.js";
 import { createSandbox, exec, putFile, startTestServer, type TestServer } from "./helpers.js";
-import { canBuildWheels, localAddress, npmRegistryFromNpm, startGoProxy, startPythonIndex, type LoopbackRegistry } from "./deps/registries.js";
+import { canBuildWheels, loopbackName, npmRegistryFromNpm, startGoProxy, startPythonIndex, type LoopbackRegistry } from "./deps/registries.js";
 
 /**
  * Dependencies installed for real: from the real npm registry, and from a PEP 503 index on
@@ -30,7 +30,7 @@ function imageHas(cmd: string): boolean {
 const hasPip = imageHas("python3 -m pip --version && python3 -c 'import venv'");
 const hasNpm = imageHas("command -v npm");
 const hasGo = imageHas("command -v go");
-if (!hasGo || !localAddress()) console.log(`# SKIP Go module installs: image ${IMAGE} has no go, or this host has no local non-loopback address for the test GOPROXY`);
+if (!hasGo || !loopbackName()) console.log(`# SKIP Go module installs: image ${IMAGE} has no go, or no name other than localhost resolves to loopback here (the test GOPROXY needs one: Go bypasses proxies for localhost)`);
 const wheels = canBuildWheels();
 if (!hasPip) console.log(`# SKIP Python install tests: image ${IMAGE} has no pip/venv (set PETRI_TEST_DEPS_IMAGE or build the standard image)`);
 if (!hasNpm) console.log(`# SKIP npm install tests: image ${IMAGE} has no npm`);
@@ -283,7 +283,7 @@ describe("Python packages from a PEP 503 index on loopback", { skip: !hasPip || 
   });
 });
 
-describe("Go modules from a GOPROXY file tree", { skip: !hasGo || !localAddress() }, () => {
+describe("Go modules from a GOPROXY file tree", { skip: !hasGo || !loopbackName() }, () => {
   test("a go.mod's requirements are downloaded through the broker into a shared module cache", async () => {
     const proxy = await startGoProxy([{ path: "example.com/petri/greet", version: "v1.0.0", files: { "greet.go": "package greet\n\nfunc Hello() string { return \"hello from a module\" }\n" } }]);
     const t = await startTestServer({ ...imageEnv, PETRI_GOPROXY: proxy.url });

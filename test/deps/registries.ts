@@ -165,11 +165,14 @@ export interface GoModule {
 
 /**
  * A GOPROXY serving a file tree in the module proxy protocol (list, .info, .mod, .zip). Go never
- * sends requests for a loopback address through HTTP_PROXY, so inside a sandbox (no network but
- * the broker) a 127.0.0.1 proxy is unreachable; it listens on a local non-loopback address of
- * this host instead (`localAddress()`), which the kernel still delivers locally.
+ * sends requests for `localhost` or a loopback IP literal through HTTP_PROXY, so inside a sandbox
+ * (no network but the broker) such a URL is unreachable. The proxy listens on loopback and is
+ * named by another name that resolves to loopback (`loopbackName()`, e.g. the host's own name in
+ * /etc/hosts): Go sends that through the broker, which resolves it and lets it through as an
+ * operator-trusted registry. Test traffic never leaves the loopback interface.
  */
-export async function startGoProxy(mods: GoModule[], host = localAddress()): Promise<LoopbackRegistry> {
+export async function startGoProxy(mods: GoModule[], name = loopbackName()): Promise<LoopbackRegistry> {
+  if (!name) throw new Error("no name other than localhost resolves to a loopback address here");
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "petri-goproxy-"));
   const esc = (p: string) => p.replace(/[A-Z]/g, (c) => "!" + c.toLowerCase());
   for (const m of mods) {
@@ -195,9 +198,9 @@ export async function startGoProxy(mods: GoModule[], host = localAddress()): Pro
     if (!file.startsWith(dir + path.sep) || !fs.existsSync(file) || !fs.statSync(file).isFile()) return false;
     res.writeHead(200, { "content-type": p.endsWith(".zip") ? "application/zip" : "text/plain" }).end(fs.readFileSync(file));
     return true;
-  }, host ?? undefined);
+  }, name.address);
   return {
-    url, dir, requests,
+    url: url.replace(name.address, name.name), dir, requests,
     close: async () => {
       await new Promise<void>((r) => server.close(() => r()));
       server.closeAllConnections();
@@ -206,10 +209,17 @@ export async function startGoProxy(mods: GoModule[], host = localAddress()): Pro
   };
 }
 
-/** The first non-internal IPv4 address of this host, or null. */
-export function localAddress(): string | null {
-  for (const list of Object.values(os.networkInterfaces())) {
-    for (const a of list ?? []) if (a.family === "IPv4" && !a.internal) return a.address;
+/**
+ * A name other than "localhost" that resolves to a loopback address (the host's own name, as
+ * Debian's /etc/hosts maps it), with that address; null when there is none.
+ */
+export function loopbackName(): { name: string; address: string } | null {
+  const name = os.hostname();
+  if (!name || name === "localhost") return null;
+  try {
+    const address = execFileSync("getent", ["ahostsv4", name], { encoding: "utf8" }).trim().split(/\s+/)[0] ?? "";
+    return /^127\.\d+\.\d+\.\d+$/.test(address) ? { name, address } : null;
+  } catch {
+    return null;
   }
-  return null;
 }
