@@ -33,7 +33,9 @@ def test_async_sandbox_end_to_end(server, tmp_path):
             assert await sb.files.read("x/y.txt") == "z"
             assert "x/y.txt" in [f.path for f in await sb.files.list()]
             s = await sb.sync(tmp_path / "proj")
-            assert s.uploaded == 1 and s.deleted == 1  # x/y.txt is not in the local directory
+            assert s.uploaded == 1 and s.deleted == 0  # extraneous files are kept unless asked
+            s = await sb.sync(tmp_path / "proj", delete_extraneous=True)
+            assert s.unchanged == 1 and s.deleted == 1  # x/y.txt is not in the local directory
             assert (await sb.run("main.py", args=["1"])).stdout == "main 1\n"
 
             h = await sb.start("import time\ntime.sleep(30)")
