@@ -6,7 +6,8 @@ import { REPO_DIR, startServer, type LiveServer } from "./helpers.js";
 
 /** The image the server runs Node in (or PETRI_TEST_DEPS_IMAGE), and whether it has npm to install with. */
 const image = process.env.PETRI_TEST_DEPS_IMAGE
-  || execFileSync(process.execPath, ["-e", "import('./dist/src/config.js').then((m) => console.log(m.loadConfig({}).images.node))"], { cwd: REPO_DIR, encoding: "utf8" }).trim();
+  // config names a catalog image ("standard"); docker needs its reference.
+  || execFileSync(process.execPath, ["-e", "Promise.all([import('./dist/src/config.js'), import('./dist/src/images/catalog.js')]).then(([c, i]) => console.log(i.imageRefOf(c.loadConfig({}).images.node)))"], { cwd: REPO_DIR, encoding: "utf8" }).trim();
 function imageHasNpm(): boolean {
   try {
     execFileSync("docker", ["run", "--rm", "--network", "none", image, "sh", "-c", "command -v npm"], { stdio: "ignore", timeout: 60_000 });
