@@ -13,14 +13,7 @@ log() { printf '[compose-images] %s\n' "$*" >&2; }
 # the image build then needs no network at all.
 # PETRI_BUILD_SKIP_NPM=1: the checkout is already installed and built (scripts/setup.sh did it).
 if [ "${PETRI_BUILD_SKIP_NPM:-}" != 1 ]; then
-  stamp=node_modules/.petri-lock-sha
-  want=$(sha256sum package-lock.json | cut -d' ' -f1)
-  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    log "installing npm packages"
-    npm ci --no-audit --no-fund --loglevel=error
-    echo "$want" > "$stamp"
-  fi
-  npm run --silent build
+  ./scripts/npm-build.sh
 fi
 
 BASE_PACKAGES="nodejs,ca-certificates,bubblewrap"

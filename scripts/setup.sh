@@ -64,15 +64,7 @@ fi
 
 fi
 
-stamp=node_modules/.petri-lock-sha
-want=$(sha256sum package-lock.json | cut -d' ' -f1)
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  log "installing npm packages"
-  npm ci --no-audit --no-fund --loglevel=error
-  echo "$want" > "$stamp"
-fi
-log "building"
-npm run --silent build
+./scripts/npm-build.sh
 
 # The images the tests use: `standard` (every language's default) and `datascience` (the Python
 # data stack). Each is built once (a few minutes; skipped when present).
