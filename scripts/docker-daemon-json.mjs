@@ -14,12 +14,12 @@ const want = {
   // --host-uds=open: code may connect to (never create) host Unix sockets bind-mounted into the
   // sandbox — the vault's brokers in /petri/broker; without it gVisor resets those connections.
   runsc: { path: "/usr/bin/runsc", runtimeArgs: ["--platform=ptrace", "--network=none", "--host-uds=open"] },
-  // Same sandbox, plus gVisor's own strace of the opens and execs of the sandboxed program,
+  // Same sandbox, plus gVisor's own strace of the opens, execs and connects of the sandboxed program,
   // written by the sandbox's boot process to /var/log/petri/runsc/ (this runsc has no per-container
   // log name; Petri finds a run's file by the container id in it and deletes it after reading).
   "runsc-trace": {
     path: "/usr/bin/runsc",
-    runtimeArgs: ["--platform=ptrace", "--network=none", "--host-uds=open", "--strace", "--strace-syscalls=open,openat,creat,execve,execveat",
+    runtimeArgs: ["--platform=ptrace", "--network=none", "--host-uds=open", "--strace", "--strace-syscalls=open,openat,creat,execve,execveat,connect",
       "--debug-log=/var/log/petri/runsc/", "--debug-command=boot"],
   },
 };

@@ -24,7 +24,7 @@ fi
 
 PACKAGES=(docker.io crun runsc bubblewrap mmdebstrap debootstrap uidmap iproute2 openssl ca-certificates
           postgresql rsyslog rsyslog-gnutls python3 python3-pytest python3-setuptools python3-wheel
-          prometheus docker-compose curl)
+          prometheus docker-compose curl bpftrace)
 if [ "${PETRI_SETUP_HOST:-}" = skip ]; then
   log "PETRI_SETUP_HOST=skip: leaving packages, Docker, cgroups and /etc alone"
 else
@@ -47,6 +47,10 @@ node scripts/docker-daemon-json.mjs /etc/docker/daemon.json || { rc=$?; [ "$rc" 
 [ "$daemon_json_changed" = 0 ] || change "/etc/docker/daemon.json: registered Petri's OCI runtimes (crun, runsc, runsc-trace)"
 [ -d /var/log/petri/runsc ] || change "created /var/log/petri/runsc (0700)"
 install -d -m 0700 /var/log/petri/runsc  # runsc-trace writes its strace here (holds env values until read)
+# The audit tracer (bpftrace) attaches to syscall tracepoints, which live in tracefs.
+if [ ! -d /sys/kernel/tracing/events ] && ! mountpoint -q /sys/kernel/tracing; then
+  mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || log "tracefs could not be mounted: runs of runc, crun and bwrap will not be traced (see petri doctor)"
+fi
 ./scripts/cgroups-for-crun.sh || log "crun: could not adjust cgroups (crun stays unavailable; runc and runsc still work)"
 
 if ! docker info >/dev/null 2>&1; then

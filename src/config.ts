@@ -75,6 +75,11 @@ export interface Config {
   auditSinks: string;
   /** Signed checkpoint every N records. */
   auditCheckpointEvery: number;
+  /**
+   * PETRI_AUDIT_TRACE: the host eBPF tracer for runc, crun and bwrap runs. `auto` uses it where
+   * the host can (and says loudly when it cannot), `required` refuses to start without it, `off`.
+   */
+  auditTrace: "auto" | "required" | "off";
   /** How long a pre-started single-use container waits for a sandbox's next run; 0 disables. */
   warmIdleMs: number;
   /**
@@ -312,6 +317,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       tenantQuotaMb: int(env, "PETRI_DEPS_TENANT_QUOTA_MB", 10_240, 1),
       evictUnusedMs: int(env, "PETRI_DEPS_EVICT_UNUSED_MS", 7 * 24 * 3600 * 1000, 1000),
     }),
+    auditTrace: oneOf(env, "PETRI_AUDIT_TRACE", "auto", ["auto", "required", "off"]) as "auto" | "required" | "off",
   };
   return Object.freeze(cfg);
 }

@@ -31,6 +31,7 @@ import { Readiness } from "./metrics/readiness.js";
 import { preflight } from "./ops/preflight.js";
 import { runObservation } from "./metrics/observe.js";
 import { DockerRuntime as DockerRuntimeClass } from "./runtimes/docker.js";
+import { TracerService } from "./tracing/tracer.js";
 
 export interface PetriServer {
   app: FastifyInstance;
@@ -42,6 +43,8 @@ export interface PetriServer {
   exec: ExecService;
   runtimes: Map<string, Runtime>;
   audit: AuditLog;
+  /** The host eBPF tracer (runc, crun, bwrap runs); its status says whether runs are traced. */
+  tracer: TracerService;
   vault: SecretStore;
   /** What runtime detection found at start (for `petri doctor` and logs). */
   probes: RuntimeProbe[];
@@ -98,6 +101,7 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   const metrics = new PetriMetrics();
   const images = new ImageCatalog(config.imageRecipes, config.imageDir, config.images);
   const { runtimes, defaultRuntime, probes } = await setupRuntimes(config, docker, instanceId, logger, { excluded: checked.excluded, metrics, images });
+  const tracer = await startTracer(config, runtimes, logger, docker);
   const quotas = new QuotaService(db, config, (id) => workspaces.usage(id));
   const vault = new SecretStore(db, loadOrCreateMasterKey({ env: config.masterKey, file: config.masterKeyFile }),
     { egress: config.egress, ...(config.masterKey ? {} : { reloadKeys: () => readMasterKeyRing(config.masterKeyFile) }) });
@@ -120,6 +124,7 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
     quotas,
     vault,
     onRunFinished: (r) => metricsRef.m?.runFinished(runObservation(r)),
+    tracer,
   });
 
   await Promise.all([initJsScanner(), loadFallbackParser()]);
@@ -210,17 +215,51 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   timer.unref();
 
   return {
-    app, deps, db, keys, sandboxes, exec, runtimes, audit, vault, probes, instanceId, bootstrap, reapNow, metrics, readiness,
+    app, deps, db, keys, sandboxes, exec, runtimes, audit, tracer, vault, probes, instanceId, bootstrap, reapNow, metrics, readiness,
     async close() {
       clearInterval(timer);
       dependencies.stop();
       await app.close();
       await exec.shutdown();
       for (const rt of runtimes.values()) await rt.close?.();
+      await tracer.close();
       db.close();
       await audit.close();
     },
   };
+}
+
+/**
+ * Starts the host tracer when a runtime it serves (runc, crun, bwrap) is offered. When the host
+ * cannot trace, the server says so at start, and each run's record says it was not traced.
+ */
+async function startTracer(config: Readonly<Config>, runtimes: Map<string, Runtime>, logger: Logger, docker: Docker): Promise<TracerService> {
+  // getaddrinfo is traced in the images' own libc: bwrap's root filesystems and Docker's layers.
+  const images = [...new Set(Object.values(config.images))];
+  const imageRoots = images.map((img) => rootfsDirFor(config.imageDir, img));
+  for (const img of images) {
+    const info = await docker.getImage(img).inspect().catch(() => null);
+    const data = (info?.GraphDriver?.Data ?? {}) as Record<string, string | undefined>;
+    for (const d of [data.UpperDir, ...(data.LowerDir ?? "").split(":")]) if (d) imageRoots.push(d);
+  }
+  const tracer = new TracerService({ log: logger, imageRoots });
+  const served = [...runtimes.keys()].filter((r) => r !== "runsc");
+  if (config.auditTrace === "off" || served.length === 0) return tracer;
+  // Compiling the probes takes a second or more; runs that start meanwhile say they were not traced.
+  const started = tracer.start().then((st) => {
+    if (st.state === "active") {
+      logger.info({ runtimes: served, probes: st.probes }, "audit: runs are traced with eBPF (programs, files, network attempts)");
+    } else {
+      logger.error({ runtimes: served, reason: st.reason },
+        `audit: runs are NOT traced (${st.reason}); their records hold only workspace changes. See \`petri doctor\``);
+    }
+    return st;
+  });
+  if (config.auditTrace === "required") {
+    const st = await started;
+    if (st.state !== "active") throw new Error(`PETRI_AUDIT_TRACE=required but the host cannot trace runs: ${st.reason}`);
+  }
+  return tracer;
 }
 
 /**
@@ -255,7 +294,12 @@ export async function setupRuntimes(config: Readonly<Config>, docker: Docker, in
     } else {
       const oci = p.variant ?? p.id.split("/")[1];
       // gVisor with its strace on (runsc-trace) when that is registered and works, still named runsc.
-      const trace = oci === "runsc" && (await dockerStrategy("runsc-trace", opts).probe()).available;
+      const traceProbe = oci === "runsc" ? await dockerStrategy("runsc-trace", opts).probe() : null;
+      const trace = Boolean(traceProbe?.available);
+      if (traceProbe && !trace) {
+        logger.error({ reason: traceProbe.reason },
+          "audit: runsc-trace did not work, so gVisor runs use plain runsc and are NOT traced (their records hold only workspace changes)");
+      }
       runtimes.set(oci, new DockerRuntime({
         docker, ociRuntime: trace ? "runsc-trace" : oci, trace, cgroupParent: `petri-${instanceId}`,
         warm: { idleMs: config.warmIdleMs, images: warmImages },

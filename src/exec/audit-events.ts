@@ -5,6 +5,9 @@ import { canonicalJson, sha256Hex } from "../audit/canonical.js";
 import type { FileEntry } from "../workspaces/workspaces.js";
 import type { Limits } from "../config.js";
 import type { GvisorTrace } from "../runtimes/gvisor-trace.js";
+import type { Runtime } from "../runtimes/types.js";
+import type { TracerService } from "../tracing/tracer.js";
+import type { TracedNet, TraceSummary } from "../tracing/aggregate.js";
 
 /**
  * Builds the audit records of a run: what ran (argv, entry hash, env names, limits, image), what
@@ -42,7 +45,34 @@ export interface RunAuditContext {
   entrySha256?: string;
   envNames: string[];
   limits: Limits;
+  auditLevel: AuditLevel;
 }
+
+/**
+ * How much of a run the audit sees, said in each run's record:
+ *   ebpf            programs executed, files opened, network attempts and DNS names (host tracer)
+ *   gvisor-strace   programs executed, files opened, connections (gVisor's own strace, runsc-trace)
+ *   workspace-diff  only what changed in the workspace: the reason says why nothing more
+ */
+export interface AuditLevel {
+  level: "ebpf" | "gvisor-strace" | "workspace-diff";
+  reason: string | null;
+}
+
+export function runAuditLevel(runtimeName: string, runtime: Runtime, tracer?: TracerService): AuditLevel {
+  const variant = (runtime as { variant?: string }).variant;
+  if (runtimeName === "runsc" || variant === "runsc" || variant === "runsc-trace") {
+    return variant === "runsc-trace"
+      ? { level: "gvisor-strace", reason: null }
+      : { level: "workspace-diff", reason: "runsc-trace is not registered with Docker or did not work at start: gVisor runs are not traced" };
+  }
+  if (tracer?.active) return { level: "ebpf", reason: null };
+  const st = tracer?.status();
+  return { level: "workspace-diff", reason: st?.reason ?? "the host tracer is off (PETRI_AUDIT_TRACE=off)" };
+}
+
+/** What the tracer saw of a run: the host tracer's summary, or gVisor's strace. */
+export type RunTrace = { summary: TraceSummary | null; complete: boolean; reason: string | null } | { gvisor: GvisorTrace };
 
 export function runStartEvent(c: RunAuditContext, before: WorkspaceSnapshot): AuditEvent {
   return {
@@ -52,6 +82,7 @@ export function runStartEvent(c: RunAuditContext, before: WorkspaceSnapshot): Au
       language: c.language, runtime: c.runtime, image: c.image, argv: clip(c.argv), entry: c.entry,
       code_sha256: c.code !== undefined ? sha(c.code) : c.entrySha256 ?? null,
       env_names: c.envNames, limits: c.limits, workspace_sha256_before: before.sha256,
+      audit_level: c.auditLevel.level, audit_level_reason: c.auditLevel.reason,
     },
   };
 }
@@ -73,13 +104,35 @@ export interface RunOutcome {
   error: { code: string; message: string } | null;
 }
 
-export function runFinishEvents(c: RunAuditContext, before: WorkspaceSnapshot, after: WorkspaceSnapshot, o: RunOutcome, trace?: GvisorTrace): AuditEvent[] {
+/**
+ * Success means the program ran and exited 0. Everything else is a failure with its reason: an
+ * error of Petri's (e.g. WORKSPACE_QUOTA_EXCEEDED), CANCELLED, TIMEOUT, OOM_KILLED,
+ * KILLED_BY_SIGNAL or NONZERO_EXIT (docs/audit.md, "Run outcomes").
+ */
+export function runOutcome(o: RunOutcome): { outcome: "success" | "failure"; code: string | null; reason: string | null } {
+  if (o.error) return { outcome: "failure", code: o.error.code, reason: o.error.message };
+  if (o.cancelled || o.status === "cancelled") return { outcome: "failure", code: "CANCELLED", reason: "the run was cancelled" };
+  if (o.timed_out) return { outcome: "failure", code: "TIMEOUT", reason: `the run exceeded its time limit` };
+  if (o.oom_killed) return { outcome: "failure", code: "OOM_KILLED", reason: "the run exceeded its memory limit and was killed" };
+  if (o.signal) return { outcome: "failure", code: "KILLED_BY_SIGNAL", reason: `the program was killed by ${o.signal}` };
+  if (o.exit_code !== 0) return { outcome: "failure", code: "NONZERO_EXIT", reason: o.exit_code === null ? "the program's exit status is unknown" : `the program exited with code ${o.exit_code}` };
+  if (o.status !== "completed") return { outcome: "failure", code: "RUN_FAILED", reason: `the run ended as ${o.status}` };
+  return { outcome: "success", code: null, reason: null };
+}
+
+export function runFinishEvents(c: RunAuditContext, before: WorkspaceSnapshot, after: WorkspaceSnapshot, o: RunOutcome, trace?: RunTrace): AuditEvent[] {
   const changes = contentDiff(before, after);
   const ctx = { tenant_id: c.tenant_id, key_id: c.key_id, sandbox_id: c.sandbox_id, exec_id: c.exec_id };
+  const result = runOutcome(o);
+  const traced = trace && "gvisor" in trace ? { summary: gvisorSummary(trace.gvisor), complete: !trace.gvisor.truncated, reason: trace.gvisor.truncated ? "gVisor's trace held more distinct entries than are kept" : null } : trace;
+  const level = c.auditLevel.level !== "workspace-diff" && !traced
+    ? { level: "workspace-diff" as const, reason: "the run was not traced (it did not start, or the tracer had no record of it)" }
+    : c.auditLevel;
+  const s = traced?.summary ?? null;
   const finish: AuditEvent = {
     kind: "exec", action: "exec.finish",
-    outcome: o.status === "completed" && !o.error ? "success" : "failure",
-    error_code: o.error?.code ?? (o.timed_out ? "TIMEOUT" : o.oom_killed ? "OOM_KILLED" : null),
+    outcome: result.outcome,
+    error_code: result.code,
     ...ctx,
     detail: {
       language: c.language, runtime: c.runtime, image: c.image, argv: clip(c.argv), entry: c.entry,
@@ -91,21 +144,74 @@ export function runFinishEvents(c: RunAuditContext, before: WorkspaceSnapshot, a
       stderr_sha256: sha(o.stderr), stderr_bytes: o.stderr.length, stderr_truncated: o.stderr_truncated,
       workspace_sha256_before: before.sha256, workspace_sha256_after: after.sha256,
       files_changed: changes.length,
+      reason: result.reason,
+      audit_level: level.level, audit_level_reason: level.reason ?? traced?.reason ?? null,
+      trace_complete: traced ? traced.complete && s !== null : null,
+      trace_counts: s ? {
+        programs: s.execs.length, files: s.files.length, library_opens: s.libraries.count, network: s.net.length, dns: s.dns.length,
+        dropped: s.dropped, lost_events: s.lost_events,
+      } : null,
     },
   };
-  return [finish, ...fileEvents(changes, ctx), ...(trace ? traceEvents(trace, ctx) : [])];
+  return [finish, ...fileEvents(changes, ctx), ...(s ? traceEvents(s, ctx) : [])];
 }
 
+// Errors that mean the sandbox's policy stopped the attempt (no network, seccomp), not the peer.
+const DENIED_ERRNOS = new Set(["ENETUNREACH", "EHOSTUNREACH", "EACCES", "EPERM", "EADDRNOTAVAIL"]);
+
+function netOutcome(n: TracedNet): "success" | "denied" | "failure" {
+  if (n.errno === null || n.errno === "EINPROGRESS") return "success";
+  return DENIED_ERRNOS.has(n.errno) ? "denied" : "failure";
+}
+
+const NET_ACTION: Record<TracedNet["op"], string> = { connect: "net.connect", bind: "net.bind", sendto: "net.send" };
+
 /**
- * One record per distinct file the program opened and program it executed, as gVisor's strace
- * saw them (paths inside the container; argv only, never the environment).
+ * One record per distinct program executed, file opened (path and access), network attempt and
+ * DNS name, each with its count; reads of shared libraries in one record. Paths are as the
+ * program saw them inside the sandbox; argv only, never the environment.
  */
-function traceEvents(t: GvisorTrace, ctx: Pick<AuditEvent, "tenant_id" | "key_id" | "sandbox_id" | "exec_id">): AuditEvent[] {
-  const source = t.truncated ? "gvisor-strace (truncated)" : "gvisor-strace";
-  return [
-    ...t.execs.map((e): AuditEvent => ({ kind: "process", action: "process.exec", outcome: "success", ...ctx,
-      detail: { path: e.path, argv: clip(e.argv), source } })),
-    ...t.opens.map((o): AuditEvent => ({ kind: "file", action: "file.open", outcome: "success", ...ctx,
-      detail: { path: o.path, flags: o.flags, write: o.write, source } })),
-  ];
+function traceEvents(t: TraceSummary, ctx: Pick<AuditEvent, "tenant_id" | "key_id" | "sandbox_id" | "exec_id">): AuditEvent[] {
+  const source = t.source;
+  const out: AuditEvent[] = [];
+  for (const e of t.execs) {
+    out.push({ kind: "process", action: "process.exec", outcome: e.errno ? "failure" : "success", error_code: e.errno, ...ctx,
+      detail: { path: e.path, path_b64: e.path_b64, argv: clip(e.argv), argv_truncated: e.argv_truncated || undefined, count: e.count, pid: e.pid || undefined, uid: e.uid, source } });
+  }
+  for (const f of t.files) {
+    out.push({ kind: "file", action: "file.open", outcome: f.errno ? (f.errno === "EACCES" || f.errno === "EPERM" || f.errno === "EROFS" ? "denied" : "failure") : "success",
+      error_code: f.errno, ...ctx,
+      detail: { path: f.path, path_b64: f.path_b64, access: f.access, flags: f.flags.join("|"), count: f.count, pid: f.pid || undefined, source } });
+  }
+  if (t.libraries.count > 0) {
+    out.push({ kind: "file", action: "file.open", outcome: "success", ...ctx,
+      detail: { path: "[shared libraries]", access: "read", count: t.libraries.count, distinct: t.libraries.distinct, paths: t.libraries.paths, source } });
+  }
+  for (const n of t.net) {
+    const outcome = netOutcome(n);
+    out.push({ kind: "network", action: NET_ACTION[n.op], outcome, error_code: n.errno, ...ctx,
+      detail: {
+        ...(n.family === "unix" ? { socket_path: n.address } : { ip: n.address, port: n.port }),
+        family: n.family, protocol: n.op === "sendto" ? "udp" : undefined, count: n.count, pid: n.pid || undefined, source,
+        reason: outcome === "denied" ? `refused inside the sandbox (${n.errno}): the run has no network route there` : undefined,
+      } });
+  }
+  for (const d of t.dns) {
+    out.push({ kind: "network", action: "dns.query", outcome: "success", ...ctx, detail: { hostname: d.name, count: d.count, pid: d.pid || undefined, source } });
+  }
+  return out;
+}
+
+/** gVisor's strace, in the host tracer's shape (it records no pids, uids or network). */
+function gvisorSummary(g: GvisorTrace): TraceSummary {
+  return {
+    source: "gvisor-strace",
+    execs: g.execs.map((e) => ({ path: e.path, argv: e.argv, argv_truncated: false, count: e.count ?? 1, errno: null, pid: 0, uid: 0 })),
+    files: g.opens.map((o) => ({ path: o.path, access: o.write ? "write" : "read", flags: o.flags.split("|"), count: o.count ?? 1, errno: null, pid: 0 })),
+    libraries: { count: 0, distinct: 0, paths: [] },
+    net: (g.connects ?? []).map((n) => ({ op: "connect", family: n.family, address: n.address, port: n.port, count: n.count, errno: n.errno, pid: 0 })),
+    dns: [],
+    dropped: 0,
+    lost_events: 0,
+  };
 }

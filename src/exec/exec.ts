@@ -14,7 +14,8 @@ import type { AuthContext } from "../auth/keys.js";
 import type { QuotaService } from "../auth/quotas.js";
 import { checkTenantHosts, openBrokerSession, type BrokerSession, type SecretStore } from "../vault/index.js";
 import type { AuditEvent } from "../audit/types.js";
-import { runFinishEvents, runStartEvent, toAuditSnapshot, type RunAuditContext } from "./audit-events.js";
+import { runAuditLevel, runFinishEvents, runStartEvent, toAuditSnapshot, type RunAuditContext, type RunTrace } from "./audit-events.js";
+import type { TracerService } from "../tracing/tracer.js";
 import type { DeclaredDependencies } from "../deps/specs.js";
 import type { Artifact } from "./artifacts.js";
 import type { ErrorSummary } from "./explain.js";
@@ -174,6 +175,8 @@ export interface ExecDeps {
   audit?: { append(ev: AuditEvent): unknown };
   /** Told of every finished run (metrics): its result, the runtime's timings, when the runtime was asked. */
   onRunFinished?: (r: { result: ExecResult; timings?: Record<string, number>; runtimeCalledAt: number | null; createdAt: number }) => void;
+  /** Host eBPF tracer for runc, crun and bwrap runs (what each run executed, opened, connected to). */
+  tracer?: TracerService;
 }
 
 export class ExecService {
@@ -310,6 +313,7 @@ export class ExecService {
     const auditCtx: RunAuditContext = {
       tenant_id: auth.tenantId, key_id: auth.keyId, sandbox_id: sandbox.id, exec_id: id, language: sandbox.language,
       runtime: sandbox.runtime, image, argv, entry, code: req.code, envNames: Object.keys(spec.env).sort(), limits,
+      auditLevel: runAuditLevel(sandbox.runtime, runtime, this.d.tracer),
     };
     if (opts.deps) void handle.done.then(() => opts.deps!.release());
     handle.dependencies = opts.deps?.summary ?? null;
@@ -367,11 +371,15 @@ export class ExecService {
     };
     let broker: BrokerSession | null = null;
     let runtimeCalledAt: number | null = null;
+    const traceSession = auditCtx.auditLevel.level === "ebpf" ? this.d.tracer?.begin(auditCtx.argv) ?? null : null;
+    let trace: RunTrace | undefined;
     try {
       if (egress.secrets.length || egress.allowHosts.length) {
         broker = await this.openBroker(auth, sandbox, handle, spec, runDir, egress, agent);
       }
       runtimeCalledAt = Date.now();
+      if (traceSession) spec.tracer = traceSession;
+      spec.auditArgv = auditCtx.argv;
       raw = await runtime.run(spec);
     } catch (e) {
       const msg = (e as Error).message ?? String(e);
@@ -384,6 +392,7 @@ export class ExecService {
         : { code: "RUNTIME_UNAVAILABLE", message: `the runtime could not start this run: ${msg.replace(/\s+/g, " ").trim().slice(0, 500)}` };
     } finally {
       await stopWatching();
+      trace = traceSession ? await traceSession.finish().catch((e: Error) => ({ summary: null, complete: false, reason: e.message })) : undefined;
       await broker?.close().catch(() => undefined);
       handle.closeStdin();
       fs.rmSync(runDir, { recursive: true, force: true });
@@ -464,7 +473,7 @@ export class ExecService {
         const auditAfter = toAuditSnapshot(await workspaces.list(sandbox.id, "", { recursive: true, hashes: true }));
         for (const ev of runFinishEvents(auditCtx, auditBefore, auditAfter, {
           ...result, stdout: outBuf, stderr: errBuf,
-        }, raw?.trace)) this.safeAppend(ev);
+        }, trace ?? (raw?.trace ? { gvisor: raw.trace } : undefined))) this.safeAppend(ev);
       } catch (e) {
         this.d.log.error({ err: (e as Error).message, exec: handle.id }, "could not record the run in the audit log");
       }

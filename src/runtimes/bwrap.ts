@@ -107,6 +107,9 @@ export function planCgroups(hierarchies: CgroupHierarchy[]): CgroupPlan {
     entry.roles.push(role);
     byMount.set(h.mount, entry);
   }
+  // The run also joins the v2 hierarchy when it has none of its roles (hybrid hosts): its v2
+  // cgroup is how the audit tracer tells this run's processes from every other's.
+  if (v2 && !byMount.has(v2.mount)) byMount.set(v2.mount, { ...v2, roles: [] });
   return { hierarchies: [...byMount.values()], missing };
 }
 
@@ -628,6 +631,8 @@ export class BwrapRuntime implements Runtime {
     if (spec.uid === 0 || spec.gid === 0) throw new BwrapSetupError("the bwrap runtime does not run code as root (uid/gid 0)");
 
     const st = this.take(spec) ?? this.start(spec, false);
+    // Same tick as the spawn: the tracer reads the kernel's events later, so none is missed.
+    if (st.cg) spec.tracer?.attach(`${this.cgroupParent}/${st.runName}`);
     const timings = st.timings;
     if (st.warm) timings.warm = 1;
     const stdout = new CappedBuffer(spec.outputLimitBytes);

@@ -332,6 +332,7 @@ export class DockerRuntime implements Runtime {
     const prep = this.take(spec) ?? await this.prepare(spec, false);
     const { container, stream, timings } = prep;
     if (prep.warm) timings.warm = 1;
+    spec.tracer?.attach(prep.cgroupRel);
     const stdout = new CappedBuffer(spec.outputLimitBytes);
     const stderr = new CappedBuffer(spec.outputLimitBytes);
     prep.sink.out = (b) => { stdout.push(b); spec.onStdout?.(b); };
@@ -433,7 +434,7 @@ export class DockerRuntime implements Runtime {
     result.cpuTimeMs = usage.cpuTimeMs;
     result.peakMemoryBytes = usage.peakMemoryBytes;
     // A pre-started container's launcher execs the program: its exec is the second one.
-    if (this.trace) result.trace = (await readGvisorTrace(container.id, { startAtExec: prep.warm ? 2 : 1 }).catch(() => null)) ?? undefined;
+    if (this.trace) result.trace = (await readGvisorTrace(container.id, { startAtExec: prep.warm ? 2 : 1, programArgv: spec.auditArgv }).catch(() => null)) ?? undefined;
     // Removal does not hold the result back; count(), reap() and close() wait for it.
     this.removeLater(prep);
     return result;

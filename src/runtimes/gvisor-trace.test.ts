@@ -20,28 +20,31 @@ describe("parseGvisorStrace", () => {
 
   test("execs: the program itself (from docker-init), then what it ran, with argv", () => {
     assert.deepEqual(t.execs, [
-      { path: "/usr/bin/python3", argv: ["python3", "main.py"] },
-      { path: "/usr/bin/ls", argv: ["ls"] },
-      { path: "/usr/bin/sh", argv: ["sh", "-c", 'echo "quoted, arg" > /tmp/x; cat /tmp/x'] },
-      { path: "/usr/bin/cat", argv: ["cat", "/tmp/x"] },
+      { path: "/usr/bin/python3", argv: ["python3", "main.py"], count: 1 },
+      { path: "/usr/bin/ls", argv: ["ls"], count: 1 },
+      { path: "/usr/bin/sh", argv: ["sh", "-c", 'echo "quoted, arg" > /tmp/x; cat /tmp/x'], count: 1 },
+      { path: "/usr/bin/cat", argv: ["cat", "/tmp/x"], count: 1 },
     ]);
   });
 
   test("opens: paths as the program saw them, relative ones resolved, write flagged", () => {
-    const by = new Map(t.opens.map((o) => [o.path + " " + o.flags, o]));
-    assert.equal(by.get("/workspace/a.txt O_WRONLY|O_CLOEXEC|O_CREAT|O_TRUNC")?.write, true);
-    assert.equal(by.get("/etc/hostname O_RDONLY|O_CLOEXEC")?.write, false);
-    assert.equal(by.get("/workspace/rel.txt O_WRONLY|O_APPEND|O_CLOEXEC|O_CREAT")?.write, true);
-    assert.equal(by.get("/workspace/main.py O_RDONLY")?.write, false, "the 0x0 gVisor prints is dropped");
-    assert.equal(by.get("/tmp/x O_WRONLY|O_CREAT|O_TRUNC")?.write, true);
-    assert.equal(by.get("/workspace O_RDONLY|O_CLOEXEC|O_DIRECTORY|O_NONBLOCK")?.write, false, "ls opened '.'");
+    const by = new Map(t.opens.map((o) => [o.path, o]));
+    assert.equal(by.get("/workspace/a.txt")?.write, true);
+    assert.equal(by.get("/workspace/a.txt")?.flags, "O_WRONLY|O_CLOEXEC|O_CREAT|O_TRUNC");
+    assert.equal(by.get("/etc/hostname")?.write, false);
+    assert.equal(by.get("/workspace/rel.txt")?.flags, "O_WRONLY|O_APPEND|O_CLOEXEC|O_CREAT");
+    assert.equal(by.get("/workspace/main.py")?.write, false);
+    assert.ok(!t.opens.some((o) => o.flags.includes("0x0")), "the 0x0 gVisor prints is dropped");
+    assert.ok(t.opens.some((o) => o.path === "/tmp/x" && o.write) && t.opens.some((o) => o.path === "/tmp/x" && !o.write), "written by echo, read by cat: two entries");
+    assert.equal(by.get("/workspace")?.write, false, "ls opened '.'");
   });
 
   test("failed calls and docker-init's own start-up are left out; entries are distinct", () => {
     assert.ok(!t.execs.some((e) => e.path.startsWith("/usr/local/")), "PATH lookups that failed");
     assert.ok(!t.opens.some((o) => o.path === "/usr/lib/locale/locale-archive"), "ENOENT opens");
-    const keys = t.opens.map((o) => o.path + " " + o.flags);
-    assert.equal(new Set(keys).size, keys.length);
+    const keys = t.opens.map((o) => o.path + " " + o.write);
+    assert.equal(new Set(keys).size, keys.length, "one entry per path and access, with a count");
+    assert.ok(t.opens.every((o) => o.count >= 1));
     assert.equal(t.truncated, false);
   });
 
@@ -57,6 +60,30 @@ describe("parseGvisorStrace", () => {
     assert.equal(capped.opens.length, 3);
     assert.equal(capped.execs.length, 3);
     assert.equal(capped.truncated, true);
+  });
+
+  test("programArgv: what runs before the program (Petri's forwarder and its socat) is left out", () => {
+    const pre = (pid: number, what: string) => `I1126 05:12:24.100000   29417 strace.go:605] [   ${pid}:   ${pid}] sh X ${what} (1.2µs)`;
+    const header = sample.split("\n")[0];
+    const lines = [
+      header,
+      pre(2, 'execve(0x1 /bin/sh, 0x2 ["/bin/sh", "-c", "socat …", "petri-run", "python3", "main.py"], 0x3 []) = 0 (0x0)'),
+      pre(3, 'execve(0x1 /usr/bin/socat, 0x2 ["socat", "TCP-LISTEN:3128"], 0x3 []) = 0 (0x0)'),
+      pre(3, "openat(AT_FDCWD /, 0x1 /etc/socat.conf, O_RDONLY, 0o0) = 3 (0x3)"),
+      pre(2, 'execve(0x1 /usr/bin/python3, 0x2 ["python3", "main.py"], 0x3 []) = 0 (0x0)'),
+      pre(2, "openat(AT_FDCWD /workspace, 0x1 data.csv, O_RDONLY, 0o0) = 3 (0x3)"),
+      pre(3, "openat(AT_FDCWD /, 0x1 /etc/socat2.conf, O_RDONLY, 0o0) = 3 (0x3)"),
+      pre(2, "connect(0x3 socket:[5], 0x7f00 {Family: AF_INET, Addr: 10.1.2.3, Port: 8443}, 0x10) = 0 (0x0) errno=101 (network is unreachable)"),
+      pre(2, "connect(0x3 socket:[5], 0x7f00 {Family: AF_INET, Addr: 10.1.2.3, Port: 8443}, 0x10) = 0 (0x0) errno=101 (network is unreachable)"),
+      pre(2, 'connect(0x4 socket:[6], 0x7f00 {Family: AF_UNIX, Addr: "/run/x.sock"}, 0xd) = 0 (0x0)'),
+    ].map((l) => l.replace(/^(I\S+ \S+\s+)\d+/, (m0, p1: string) => p1 + header.split(/\s+/)[2]));
+    const got = parseGvisorStrace(lines.join("\n"), { programArgv: ["python3", "main.py"] });
+    assert.deepEqual(got.execs.map((e) => e.path), ["/usr/bin/python3"]);
+    assert.deepEqual(got.opens.map((o) => o.path), ["/workspace/data.csv"]);
+    assert.deepEqual(got.connects, [
+      { family: "inet", address: "10.1.2.3", port: 8443, errno: "ENETUNREACH", count: 2 },
+      { family: "unix", address: "/run/x.sock", port: null, errno: null, count: 1 },
+    ]);
   });
 
   test("a line forged through a file name with a newline is not believed", () => {

@@ -1,4 +1,5 @@
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 
 /**
@@ -14,16 +15,29 @@ export interface TracedOpen {
   flags: string;
   /** Opened for writing (or created/truncated). */
   write: boolean;
+  /** How many times (same path, same access). */
+  count: number;
 }
 
 export interface TracedExec {
   path: string;
   argv: string[];
+  count: number;
+}
+
+/** A connect() the program made (only when runsc-trace's --strace-syscalls lists connect). */
+export interface TracedConnect {
+  family: "inet" | "inet6" | "unix";
+  address: string;
+  port: number | null;
+  errno: string | null;
+  count: number;
 }
 
 export interface GvisorTrace {
   opens: TracedOpen[];
   execs: TracedExec[];
+  connects: TracedConnect[];
   /** More distinct entries than `limit` were seen; the rest were dropped. */
   truncated: boolean;
 }
@@ -37,6 +51,12 @@ export interface ParseOptions {
    * own start-up and is left out; that execve itself is the program's first exec record.
    */
   startAtExec?: number;
+  /**
+   * The program starts at the first successful execve with this argv (Petri's broker forwarder,
+   * the pre-start launcher and docker-init run before it). Processes that executed anything
+   * before it (the forwarder's socat, say) stay Petri's and are left out. Wins over startAtExec.
+   */
+  programArgv?: string[];
 }
 
 export const GVISOR_TRACE_DIR = "/var/log/petri/runsc";
@@ -44,7 +64,9 @@ const DEFAULT_LIMIT = 1000;
 
 // glog header, then gVisor's strace "exit" line: [pid:tid] comm X syscall(args) = rv (0x..) [errno=..] (duration)
 const GLOG = /^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+(\d+) (\S+)\] (.*)$/;
-const STRACE_EXIT = /^\[\s*\d+:\s*\d+\] .*? X (open|openat|creat|execve|execveat)\((.*)\) = (-?\d+) \(0x[0-9a-f]+\)( errno=\d+[^)]*\))? \([0-9.hmµns]+\)$/;
+const STRACE_EXIT = /^\[\s*(\d+):\s*\d+\] .*? X (open|openat|creat|execve|execveat|connect)\((.*)\) = (-?\d+) \(0x[0-9a-f]+\)( errno=(\d+)[^)]*\))? \([0-9.hmµns]+\)$/;
+// gVisor prints a socket address as {Family: AF_INET, Addr: 10.0.0.1, Port: 80} (AF_UNIX: Addr: "path").
+const CONNECT_ARGS = /^0x[0-9a-f]+ \S+, 0x[0-9a-f]+ \{Family: (AF_INET6?|AF_UNIX), Addr: (.*?)(?:, Port: (\d+))?\}, (?:0x)?[0-9a-f]+$/;
 const FLAGS = String.raw`((?:[A-Z][A-Z0-9_]*|0x[0-9a-f]+)(?:\|(?:[A-Z][A-Z0-9_]*|0x[0-9a-f]+))*)`;
 const OPENAT_ARGS = new RegExp(String.raw`^(\S+) (.*?), 0x[0-9a-f]+ (.*), ${FLAGS}, 0o[0-7]+$`);
 const OPEN_ARGS = new RegExp(String.raw`^0x[0-9a-f]+ (.*), ${FLAGS}, 0o[0-7]+$`);
@@ -107,7 +129,7 @@ function parseExec(name: string, args: string): TracedExec | null {
   const argv = goStrings(rest, m[0].length);
   if (!argv) return null;
   const p = m[1] === "" && dir ? dir : resolveAt(dir, m[1]);
-  return { path: p, argv };
+  return { path: p, argv, count: 1 };
 }
 
 function parseOpen(name: string, args: string): TracedOpen | null {
@@ -130,7 +152,7 @@ function parseOpen(name: string, args: string): TracedOpen | null {
     flags = "O_WRONLY|O_CREAT|O_TRUNC";
   }
   flags = flags.split("|").filter((f) => f !== "0x0").join("|");
-  return { path: p, flags, write: WRITE_FLAGS.test(flags) };
+  return { path: p, flags, write: WRITE_FLAGS.test(flags), count: 1 };
 }
 
 /**
@@ -142,13 +164,18 @@ function parseOpen(name: string, args: string): TracedOpen | null {
 export function parseGvisorStrace(text: string, opts: ParseOptions = {}): GvisorTrace {
   const limit = opts.limit ?? DEFAULT_LIMIT;
   const startAt = opts.startAtExec ?? 1;
+  const want = opts.programArgv;
   const opens = new Map<string, TracedOpen>();
   const execs = new Map<string, TracedExec>();
+  const connects = new Map<string, TracedConnect>();
+  const helperPids = new Set<string>();
+  let started = false;
   let truncated = false;
   let execsSeen = 0;
   let pid: string | undefined;
-  const add = <T>(map: Map<string, T>, key: string, v: T) => {
-    if (map.has(key)) return;
+  const add = <T extends { count: number }>(map: Map<string, T>, key: string, v: T) => {
+    const e = map.get(key);
+    if (e) { e.count++; return; }
     if (map.size >= limit) { truncated = true; return; }
     map.set(key, v);
   };
@@ -158,20 +185,51 @@ export function parseGvisorStrace(text: string, opts: ParseOptions = {}): Gvisor
     pid ??= g[1];
     if (g[1] !== pid || !g[2].startsWith("strace.go:")) continue;
     const m = STRACE_EXIT.exec(g[3]);
-    if (!m || m[4] || Number(m[3]) < 0) continue;
-    const [, name, args] = m;
+    if (!m) continue;
+    const [, sandboxPid, name, args, rv, failed, errnoNum] = m;
+    if (name === "connect") {
+      if (!started || helperPids.has(sandboxPid)) continue;
+      const c = parseConnect(args, failed ? Number(errnoNum) : Number(rv) < 0 ? -Number(rv) : 0);
+      if (c) add(connects, JSON.stringify([c.family, c.address, c.port, c.errno]), c);
+      continue;
+    }
+    if (failed || Number(rv) < 0) continue;
     if (name === "execve" || name === "execveat") {
       const ex = parseExec(name, args);
       if (!ex) continue;
       execsSeen++;
-      if (execsSeen < startAt) continue;
+      if (!started) {
+        started = want ? sameArgv(ex.argv, want) : execsSeen >= startAt;
+        if (!started) { helperPids.add(sandboxPid); continue; }
+        helperPids.delete(sandboxPid);
+      } else if (helperPids.has(sandboxPid)) continue;
       add(execs, ex.path + "\0" + JSON.stringify(ex.argv), ex);
-    } else if (execsSeen >= startAt) {
+    } else if (started && !helperPids.has(sandboxPid)) {
       const op = parseOpen(name, args);
-      if (op) add(opens, op.path + "\0" + op.flags, op);
+      if (op) add(opens, op.path + "\0" + String(op.write), op);
     }
   }
-  return { opens: [...opens.values()], execs: [...execs.values()], truncated };
+  return { opens: [...opens.values()], execs: [...execs.values()], connects: [...connects.values()], truncated };
+}
+
+/** gVisor cuts long strings (and marks them "..."): a cut argument matches what it starts. */
+function sameArgv(seen: string[], want: string[]): boolean {
+  if (seen.length !== want.length) return false;
+  return seen.every((a, i) => a === want[i] || (a.length >= 32 && want[i].startsWith(a)));
+}
+
+const ERRNO_NAMES = new Map(Object.entries(os.constants.errno).map(([k, v]) => [v as number, k]));
+
+function parseConnect(args: string, errno: number): TracedConnect | null {
+  const m = CONNECT_ARGS.exec(args);
+  if (!m) return null;
+  const family = m[1] === "AF_UNIX" ? "unix" : m[1] === "AF_INET6" ? "inet6" : "inet";
+  let address = m[2];
+  if (family === "unix") {
+    const q = goStrings(address + "]", address.startsWith('"') ? 0 : -1);
+    address = q?.[0] ?? address.replace(/^"|"$/g, "");
+  }
+  return { family, address, port: m[3] ? Number(m[3]) : null, errno: errno ? ERRNO_NAMES.get(errno) ?? `E${errno}` : null, count: 1 };
 }
 
 export interface ReadTraceOptions extends ParseOptions {

@@ -52,6 +52,13 @@ export interface RunSpec {
   /** Called with output as it is produced (before truncation is applied to the result). */
   onStdout?: (chunk: Buffer) => void;
   onStderr?: (chunk: Buffer) => void;
+  /**
+   * The audit tracer (src/tracing/): told the run's cgroup (relative to the hierarchy roots)
+   * before the program starts, so it can sort the kernel's events to this run.
+   */
+  tracer?: { attach(cgroupRel: string): void };
+  /** The argv the run was asked for, before Petri's wrappers: where a trace's program starts. */
+  auditArgv?: string[];
 }
 
 export interface RunResult {

@@ -1,0 +1,182 @@
+import os from "node:os";
+import type { NetOp, TraceEvent } from "./events.js";
+import { STRLEN } from "./program.js";
+
+/**
+ * What one run did, from the host tracer's events: programs executed, files opened, network
+ * attempts and DNS names asked. Aggregated: one entry per distinct (path, access, outcome) with
+ * a count, not one per call. Bounded: past the caps, entries are counted in `dropped`.
+ *
+ * Petri's own helpers are left out. A process counts as the run's once it (or an ancestor) has
+ * executed the run's program — the argv the run was asked to execute; everything before that in
+ * the run's cgroup (runc/crun init, docker-init, the pre-start launcher, the broker's forwarder,
+ * bwrap's prlimit/setpriv chain) is Petri's, as are siblings those helpers start.
+ */
+export interface TracedExec { path: string; path_b64?: string; argv: string[]; argv_truncated: boolean; count: number; errno: string | null; pid: number; uid: number }
+export interface TracedFile { path: string; path_b64?: string; access: "read" | "write" | "read-write"; flags: string[]; count: number; errno: string | null; pid: number }
+export interface TracedNet { op: NetOp; family: "inet" | "inet6" | "unix"; address: string; port: number | null; count: number; errno: string | null; pid: number }
+export interface TracedDns { name: string; count: number; pid: number }
+
+export interface TraceSummary {
+  source: "ebpf" | "gvisor-strace";
+  execs: TracedExec[];
+  files: TracedFile[];
+  /** Read-only opens of the image's shared libraries and language runtime files, summed up. */
+  libraries: { count: number; distinct: number; paths: string[] };
+  net: TracedNet[];
+  dns: TracedDns[];
+  /** Distinct entries beyond the caps, not listed. */
+  dropped: number;
+  /** Events the kernel could not hand over while this run was live (ring buffer full). */
+  lost_events: number;
+}
+
+export interface TraceCaps { files: number; execs: number; net: number; dns: number; libraryPaths: number }
+export const DEFAULT_CAPS: TraceCaps = { files: 1000, execs: 300, net: 300, dns: 100, libraryPaths: 200 };
+
+// Read-only opens under these are the interpreter and its libraries loading: summed, not listed.
+const LIBRARY_PREFIXES = ["/usr/lib/", "/usr/lib64/", "/lib/", "/lib64/", "/usr/local/lib/", "/usr/share/", "/etc/ld.so.cache", "/usr/libexec/"];
+
+const ERRNO_NAMES = new Map(Object.entries(os.constants.errno).map(([k, v]) => [v as number, k]));
+export function errnoName(ret: number): string | null {
+  return ret >= 0 ? null : ERRNO_NAMES.get(-ret) ?? `E${-ret}`;
+}
+
+const O_FLAGS: [number, string][] = [
+  [0o100, "O_CREAT"], [0o200, "O_EXCL"], [0o1000, "O_TRUNC"], [0o2000, "O_APPEND"], [0o4000, "O_NONBLOCK"],
+  [0o200000, "O_DIRECTORY"], [0o400000, "O_NOFOLLOW"], [0o2000000, "O_CLOEXEC"], [0o20000000, "O_TMPFILE"], [0o10000000, "O_PATH"],
+];
+
+export function openFlags(flags: number): { access: TracedFile["access"]; names: string[] } {
+  const acc = flags & 3;
+  const names = [acc === 0 ? "O_RDONLY" : acc === 1 ? "O_WRONLY" : "O_RDWR"];
+  for (const [bit, name] of O_FLAGS) if ((flags & bit) === bit && !(name === "O_DIRECTORY" && (flags & 0o20000000))) names.push(name);
+  const access = acc === 2 ? "read-write" : acc === 1 || (flags & (0o100 | 0o1000)) !== 0 ? "write" : "read";
+  return { access, names };
+}
+
+/** Display text and, when the bytes are not UTF-8, the bytes themselves (the agreed path/path_b64 scheme). */
+export function displayPath(b: Buffer): { path: string; path_b64?: string } {
+  const s = b.toString("utf8");
+  return Buffer.from(s, "utf8").equals(b) ? { path: s } : { path: s, path_b64: b.toString("base64") };
+}
+
+interface PendingExec { path: Buffer; uid: number; args: Buffer[]; more: boolean }
+
+export class RunTraceAggregator {
+  private readonly user = new Set<number>();
+  private readonly pending = new Map<number, PendingExec>();
+  private readonly execs = new Map<string, TracedExec>();
+  private readonly files = new Map<string, TracedFile>();
+  private readonly libs = new Map<string, number>();
+  private libCount = 0;
+  private readonly net = new Map<string, TracedNet>();
+  private readonly dns = new Map<string, TracedDns>();
+  private dropped = 0;
+  lost = 0;
+
+  constructor(private readonly programArgv: string[], private readonly caps: TraceCaps = DEFAULT_CAPS) {}
+
+  private add<T extends { count: number }>(map: Map<string, T>, cap: number, key: string, make: () => T): void {
+    const e = map.get(key);
+    if (e) { e.count++; return; }
+    if (map.size >= cap) { this.dropped++; return; }
+    map.set(key, make());
+  }
+
+  /** The program's argv as the kernel saw it, cut the way bpftrace cuts it, equals the run's. */
+  private isProgram(args: Buffer[]): boolean {
+    if (args.length === 0 || args.length > this.programArgv.length) return false;
+    if (args.length < this.programArgv.length && args.length < 12) return false;
+    return args.every((a, i) => {
+      const want = Buffer.from(this.programArgv[i], "utf8");
+      return a.equals(want) || (a.length >= STRLEN - 2 && want.subarray(0, a.length).equals(a));
+    });
+  }
+
+  push(ev: TraceEvent): void {
+    switch (ev.t) {
+      case "fork":
+        if (this.user.has(ev.parent)) this.user.add(ev.child);
+        return;
+      case "exec":
+        this.pending.set(ev.tid, { path: ev.path, uid: ev.uid, args: [], more: false });
+        return;
+      case "arg": {
+        const p = this.pending.get(ev.tid);
+        if (p && ev.i === p.args.length) p.args.push(ev.arg);
+        return;
+      }
+      case "more_args": {
+        const p = this.pending.get(ev.tid);
+        if (p) p.more = true;
+        return;
+      }
+      case "exec_ret": {
+        const p = this.pending.get(ev.tid);
+        this.pending.delete(ev.tid);
+        if (!p) return;
+        if (!this.user.has(ev.tid)) {
+          if (ev.ret !== 0 || !this.isProgram(p.args)) return;
+          this.user.add(ev.tid);
+        }
+        // A PATH search tries directories until one has the program: those misses are not attempts.
+        if (ev.ret === -2) return;
+        const argv = p.args.map((a) => a.toString("utf8"));
+        const errno = errnoName(ev.ret);
+        this.add(this.execs, this.caps.execs, JSON.stringify([p.path.toString("latin1"), argv, errno]), () => ({
+          ...displayPath(p.path), argv, argv_truncated: p.more || p.args.some((a) => a.length >= STRLEN - 1), count: 1, errno, pid: ev.tid, uid: p.uid,
+        }));
+        return;
+      }
+      case "open": {
+        if (!this.user.has(ev.pid)) return;
+        const { access, names } = openFlags(ev.flags);
+        const errno = errnoName(ev.ret);
+        const p = ev.path.toString("latin1");
+        if (access === "read" && errno === null && LIBRARY_PREFIXES.some((x) => p.startsWith(x))) {
+          this.libCount++;
+          if (!this.libs.has(p) && this.libs.size < this.caps.libraryPaths * 50) this.libs.set(p, 1);
+          return;
+        }
+        this.add(this.files, this.caps.files, JSON.stringify([p, access, errno]), () => ({ ...displayPath(ev.path), access, flags: names, count: 1, errno, pid: ev.pid }));
+        return;
+      }
+      case "net":
+      case "unix": {
+        if (!this.user.has(ev.pid)) return;
+        const errno = errnoName(ev.ret);
+        const address = ev.t === "net" ? ev.address : displayPath(ev.path).path;
+        const port = ev.t === "net" ? ev.port : null;
+        const family = ev.t === "net" ? ev.family : "unix";
+        this.add(this.net, this.caps.net, JSON.stringify([ev.op, family, address, port, errno]), () => ({ op: ev.op, family, address, port, count: 1, errno, pid: ev.pid }));
+        return;
+      }
+      case "dns": {
+        if (!this.user.has(ev.pid)) return;
+        const name = ev.name.toString("utf8");
+        this.add(this.dns, this.caps.dns, name, () => ({ name, count: 1, pid: ev.pid }));
+        return;
+      }
+      case "lost":
+        this.lost += ev.count;
+        return;
+      default:
+        return;
+    }
+  }
+
+  summary(): TraceSummary {
+    const libPaths = [...this.libs.keys()];
+    return {
+      source: "ebpf",
+      execs: [...this.execs.values()],
+      files: [...this.files.values()],
+      libraries: { count: this.libCount, distinct: libPaths.length, paths: libPaths.slice(0, this.caps.libraryPaths) },
+      net: [...this.net.values()],
+      dns: [...this.dns.values()],
+      dropped: this.dropped,
+      lost_events: this.lost,
+    };
+  }
+}

@@ -1,0 +1,22 @@
+import type { RuntimeProbe } from "../runtimes/detect.js";
+import { tracerPrerequisites } from "./tracer.js";
+
+/** The audit part of `petri doctor`: which level of audit each working runtime's runs get, and why. */
+export function auditDoctorText(probes: RuntimeProbe[], runscTrace?: RuntimeProbe): string {
+  const pre = tracerPrerequisites();
+  const ok = (id: string) => probes.some((p) => p.available && (p.id === id || p.id.endsWith(`/${id}`) || p.variant === id));
+  const lines = ["Audit of runs:"];
+  for (const rt of ["runc", "crun", "bwrap"]) {
+    if (!ok(rt)) continue;
+    lines.push(pre.ok
+      ? `  ${rt}: eBPF (programs, files opened, network attempts, DNS names) — bpftrace, BTF, tracepoints and cgroup v2 present`
+      : `  ${rt}: workspace changes only — NOT traced: ${pre.reason}`);
+  }
+  if (ok("runsc")) {
+    lines.push(runscTrace?.available
+      ? "  runsc: gVisor strace (programs, files opened, connects) through runsc-trace"
+      : `  runsc: workspace changes only — NOT traced: runsc-trace does not work (${runscTrace?.reason ?? "not probed"}; run scripts/setup.sh)`);
+  }
+  if (lines.length === 1) lines.push("  no runtime works here");
+  return lines.join("\n");
+}

@@ -1,0 +1,90 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { decodeBpftraceString, parseTraceLine } from "./events.js";
+import { RunTraceAggregator, openFlags } from "./aggregate.js";
+
+const line = (data: string) => `{"type": "printf", "data": "${data}\\n"}`;
+
+describe("bpftrace output decoding", () => {
+  test("bytes ≥ 0x80 written as \\uffffffXX come back as the bytes; escapes too", () => {
+    assert.deepEqual(decodeBpftraceString("caf\\uffffffc3\\uffffffa9\\n\\uffffffff\\\\x\\\""), Buffer.from([0x63, 0x61, 0x66, 0xc3, 0xa9, 0x0a, 0xff, 0x5c, 0x78, 0x22]));
+    assert.equal(decodeBpftraceString("bad\\q"), null);
+  });
+
+  test("each record kind", () => {
+    assert.deepEqual(parseTraceLine(line("F 10 11 99")), { t: "fork", parent: 10, child: 11, run: "99" });
+    const e = parseTraceLine(line("E 11 99 1000 /usr/bin/python3"));
+    assert.equal(e?.t, "exec");
+    assert.equal(e?.t === "exec" && e.path.toString(), "/usr/bin/python3");
+    const a = parseTraceLine(line("A 11 1 two words"));
+    assert.equal(a?.t === "arg" && a.arg.toString(), "two words", "the last field keeps its spaces");
+    assert.deepEqual(parseTraceLine(line("X 11 99 -2")), { t: "exec_ret", tid: 11, run: "99", ret: -2 });
+    const o = parseTraceLine(line("O 11 99 -13 524288 /etc/sh adow"));
+    assert.ok(o?.t === "open" && o.ret === -13 && o.path.toString() === "/etc/sh adow");
+    assert.deepEqual(parseTraceLine(line("N 11 99 c -101 4 8443 10.1.2.3")), { t: "net", pid: 11, run: "99", op: "connect", ret: -101, family: "inet", port: 8443, address: "10.1.2.3" });
+    const v6 = parseTraceLine(line("N 11 99 c -99 6 8443 0 0 0 1000000"));
+    assert.ok(v6?.t === "net" && v6.address === "::1", JSON.stringify(v6));
+    const u = parseTraceLine(line("U 11 99 c -2 /var/run/nscd/socket"));
+    assert.ok(u?.t === "unix" && u.path.toString() === "/var/run/nscd/socket");
+    assert.deepEqual(parseTraceLine(line("B 7")), { t: "barrier", n: 7 });
+    assert.deepEqual(parseTraceLine('{"type": "lost_events", "data": {"events": 12}}'), { t: "lost", count: 12 });
+    assert.equal(parseTraceLine('{"type": "printf", "data": "Z what\\n"}'), null);
+  });
+
+  test("a newline inside a path stays inside the path (no forged records)", () => {
+    const o = parseTraceLine(line("O 11 99 3 577 /tmp/x\\nO 11 99 3 0 /etc/forged"));
+    assert.ok(o?.t === "open");
+    assert.equal(o.t === "open" && o.path.toString(), "/tmp/x\nO 11 99 3 0 /etc/forged");
+  });
+});
+
+describe("per-run aggregation", () => {
+  const ev = (s: string) => parseTraceLine(line(s))!;
+  const feed = (agg: RunTraceAggregator, lines: string[]) => { for (const l of lines) agg.push(ev(l)); return agg.summary(); };
+
+  test("helpers before the program are left out; the program, its children and their activity are counted once per path and access", () => {
+    const s = feed(new RunTraceAggregator(["python3", "main.py"]), [
+      "O 5 99 3 524288 /proc/self/mountinfo", // runc init
+      "E 5 99 0 /sbin/docker-init", "A 5 0 /sbin/docker-init", "A 5 1 --", "A 5 2 python3", "A 5 3 main.py", "X 5 99 0",
+      "F 5 6 99",
+      "E 6 99 1000 /usr/local/bin/python3", "A 6 0 python3", "A 6 1 main.py", "X 6 99 -2",
+      "E 6 99 1000 /usr/bin/python3", "A 6 0 python3", "A 6 1 main.py", "X 6 99 0",
+      "O 6 99 3 524288 /usr/lib/python3.11/os.py",
+      "O 6 99 3 577 /workspace/out.txt", "O 6 99 3 577 /workspace/out.txt", "O 6 99 3 0 /workspace/out.txt",
+      "O 6 99 -13 0 /etc/shadow",
+      "F 6 7 99", "E 7 99 1000 /bin/true", "A 7 0 /bin/true", "X 7 99 0",
+      "N 7 99 c -101 4 80 10.0.0.1", "N 7 99 c -101 4 80 10.0.0.1",
+      "O 5 99 3 0 /etc/docker-init-only",
+      "D 6 99 example.org",
+    ]);
+    assert.deepEqual(s.execs.map((e) => [e.path, e.argv, e.count]), [["/usr/bin/python3", ["python3", "main.py"], 1], ["/bin/true", ["/bin/true"], 1]]);
+    assert.deepEqual(s.files.map((f) => [f.path, f.access, f.count, f.errno]), [
+      ["/workspace/out.txt", "write", 2, null], ["/workspace/out.txt", "read", 1, null], ["/etc/shadow", "read", 1, "EACCES"],
+    ]);
+    assert.deepEqual(s.libraries, { count: 1, distinct: 1, paths: ["/usr/lib/python3.11/os.py"] });
+    assert.deepEqual(s.net.map((n) => [n.address, n.port, n.count, n.errno]), [["10.0.0.1", 80, 2, "ENETUNREACH"]]);
+    assert.deepEqual(s.dns.map((d) => d.name), ["example.org"]);
+  });
+
+  test("caps bound the record and say how much was left out; lost kernel events are counted", () => {
+    const agg = new RunTraceAggregator(["p"], { files: 2, execs: 10, net: 10, dns: 10, libraryPaths: 10 });
+    const lines = ["E 1 9 0 /p", "A 1 0 p", "X 1 9 0"];
+    for (let i = 0; i < 5; i++) lines.push(`O 1 9 3 577 /tmp/f${i}`);
+    const s = feed(agg, lines);
+    agg.push({ t: "lost", count: 3 });
+    assert.equal(s.files.length, 2);
+    assert.equal(s.dropped, 3);
+    assert.equal(agg.summary().lost_events, 3);
+  });
+
+  test("a file name that is not UTF-8 is kept losslessly", () => {
+    const s = feed(new RunTraceAggregator(["p"]), ["E 1 9 0 /p", "A 1 0 p", "X 1 9 0", "O 1 9 3 577 /tmp/caf\\uffffffe9"]);
+    assert.equal(Buffer.from(s.files[0].path_b64!, "base64").toString("latin1"), "/tmp/caf\xe9");
+  });
+
+  test("open flags: access and names", () => {
+    assert.deepEqual(openFlags(0o2000000), { access: "read", names: ["O_RDONLY", "O_CLOEXEC"] });
+    assert.equal(openFlags(0o1101).access, "write");
+    assert.equal(openFlags(2).access, "read-write");
+  });
+});

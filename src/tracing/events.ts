@@ -1,0 +1,172 @@
+/**
+ * Decodes the host tracer's output (bpftrace -f json; see program.ts for the record format).
+ * Untrusted strings (paths, arguments) are kept as raw bytes until the end: a file name need not
+ * be UTF-8, and the audit records it losslessly (`path` for display, `path_b64` for the bytes).
+ */
+
+export type TraceEvent =
+  | { t: "fork"; parent: number; child: number; run: string }
+  | { t: "exec"; tid: number; run: string; uid: number; path: Buffer }
+  | { t: "arg"; tid: number; i: number; arg: Buffer }
+  | { t: "more_args"; tid: number }
+  | { t: "exec_ret"; tid: number; run: string; ret: number }
+  | { t: "open"; pid: number; run: string; ret: number; flags: number; path: Buffer }
+  | { t: "net"; pid: number; run: string; op: NetOp; ret: number; family: "inet" | "inet6"; port: number; address: string }
+  | { t: "unix"; pid: number; run: string; op: NetOp; ret: number; path: Buffer }
+  | { t: "dns"; pid: number; run: string; name: Buffer }
+  | { t: "barrier"; n: number }
+  | { t: "lost"; count: number }
+  | { t: "attached"; probes: number };
+
+export type NetOp = "connect" | "bind" | "sendto";
+const OPS: Record<string, NetOp> = { c: "connect", b: "bind", s: "sendto" };
+
+const SIMPLE_ESCAPES: Record<string, number> = { '"': 0x22, "\\": 0x5c, "/": 0x2f, b: 8, f: 12, n: 10, r: 13, t: 9 };
+
+/**
+ * The bytes of a JSON string body as bpftrace 0.17 writes it. Besides the usual escapes it
+ * writes a byte ≥ 0x80 as `\uffffffXX` (a sign-extended char): that is decoded to the byte XX,
+ * so nothing is lost. Null when the text is not such a string.
+ */
+export function decodeBpftraceString(s: string): Buffer | null {
+  const out: number[] = [];
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c !== 0x5c) {
+      if (c < 0x80) out.push(c);
+      else out.push(...Buffer.from(s[i], "utf8"));
+      continue;
+    }
+    const e = s[i + 1];
+    if (e === undefined) return null;
+    if (e in SIMPLE_ESCAPES) { out.push(SIMPLE_ESCAPES[e]); i++; continue; }
+    if (e !== "u") return null;
+    if (/^ffffff[0-9a-f]{2}$/i.test(s.slice(i + 2, i + 10))) {
+      out.push(parseInt(s.slice(i + 8, i + 10), 16));
+      i += 9;
+      continue;
+    }
+    const hex = s.slice(i + 2, i + 6);
+    if (!/^[0-9a-f]{4}$/i.test(hex)) return null;
+    const cp = parseInt(hex, 16);
+    if (cp < 0x100) out.push(cp);
+    else out.push(...Buffer.from(String.fromCharCode(cp), "utf8"));
+    i += 5;
+  }
+  return Buffer.from(out);
+}
+
+const PRINTF_PREFIX = '{"type": "printf", "data": "';
+
+function int(s: string | undefined): number {
+  const n = Number(s);
+  return Number.isFinite(n) ? n : NaN;
+}
+
+/** Splits off `n` space-separated ASCII fields; the rest of the bytes (after one space) is the tail. */
+function fields(b: Buffer, n: number): { f: string[]; tail: Buffer } | null {
+  const f: string[] = [];
+  let pos = 0;
+  for (let k = 0; k < n; k++) {
+    const sp = b.indexOf(0x20, pos);
+    if (sp === -1) {
+      if (k === n - 1) { f.push(b.subarray(pos).toString("latin1")); return { f, tail: Buffer.alloc(0) }; }
+      return null;
+    }
+    f.push(b.subarray(pos, sp).toString("latin1"));
+    pos = sp + 1;
+  }
+  return { f, tail: b.subarray(pos) };
+}
+
+/** IPv6 address from the four 32-bit words bpftrace printed (each read little-endian from network order). */
+function inet6(words: string[]): string {
+  const buf = Buffer.alloc(16);
+  words.forEach((w, i) => buf.writeUInt32LE(parseInt(w, 16) >>> 0, i * 4));
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(buf.readUInt16BE(i).toString(16));
+  // Compress the longest run of zero groups, as RFC 5952 asks.
+  let best = -1, bestLen = 0;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== "0") { i++; continue; }
+    let j = i;
+    while (j < 8 && groups[j] === "0") j++;
+    if (j - i > bestLen && j - i > 1) { best = i; bestLen = j - i; }
+    i = j;
+  }
+  if (best === -1) return groups.join(":");
+  return `${groups.slice(0, best).join(":")}::${groups.slice(best + bestLen).join(":")}`;
+}
+
+/** One line of bpftrace's JSON output → an event, or null for anything else. */
+export function parseTraceLine(line: string): TraceEvent | null {
+  if (!line.startsWith(PRINTF_PREFIX)) {
+    if (line.startsWith('{"type": "lost_events"')) {
+      try {
+        return { t: "lost", count: Number((JSON.parse(line) as { data: { events: number } }).data.events) || 1 };
+      } catch {
+        return { t: "lost", count: 1 };
+      }
+    }
+    if (line.startsWith('{"type": "attached_probes"')) {
+      try {
+        return { t: "attached", probes: Number((JSON.parse(line) as { data: { probes: number } }).data.probes) };
+      } catch {
+        return null;
+      }
+    }
+    return null;
+  }
+  if (!line.endsWith('"}')) return null;
+  const raw = decodeBpftraceString(line.slice(PRINTF_PREFIX.length, -2));
+  if (!raw || raw.length < 2 || raw[raw.length - 1] !== 0x0a) return null;
+  const b = raw.subarray(0, raw.length - 1);
+  const kind = String.fromCharCode(b[0]);
+  const rest = b.subarray(2);
+  switch (kind) {
+    case "F": {
+      const r = fields(rest, 3);
+      return r ? { t: "fork", parent: int(r.f[0]), child: int(r.f[1]), run: r.f[2] } : null;
+    }
+    case "E": {
+      const r = fields(rest, 3);
+      return r ? { t: "exec", tid: int(r.f[0]), run: r.f[1], uid: int(r.f[2]), path: r.tail } : null;
+    }
+    case "A": {
+      const r = fields(rest, 2);
+      return r ? { t: "arg", tid: int(r.f[0]), i: int(r.f[1]), arg: r.tail } : null;
+    }
+    case "M":
+      return { t: "more_args", tid: int(rest.toString("latin1")) };
+    case "X": {
+      const f = rest.toString("latin1").split(" ");
+      return f.length === 3 ? { t: "exec_ret", tid: int(f[0]), run: f[1], ret: int(f[2]) } : null;
+    }
+    case "O": {
+      const r = fields(rest, 4);
+      return r ? { t: "open", pid: int(r.f[0]), run: r.f[1], ret: int(r.f[2]), flags: int(r.f[3]), path: r.tail } : null;
+    }
+    case "N": {
+      const f = rest.toString("latin1").split(" ");
+      const op = OPS[f[2]];
+      if (!op || f.length < 7) return null;
+      const base = { t: "net" as const, pid: int(f[0]), run: f[1], op, ret: int(f[3]), port: int(f[5]) };
+      if (f[4] === "4") return { ...base, family: "inet", address: f[6] };
+      if (f[4] === "6" && f.length === 10) return { ...base, family: "inet6", address: inet6(f.slice(6, 10)) };
+      return null;
+    }
+    case "U": {
+      const r = fields(rest, 4);
+      const op = r && OPS[r.f[2]];
+      return r && op ? { t: "unix", pid: int(r.f[0]), run: r.f[1], op, ret: int(r.f[3]), path: r.tail } : null;
+    }
+    case "D": {
+      const r = fields(rest, 2);
+      return r ? { t: "dns", pid: int(r.f[0]), run: r.f[1], name: r.tail } : null;
+    }
+    case "B":
+      return { t: "barrier", n: int(rest.toString("latin1")) };
+    default:
+      return null;
+  }
+}

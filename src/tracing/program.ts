@@ -1,0 +1,141 @@
+/**
+ * The bpftrace program of the host tracer (runc, crun, bwrap). One program serves every run:
+ * compiling one takes about a second, so it is started once with the server and events are
+ * sorted to runs by cgroup in TracerService.
+ *
+ * Scope, decided in the kernel so other processes cost next to nothing: the task is in a pid
+ * namespace other than the host's, and its cgroup v2 ancestry is `/petri-…/<run>` (bwrap: the
+ * run's cgroup, level 2) or `/petri-…/<run>/<container>` (Docker: level 3). Each event carries
+ * the kernfs id of the run's cgroup (level 2), which is the inode number of its directory.
+ *
+ * Output (bpftrace -f json wraps each printf in one JSON object, so a path holding a newline
+ * cannot forge a record). Fields are space separated and the one untrusted string is always
+ * last, so it needs no quoting:
+ *   F <parent tgid> <child pid> <run>                     fork/clone
+ *   E <tid> <run> <uid> <path>                            execve/execveat entered
+ *   A <tid> <i> <arg>                                     its argv[i] (i < MAX_ARGS)
+ *   M <tid>                                               argv had more than MAX_ARGS entries
+ *   X <tid> <run> <ret>                                   execve returned (0: the program runs)
+ *   O <tgid> <run> <ret> <flags> <path>                   open/openat/openat2/creat (not ENOENT)
+ *   N <tgid> <run> <op> <ret> <family> <port> <addr…>     connect/bind/sendto with an address
+ *   U <tgid> <run> <op> <ret> <path>                      the same for an AF_UNIX address
+ *   D <tgid> <run> <name>                                 getaddrinfo(name) (uprobe on libc)
+ *   B <n>                                                 barrier n (see TracerService.flush)
+ * where op is c (connect), b (bind), s (sendto).
+ */
+export const MAX_ARGS = 12;
+/** Longest string read from a run (paths, arguments), bytes; bpftrace's own limit is 200. */
+export const STRLEN = 200;
+export const BARRIER_BASE = 1_000_000_000;
+const ENOENT = 2;
+
+// The run key and the scope test, inlined into every probe (bpftrace 0.17 has no macros).
+// Casts are needed: without them bpftrace 0.17 does not resolve kernfs_node's fields.
+const SCOPE = `
+  $lvl = curtask->cgroups->dfl_cgrp->level;
+  $k = (struct kernfs_node *)curtask->cgroups->dfl_cgrp->kn;
+  $p = (struct kernfs_node *)$k->__parent;
+  $run = $k->id;
+  $n = (uint64)$p->name;
+  if ($lvl == 3) {
+    $run = $p->id;
+    $n = (uint64)((struct kernfs_node *)$p->__parent)->name;
+  }
+  $in = ($lvl == 2 || $lvl == 3) && *(uint32 *)$n == 0x72746570 && *(uint8 *)($n + 4) == 0x69 && *(uint8 *)($n + 5) == 0x2d;`;
+
+const NS = "/curtask->thread_pid->level > 0/";
+
+function argvLoop(): string {
+  // unroll needs a constant; $stop keeps us from reading past argv's NULL.
+  return `
+    $i = 0; $stop = 0;
+    unroll(${MAX_ARGS}) {
+      if ($stop == 0) {
+        $a = *(uint64 *)uptr((uint64)args->argv + $i * 8);
+        if ($a == 0) { $stop = 1; } else { printf("A %d %d %s\\n", tid, $i, str($a)); }
+      }
+      $i++;
+    }
+    if ($stop == 0 && *(uint64 *)uptr((uint64)args->argv + ${MAX_ARGS} * 8) != 0) { printf("M %d\\n", tid); }`;
+}
+
+function execProbe(sys: "execve" | "execveat"): string {
+  return `
+tracepoint:syscalls:sys_enter_${sys} ${NS} {${SCOPE}
+  if ($in) {
+    @ex[tid] = $run;
+    printf("E %d %llu %d %s\\n", tid, $run, uid, str(args->filename));${argvLoop()}
+  }
+}
+tracepoint:syscalls:sys_exit_${sys} /@ex[tid]/ {
+  printf("X %d %llu %d\\n", tid, @ex[tid], args->ret);
+  delete(@ex[tid]);
+}`;
+}
+
+function openProbe(sys: "open" | "openat" | "openat2" | "creat"): string {
+  const flags = sys === "creat" ? "0x241" /* O_CREAT|O_WRONLY|O_TRUNC */ : sys === "openat2" ? "*(uint64 *)args->how" : "args->flags";
+  const file = sys === "creat" ? "args->pathname" : "args->filename";
+  return `
+tracepoint:syscalls:sys_enter_${sys} ${NS} {${SCOPE}
+  if ($in) { @of[tid] = (uint64)${file}; @ofl[tid] = (uint64)${flags}; @orun[tid] = $run; }
+}
+tracepoint:syscalls:sys_exit_${sys} /@orun[tid]/ {
+  if (args->ret != -${ENOENT}) {
+    printf("O %d %llu %d %llu %s\\n", pid, @orun[tid], args->ret, @ofl[tid], str(uptr((uint8 *)@of[tid])));
+  } else { @enoent[@orun[tid]] = count(); }
+  delete(@of[tid]); delete(@ofl[tid]); delete(@orun[tid]);
+}`;
+}
+
+function netProbe(sys: "connect" | "bind" | "sendto", op: string, addrArg: string): string {
+  return `
+tracepoint:syscalls:sys_enter_${sys} ${NS} {${SCOPE}
+  if ($in && args->${addrArg} != 0) { @na[tid] = (uint64)args->${addrArg}; @nrun[tid] = $run; }
+}
+tracepoint:syscalls:sys_exit_${sys} /@nrun[tid]/ {
+  $a = (uint8 *)uptr(@na[tid]);
+  $fam = *(uint16 *)uptr($a);
+  $port = (*(uint8 *)uptr($a + 2) << 8) | *(uint8 *)uptr($a + 3);
+  if ($fam == 2) {
+    printf("N %d %llu ${op} %d 4 %d %s\\n", pid, @nrun[tid], args->ret, $port, ntop(2, *(uint32 *)uptr($a + 4)));
+  } else if ($fam == 10) {
+    printf("N %d %llu ${op} %d 6 %d %x %x %x %x\\n", pid, @nrun[tid], args->ret, $port,
+      *(uint32 *)uptr($a + 8), *(uint32 *)uptr($a + 12), *(uint32 *)uptr($a + 16), *(uint32 *)uptr($a + 20));
+  } else if ($fam == 1) {
+    printf("U %d %llu ${op} %d %s\\n", pid, @nrun[tid], args->ret, str(uptr($a + 2)));
+  }
+  delete(@na[tid]); delete(@nrun[tid]);
+}`;
+}
+
+function dnsProbe(libc: string): string {
+  return `
+uprobe:${libc}:getaddrinfo ${NS} {${SCOPE}
+  if ($in && arg0 != 0) { printf("D %d %llu %s\\n", pid, $run, str(arg0)); }
+}`;
+}
+
+export interface ProgramOptions {
+  /** Host pid of the server: its kill(-(BARRIER_BASE + n), 0) calls are barriers. */
+  serverPid: number;
+  /** libc files (host paths) of the run images, for the getaddrinfo uprobe. */
+  libcs?: string[];
+}
+
+export function tracerProgram(o: ProgramOptions): string {
+  return [
+    `tracepoint:sched:sched_process_fork ${NS} {${SCOPE}
+  if ($in) { printf("F %d %d %llu\\n", pid, args->child_pid, $run); }
+}`,
+    execProbe("execve"), execProbe("execveat"),
+    openProbe("open"), openProbe("openat"), openProbe("openat2"), openProbe("creat"),
+    netProbe("connect", "c", "uservaddr"), netProbe("bind", "b", "umyaddr"), netProbe("sendto", "s", "addr"),
+    ...(o.libcs ?? []).map(dnsProbe),
+    `tracepoint:syscalls:sys_enter_kill /pid == ${o.serverPid} && args->sig == 0 && (int32)args->pid < -${BARRIER_BASE}/ {
+  printf("B %d\\n", -(int32)args->pid - ${BARRIER_BASE});
+}`,
+    // bpftrace prints every map at exit; there is nothing in them worth printing.
+    "END { clear(@ex); clear(@of); clear(@ofl); clear(@orun); clear(@na); clear(@nrun); clear(@enoent); }",
+  ].join("\n");
+}

@@ -1,0 +1,253 @@
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { parseTraceLine, type TraceEvent } from "./events.js";
+import { BARRIER_BASE, STRLEN, tracerProgram } from "./program.js";
+import { RunTraceAggregator, type TraceCaps, type TraceSummary } from "./aggregate.js";
+
+/**
+ * The host tracer: one long-lived bpftrace process owned by the server, tracing every run of
+ * runc, crun and bwrap (program execs, file opens, connect/bind/sendto attempts, getaddrinfo
+ * names) and handing each run its own events, sorted by the run's cgroup. See program.ts for
+ * what is traced and how it is scoped, aggregate.ts for what a run's record holds.
+ */
+export interface TracerStatus {
+  /** active: tracing; unavailable: this host cannot (reason says why); failed: it could, then stopped. */
+  state: "starting" | "active" | "unavailable" | "failed" | "off";
+  reason: string | null;
+  probes: number;
+  /** Events the kernel dropped (ring buffer full) since start. */
+  lost_events: number;
+  runs_traced: number;
+}
+
+export interface TracerOptions {
+  log: { info(o: object, m?: string): void; warn(o: object, m?: string): void; error(o: object, m?: string): void };
+  bpftrace?: string;
+  /** How long compiling and attaching may take (seconds on an idle host, much more on a busy one). */
+  startTimeoutMs?: number;
+  /** Directories that may hold a run image's root filesystem, searched for libc (getaddrinfo names). */
+  imageRoots?: string[];
+  caps?: TraceCaps;
+  /** How long a run's end waits for its last events, ms. */
+  flushTimeoutMs?: number;
+}
+
+/** Where the cgroup v2 hierarchy is mounted (hybrid hosts: …/unified), from /proc/self/mountinfo. */
+export function cgroup2Mount(mountinfo = safeRead("/proc/self/mountinfo")): string | null {
+  for (const line of mountinfo.split("\n")) {
+    const sep = line.indexOf(" - ");
+    if (sep === -1) continue;
+    if (line.slice(sep + 3).split(" ")[0] === "cgroup2") return line.split(" ")[4] ?? null;
+  }
+  return null;
+}
+
+function safeRead(file: string): string {
+  try {
+    return fs.readFileSync(file, "utf8");
+  } catch {
+    return "";
+  }
+}
+
+const LIBC_PATHS = ["lib/x86_64-linux-gnu/libc.so.6", "usr/lib/x86_64-linux-gnu/libc.so.6", "lib/aarch64-linux-gnu/libc.so.6", "usr/lib/aarch64-linux-gnu/libc.so.6"];
+
+/** Why this host cannot run the tracer, or null when it can (checked before spending a compile). */
+export function tracerPrerequisites(bpftrace = "bpftrace"): { ok: true; v2: string } | { ok: false; reason: string } {
+  if (process.getuid?.() !== 0) return { ok: false, reason: "the server does not run as root (eBPF tracing needs CAP_BPF and CAP_PERFMON)" };
+  const which = spawnSync(bpftrace, ["--version"], { encoding: "utf8", timeout: 10_000 });
+  if (which.error || which.status !== 0) return { ok: false, reason: `${bpftrace} is not installed (Debian package bpftrace)` };
+  if (!fs.existsSync("/sys/kernel/btf/vmlinux")) return { ok: false, reason: "the kernel has no BTF (/sys/kernel/btf/vmlinux)" };
+  if (!fs.existsSync("/sys/kernel/tracing/events/syscalls") && !fs.existsSync("/sys/kernel/debug/tracing/events/syscalls")) {
+    return { ok: false, reason: "no syscall tracepoints: tracefs is not mounted (mount -t tracefs tracefs /sys/kernel/tracing) or the kernel lacks CONFIG_FTRACE_SYSCALLS" };
+  }
+  const v2 = cgroup2Mount();
+  if (!v2) return { ok: false, reason: "no cgroup v2 hierarchy is mounted: runs cannot be told apart" };
+  return { ok: true, v2 };
+}
+
+export interface RunTraceSession {
+  /** The runtime calls this with the run's cgroup (relative to the hierarchy roots) before the program starts. */
+  attach(cgroupRel: string): void;
+  /** Waits for the run's last events and returns what it did; null when the trace failed. */
+  finish(): Promise<{ summary: TraceSummary; complete: boolean; reason: string | null }>;
+}
+
+export class TracerService {
+  private proc: ChildProcess | null = null;
+  private readonly runs = new Map<string, RunTraceAggregator>();
+  private readonly execOwner = new Map<number, RunTraceAggregator>();
+  private readonly barriers = new Map<number, () => void>();
+  private barrierSeq = 0;
+  private st: TracerStatus = { state: "off", reason: null, probes: 0, lost_events: 0, runs_traced: 0 };
+  private v2 = "";
+  private closing = false;
+  private started: Promise<TracerStatus> | null = null;
+
+  constructor(private readonly o: TracerOptions) {}
+
+  status(): TracerStatus {
+    return { ...this.st };
+  }
+
+  get active(): boolean {
+    return this.st.state === "active";
+  }
+
+  /** Resolves once start() has attached (or given up); the status of a tracer never started otherwise. */
+  ready(): Promise<TracerStatus> {
+    return this.started ?? Promise.resolve(this.status());
+  }
+
+  /** Starts bpftrace and waits until its probes are attached. Never throws: the status says what happened. */
+  start(): Promise<TracerStatus> {
+    this.started ??= this.startOnce();
+    return this.started;
+  }
+
+  private async startOnce(): Promise<TracerStatus> {
+    this.st = { ...this.st, state: "starting", reason: "the tracer is compiling its probes" };
+    const bin = this.o.bpftrace ?? "bpftrace";
+    const pre = tracerPrerequisites(bin);
+    if (!pre.ok) {
+      this.st = { ...this.st, state: "unavailable", reason: pre.reason };
+      return this.status();
+    }
+    this.v2 = pre.v2;
+    const libcs = (this.o.imageRoots ?? []).flatMap((root) => LIBC_PATHS.map((p) => path.join(root, p))).filter((f) => fs.existsSync(f));
+    const program = tracerProgram({ serverPid: process.pid, libcs: [...new Set(libcs.map((f) => fs.realpathSync(f)))] });
+    const proc = spawn(bin, ["-B", "line", "-f", "json", "-e", program], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", BPFTRACE_STRLEN: String(STRLEN), BPFTRACE_PERF_RB_PAGES: "1024", BPFTRACE_MAP_KEYS_MAX: "65536" },
+    });
+    this.proc = proc;
+    let stderr = "";
+    proc.stderr!.setEncoding("utf8");
+    proc.stderr!.on("data", (s: string) => { if (stderr.length < 8192) stderr += s; });
+    const attached = new Promise<TracerStatus>((resolve) => {
+      const timer = setTimeout(() => {
+        this.st = { ...this.st, state: "unavailable", reason: `bpftrace did not attach within ${this.o.startTimeoutMs ?? 120_000} ms` };
+        proc.kill("SIGKILL");
+        resolve(this.status());
+      }, this.o.startTimeoutMs ?? 120_000);
+      let pending: Buffer = Buffer.alloc(0);
+      proc.stdout!.on("data", (chunk: Buffer) => {
+        pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
+        let nl: number;
+        while ((nl = pending.indexOf(0x0a)) !== -1) {
+          const line = pending.subarray(0, nl).toString("latin1");
+          pending = pending.subarray(nl + 1);
+          const ev = parseTraceLine(line);
+          if (!ev) continue;
+          if (ev.t === "attached") {
+            clearTimeout(timer);
+            this.st = { ...this.st, state: "active", reason: null, probes: ev.probes };
+            resolve(this.status());
+          } else this.dispatch(ev);
+        }
+      });
+      proc.once("exit", (code, signal) => {
+        clearTimeout(timer);
+        const why = stderr.split("\n").filter((l) => l && !/RLIMIT_MEMLOCK|available_filter_functions/.test(l)).slice(0, 5).join("; ");
+        if (this.st.state === "active" && !this.closing) {
+          this.st = { ...this.st, state: "failed", reason: `bpftrace exited (${signal ?? code})${why ? `: ${why}` : ""}` };
+          this.o.log.error({ reason: this.st.reason }, "audit tracer stopped: runs are no longer traced");
+        } else if (this.st.state !== "active") {
+          this.st = { ...this.st, state: "unavailable", reason: this.st.reason ?? `bpftrace could not attach (${signal ?? code})${why ? `: ${why}` : ""}` };
+        }
+        for (const r of this.barriers.values()) r();
+        resolve(this.status());
+      });
+    });
+    return attached;
+  }
+
+  private dispatch(ev: TraceEvent): void {
+    switch (ev.t) {
+      case "barrier":
+        this.barriers.get(ev.n)?.();
+        return;
+      case "lost":
+        this.st.lost_events += ev.count;
+        for (const a of this.runs.values()) a.push(ev);
+        return;
+      case "arg":
+      case "more_args":
+        this.execOwner.get(ev.tid)?.push(ev);
+        return;
+      case "attached":
+        return;
+      default: {
+        const agg = this.runs.get(ev.run);
+        if (!agg) return; // another server's run, or one already finished
+        if (ev.t === "exec") this.execOwner.set(ev.tid, agg);
+        else if (ev.t === "exec_ret") this.execOwner.delete(ev.tid);
+        agg.push(ev);
+      }
+    }
+  }
+
+  /** A round trip through the kernel: every event emitted before it has been read once it returns. */
+  private barrier(timeoutMs: number): Promise<boolean> {
+    const n = ++this.barrierSeq;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => { this.barriers.delete(n); resolve(false); }, timeoutMs);
+      this.barriers.set(n, () => { clearTimeout(timer); this.barriers.delete(n); resolve(true); });
+      try {
+        process.kill(-(BARRIER_BASE + n), 0);
+      } catch { /* ESRCH, as intended: only the tracepoint matters */ }
+    });
+  }
+
+  /** Starts collecting for one run; `programArgv` is the argv the run executes (before any Petri wrapper). */
+  begin(programArgv: string[]): RunTraceSession | null {
+    if (!this.active) return null;
+    const agg = new RunTraceAggregator(programArgv, this.o.caps);
+    let key: string | null = null;
+    let attachError: string | null = null;
+    return {
+      attach: (rel) => {
+        try {
+          const dir = path.join(this.v2, rel);
+          fs.mkdirSync(dir, { recursive: true });
+          key = String(fs.statSync(dir).ino);
+          this.runs.set(key, agg);
+        } catch (e) {
+          attachError = `cannot watch the run's cgroup: ${(e as Error).message}`;
+        }
+      },
+      finish: async () => {
+        let complete = key !== null && this.active;
+        let reason = attachError ?? (key === null ? "the runtime did not report the run's cgroup" : this.active ? null : this.st.reason);
+        if (key !== null && this.active) {
+          // Two barriers: events of other CPUs' buffers may be read just after the first one.
+          const t = this.o.flushTimeoutMs ?? 5000;
+          const ok = (await this.barrier(t)) && (await this.barrier(t));
+          if (!ok) { complete = false; reason = "the tracer did not catch up with the run's end in time"; }
+        }
+        if (key !== null) this.runs.delete(key);
+        for (const [tid, a] of this.execOwner) if (a === agg) this.execOwner.delete(tid);
+        const summary = agg.summary();
+        if (summary.lost_events > 0) {
+          complete = false;
+          reason ??= `the kernel dropped ${summary.lost_events} trace events while this run was live`;
+        }
+        this.st.runs_traced++;
+        return { summary, complete, reason };
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    const p = this.proc;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => { p.kill("SIGKILL"); }, 3000);
+      p.once("exit", () => { clearTimeout(t); resolve(); });
+      p.kill("SIGTERM");
+    });
+    this.st = { ...this.st, state: "off", reason: "closed" };
+  }
+}
