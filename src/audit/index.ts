@@ -10,7 +10,7 @@ export {
   type FileSinkConfig, type SyslogSinkConfig, type WebhookSinkConfig, type SplunkSinkConfig,
 } from "./sinks/config.js";
 export type { SinkStatus } from "./sinks/worker.js";
-export { webhookSignature, SIGNATURE_HEADER, TIMESTAMP_HEADER } from "./sinks/http.js";
+export { webhookSignature, verifyWebhookRequest, SIGNATURE_HEADER, TIMESTAMP_HEADER, DELIVERY_HEADER, type WebhookCheck } from "./sinks/http.js";
 export { toOcsf, OCSF_VERSION } from "./ocsf.js";
 export { sanitizeDetail, REDACTED } from "./redact.js";
 export {

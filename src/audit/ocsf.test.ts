@@ -64,7 +64,9 @@ describe("OCSF mapping", () => {
     assert.equal(start.process.name, "python3");
     assert.equal(start.process.cmd_line, "python3 /workspace/main.py 'it'\\''s'");
     assert.deepEqual(start.process.file.hashes, [{ algorithm_id: 3, algorithm: "SHA-256", value: "c".repeat(64) }]);
-    assert.equal(start.container.uid, "sb_1");
+    assert.equal(start.container, undefined, "OCSF 1.1.0: no top-level container on System Activity");
+    assert.equal(start.process.container.uid, "sb_1");
+    assert.ok(start.metadata.profiles.includes("container"));
     assert.equal(start.device.hostname, "petri-host");
     assert.deepEqual(start.unmapped.detail.env, ["HOME"]);
     const fin = toOcsf(rec({ kind: "exec", action: "exec.finish", outcome: "failure", exec_id: "ex_1", detail: { exit_code: 3, duration_ms: 120 } }), opts) as O;

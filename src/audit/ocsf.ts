@@ -15,7 +15,8 @@ import type { AuditRecord } from "./types.js";
  *   exec        1007 Process Activity   (the run itself: Launch / Terminate)
  *   process     1007 Process Activity   (processes seen inside a run, e.g. from gVisor traces)
  *   file        1001 File System Activity
- *   network     4002 HTTP Activity when the call has an HTTP method, else 4001 Network Activity
+ *   network     4002 HTTP Activity when the call has an HTTP method, 4003 DNS Activity for
+ *               dns.query, else 4001 Network Activity
  *   datastore   6005 Datastore Activity
  *   audit       0    Base Event (signed checkpoints)
  */
@@ -159,6 +160,9 @@ function choose(r: AuditRecord): ClassChoice {
       return { class_uid: 1001, class_name: "File System Activity", category_uid: 1, activity_id: id, activity_name: name };
     }
     case "network": {
+      if (v === "query" && r.action.startsWith("dns.")) {
+        return { class_uid: 4003, class_name: "DNS Activity", category_uid: 4, activity_id: 1, activity_name: "Query" };
+      }
       const method = str(d.method ?? d.http_method)?.toUpperCase();
       if (method) {
         const id = HTTP_ACTIVITY[method] ?? 99;
@@ -271,7 +275,7 @@ export function toOcsf(r: AuditRecord, opts: OcsfOptions = {}): Obj {
     case 3002: {
       const method = str(pick(d, used, "method"));
       const route = str(pick(d, used, "route", "path"));
-      ev.user = user ?? { uid: str(pick(d, used, "key_prefix")) ?? "unknown", type_id: 99, type: "API key" };
+      ev.user = { ...(user ?? { type_id: 99, type: "API key" }), uid: r.key_id ?? str(pick(d, used, "key_prefix")) ?? "unknown" };
       ev.auth_protocol_id = 99;
       ev.auth_protocol = str(pick(d, used, "scheme", "auth_scheme")) ?? "API key";
       ev.logon_type_id = 3;
@@ -292,23 +296,28 @@ export function toOcsf(r: AuditRecord, opts: OcsfOptions = {}): Obj {
       const imageId = str(pick(d, used, "image_id"));
       const runtime = str(pick(d, used, "runtime"));
       const pid = num(pick(d, used, "pid"));
+      const osUid = num(pick(d, used, "uid"));
       const processUid = r.kind === "exec" ? r.exec_id : str(pick(d, used, "process_uid"));
+      // OCSF 1.1.0 has no container on System Activity events: the container profile puts it in
+      // the process object.
+      const processContainer = container || imageName || imageId
+        ? { ...container, image: imageName || imageId ? { name: imageName, uid: imageId ?? imageName } : undefined, runtime }
+        : undefined;
+      if (processContainer) profiles.push("container");
       ev.process = {
-        uid: processUid ?? undefined,
+        uid: processUid ?? (r.exec_id && pid !== undefined ? `${r.exec_id}/${pid}` : undefined),
         pid,
-        name: argvList?.[0] ? path.basename(argvList[0]) : undefined,
+        name: argvList?.[0] ? path.basename(argvList[0]) : entry ? path.basename(entry) : undefined,
         cmd_line: argvList ? argvList.map(quoteArg).join(" ") : str(pick(d, used, "cmd_line")),
         file: entry ? { path: entry, name: path.basename(entry), type_id: 1, type: "Regular File", hashes: sha256Hashes(codeSha) } : undefined,
+        user: osUid !== undefined ? { uid: String(osUid), type_id: osUid === 0 ? 2 : 1, type: osUid === 0 ? "Admin" : "User" } : undefined,
         parent_process: r.kind === "process" && r.exec_id ? { uid: r.exec_id } : undefined,
+        container: processContainer,
       };
       ev.actor = { user, process: r.kind === "process" && r.exec_id ? { uid: r.exec_id } : undefined };
       ev.device = device;
       ev.exit_code = num(pick(d, used, "exit_code"));
       ev.duration = num(pick(d, used, "duration_ms"));
-      if (container || imageName || imageId) {
-        ev.container = { ...container, image: imageName || imageId ? { name: imageName, uid: imageId } : undefined, runtime };
-        profiles.push("container");
-      }
       break;
     }
     case 1001: {
@@ -322,12 +331,17 @@ export function toOcsf(r: AuditRecord, opts: OcsfOptions = {}): Obj {
           : undefined;
       ev.file = fileObj(p, pick(d, used, "sha256", "before_sha256"), pick(d, used, "size", "bytes"));
       if (newPath) ev.file_result = fileObj(newPath, pick(d, used, "after_sha256"), undefined);
-      ev.actor = { user, process: runProcess };
+      ev.actor = { user, process: runProcess ? { ...runProcess, container } : undefined };
       ev.device = device;
-      if (container) {
-        ev.container = container;
-        profiles.push("container");
-      }
+      if (runProcess && container) profiles.push("container");
+      break;
+    }
+    case 4003: {
+      // Names the program asked the resolver for (getaddrinfo), whether or not a packet left.
+      ev.query = { hostname: str(pick(d, used, "hostname", "host")) ?? "" };
+      ev.src_endpoint = container ? { uid: r.sandbox_id, name: r.sandbox_id } : { hostname };
+      ev.actor = { user, process: runProcess };
+      profiles.push("host");
       break;
     }
     case 4001:
@@ -335,11 +349,13 @@ export function toOcsf(r: AuditRecord, opts: OcsfOptions = {}): Obj {
       const dst = endpointOf(d, used);
       const bytesIn = num(pick(d, used, "bytes_in", "response_bytes"));
       const bytesOut = num(pick(d, used, "bytes_out", "request_bytes"));
-      ev.dst_endpoint = dst ?? {};
+      // A Unix socket (or a target the broker could not parse) has no address: named instead.
+      ev.dst_endpoint = dst ?? { name: str(pick(d, used, "socket_path", "target")) ?? "unknown" };
       ev.src_endpoint = container ? { uid: r.sandbox_id, name: r.sandbox_id } : { hostname };
       ev.actor = { user, process: runProcess };
+      profiles.push("host"); // actor belongs to the host profile in Network Activity classes
       ev.traffic = bytesIn !== undefined || bytesOut !== undefined ? { bytes_in: bytesIn, bytes_out: bytesOut } : undefined;
-      ev.connection_info = { protocol_name: str(pick(d, used, "protocol")) ?? "tcp", direction_id: 2, direction: "Outbound" };
+      ev.connection_info = { protocol_name: str(pick(d, used, "protocol")) ?? (d.family === "unix" ? "unix" : "tcp"), direction_id: 2, direction: "Outbound" };
       const allowed = r.outcome !== "denied";
       ev.action_id = allowed ? 1 : 2;
       ev.action = allowed ? "Allowed" : "Denied";
@@ -364,10 +380,13 @@ export function toOcsf(r: AuditRecord, opts: OcsfOptions = {}): Obj {
     case 6005: {
       const engine = str(pick(d, used, "engine", "database_type"));
       const relational = engine !== undefined && /postgres|mysql|maria|sqlite|mssql|sql server|oracle/i.test(engine);
-      ev.database = { name: str(pick(d, used, "database", "db")), type_id: engine ? (relational ? 1 : 99) : 0, type: engine };
+      // The broker names a query's database by the vault secret it connected through.
+      const dbName = str(pick(d, used, "database", "db"));
+      ev.database = { name: dbName, uid: dbName ? undefined : str(d.secret_name) ?? "unknown", type_id: engine ? (relational ? 1 : 99) : 0, type: engine };
       ev.type_id = 1;
       ev.type = "Database";
-      ev.query_info = { query_string: str(pick(d, used, "query", "statement")), name: str(pick(d, used, "query_name")) };
+      const q = str(pick(d, used, "query", "statement"));
+      ev.query_info = q ? { query_string: q, name: str(pick(d, used, "query_name")) ?? r.action } : undefined;
       ev.dst_endpoint = endpointOf(d, used);
       ev.src_endpoint = container ? { uid: r.sandbox_id, name: r.sandbox_id } : { hostname };
       ev.actor = { user, process: runProcess };

@@ -6,7 +6,7 @@ import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { describe, it } from "node:test";
-import { AuditLog, parseSinkConfig, type AuditRecord } from "./index.js";
+import { AuditLog, parseSinkConfig, verifyWebhookRequest, type AuditRecord } from "./index.js";
 
 function tmpDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), "petri-audit-sinks-"));
@@ -36,14 +36,21 @@ async function listen(handler: (req: http.IncomingMessage, body: Buffer, res: ht
 
 const SECRET = "webhook-test-secret";
 
-/** What a receiving service would do: check the HMAC over the raw body and the timestamp. */
+/**
+ * What a receiving service would do, written out by hand (not with Petri's helper): HMAC over
+ * "<timestamp>.<delivery id>.<raw body>", a fresh timestamp, and a delivery id not seen before.
+ */
+const seenDeliveries = new Set<string>();
 function verifyWebhook(req: http.IncomingMessage, body: Buffer): boolean {
   const sig = String(req.headers["x-petri-signature"] ?? "");
-  const ts = Number(req.headers["x-petri-timestamp"]);
-  const want = Buffer.from(`sha256=${createHmac("sha256", SECRET).update(body).digest("hex")}`);
-  if (sig.length !== want.length || !timingSafeEqual(Buffer.from(sig), want)) return false;
-  if (!Number.isFinite(ts) || Math.abs(Date.now() / 1000 - ts) > 300) return false;
-  return (JSON.parse(body.toString()) as { sent_at: number }).sent_at === ts;
+  const ts = String(req.headers["x-petri-timestamp"] ?? "");
+  const id = String(req.headers["x-petri-delivery"] ?? "");
+  const want = Buffer.from(`v1=${createHmac("sha256", SECRET).update(`${ts}.${id}.`).update(body).digest("hex")}`);
+  if (!id || sig.length !== want.length || !timingSafeEqual(Buffer.from(sig), want)) return false;
+  if (!/^\d+$/.test(ts) || Math.abs(Date.now() / 1000 - Number(ts)) > 300) return false;
+  if (seenDeliveries.has(id)) return false;
+  seenDeliveries.add(id);
+  return (JSON.parse(body.toString()) as { sent_at: number }).sent_at === Number(ts);
 }
 
 /** In order by seq, nothing missing; duplicates allowed only as exact re-deliveries (same id). */
@@ -105,6 +112,32 @@ describe("webhook sink", { timeout: 30_000 }, () => {
       assert.equal(st.lag, 0);
       assert.equal(st.consecutive_failures, 0);
       assert.match(st.last_error ?? "", /503/);
+    } finally {
+      await log?.close();
+      await rx.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a captured request cannot be replayed: not as it is, not with a new timestamp, not late", async () => {
+    const dir = tmpDir();
+    const captured: { headers: http.IncomingHttpHeaders; body: Buffer }[] = [];
+    const rx = await listen((req, body, res) => { captured.push({ headers: req.headers, body }); res.writeHead(204).end(); });
+    let log: AuditLog | undefined;
+    try {
+      log = AuditLog.open({ dir, sinks: parseSinkConfig(`webhook+http://127.0.0.1:${rx.port}/hook?secret=${SECRET}`), checkpointIntervalMs: 0 });
+      appendMany(log, 3);
+      assert.equal(await log.waitForSinks(10_000), true);
+      const { headers, body } = captured[0]!;
+      const seen = new Set<string>();
+      assert.deepEqual(verifyWebhookRequest(SECRET, headers, body, { seen }), { ok: true });
+      assert.deepEqual(verifyWebhookRequest(SECRET, headers, body, { seen }), { ok: false, reason: "replay" });
+      const later = String(Number(headers["x-petri-timestamp"]) + 600);
+      assert.deepEqual(verifyWebhookRequest(SECRET, { ...headers, "x-petri-timestamp": later, "x-petri-delivery": "fresh-id" }, body, { seen }),
+        { ok: false, reason: "bad-signature" }, "a new timestamp or id breaks the signature");
+      assert.deepEqual(verifyWebhookRequest(SECRET, headers, body, { now: Number(headers["x-petri-timestamp"]) + 301 }), { ok: false, reason: "stale" });
+      assert.deepEqual(verifyWebhookRequest(SECRET, headers, Buffer.concat([body, Buffer.from(" ")])), { ok: false, reason: "bad-signature" });
+      assert.equal(new Set(captured.map((c) => c.headers["x-petri-delivery"])).size, captured.length, "every request has its own delivery id");
     } finally {
       await log?.close();
       await rx.close();

@@ -215,3 +215,28 @@ function gvisorSummary(g: GvisorTrace): TraceSummary {
     lost_events: 0,
   };
 }
+
+/**
+ * A broker's event as an audit record, with the names docs/audit.md documents: actions
+ * `net.request` / `net.connect` (HTTP broker) and `db.connect` / `db.query` / `db.disconnect` /
+ * `db.cancel` (PostgreSQL broker); fields in snake case (`secret_name`, `bytes_out`,
+ * `duration_ms`, `query`). Values never include a secret: the brokers only report names.
+ */
+export function brokerAuditEvent(ev: { kind: "network" | "datastore"; action: string; outcome: AuditEvent["outcome"]; detail: Record<string, unknown> },
+  ctx: Pick<AuditEvent, "tenant_id" | "key_id" | "sandbox_id" | "exec_id">): AuditEvent {
+  const prefix = ev.kind === "network" ? "net" : "db";
+  const verb = ev.action === "http_request" ? "request" : ev.action.replace(/^(net|db)\./, "");
+  const rename: Record<string, string> = {
+    secret: "secret_name", bytesSent: "bytes_out", bytesReceived: "bytes_in", durationMs: "duration_ms",
+    statement: "query", connection: "connection_id", bytesFromClient: "bytes_out", bytesFromServer: "bytes_in",
+  };
+  const detail: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(ev.detail)) detail[rename[k] ?? k] = v;
+  if (ev.kind === "datastore") detail.engine ??= "postgresql";
+  const reason = typeof detail.reason === "string" ? detail.reason : null;
+  return {
+    kind: ev.kind, action: `${prefix}.${verb}`, outcome: ev.outcome, ...ctx,
+    error_code: ev.outcome === "success" ? null : (reason ?? "").toUpperCase().replace(/[^A-Z0-9_]/g, "_").slice(0, 64) || (ev.outcome === "denied" ? "DENIED" : "FAILED"),
+    detail,
+  };
+}

@@ -14,7 +14,7 @@ import type { AuthContext } from "../auth/keys.js";
 import type { QuotaService } from "../auth/quotas.js";
 import { checkTenantHosts, openBrokerSession, type BrokerSession, type SecretStore } from "../vault/index.js";
 import type { AuditEvent } from "../audit/types.js";
-import { runAuditLevel, runFinishEvents, runStartEvent, toAuditSnapshot, type RunAuditContext, type RunTrace } from "./audit-events.js";
+import { brokerAuditEvent, runAuditLevel, runFinishEvents, runStartEvent, toAuditSnapshot, type RunAuditContext, type RunTrace } from "./audit-events.js";
 import type { TracerService } from "../tracing/tracer.js";
 import type { DeclaredDependencies } from "../deps/specs.js";
 import type { Artifact } from "./artifacts.js";
@@ -500,10 +500,7 @@ export class ExecService {
       secrets: egress.secrets, allowHosts: egress.allowHosts, egress: this.d.config.egress, runDir: path.join(runDir, "broker"),
       onEvent: (ev) => {
         agent.blocked.observe(ev);
-        this.safeAppend({
-          kind: ev.kind, action: ev.action, outcome: ev.outcome,
-          tenant_id: auth.tenantId, key_id: auth.keyId, sandbox_id: sandbox.id, exec_id: handle.id, detail: ev.detail,
-        });
+        this.safeAppend(brokerAuditEvent(ev, { tenant_id: auth.tenantId, key_id: auth.keyId, sandbox_id: sandbox.id, exec_id: handle.id }));
       },
     });
     agent.network = Boolean(session.env.HTTP_PROXY);

@@ -125,7 +125,8 @@ function readReceived(file: string): Received[] {
     .filter(Boolean)
     .map((line) => {
       const [msgid, sd, msg] = line.split("\t");
-      return { msgid: msgid!, sd: sd!, record: JSON.parse(msg!) as AuditRecord };
+      assert.ok(msg!.startsWith("\uFEFF"), "RFC 5424 §6.4: a UTF-8 MSG starts with the BOM");
+      return { msgid: msgid!, sd: sd!, record: JSON.parse(msg!.slice(1)) as AuditRecord };
     });
 }
 

@@ -1,4 +1,4 @@
-import { createHmac } from "node:crypto";
+import { createHmac, randomUUID, timingSafeEqual } from "node:crypto";
 import fs from "node:fs";
 import http from "node:http";
 import https from "node:https";
@@ -9,10 +9,46 @@ import { formatEvent, TransportError, type FormatOptions, type Transport } from 
 
 export const SIGNATURE_HEADER = "x-petri-signature";
 export const TIMESTAMP_HEADER = "x-petri-timestamp";
+export const DELIVERY_HEADER = "x-petri-delivery";
 
-/** "sha256=<hex>" over the exact bytes of the body. */
-export function webhookSignature(secret: string, body: string | Buffer): string {
-  return `sha256=${createHmac("sha256", secret).update(body).digest("hex")}`;
+/**
+ * "v1=<hex HMAC-SHA256(secret, `${timestamp}.${deliveryId}.` + body)>": the timestamp and the
+ * delivery id are signed with the body, so a captured request cannot be replayed under a new
+ * timestamp, and a receiver that remembers ids it accepted (for its tolerance window) can
+ * refuse the same request sent twice. See docs/audit.md, "Webhook requests".
+ */
+export function webhookSignature(secret: string, m: { timestamp: number | string; deliveryId: string; body: string | Buffer }): string {
+  const h = createHmac("sha256", secret).update(`${m.timestamp}.${m.deliveryId}.`).update(m.body);
+  return `v1=${h.digest("hex")}`;
+}
+
+export interface WebhookCheck {
+  ok: boolean;
+  /** Why a request was refused: bad-signature, stale (outside the tolerance), replay (id seen before), missing headers. */
+  reason?: "missing-headers" | "bad-signature" | "stale" | "replay";
+}
+
+/**
+ * What a receiver should do with a webhook request (exported for receivers written in Node; the
+ * docs give the same steps for any language): check the signature over timestamp, delivery id
+ * and raw body in constant time, refuse timestamps outside `toleranceS`, and refuse a delivery
+ * id already accepted (`seen` must remember ids for at least the tolerance window).
+ */
+export function verifyWebhookRequest(secret: string, headers: Record<string, string | string[] | undefined>, body: Buffer | string,
+  opts: { toleranceS?: number; seen?: Set<string>; now?: number } = {}): WebhookCheck {
+  const h = (k: string) => { const v = headers[k]; return Array.isArray(v) ? v[0] : v; };
+  const ts = h(TIMESTAMP_HEADER), id = h(DELIVERY_HEADER), sig = h(SIGNATURE_HEADER);
+  if (!ts || !id || !sig || !/^\d{1,12}$/.test(ts)) return { ok: false, reason: "missing-headers" };
+  const want = Buffer.from(webhookSignature(secret, { timestamp: ts, deliveryId: id, body }));
+  const got = Buffer.from(sig);
+  if (got.length !== want.length || !timingSafeEqual(got, want)) return { ok: false, reason: "bad-signature" };
+  const now = opts.now ?? Math.floor(Date.now() / 1000);
+  if (Math.abs(now - Number(ts)) > (opts.toleranceS ?? 300)) return { ok: false, reason: "stale" };
+  if (opts.seen) {
+    if (opts.seen.has(id)) return { ok: false, reason: "replay" };
+    opts.seen.add(id);
+  }
+  return { ok: true };
 }
 
 function readSecret(inline: string | undefined, file: string | undefined): string {
@@ -99,8 +135,8 @@ abstract class HttpTransport implements Transport {
 
 /**
  * HTTP webhook. Body: `{"sent_at": <unix seconds>, "format": "json"|"ocsf", "first_seq", "last_seq",
- * "events": [...]}`. Headers: `X-Petri-Timestamp: <unix seconds>` (equal to sent_at, so the
- * signature covers it) and `X-Petri-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>`.
+ * "events": [...]}`. Headers: `X-Petri-Timestamp: <unix seconds>` (equal to sent_at),
+ * `X-Petri-Delivery: <uuid>` and `X-Petri-Signature: v1=<hex HMAC>` (see webhookSignature).
  */
 export class WebhookTransport extends HttpTransport {
   private readonly secret: string;
@@ -119,11 +155,15 @@ export class WebhookTransport extends HttpTransport {
       last_seq: records[records.length - 1]!.seq,
       events: records.map((r) => formatEvent(r, this.fmt)),
     });
+    // A new id for every attempt: a retry is a new request, and the events inside carry their
+    // own ids (record id, seq) for de-duplication.
+    const deliveryId = randomUUID();
     return {
       body,
       headers: {
         [TIMESTAMP_HEADER]: String(ts),
-        [SIGNATURE_HEADER]: webhookSignature(this.secret, body),
+        [DELIVERY_HEADER]: deliveryId,
+        [SIGNATURE_HEADER]: webhookSignature(this.secret, { timestamp: ts, deliveryId, body }),
         "x-petri-sink": this.cfg.name,
       },
     };

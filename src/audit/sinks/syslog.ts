@@ -22,8 +22,9 @@ function sdValue(s: string): string {
 
 /**
  * One RFC 5424 message: `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD] MSG`, MSG being the
- * event as JSON (UTF-8; JSON escapes every control character, so a multi-line value stays on one
- * line and no receiver-side escaping mangles it). The structured data repeats id and seq so a
+ * event as JSON (UTF-8, so it starts with the BOM as RFC 5424 §6.4 requires of a UTF-8 MSG; JSON
+ * escapes every control character, so a multi-line value stays on one line and no receiver-side
+ * escaping mangles it). The structured data repeats id and seq so a
  * receiver can de-duplicate without parsing MSG.
  */
 export function syslogMessage(r: AuditRecord, cfg: Pick<SyslogSinkConfig, "facility" | "app_name" | "hostname">, fmt: FormatOptions): string {
@@ -31,8 +32,11 @@ export function syslogMessage(r: AuditRecord, cfg: Pick<SyslogSinkConfig, "facil
   const host = printable(cfg.hostname ?? os.hostname(), 255);
   const sd = `[${SD_ID} id="${sdValue(r.id)}" seq="${r.seq}" kind="${sdValue(r.kind)}" outcome="${sdValue(r.outcome)}"]`;
   const msg = JSON.stringify(formatEvent(r, fmt));
-  return `<${pri}>1 ${r.time} ${host} ${printable(cfg.app_name, 48)} ${process.pid} ${printable(r.action, 32)} ${sd} ${msg}`;
+  return `<${pri}>1 ${r.time} ${host} ${printable(cfg.app_name, 48)} ${process.pid} ${printable(r.action, 32)} ${sd} ${UTF8_BOM}${msg}`;
 }
+
+/** U+FEFF, sent as EF BB BF: RFC 5424 §6.4 says a MSG encoded in UTF-8 starts with it. */
+export const UTF8_BOM = "\uFEFF";
 
 /** Octet-counting framing (RFC 6587 §3.4.1, RFC 5425 §4.3): "MSG-LEN SP SYSLOG-MSG". */
 export function octetFrame(msg: string): Buffer {
