@@ -12,6 +12,22 @@ export interface VerifyOptions {
    * replaced key.
    */
   publicKey?: string;
+  /** The log must hold at least this many records (e.g. the last seq your SIEM received). */
+  expectSeq?: number;
+  /**
+   * Checkpoints your SIEM received (Petri JSON records, OCSF events, or bare statements with
+   * signature): each must be validly signed by the trusted key and be in the log, unchanged.
+   */
+  checkpoints?: unknown[];
+  /** Compare with the sink cursors in `<dir>/sinks/` (default true). */
+  sinkCursors?: boolean;
+}
+
+/** A point outside the log (a sink's cursor, a SIEM's checkpoint, --expect-seq) the log must reach. */
+interface Witness {
+  source: string;
+  seq: number;
+  hash?: string;
 }
 
 export interface VerifyResult {
@@ -27,6 +43,10 @@ export interface VerifyResult {
   unsignedTail: number;
   keyFingerprint?: string;
   warnings: string[];
+  /** Seq of the last record in the log. */
+  lastSeq: number;
+  /** What the log was compared with besides itself: sink cursors, SIEM checkpoints, --expect-seq. */
+  witnesses: string[];
 }
 
 function isCheckpoint(r: AuditRecord): boolean {
@@ -43,7 +63,7 @@ function isCheckpoint(r: AuditRecord): boolean {
  * public key, and keep checkpoints in a SIEM: they are streamed to every sink).
  */
 export function verifyAuditLog(dir: string, opts: VerifyOptions = {}): VerifyResult {
-  const result: VerifyResult = { ok: true, records: 0, checkpoints: 0, lastCheckpointSeq: 0, unsignedTail: 0, warnings: [] };
+  const result: VerifyResult = { ok: true, records: 0, checkpoints: 0, lastCheckpointSeq: 0, unsignedTail: 0, warnings: [], lastSeq: 0, witnesses: [] };
   const bad = (seq: number, reason: string) => {
     if (!result.firstBad) {
       result.ok = false;
@@ -70,6 +90,9 @@ export function verifyAuditLog(dir: string, opts: VerifyOptions = {}): VerifyRes
     return result;
   }
 
+  // Read before the log: a server appending meanwhile only makes the log longer than these.
+  const witnesses = collectWitnesses(dir, opts, trusted, result);
+  const hashAt = new Map<number, string>(witnesses.filter((w) => w.hash).map((w) => [w.seq, ""]));
   const fd = fs.openSync(logPath, "r");
   let expected = 1;
   let prevHash = GENESIS_HASH;
@@ -135,10 +158,25 @@ export function verifyAuditLog(dir: string, opts: VerifyOptions = {}): VerifyRes
         result.lastCheckpointSeq = rec.seq;
       }
       prevHash = rec.hash;
+      if (hashAt.has(rec.seq)) hashAt.set(rec.seq, rec.hash);
       expected++;
     }
   } finally {
     fs.closeSync(fd);
+  }
+  result.lastSeq = expected - 1;
+  if (result.ok) {
+    // What left the machine says how long the log was: a shorter or different log was cut or rewritten.
+    for (const w of witnesses) {
+      if (w.seq > result.lastSeq) {
+        bad(result.lastSeq + 1, `the log ends at seq ${result.lastSeq} but ${w.source} has seq ${w.seq}: records ${result.lastSeq + 1}–${w.seq} were cut off`);
+        break;
+      }
+      if (w.hash && hashAt.get(w.seq) !== w.hash) {
+        bad(w.seq, `record ${w.seq} is not the one ${w.source} has (hash ${w.hash.slice(0, 12)}…): the log was rewritten`);
+        break;
+      }
+    }
   }
   if (result.ok) {
     result.unsignedTail = expected - 1 - result.lastCheckpointSeq;
@@ -147,9 +185,65 @@ export function verifyAuditLog(dir: string, opts: VerifyOptions = {}): VerifyRes
   return result;
 }
 
+/** Sink cursors (and cursors kept as evidence), --expect-seq and SIEM checkpoints, as witnesses. */
+function collectWitnesses(dir: string, opts: VerifyOptions, trusted: PublicKeyInfo | undefined, result: VerifyResult): Witness[] {
+  const out: Witness[] = [];
+  if (opts.sinkCursors !== false) {
+    const sinkDir = path.join(dir, "sinks");
+    let names: string[] = [];
+    try { names = fs.readdirSync(sinkDir).sort(); } catch { /* no sinks */ }
+    for (const name of names) {
+      const m = /^(.*)\.(cursor|beyond-log-\d+)\.json$/.exec(name);
+      if (!m) continue;
+      try {
+        const j = JSON.parse(fs.readFileSync(path.join(sinkDir, name), "utf8")) as { seq?: number; hash?: string | null; checkpoint?: { seq: number; hash: string; record_seq: number; signature: string; time: string } | null };
+        const source = m[2] === "cursor" ? `sink "${m[1]}" (its cursor)` : `sink "${m[1]}" (a cursor kept when the log was found shorter than what it had delivered)`;
+        if (Number.isInteger(j.seq) && j.seq! > 0) out.push({ source, seq: j.seq!, hash: j.hash ?? undefined });
+        if (j.checkpoint) out.push({ source: `sink "${m[1]}" (last checkpoint delivered)`, seq: j.checkpoint.seq, hash: j.checkpoint.hash });
+        result.witnesses.push(`${name}: seq ${j.seq ?? "?"}${j.checkpoint ? `, checkpoint through ${j.checkpoint.seq}` : ""}`);
+      } catch (e) {
+        result.warnings.push(`sink cursor ${name} unreadable: ${(e as Error).message}`);
+      }
+    }
+  }
+  if (opts.expectSeq !== undefined) {
+    out.push({ source: "--expect-seq", seq: opts.expectSeq });
+    result.witnesses.push(`--expect-seq ${opts.expectSeq}`);
+  }
+  for (const c of opts.checkpoints ?? []) {
+    const st = checkpointOf(c);
+    if (!st) { result.warnings.push("a given checkpoint is not a checkpoint record"); continue; }
+    if (!trusted || st.key_fingerprint !== trusted.fingerprint || !verifyStatement(trusted, st.statement, st.signature)) {
+      result.ok = false;
+      result.firstBad ??= { seq: st.statement.seq, reason: `the given checkpoint through seq ${st.statement.seq} is not validly signed by the trusted key` };
+      continue;
+    }
+    out.push({ source: `the SIEM's checkpoint through seq ${st.statement.seq}`, seq: st.statement.seq, hash: st.statement.hash });
+    // The checkpoint record itself, as the SIEM received it, is one record further.
+    if (st.record) out.push({ source: `the SIEM's checkpoint record (seq ${st.record.seq})`, seq: st.record.seq, hash: st.record.hash });
+    result.witnesses.push(`checkpoint through seq ${st.statement.seq} (signature valid)`);
+  }
+  // The farthest first: the message then names the whole cut.
+  return out.sort((a, b) => b.seq - a.seq);
+}
+
+/** The signed statement in a checkpoint as a SIEM stores it (Petri JSON, OCSF unmapped, or bare). */
+function checkpointOf(c: unknown): { statement: { v: 1; seq: number; hash: string; time: string }; signature: string; key_fingerprint: string; record?: { seq: number; hash: string } } | null {
+  const o = c as Record<string, any> | null;
+  const d = o?.detail ?? o?.unmapped?.detail ?? o;
+  const st = d?.checkpoint;
+  if (!st || typeof st.seq !== "number" || typeof st.hash !== "string" || typeof d.signature !== "string") return null;
+  const meta = o?.unmapped?.petri ?? o;
+  const record = Number.isInteger(meta?.seq) && typeof meta?.hash === "string" && meta.seq === st.seq + 1 ? { seq: meta.seq as number, hash: meta.hash as string } : undefined;
+  return { statement: st, signature: d.signature, key_fingerprint: d.key_fingerprint, record };
+}
+
 export interface VerifyCliOptions {
   /** Path of a PEM public key file to trust instead of the directory's own. */
   publicKeyFile?: string;
+  expectSeq?: number;
+  /** Files holding checkpoints your SIEM received (JSON: one record/event, an array, or JSON Lines). */
+  checkpointFiles?: string[];
   /** Where the summary goes; default stdout. */
   write?: (text: string) => void;
 }
@@ -163,7 +257,12 @@ export function runAuditVerifyCli(dir: string, opts: VerifyCliOptions = {}): num
   let res: VerifyResult;
   try {
     const publicKey = opts.publicKeyFile ? fs.readFileSync(opts.publicKeyFile, "utf8") : undefined;
-    res = verifyAuditLog(dir, { publicKey });
+    const checkpoints = (opts.checkpointFiles ?? []).flatMap((f) => {
+      const text = fs.readFileSync(f, "utf8").trim();
+      if (text.startsWith("[")) return JSON.parse(text) as unknown[];
+      return text.split("\n").filter(Boolean).map((l) => JSON.parse(l) as unknown);
+    });
+    res = verifyAuditLog(dir, { publicKey, expectSeq: opts.expectSeq, checkpoints });
   } catch (e) {
     write(`audit verify: cannot read ${dir}: ${(e as Error).message}\n`);
     return 2;
@@ -179,6 +278,7 @@ export function runAuditVerifyCli(dir: string, opts: VerifyCliOptions = {}): num
     lines.push(`  reason: ${res.firstBad!.reason}`);
     if (res.lastCheckpointSeq) lines.push(`  records 1–${res.lastCheckpointSeq} are covered by a valid checkpoint`);
   }
+  lines.push(`  compared with: ${res.witnesses.length ? res.witnesses.join("; ") : "nothing outside the log (no sink cursors, no --expect-seq, no --checkpoint): a cut tail after the last checkpoint cannot be seen"}`);
   for (const w of res.warnings) lines.push(`  warning: ${w}`);
   write(lines.join("\n") + "\n");
   return res.ok ? 0 : 1;

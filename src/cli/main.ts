@@ -30,7 +30,7 @@ const USAGE = `usage: petri <command>
   keys revoke KEY_ID             revoke a key; it stops working at once
   vault rotate-master-key        re-wrap every tenant data key under a new master key (key file only)
   doctor                         which sandbox runtimes work here, and how to fix the rest
-  audit verify [DIR] [--public-key FILE]
+  audit verify [DIR] [--public-key FILE] [--expect-seq N] [--checkpoint FILE]…
                                  check the audit log's hash chain and signed checkpoints
   backup DIR                     online backup (store, keys, audit log, blobs, workspaces) into a new
                                  or empty DIR, consistent while the server serves
@@ -89,7 +89,10 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (cmd === "audit" && sub === "verify") {
       const dir = rest[0] && !rest[0].startsWith("--") ? rest[0] : loadConfig().auditDir;
-      return runAuditVerifyCli(dir, { publicKeyFile: flag(rest, "--public-key") });
+      const expect = flag(rest, "--expect-seq");
+      if (expect !== undefined && !/^\d+$/.test(expect)) throw new ConfigError("--expect-seq needs a whole number");
+      const checkpointFiles = rest.flatMap((a, i) => (a === "--checkpoint" && rest[i + 1] ? [rest[i + 1]] : []));
+      return runAuditVerifyCli(dir, { publicKeyFile: flag(rest, "--public-key"), expectSeq: expect === undefined ? undefined : Number(expect), checkpointFiles });
     }
     if (cmd === "images" && (sub === "build" || sub === "list")) {
       return await imagesBuildCli(loadConfig(), sub, rest);

@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { writeFileAtomic } from "../logfile.js";
-import type { AuditLogger, AuditRecord } from "../types.js";
+import { CHECKPOINT_ACTION, type AuditLogger, type AuditRecord } from "../types.js";
 import { describeSink, type SinkConfig } from "./config.js";
 import { FileTransport } from "./file.js";
 import { SplunkTransport, WebhookTransport } from "./http.js";
@@ -53,6 +53,14 @@ export function createTransport(cfg: SinkConfig, fmt: FormatOptions): Transport 
   }
 }
 
+/** What a sink's cursor remembers of what it delivered, besides the position. */
+export interface DeliveryMark {
+  /** Hash of the record at the cursor's seq. */
+  hash?: string;
+  /** The last signed checkpoint delivered (the statement, its signature and the record's own seq). */
+  checkpoint?: { record_seq: number; seq: number; hash: string; time: string; signature: string; key_fingerprint: string };
+}
+
 /**
  * Delivers the log to one sink, in order, from a durable cursor: `<dir>/sinks/<name>.cursor.json`
  * holds the last seq the receiver is known to have. Records are read back from the log file, so a
@@ -64,7 +72,8 @@ export class SinkWorker {
   private cursor: LogPosition;
   private sent: LogPosition;
   /** Batch boundaries sent but not yet confirmed: seq of the batch's last record → position after it. */
-  private inflight: LogPosition[] = [];
+  private inflight: (LogPosition & { mark?: DeliveryMark })[] = [];
+  private lastCheckpoint: DeliveryMark["checkpoint"];
   private failures = 0;
   private lastError: string | undefined;
   private lastErrorAt: string | undefined;
@@ -96,8 +105,9 @@ export class SinkWorker {
     const head = this.source.head();
     let saved: LogPosition | undefined;
     try {
-      const j = JSON.parse(fs.readFileSync(this.cursorFile, "utf8")) as Partial<LogPosition>;
+      const j = JSON.parse(fs.readFileSync(this.cursorFile, "utf8")) as Partial<LogPosition> & { checkpoint?: DeliveryMark["checkpoint"] | null };
       if (Number.isInteger(j.seq) && Number.isInteger(j.offset)) saved = { seq: j.seq!, offset: j.offset! };
+      this.lastCheckpoint = j.checkpoint ?? undefined;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "ENOENT") this.log.warn({ sink: this.cfg.name, err: String(e) }, "audit sink cursor unreadable; locating by seq");
     }
@@ -108,8 +118,11 @@ export class SinkWorker {
     }
     if (saved.seq === 0) return { seq: 0, offset: 0 };
     if (saved.seq > head.seq) {
-      // The log is shorter than what was delivered: it was replaced. Start over; ids let the SIEM de-duplicate.
-      this.log.error({ sink: this.cfg.name, cursor: saved.seq, head: head.seq }, "audit sink cursor is beyond the end of the log; re-sending from the start");
+      // The log is shorter than what was delivered: it was cut or replaced. Keep the cursor as
+      // evidence (petri audit verify reports it), then start over; ids let the SIEM de-duplicate.
+      const evidence = path.join(path.dirname(this.cursorFile), `${this.cfg.name}.beyond-log-${Date.now()}.json`);
+      try { fs.copyFileSync(this.cursorFile, evidence); } catch { /* best effort: the error below says it too */ }
+      this.log.error({ sink: this.cfg.name, cursor: saved.seq, head: head.seq, evidence }, "audit sink delivered records the log no longer has: the log was cut or replaced; re-sending from the start");
       return { seq: 0, offset: 0 };
     }
     const located = this.source.locate(saved.seq);
@@ -119,17 +132,29 @@ export class SinkWorker {
     return located ?? saved;
   }
 
-  private persist(pos: LogPosition): void {
-    writeFileAtomic(this.cursorFile, JSON.stringify({ seq: pos.seq, offset: pos.offset, updated_at: new Date().toISOString() }) + "\n");
+  /**
+   * The cursor also keeps the hash of the last delivered record and the last signed checkpoint
+   * delivered: `petri audit verify` compares them with the log, so a log cut or rewritten after
+   * delivery is caught (see verify.ts).
+   */
+  private persist(pos: LogPosition, mark?: DeliveryMark): void {
+    if (mark?.checkpoint) this.lastCheckpoint = mark.checkpoint;
+    writeFileAtomic(this.cursorFile, JSON.stringify({
+      seq: pos.seq, offset: pos.offset, hash: mark?.hash ?? null, checkpoint: this.lastCheckpoint ?? null, updated_at: new Date().toISOString(),
+    }) + "\n");
   }
 
   private commit(seq: number): void {
-    let next: LogPosition | undefined;
-    while (this.inflight.length && this.inflight[0]!.seq <= seq) next = this.inflight.shift();
+    let next: (LogPosition & { mark?: DeliveryMark }) | undefined;
+    let checkpoint: DeliveryMark["checkpoint"];
+    while (this.inflight.length && this.inflight[0]!.seq <= seq) {
+      next = this.inflight.shift();
+      checkpoint = next?.mark?.checkpoint ?? checkpoint;
+    }
     if (!next || next.seq <= this.cursor.seq) return;
-    this.cursor = next;
+    this.cursor = { seq: next.seq, offset: next.offset };
     this.lastDeliveryAt = new Date().toISOString();
-    this.persist(next);
+    this.persist(this.cursor, { hash: next.mark?.hash, checkpoint });
   }
 
   start(): void {
@@ -177,7 +202,13 @@ export class SinkWorker {
           await this.sleep(this.transport.hasUnconfirmed() ? 100 : 1000, true);
           continue;
         }
-        this.inflight.push(end);
+        const last = records[records.length - 1]!;
+        const cp = [...records].reverse().find((r) => r.kind === "audit" && r.action === CHECKPOINT_ACTION);
+        const st = cp?.detail.checkpoint as { seq: number; hash: string; time: string } | undefined;
+        this.inflight.push({ ...end, mark: {
+          hash: end.seq === last.seq ? last.hash : undefined,
+          checkpoint: cp && st ? { record_seq: cp.seq, seq: st.seq, hash: st.hash, time: st.time, signature: String(cp.detail.signature), key_fingerprint: String(cp.detail.key_fingerprint) } : undefined,
+        } });
         this.sent = end;
         this.busy = true;
         const acked = await this.transport.send(records).finally(() => (this.busy = false));
