@@ -33,10 +33,9 @@ for host, port in (("10.1.2.3", 8443), ("127.0.0.1", 9)):
     except OSError as e:
         truth["connects"].append([host, port, e.errno])
     s.close()
-try:
-    socket.getaddrinfo("audit-probe.example", 443)
-except OSError:
-    pass
+# Name lookups through libc's getaddrinfo (Petri's Python shim answers socket.getaddrinfo itself).
+subprocess.run(["getent", "ahosts", "audit-probe.example"], stdout=subprocess.DEVNULL)
+truth["programs"].append(["getent", "ahosts", "audit-probe.example"])
 truth["names"].append("audit-probe.example")
 print(json.dumps(truth))
 `;
