@@ -101,7 +101,7 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   const metrics = new PetriMetrics();
   const images = new ImageCatalog(config.imageRecipes, config.imageDir, config.images);
   const { runtimes, defaultRuntime, probes } = await setupRuntimes(config, docker, instanceId, logger, { excluded: checked.excluded, metrics, images });
-  const tracer = await startTracer(config, runtimes, logger, docker);
+  const tracer = await startTracer(config, runtimes, logger, { docker, images });
   const quotas = new QuotaService(db, config, (id) => workspaces.usage(id));
   const vault = new SecretStore(db, loadOrCreateMasterKey({ env: config.masterKey, file: config.masterKeyFile }),
     { egress: config.egress, ...(config.masterKey ? {} : { reloadKeys: () => readMasterKeyRing(config.masterKeyFile) }) });
@@ -233,12 +233,14 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
  * Starts the host tracer when a runtime it serves (runc, crun, bwrap) is offered. When the host
  * cannot trace, the server says so at start, and each run's record says it was not traced.
  */
-async function startTracer(config: Readonly<Config>, runtimes: Map<string, Runtime>, logger: Logger, docker: Docker): Promise<TracerService> {
+async function startTracer(config: Readonly<Config>, runtimes: Map<string, Runtime>, logger: Logger,
+  o: { docker: Docker; images: ImageCatalog }): Promise<TracerService> {
   // getaddrinfo is traced in the images' own libc: bwrap's root filesystems and Docker's layers.
-  const images = [...new Set(Object.values(config.images))];
-  const imageRoots = images.map((img) => rootfsDirFor(config.imageDir, img));
-  for (const img of images) {
-    const info = await docker.getImage(img).inspect().catch(() => null);
+  // Both are keyed by the image's Docker reference (petri/standard:<hash>), not its catalog name.
+  const refs = [...new Set(o.images.names().map((n) => o.images.ref(n)))];
+  const imageRoots = refs.map((ref) => rootfsDirFor(config.imageDir, ref));
+  for (const ref of refs) {
+    const info = await o.docker.getImage(ref).inspect().catch(() => null);
     const data = (info?.GraphDriver?.Data ?? {}) as Record<string, string | undefined>;
     for (const d of [data.UpperDir, ...(data.LowerDir ?? "").split(":")]) if (d) imageRoots.push(d);
   }
