@@ -75,18 +75,40 @@ for (const runtime of ["runc", "bwrap"]) describe(`pre-started (warm) sandboxes:
     assert.equal((await exec(t, sb, { code: "x", args: [] })).json.exit_code, 1);
   });
 
+  const liveOf = async (sb: string) => {
+    let n = 0;
+    for (const rt of t.server.runtimes.values()) n += await rt.count({ "io.jhansi.petri.sandbox": sb });
+    return n;
+  };
+
+  it("pre-start policy: a sandbox's first run leaves nothing behind; its second run within the warm period does", async () => {
+    const sb = await createSandbox(t, { language: "python", runtime });
+    assert.equal((await exec(t, sb, { code: "print(1)" })).json.exit_code, 0);
+    await new Promise((r) => setTimeout(r, 700)); // a pre-start begins at hand-over: give it time to show
+    assert.equal(await liveOf(sb), 0, "one run says nothing about the next: nothing pre-started");
+    assert.equal((await exec(t, sb, { code: "print(2)" })).json.exit_code, 0);
+    let n = 0;
+    for (let i = 0; i < 100 && (n = await liveOf(sb)) === 0; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(n, 1, "a second run within the warm period: one unit waits for the next");
+    assert.equal((await t.api("DELETE", `/v1/sandboxes/${sb}`)).status, 204);
+    assert.equal(await liveOf(sb), 0);
+  });
+
   it("an idle sandbox runs nothing once the warm period is over; deleting removes them at once", async () => {
     const sb = await createSandbox(t, { language: "python", runtime });
+    await exec(t, sb, { code: "print(1)" });
     await exec(t, sb, { code: "print(1)" });
     const live = async () => {
       let n = await containersOf(t);
       for (const rt of t.server.runtimes.values()) n += await rt.count({ "io.jhansi.petri.instance": t.server.instanceId });
       return n;
     };
+    assert.ok((await live()) > 0 || runtime === "runc", "a unit was pre-started (runc may still be creating it)");
     const until = Date.now() + 15000;
     while ((await live()) > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 250));
     assert.equal(await live(), 0);
     const other = await createSandbox(t, { language: "python", runtime });
+    await exec(t, other, { code: "print(1)" });
     await exec(t, other, { code: "print(1)" });
     await new Promise((r) => setTimeout(r, 500));
     assert.equal((await t.api("DELETE", `/v1/sandboxes/${other}`)).status, 204);

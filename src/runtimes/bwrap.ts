@@ -446,7 +446,7 @@ export class BwrapRuntime implements Runtime {
   private readonly warmOpts?: { idleMs: number; images: Set<string> };
   private readonly pool = new Map<string, Started>();
   private closed = false;
-  private readonly gate = new PrestartGate();
+  private readonly gate: PrestartGate;
 
   constructor(opts: BwrapRuntimeOptions = {}) {
     this.bwrap = opts.bwrapPath ?? "/usr/bin/bwrap";
@@ -458,6 +458,8 @@ export class BwrapRuntime implements Runtime {
     }
     this.useCgroups = contained;
     this.warmOpts = opts.warm && opts.warm.idleMs > 0 ? opts.warm : undefined;
+    // A sandbox that runs again within the warm period is likely to run again: see PrestartGate.
+    this.gate = new PrestartGate(this.warmOpts?.idleMs);
   }
 
   /** Where the limits come from, for logs and `petri doctor`. */

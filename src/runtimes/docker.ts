@@ -86,7 +86,7 @@ export class DockerRuntime implements Runtime {
   private readonly preparing = new Map<string, Promise<void>>();
   private readonly removing = new Set<Promise<void>>();
   private closed = false;
-  private readonly gate = new PrestartGate();
+  private readonly gate: PrestartGate;
   private readonly trace: boolean;
   private readonly onEngineFault: (kind: string) => void;
   /** Containers this process owns (pool, preparing, running, being removed): never orphans. */
@@ -106,6 +106,8 @@ export class DockerRuntime implements Runtime {
     this.cgroupParent = opts.cgroupParent ?? "petri";
     this.layout = detectCgroupLayout();
     this.warmOpts = opts.warm && opts.warm.idleMs > 0 ? opts.warm : undefined;
+    // A sandbox that runs again within the warm period is likely to run again: see PrestartGate.
+    this.gate = new PrestartGate(this.warmOpts?.idleMs);
     this.trace = opts.trace ?? false;
     this.onEngineFault = opts.onEngineFault ?? (() => undefined);
   }

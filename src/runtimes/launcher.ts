@@ -7,9 +7,21 @@ import type { RunSpec } from "./types.js";
  */
 export const PRESTART_MAX_INFLIGHT = os.availableParallelism();
 
-/** Counts a runtime's runs in flight and says whether pre-starting another sandbox pays. */
+/**
+ * Counts a runtime's runs in flight and says whether pre-starting another sandbox pays.
+ *
+ * Pre-start policy: a run is followed by a pre-started unit only when its sandbox's use pattern
+ * says another run is likely, i.e. the sandbox had another run within `repeatWithinMs` before
+ * this one (from its second run on, while it keeps being used at least once per warm period).
+ * A sandbox used once (create, run, delete) never leaves a unit behind that its deletion would
+ * have to remove. Runs that belong to no sandbox (no sandbox label) keep the old rule.
+ */
 export class PrestartGate {
   private inflight = 0;
+  /** Sandbox id → when its last run started, oldest first (re-inserted on every run). */
+  private readonly lastRun = new Map<string, number>();
+
+  constructor(private readonly repeatWithinMs = 60_000, private readonly maxTracked = 100_000) {}
 
   async track<T>(fn: () => Promise<T>): Promise<T> {
     this.inflight++;
@@ -40,10 +52,28 @@ export class PrestartGate {
     };
   }
 
-  /** Whether a run of this spec may be followed by a pre-started unit of its shape. */
-  allowsAfter(spec: RunSpec): boolean {
+  /**
+   * Whether a run of this spec may be followed by a pre-started unit of its shape. Call once per
+   * run: it records the run for the use-pattern rule above.
+   */
+  allowsAfter(spec: RunSpec, now = Date.now()): boolean {
     const sb = spec.labels[LABEL_SANDBOX];
-    return this.allows && !(sb !== undefined && this.quiet.has(sb));
+    if (sb === undefined) return this.allows;
+    const likely = this.noteRun(sb, now);
+    return likely && this.allows && !this.quiet.has(sb);
+  }
+
+  /** Records a run of the sandbox; true when it ran before within the repeat window. */
+  private noteRun(sandboxId: string, now: number): boolean {
+    const prev = this.lastRun.get(sandboxId);
+    this.lastRun.delete(sandboxId);
+    this.lastRun.set(sandboxId, now);
+    // Oldest first: forget what is outside the window (and bound the map).
+    for (const [id, at] of this.lastRun) {
+      if (now - at <= this.repeatWithinMs && this.lastRun.size <= this.maxTracked) break;
+      this.lastRun.delete(id);
+    }
+    return prev !== undefined && now - prev <= this.repeatWithinMs;
   }
 }
 
