@@ -4,6 +4,7 @@ import { LABEL_WARM, LAUNCHER_ARGV, PrestartGate, launchLine, shapeKey } from ".
 import { CappedBuffer, EngineLostError, signalFromExitCode, type RunResult, type RunSpec, type Runtime } from "./types.js";
 import { seccompSecurityOpt } from "./seccomp.js";
 import { readGvisorTrace } from "./gvisor-trace.js";
+import { gvisorHostPidsLimit, isGvisor } from "./gvisor-limits.js";
 import { detectCgroupLayout, readUsage, removeCgroup, type CgroupLayout } from "./cgroups.js";
 
 export interface DockerRuntimeOptions {
@@ -189,6 +190,8 @@ export class DockerRuntime implements Runtime {
       for (const k of Object.keys(labels)) if (k.endsWith(".exec")) delete labels[k];
       labels[LABEL_WARM] = "true";
     }
+    // gVisor: the guest's limit is RLIMIT_NPROC, the host cgroup's a backstop (gvisor-limits.ts).
+    const gvisor = isGvisor(this.ociRuntime);
     const container = await this.docker.createContainer({
       Image: spec.image,
       Cmd: warm ? LAUNCHER_ARGV : spec.argv,
@@ -212,8 +215,9 @@ export class DockerRuntime implements Runtime {
         Memory: spec.limits.memoryBytes,
         MemorySwap: spec.limits.memoryBytes,
         NanoCpus: Math.round(spec.limits.cpus * 1e9),
-        PidsLimit: spec.limits.pids,
+        PidsLimit: gvisor ? gvisorHostPidsLimit(spec.limits.pids) : spec.limits.pids,
         Ulimits: [
+          ...(gvisor ? [{ Name: "nproc", Soft: spec.limits.pids, Hard: spec.limits.pids }] : []),
           { Name: "nofile", Soft: spec.limits.openFiles, Hard: spec.limits.openFiles },
           { Name: "fsize", Soft: spec.limits.fileSizeBytes, Hard: spec.limits.fileSizeBytes },
           { Name: "core", Soft: 0, Hard: 0 },
