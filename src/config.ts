@@ -80,6 +80,11 @@ export interface Config {
    * the host can (and says loudly when it cannot), `required` refuses to start without it, `off`.
    */
   auditTrace: "auto" | "required" | "off";
+  /**
+   * PETRI_AUDIT_FAIL: when the audit log cannot be appended, `closed` refuses runs and API calls
+   * (503 AUDIT_UNAVAILABLE) until it can again; `open` goes on, and says so (logs, health, audit.gap).
+   */
+  auditFailMode: "closed" | "open";
   /** How long a pre-started single-use container waits for a sandbox's next run; 0 disables. */
   warmIdleMs: number;
   /**
@@ -317,6 +322,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       tenantQuotaMb: int(env, "PETRI_DEPS_TENANT_QUOTA_MB", 10_240, 1),
       evictUnusedMs: int(env, "PETRI_DEPS_EVICT_UNUSED_MS", 7 * 24 * 3600 * 1000, 1000),
     }),
+    auditFailMode: oneOf(env, "PETRI_AUDIT_FAIL", "closed", ["closed", "open"]) as "closed" | "open",
     auditTrace: oneOf(env, "PETRI_AUDIT_TRACE", "auto", ["auto", "required", "off"]) as "auto" | "required" | "off",
   };
   return Object.freeze(cfg);

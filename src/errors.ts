@@ -52,6 +52,8 @@ export const ERROR_CODES = {
   INTERNAL: 500,
   RUNTIME_UNAVAILABLE: 503,
   IMAGE_MISSING: 503,
+  /** PETRI_AUDIT_FAIL=closed and the audit log cannot be written. */
+  AUDIT_UNAVAILABLE: 503,
   REGISTRY_UNAVAILABLE: 503,
   /** The container engine (or bwrap's helper) went away during the run: not the program's doing. */
   ENGINE_LOST: 503,

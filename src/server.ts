@@ -80,7 +80,7 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   // The audit log is opened first and closed last: everything in between is recorded.
   const audit = AuditLog.open({
     dir: config.auditDir, sinks: parseSinkConfig(config.auditSinks), log: logger,
-    checkpointEvery: config.auditCheckpointEvery, productVersion: "0.1.0",
+    checkpointEvery: config.auditCheckpointEvery, productVersion: "0.1.0", failMode: config.auditFailMode,
   });
   const metricsRef: { m?: PetriMetrics } = {};
   {
@@ -172,6 +172,8 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
     dockerImages: dockerOffered ? [...new Set(Object.values(config.images).map((n) => images.ref(n)))] : [],
     rootfsDirs: runtimes.has("bwrap") ? [...new Set(Object.values(config.images).filter((n) => images.recipe(n)).map((n) => rootfsDirFor(config.imageDir, images.ref(n))))] : [],
     sinks: () => audit.sinkStatus(),
+    auditLog: () => audit.health(),
+    auditTrace: () => ({ ...tracer.status(), required: config.auditTrace === "required" }),
   });
   const deps: AppDeps = { keys, sandboxes, workspaces, blobs, exec, runtimes, defaultRuntime: defaultRuntime ?? "none", logger, audit, quotas, vault, dependencies,
     plugins: [(scoped) => vaultRoutes(scoped, { store: vault }), (scoped) => dependencyRoutes(scoped, { deps: dependencies, sandboxes }), imageRoutes(images)], metrics, readiness };
@@ -246,6 +248,8 @@ async function startTracer(config: Readonly<Config>, runtimes: Map<string, Runti
   }
   const tracer = new TracerService({ log: logger, imageRoots });
   const served = [...runtimes.keys()].filter((r) => r !== "runsc");
+  if (config.auditTrace === "off") tracer.markOff("PETRI_AUDIT_TRACE=off");
+  else if (served.length === 0) tracer.markOff("no runtime it traces (runc, crun, bwrap) is offered");
   if (config.auditTrace === "off" || served.length === 0) return tracer;
   // Compiling the probes takes a second or more; runs that start meanwhile say they were not traced.
   const started = tracer.start().then((st) => {

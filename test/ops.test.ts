@@ -30,7 +30,7 @@ describe("readiness, metrics and a real Prometheus", () => {
     assert.equal(r.status, 200, r.text);
     assert.equal(r.json.status, "ready");
     const names = r.json.checks.map((c: { name: string }) => c.name).sort();
-    assert.deepEqual(names, ["audit_sinks", "data_dir", "database", "docker_engine", "images", "runtimes"]);
+    assert.deepEqual(names, ["audit_log", "audit_sinks", "audit_trace", "data_dir", "database", "docker_engine", "images", "runtimes"]);
     assert.equal((await t.api("GET", "/healthz", { key: null })).status, 200);
   });
 

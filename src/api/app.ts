@@ -19,6 +19,7 @@ import { ErrorBody, NO_NUL_PATTERN } from "./schemas.js";
 import type { AuditEvent, AuditRecord } from "../audit/types.js";
 import type { AuditQuery } from "../audit/log.js";
 import { auditRoutes } from "./routes/audit.js";
+import { apiAuditEvent } from "../audit/api-records.js";
 import { sandboxRoutes } from "./routes/sandboxes.js";
 import { fileRoutes } from "./routes/files.js";
 import { execRoutes } from "./routes/exec.js";
@@ -35,6 +36,8 @@ import type { Readiness } from "../metrics/readiness.js";
 export interface AuditSink {
   append(ev: AuditEvent): unknown;
   query(f: AuditQuery): AuditRecord[];
+  /** PETRI_AUDIT_FAIL=closed and the log cannot be appended: requests are refused (503). */
+  refusesWork?(): boolean;
 }
 
 export interface AppDeps {
@@ -192,30 +195,60 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps): Promise
 
   app.addHook("onRequest", async (req, reply) => {
     if (req.routeOptions.config?.public) return;
+    // Fail closed: nothing happens that the audit log could not record.
+    if (deps.audit?.refusesWork?.()) {
+      return sendError(reply, new PetriError("AUDIT_UNAVAILABLE", "the audit log cannot be written; this server refuses requests until it can (PETRI_AUDIT_FAIL=closed)"));
+    }
     const token = bearer(req);
     const auth = token ? deps.keys.authenticate(token) : null;
     if (!auth) {
-      deps.audit?.append({
+      try { deps.audit?.append({
         kind: "auth", action: "auth.failure", outcome: "denied", client_ip: req.ip, request_id: req.id,
         error_code: "UNAUTHORIZED", detail: { method: req.method, path: req.url.split("?")[0], reason: token ? "unknown or revoked key" : "missing bearer token" },
-      });
+      }); } catch (e) { req.log.error({ err: (e as Error).message }, "audit append failed for an authentication failure"); }
       return sendError(reply, new PetriError("UNAUTHORIZED", token ? "API key is not valid" : "missing `Authorization: Bearer <key>` header"));
     }
     req.auth = auth;
   });
 
+  // Every authenticated request is recorded, reads too, before its answer leaves (onSend): the
+  // reply body gives the error code of a refusal and the ids a request created. With
+  // PETRI_AUDIT_FAIL=closed a read whose record cannot be written is answered 503 instead of
+  // its data; a change has already happened by then, so its answer stands and the lost record
+  // is counted in the audit.gap record written once the log takes writes again.
+  const recordRequest = (req: FastifyRequest, status: number, body?: string): void => {
+    (req as { auditRecorded?: boolean }).auditRecorded = true;
+    deps.audit!.append(apiAuditEvent({
+      method: req.method, route: req.routeOptions.url, action: req.routeOptions.config?.action, status,
+      params: (req.params ?? {}) as Record<string, string>, query: (req.query ?? {}) as Record<string, unknown>,
+      tenantId: req.auth.tenantId, keyId: req.auth.keyId, ip: req.ip, requestId: req.id,
+      responseBody: body, userAgent: req.headers["user-agent"],
+      created: req.auditIds ?? undefined,
+    }));
+  };
+  app.addHook("onSend", async (req, reply, payload) => {
+    if (!req.auth || !deps.audit || req.routeOptions.config?.public) return payload;
+    try {
+      recordRequest(req, reply.statusCode, typeof payload === "string" && payload.length <= 1_000_000 ? payload : undefined);
+    } catch (e) {
+      req.log.error({ err: (e as Error).message }, "audit append failed for an API request");
+      if ((req.method === "GET" || req.method === "HEAD") && deps.audit.refusesWork?.()) {
+        (payload as { destroy?: () => void } | null)?.destroy?.();
+        reply.code(503).type("application/json").removeHeader("content-length");
+        return JSON.stringify(new PetriError("AUDIT_UNAVAILABLE", "the audit log cannot be written, so nothing is read out unrecorded (PETRI_AUDIT_FAIL=closed)").toJSON());
+      }
+    }
+    return payload;
+  });
   app.addHook("onResponse", async (req, reply) => {
     deps.metrics?.httpResponse(reply.statusCode);
-    const action = req.routeOptions.config?.action;
-    if (!action || !req.auth || !deps.audit) return;
-    const params = (req.params ?? {}) as Record<string, string>;
-    const status = reply.statusCode;
-    deps.audit.append({
-      kind: "api", action, outcome: status < 400 ? "success" : status === 401 || status === 403 || status === 404 ? "denied" : "failure",
-      tenant_id: req.auth.tenantId, key_id: req.auth.keyId,
-      sandbox_id: params.id ?? req.auditIds?.sandbox_id ?? null, exec_id: params.execId ?? req.auditIds?.exec_id ?? null,
-      client_ip: req.ip, request_id: req.id, detail: { method: req.method, route: req.routeOptions.url, status },
-    });
+    // Answers written straight to the socket (NDJSON streams, MCP) skip onSend.
+    if (!req.auth || !deps.audit || req.routeOptions.config?.public || (req as { auditRecorded?: boolean }).auditRecorded) return;
+    try {
+      recordRequest(req, reply.statusCode);
+    } catch (e) {
+      req.log.error({ err: (e as Error).message }, "audit append failed for an API request");
+    }
   });
 
   app.get("/healthz", {

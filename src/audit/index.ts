@@ -2,7 +2,7 @@
  * The Audit Layer: a tamper-evident local log of what Petri did, streamed to SIEMs.
  * See docs/audit.md for the record format, the sink configuration and the OCSF mapping.
  */
-export { AuditLog, type AuditLogOptions, type AuditQuery } from "./log.js";
+export { AuditLog, type AuditLogOptions, type AuditQuery, type AuditHealth } from "./log.js";
 export { verifyAuditLog, runAuditVerifyCli, type VerifyOptions, type VerifyResult, type VerifyCliOptions } from "./verify.js";
 export {
   parseSinkConfig, normalizeSinkConfig, describeSink,

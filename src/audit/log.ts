@@ -30,6 +30,26 @@ export interface AuditLogOptions {
   hostname?: string;
   /** How long close() lets sinks catch up before stopping them, milliseconds. Default 5000. */
   flushTimeoutMs?: number;
+  /**
+   * When a record cannot be appended (disk full, I/O error): `closed` (default) makes
+   * refusesWork() true until the log can be written again, so the server refuses runs and API
+   * calls; `open` lets them go on. Either way the outage is logged, shown by health(), and
+   * recorded (`audit.gap`) as soon as the log can be written again.
+   */
+  failMode?: "closed" | "open";
+}
+
+/** What readiness checks and metrics read: can the log be written, and what happens if not. */
+export interface AuditHealth {
+  writable: boolean;
+  fail_mode: "closed" | "open";
+  /** Refusing runs and API calls right now (fail_mode closed and not writable). */
+  refusing: boolean;
+  /** Since when appends fail (ISO time), and the last error. */
+  failing_since: string | null;
+  last_error: string | null;
+  /** Records that could not be written during the current outage. */
+  lost_records: number;
 }
 
 export type AuditQuery = Omit<QueryFilter, "limit"> & { limit?: number };
@@ -99,6 +119,8 @@ export class AuditLog implements LogSource {
   private readonly workers: SinkWorker[] = [];
   private readonly checkpointEvery: number;
   private readonly flushTimeoutMs: number;
+  readonly failMode: "closed" | "open";
+  private outage: { since: string; error: string; lost: number; lastProbe: number } | null = null;
 
   private constructor(
     readonly dir: string,
@@ -116,6 +138,7 @@ export class AuditLog implements LogSource {
     this.sinceCheckpoint = head.sinceCheckpoint;
     this.checkpointEvery = opts.checkpointEvery ?? 1000;
     this.flushTimeoutMs = opts.flushTimeoutMs ?? 5000;
+    this.failMode = opts.failMode ?? "closed";
     if (!Number.isInteger(this.checkpointEvery) || this.checkpointEvery < 1) throw new TypeError("checkpointEvery must be a whole number ≥ 1");
   }
 
@@ -244,7 +267,79 @@ export class AuditLog implements LogSource {
    */
   append(ev: AuditEvent): AuditRecord {
     validate(ev);
-    const rec = this.write({
+    if (this.outage) this.recordGap();
+    let rec: AuditRecord;
+    try {
+      rec = this.writeEvent(ev);
+    } catch (e) {
+      this.noteFailure(e as Error);
+      throw e;
+    }
+    this.sinceCheckpoint++;
+    if (this.sinceCheckpoint >= this.checkpointEvery) {
+      try {
+        this.checkpoint();
+      } catch (e) {
+        this.log.error({ err: String(e) }, "audit checkpoint failed");
+      }
+    }
+    return rec;
+  }
+
+  private noteFailure(e: Error): void {
+    if (this.closed) return;
+    if (!this.outage) {
+      this.outage = { since: new Date().toISOString(), error: e.message, lost: 0, lastProbe: Date.now() };
+      this.log.error({ err: e.message, fail_mode: this.failMode },
+        this.failMode === "closed"
+          ? "AUDIT LOG CANNOT BE WRITTEN: refusing runs and API calls until it can (PETRI_AUDIT_FAIL=closed)"
+          : "AUDIT LOG CANNOT BE WRITTEN: runs and API calls go on UNRECORDED (PETRI_AUDIT_FAIL=open)");
+    }
+    this.outage.error = e.message;
+    this.outage.lost++;
+  }
+
+  /** The first record after an outage says how long it lasted and how many records were lost. Throws if still failing. */
+  private recordGap(): void {
+    const o = this.outage!;
+    try {
+      this.writeEvent({ kind: "audit" as AuditEvent["kind"], action: "audit.gap", outcome: "failure", error_code: "AUDIT_UNAVAILABLE",
+        detail: { failing_since: o.since, until: new Date().toISOString(), lost_records: o.lost, last_error: o.error, fail_mode: this.failMode } });
+    } catch (e) {
+      this.noteFailure(e as Error);
+      throw e;
+    }
+    this.outage = null;
+    this.log.warn({ lost_records: o.lost, since: o.since }, "audit log writable again; the outage is recorded as audit.gap");
+  }
+
+  /** For readiness and metrics. */
+  health(): AuditHealth {
+    const o = this.outage;
+    return {
+      writable: !o && !this.broken, fail_mode: this.failMode, refusing: this.refusesWork(false),
+      failing_since: o?.since ?? null, last_error: o?.error ?? this.broken?.message ?? null, lost_records: o?.lost ?? 0,
+    };
+  }
+
+  /**
+   * True when work must be refused: fail mode closed and the log cannot be written. While
+   * failing, it tries (at most once a second) to write the audit.gap record: once that works,
+   * the outage is over.
+   */
+  refusesWork(probe = true): boolean {
+    if (this.failMode !== "closed") return false;
+    if (this.broken) return true;
+    if (!this.outage) return false;
+    if (probe && Date.now() - this.outage.lastProbe >= 1000) {
+      this.outage.lastProbe = Date.now();
+      try { this.recordGap(); } catch { /* still failing */ }
+    }
+    return this.outage !== null;
+  }
+
+  private writeEvent(ev: AuditEvent): AuditRecord {
+    return this.write({
       kind: ev.kind,
       action: ev.action,
       outcome: ev.outcome,
@@ -257,15 +352,6 @@ export class AuditLog implements LogSource {
       error_code: ev.error_code ?? null,
       detail: sanitizeDetail(ev.detail),
     });
-    this.sinceCheckpoint++;
-    if (this.sinceCheckpoint >= this.checkpointEvery) {
-      try {
-        this.checkpoint();
-      } catch (e) {
-        this.log.error({ err: String(e) }, "audit checkpoint failed");
-      }
-    }
-    return rec;
   }
 
   private write(fields: Omit<AuditRecord, "id" | "seq" | "time" | "prev_hash" | "hash">, time = new Date().toISOString()): AuditRecord {

@@ -259,7 +259,8 @@ export function toOcsf(r: AuditRecord, opts: OcsfOptions = {}): Obj {
       const method = str(pick(d, used, "method"));
       const route = str(pick(d, used, "route", "path"));
       const status = num(pick(d, used, "status", "http_status"));
-      ev.actor = { user: user ?? { uid: "anonymous" }, app_name: str(pick(d, used, "user_agent")) };
+      const userAgent = str(pick(d, used, "user_agent"));
+      ev.actor = { user: user ?? { uid: "anonymous" } };
       ev.api = {
         operation: r.action,
         service: { name: "petri" },
@@ -268,7 +269,7 @@ export function toOcsf(r: AuditRecord, opts: OcsfOptions = {}): Obj {
         response: { code: status, error: r.error_code ?? undefined, error_message: reason },
       };
       ev.src_endpoint = srcEndpoint ?? { ip: "0.0.0.0" };
-      ev.http_request = method || route ? { http_method: method, url: { path: route } } : undefined;
+      ev.http_request = method || route || userAgent ? { http_method: method, url: route ? { path: route } : undefined, user_agent: userAgent } : undefined;
       ev.resources = resources.length ? resources : undefined;
       break;
     }

@@ -46,6 +46,8 @@ export interface RunAuditContext {
   envNames: string[];
   limits: Limits;
   auditLevel: AuditLevel;
+  /** PETRI_AUDIT_FAIL, in each run's record: what would have happened had the log failed. */
+  auditFailMode?: "closed" | "open";
 }
 
 /**
@@ -82,7 +84,7 @@ export function runStartEvent(c: RunAuditContext, before: WorkspaceSnapshot): Au
       language: c.language, runtime: c.runtime, image: c.image, argv: clip(c.argv), entry: c.entry,
       code_sha256: c.code !== undefined ? sha(c.code) : c.entrySha256 ?? null,
       env_names: c.envNames, limits: c.limits, workspace_sha256_before: before.sha256,
-      audit_level: c.auditLevel.level, audit_level_reason: c.auditLevel.reason,
+      audit_level: c.auditLevel.level, audit_level_reason: c.auditLevel.reason, audit_fail_mode: c.auditFailMode ?? null,
     },
   };
 }
@@ -145,7 +147,7 @@ export function runFinishEvents(c: RunAuditContext, before: WorkspaceSnapshot, a
       workspace_sha256_before: before.sha256, workspace_sha256_after: after.sha256,
       files_changed: changes.length,
       reason: result.reason,
-      audit_level: level.level, audit_level_reason: level.reason ?? traced?.reason ?? null,
+      audit_level: level.level, audit_level_reason: level.reason ?? traced?.reason ?? null, audit_fail_mode: c.auditFailMode ?? null,
       trace_complete: traced ? traced.complete && s !== null : null,
       trace_counts: s ? {
         programs: s.execs.length, files: s.files.length, library_opens: s.libraries.count, network: s.net.length, dns: s.dns.length,

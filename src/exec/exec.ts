@@ -172,7 +172,7 @@ export interface ExecDeps {
   /** TenantVault: secrets runs may use through brokers, never read. */
   vault?: SecretStore;
   /** The audit log: every run is recorded (what ran, what it touched, how it ended). */
-  audit?: { append(ev: AuditEvent): unknown };
+  audit?: { append(ev: AuditEvent): unknown; failMode?: "closed" | "open"; refusesWork?(): boolean };
   /** Told of every finished run (metrics): its result, the runtime's timings, when the runtime was asked. */
   onRunFinished?: (r: { result: ExecResult; timings?: Record<string, number>; runtimeCalledAt: number | null; createdAt: number }) => void;
   /** Host eBPF tracer for runc, crun and bwrap runs (what each run executed, opened, connected to). */
@@ -213,6 +213,7 @@ export class ExecService {
       if (!this.d.vault) throw new PetriError("RUNTIME_UNAVAILABLE", "this server has no vault: secrets and allowed hosts are not available");
       for (const name of egress.secrets) this.d.vault.get(auth.tenantId, name);
     }
+    if (this.d.audit?.refusesWork?.()) throw new PetriError("AUDIT_UNAVAILABLE", "the audit log cannot be written, so no run starts (PETRI_AUDIT_FAIL=closed)");
     const runtime = this.d.runtimes.get(sandbox.runtime);
     if (!runtime) throw new PetriError("RUNTIME_UNAVAILABLE", `runtime "${sandbox.runtime}" is not available on this server`);
 
@@ -314,6 +315,7 @@ export class ExecService {
       tenant_id: auth.tenantId, key_id: auth.keyId, sandbox_id: sandbox.id, exec_id: id, language: sandbox.language,
       runtime: sandbox.runtime, image, argv, entry, code: req.code, envNames: Object.keys(spec.env).sort(), limits,
       auditLevel: runAuditLevel(sandbox.runtime, runtime, this.d.tracer),
+      auditFailMode: this.d.audit?.failMode ?? "closed",
     };
     if (opts.deps) void handle.done.then(() => opts.deps!.release());
     handle.dependencies = opts.deps?.summary ?? null;

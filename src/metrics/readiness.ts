@@ -23,6 +23,10 @@ export interface ReadinessDeps {
   rootfsDirs: string[];
   /** Audit sinks' delivery state. */
   sinks: () => { name: string; consecutive_failures: number; last_error?: string; lag: number }[];
+  /** The audit log's own health: can it be written, and what PETRI_AUDIT_FAIL does when it cannot. */
+  auditLog?: () => { writable: boolean; fail_mode: "closed" | "open"; refusing: boolean; failing_since: string | null; last_error: string | null; lost_records: number };
+  /** The host tracer (PETRI_AUDIT_TRACE): which level of audit runs get. */
+  auditTrace?: () => { state: string; reason: string | null; required: boolean };
   /** Extra checks other parts register (the audit log's own health, …). */
   extra?: (() => Promise<CheckResult> | CheckResult)[];
 }
@@ -56,7 +60,7 @@ export class Readiness {
 
   private async run(): Promise<{ ready: boolean; checks: CheckResult[] }> {
     const checks = await Promise.all([
-      this.database(), this.dataDir(), this.runtimes(), this.engine(), this.images(), this.audit(),
+      this.database(), this.dataDir(), this.runtimes(), this.engine(), this.images(), this.audit(), this.auditLog(), this.auditTrace(),
       ...(this.d.extra ?? []).map(async (f) => {
         try { return await f(); } catch (e) { return { name: "extra", ok: false, detail: (e as Error).message }; }
       }),
@@ -122,6 +126,30 @@ export class Readiness {
     return missing.length
       ? { name: "images", ok: false, detail: `missing: ${missing.join(", ")}; build with \`petri images build\`` }
       : { name: "images", ok: true, detail: "present" };
+  }
+
+  /**
+   * Not writable with PETRI_AUDIT_FAIL=closed: not ready (requests are refused). With `open` the
+   * server still takes work, so it stays ready, and the detail says that work goes unrecorded.
+   */
+  private async auditLog(): Promise<CheckResult | null> {
+    const h = this.d.auditLog?.();
+    if (!h) return null;
+    if (h.writable) return { name: "audit_log", ok: true, detail: `writable; PETRI_AUDIT_FAIL=${h.fail_mode}` };
+    const why = `the audit log cannot be written since ${h.failing_since ?? "start"} (${h.last_error ?? "unknown error"}), ${h.lost_records} record(s) lost`;
+    return h.fail_mode === "closed"
+      ? { name: "audit_log", ok: false, detail: `${why}; PETRI_AUDIT_FAIL=closed: runs and API calls are refused` }
+      : { name: "audit_log", ok: true, detail: `${why}; PETRI_AUDIT_FAIL=open: runs and API calls go on UNRECORDED` };
+  }
+
+  /** Which level of audit runc, crun and bwrap runs get; only PETRI_AUDIT_TRACE=required makes a lost tracer fatal. */
+  private async auditTrace(): Promise<CheckResult | null> {
+    const t = this.d.auditTrace?.();
+    if (!t) return null;
+    if (t.state === "active") return { name: "audit_trace", ok: true, detail: "runs of runc, crun and bwrap are traced with eBPF (programs, files, network attempts, DNS names)" };
+    if (t.state === "starting") return { name: "audit_trace", ok: !t.required, detail: "the tracer is still compiling its probes; runs started now are recorded as not traced" };
+    const detail = `runs of runc, crun and bwrap are NOT traced (${t.state}${t.reason ? `: ${t.reason}` : ""}); their records hold workspace changes only`;
+    return { name: "audit_trace", ok: !t.required, detail };
   }
 
   private async audit(): Promise<CheckResult> {

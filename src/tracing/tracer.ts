@@ -95,6 +95,11 @@ export class TracerService {
     return this.st.state === "active";
   }
 
+  /** Not started on purpose; the reason is what status() and readiness say. */
+  markOff(reason: string): void {
+    if (this.st.state === "off") this.st = { ...this.st, reason };
+  }
+
   /** Resolves once start() has attached (or given up); the status of a tracer never started otherwise. */
   ready(): Promise<TracerStatus> {
     return this.started ?? Promise.resolve(this.status());
