@@ -29,14 +29,14 @@ from .exceptions import (
     TimeoutException,
 )
 from .files import Files
-from .models import Artifact, DependencyReport, ErrorSummary, ExecResult, ExecSummary, FileChanges, FileInfo, Limits, SandboxInfo, SyncResult
+from .models import Artifact, DependencyReport, ErrorSummary, ExecResult, ExecSummary, FileChanges, FileInfo, ImageInfo, Limits, SandboxInfo, SyncResult
 from .sandbox import Sandbox
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Sandbox", "AsyncSandbox", "ExecHandle", "AsyncExecHandle", "Files", "AsyncFiles",
-    "ExecResult", "DependencyReport", "ExecSummary", "Artifact", "ErrorSummary", "FileChanges", "FileInfo", "Limits", "SandboxInfo", "SyncResult",
+    "ExecResult", "DependencyReport", "ExecSummary", "Artifact", "ErrorSummary", "FileChanges", "FileInfo", "ImageInfo", "Limits", "SandboxInfo", "SyncResult",
     "IgnoreMatcher", "DEFAULT_IGNORES", "LocalEntry", "list_local_files", "ERROR_CLASSES",
     "PetriException", "AuthenticationException", "InvalidRequestException", "NotFoundException",
     "SandboxNotFoundException", "FileNotFoundException", "ExecNotFoundException", "ConflictException",

@@ -12,7 +12,7 @@ from typing import Any, Awaitable, Callable, Iterable, List, Mapping, Optional, 
 
 from ._exec import ExecHandle
 from .files import FileData, Files
-from .models import DependencyReport, ExecResult, ExecSummary, FileInfo, SandboxInfo, SyncResult
+from .models import DependencyReport, ExecResult, ExecSummary, FileInfo, ImageInfo, SandboxInfo, SyncResult
 from .sandbox import Sandbox
 
 AsyncOutputCallback = Callable[[str], Union[None, Awaitable[None]]]
@@ -131,6 +131,11 @@ class AsyncSandbox:
     async def list(**kwargs: Any) -> List[SandboxInfo]:
         """Lists the sandboxes of the API key's tenant, oldest first."""
         return await _to_thread(Sandbox.list, **kwargs)
+
+    @staticmethod
+    async def images(**kwargs: Any) -> List[ImageInfo]:
+        """The images the server offers and what each contains; see ``Sandbox.images``."""
+        return await _to_thread(Sandbox.images, **kwargs)
 
     async def __aenter__(self) -> "AsyncSandbox":
         if self._sb is None:

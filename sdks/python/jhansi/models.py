@@ -76,6 +76,8 @@ class SandboxInfo:
     """Vault secrets its runs may use (the code sees placeholders, never values)."""
     env: Dict[str, str] = field(default_factory=dict)
     """Environment of every run (a run's ``env`` is layered on top)."""
+    image: str = ""
+    """The image its runs use (``standard``, ``datascience``, …; see ``Sandbox.images()``)."""
 
     @classmethod
     def from_wire(cls, w: Mapping[str, Any]) -> "SandboxInfo":
@@ -85,6 +87,45 @@ class SandboxInfo:
             created_at=parse_time(w.get("created_at")), last_active_at=parse_time(w.get("last_active_at")),
             expires_at=parse_time(w.get("expires_at")), idle_timeout_ms=w.get("idle_timeout_ms", 0), ttl_ms=w.get("ttl_ms", 0),
             allow_hosts=list(w.get("allow_hosts") or []), secrets=list(w.get("secrets") or []), env=dict(w.get("env") or {}),
+            image=w.get("image") or "",
+        )
+
+
+@dataclass
+class ImageInfo:
+    """An image the server offers (``GET /v1/images``): what a sandbox created with ``image=name`` has without installing."""
+
+    name: str
+    """What ``Sandbox(image=...)`` takes, e.g. ``datascience``."""
+    ref: str
+    """Docker reference; its tag is a hash of the recipe."""
+    description: str
+    built: bool
+    """Usable on this server now (otherwise the operator runs ``petri images build NAME``)."""
+    custom: bool
+    """Declared by the operator (``PETRI_IMAGES_FILE``)."""
+    external: bool
+    """A Docker reference Petri did not build: its contents are unknown."""
+    default_for: List[str]
+    """Languages that get this image when a sandbox names none."""
+    languages: Dict[str, str]
+    """Language → toolchain version, e.g. ``{"python": "3.13.5"}``."""
+    tools: Dict[str, str]
+    python_packages: Dict[str, str]
+    """Importable without installing: Python distribution → version."""
+    node_packages: Dict[str, str]
+    """Resolvable without installing: Node module → version."""
+    size_bytes: Optional[int] = None
+    built_at: Optional[datetime] = None
+
+    @classmethod
+    def from_wire(cls, w: Mapping[str, Any]) -> "ImageInfo":
+        return cls(
+            name=w["name"], ref=w.get("ref", ""), description=w.get("description", ""), built=bool(w.get("built")),
+            custom=bool(w.get("custom")), external=bool(w.get("external")), default_for=list(w.get("default_for") or []),
+            languages=dict(w.get("languages") or {}), tools=dict(w.get("tools") or {}),
+            python_packages=dict(w.get("python_packages") or {}), node_packages=dict(w.get("node_packages") or {}),
+            size_bytes=w.get("size_bytes"), built_at=parse_time(w.get("built_at")),
         )
 
 

@@ -17,7 +17,7 @@ from ._http import ApiClient, encode_path
 from ._sync import sync_directory
 from .exceptions import ConnectionException, SandboxNotFoundException
 from .files import Files
-from .models import DependencyReport, ExecResult, ExecSummary, Limits, SandboxInfo, SyncResult, dependencies_to_wire, limits_to_wire
+from .models import DependencyReport, ExecResult, ExecSummary, ImageInfo, Limits, SandboxInfo, SyncResult, dependencies_to_wire, limits_to_wire
 
 S = TypeVar("S", bound="Sandbox")
 
@@ -45,6 +45,7 @@ class Sandbox:
         self,
         language: str,
         *,
+        image: Optional[str] = None,
         runtime: Optional[str] = None,
         timeout: Optional[float] = None,
         limits: Union[Limits, Mapping[str, Any], None] = None,
@@ -63,7 +64,9 @@ class Sandbox:
     ) -> None:
         """Creates a sandbox. Starts no container: that happens per run.
 
-        :param language: ``python``, ``node``, ``go`` or ``bash``.
+        :param language: ``python``, ``node``, ``typescript``, ``go`` or ``bash``.
+        :param image: the image its runs use, by name (server ``image``), e.g. ``datascience`` for pandas,
+            numpy and matplotlib; ``Sandbox.images()`` says what each holds. Default: the language's default image.
         :param runtime: one of the runtimes the server allows (``GET /v1/runtimes``); default the server's.
         :param timeout: default wall-clock limit of each run, seconds (``limits.timeout_ms``).
         :param limits: resource limits of the sandbox's runs (``Limits`` or a dict of server field names).
@@ -84,6 +87,8 @@ class Sandbox:
         if timeout is not None:
             wire_limits["timeout_ms"] = _ms(timeout)
         body: Dict[str, Any] = {"language": language}
+        if image is not None:
+            body["image"] = image
         if runtime is not None:
             body["runtime"] = runtime
         if wire_limits:
@@ -138,6 +143,13 @@ class Sandbox:
             if not cursor or (limit is not None and len(out) >= limit):
                 break
         return out if limit is None else out[:limit]
+
+    @staticmethod
+    def images(*, api_key: Optional[str] = None, url: Optional[str] = None,
+               request_timeout: Optional[float] = None, headers: Optional[Mapping[str, str]] = None) -> List[ImageInfo]:
+        """The images the server offers and what each contains (languages, versions, packages); pass a name as ``image=``."""
+        client = ApiClient(api_key, url, request_timeout, headers)
+        return [ImageInfo.from_wire(w) for w in client.json("GET", "/v1/images")["images"]]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(id={self.id!r}, language={self.language!r})"

@@ -55,6 +55,17 @@ def node_image() -> str:
     return subprocess.run(["node", "-e", code], cwd=REPO_DIR, capture_output=True, text=True, check=True).stdout.strip()
 
 
+def image_built(name: str) -> "tuple[bool, str]":
+    """Whether a built-in image is in the Docker engine, asked of Docker (not of the server under test)."""
+    code = f"import('./dist/src/images/catalog.js').then((m) => console.log(m.imageRefOf({name!r})))"
+    ref = subprocess.run(["node", "-e", code], cwd=REPO_DIR, capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        ok = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", ref], capture_output=True).returncode == 0
+    except OSError:
+        ok = False
+    return ok, ref
+
+
 @pytest.fixture(scope="session")
 def server() -> Iterator[LiveServer]:
     if os.environ.get("PETRI_TEST_URL") and os.environ.get("PETRI_TEST_API_KEY"):

@@ -4,7 +4,10 @@ import asyncio
 import json
 import urllib.request
 
-from jhansi import AsyncSandbox, Sandbox
+import pytest
+
+from conftest import image_built
+from jhansi import AsyncSandbox, InvalidRequestException, Sandbox
 
 
 def _put_secret(server, name: str, value: str) -> None:
@@ -68,3 +71,27 @@ def test_async_sandbox_takes_the_same_options(server):
         finally:
             await sb.kill()
     assert asyncio.run(main()).stdout == "1 True\n"
+
+
+def test_images_and_the_image_option(server, sb):
+    images = {i.name: i for i in Sandbox.images(**server.conn)}
+    assert "standard" in images and "datascience" in images, list(images)
+    assert "python" in images["standard"].default_for
+    assert sb.info.image == "standard", "a sandbox that names no image gets its language's default"
+    with pytest.raises(InvalidRequestException) as bad:
+        Sandbox("python", image="no-such-image", **server.conn)
+    assert bad.value.code == "UNKNOWN_IMAGE" and "datascience" in str(bad.value)
+    assert {i.name for i in asyncio.run(AsyncSandbox.images(**server.conn))} == set(images)
+
+    built, ref = image_built("datascience")
+    if not built:
+        pytest.skip(f"SKIP datascience runs: image {ref} is not built here (scripts/setup.sh builds it)")
+    ds_info = images["datascience"]
+    assert ds_info.built and ds_info.languages["python"].startswith("3.")
+    with Sandbox("python", image="datascience", **server.conn) as ds:
+        assert ds.info.image == "datascience"
+        assert Sandbox.connect(ds.id, **server.conn).info.image == "datascience"
+        r = ds.exec("import pandas as pd; print(pd.__version__)", auto_detect_dependencies=False)
+        assert r.exit_code == 0, r.stderr
+        # Debian versions carry a suffix (2.2.3+dfsg) that pandas itself may not report.
+        assert r.stdout.strip().split("+")[0] == ds_info.python_packages["pandas"].split("+")[0]

@@ -4,8 +4,8 @@ import { Files } from "./files.js";
 import { ApiClient, type ConnectionOptions, encodeSegment } from "./internal/http.js";
 import { syncDirectory, type SyncOptions, type SyncResult } from "./sync.js";
 import {
-  dependencyReportFromWire, execSummaryFromWire, limitsToWire, sandboxInfoFromWire,
-  type Dependencies, type DependencyReport, type ExecSummary, type Language, type Limits, type SandboxInfo,
+  dependencyReportFromWire, execSummaryFromWire, imageInfoFromWire, limitsToWire, sandboxInfoFromWire,
+  type Dependencies, type DependencyReport, type ExecSummary, type ImageInfo, type Language, type Limits, type SandboxInfo,
 } from "./types.js";
 
 // Node 20 has no Symbol.asyncDispose; the code TypeScript emits for `await using` looks it up at
@@ -13,8 +13,13 @@ import {
 (Symbol as { asyncDispose?: symbol }).asyncDispose ??= Symbol("Symbol.asyncDispose");
 
 export interface SandboxCreateOptions extends ConnectionOptions {
-  /** `python`, `node`, `go` or `bash`. */
+  /** `python`, `node`, `typescript`, `go` or `bash`. */
   language: Language | (string & {});
+  /**
+   * The image its runs use, by name (server `image`), e.g. `datascience` for pandas, numpy and
+   * matplotlib; `Sandbox.images()` says what each holds. Default: the language's default image.
+   */
+  image?: string;
   /** One of the runtimes the server allows (`GET /v1/runtimes`); default the server's. */
   runtime?: string;
   /** Default wall-clock limit of each run in this sandbox, milliseconds (shorthand for `limits.timeoutMs`). */
@@ -73,6 +78,7 @@ export class Sandbox {
     const client = new ApiClient(opts);
     const limits = { ...(limitsToWire(opts.limits) ?? {}), ...(opts.timeoutMs !== undefined ? { timeout_ms: opts.timeoutMs } : {}) };
     const body: Record<string, unknown> = { language: opts.language };
+    if (opts.image !== undefined) body.image = opts.image;
     if (opts.runtime !== undefined) body.runtime = opts.runtime;
     if (Object.keys(limits).length) body.limits = limits;
     if (opts.ttlMs !== undefined) body.ttl_ms = opts.ttlMs;
@@ -106,6 +112,13 @@ export class Sandbox {
       cursor = page.next_cursor ?? undefined;
     } while (cursor && out.length < max);
     return out.slice(0, max);
+  }
+
+  /** The images the server offers and what each contains (languages, versions, packages); pass a name as `image` to `create`. */
+  static async images(opts: ConnectionOptions = {}): Promise<ImageInfo[]> {
+    const client = new ApiClient(opts);
+    const r = await client.json<{ images: Record<string, unknown>[] }>("GET", "/v1/images");
+    return r.images.map(imageInfoFromWire);
   }
 
   /** The sandbox's language. */

@@ -18,7 +18,7 @@ export interface Limits {
   outputBytes?: number;
 }
 
-export type Language = "python" | "node" | "go" | "bash";
+export type Language = "python" | "node" | "typescript" | "go" | "bash";
 
 /**
  * Packages from the server's configured registries, per ecosystem, e.g.
@@ -65,6 +65,8 @@ export interface SandboxInfo {
   id: string;
   tenantId: string;
   language: string;
+  /** The image its runs use (`datascience`, `standard`, …; see `Sandbox.images()`). */
+  image: string;
   runtime: string;
   /** `ready` (idle, no container) or `running` (a run is in flight). */
   status: string;
@@ -178,7 +180,7 @@ export function limitsFromWire(w: Wire): Required<Limits> {
 
 export function sandboxInfoFromWire(w: Wire): SandboxInfo {
   return {
-    id: w.id, tenantId: w.tenant_id, language: w.language, runtime: w.runtime, status: w.status,
+    id: w.id, tenantId: w.tenant_id, language: w.language, image: w.image ?? "", runtime: w.runtime, status: w.status,
     limits: limitsFromWire(w.limits ?? {}), metadata: w.metadata ?? {},
     createdAt: new Date(w.created_at), lastActiveAt: new Date(w.last_active_at), expiresAt: new Date(w.expires_at),
     idleTimeoutMs: w.idle_timeout_ms, ttlMs: w.ttl_ms,
@@ -195,5 +197,42 @@ export function execSummaryFromWire(w: Wire): ExecSummary {
     id: w.id, status: w.status, entry: w.entry, exitCode: w.exit_code ?? null, timedOut: Boolean(w.timed_out),
     oomKilled: Boolean(w.oom_killed), durationMs: w.duration_ms ?? null,
     createdAt: new Date(w.created_at), finishedAt: w.finished_at ? new Date(w.finished_at) : null,
+  };
+}
+
+/** An image the server offers (`GET /v1/images`): what a sandbox created with `image: name` can use without installing. */
+export interface ImageInfo {
+  /** What `Sandbox.create({ image })` takes, e.g. `datascience`. */
+  name: string;
+  /** Docker reference; its tag is a hash of the recipe. */
+  ref: string;
+  description: string;
+  /** Usable on this server now (otherwise the operator runs `petri images build NAME`). */
+  built: boolean;
+  /** Declared by the operator (`PETRI_IMAGES_FILE`). */
+  custom: boolean;
+  /** A Docker reference Petri did not build: its contents are unknown. */
+  external: boolean;
+  /** Languages that get this image when a sandbox names none. */
+  defaultFor: string[];
+  /** Language → toolchain version, e.g. `{ python: "3.13.5", node: "24.11.1" }`. */
+  languages: Record<string, string>;
+  /** Tool → version (pip, npm, esbuild, tsc …). */
+  tools: Record<string, string>;
+  /** Importable without installing: Python distribution → version. */
+  pythonPackages: Record<string, string>;
+  /** Resolvable without installing: Node module → version. */
+  nodePackages: Record<string, string>;
+  /** Bytes on disk, or null when unknown (not built, external). */
+  sizeBytes: number | null;
+  builtAt: Date | null;
+}
+
+export function imageInfoFromWire(w: Wire): ImageInfo {
+  return {
+    name: w.name, ref: w.ref, description: w.description ?? "", built: Boolean(w.built), custom: Boolean(w.custom), external: Boolean(w.external),
+    defaultFor: w.default_for ?? [], languages: w.languages ?? {}, tools: w.tools ?? {},
+    pythonPackages: w.python_packages ?? {}, nodePackages: w.node_packages ?? {},
+    sizeBytes: w.size_bytes ?? null, builtAt: w.built_at ? new Date(w.built_at) : null,
   };
 }

@@ -1,8 +1,8 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
-import { Sandbox } from "jhansi";
-import { startServer, type LiveServer } from "./helpers.js";
+import { InvalidRequestError, Sandbox } from "jhansi";
+import { imageBuilt, startServer, type LiveServer } from "./helpers.js";
 
 let server: LiveServer;
 let sb: Sandbox;
@@ -81,5 +81,37 @@ describe("agent-facing options and results", () => {
     assert.equal(plain.stdout, "False False\n");
     const tty = await sb.exec("import sys; print(sys.stdout.isatty(), sys.stdin.isatty())", { tty: true });
     assert.equal(tty.stdout, "True True\n", JSON.stringify(tty.raw));
+  });
+});
+
+describe("images", () => {
+  test("images() says what each image holds; image picks one per sandbox; an unknown one is refused", async (ctx) => {
+    const images = await Sandbox.images(server.conn);
+    const byName = Object.fromEntries(images.map((i) => [i.name, i]));
+    assert.ok(byName.standard && byName.datascience, `standard and datascience are offered: ${images.map((i) => i.name).join(", ")}`);
+    assert.ok(byName.standard.defaultFor.includes("python"));
+    assert.equal(sb.info.image, "standard", "a sandbox that names no image gets its language's default");
+    await assert.rejects(Sandbox.create({ language: "python", image: "no-such-image", ...server.conn }),
+      (e: unknown) => e instanceof InvalidRequestError && e.code === "UNKNOWN_IMAGE" && /datascience/.test(e.message));
+
+    const built = await imageBuilt("datascience");
+    if (!built.ok) {
+      ctx.skip(`SKIP datascience runs: image ${built.ref} is not built here (scripts/setup.sh builds it)`);
+      return;
+    }
+    assert.equal(byName.datascience.built, true);
+    assert.match(byName.datascience.pythonPackages.pandas ?? "", /^\d+\./, "pandas is listed with its version");
+    assert.match(byName.datascience.languages.python ?? "", /^3\./);
+    const ds = await Sandbox.create({ language: "python", image: "datascience", ...server.conn });
+    try {
+      assert.equal(ds.info.image, "datascience");
+      assert.equal((await Sandbox.connect(ds.id, server.conn)).info.image, "datascience");
+      const r = await ds.exec("import pandas as pd; print(pd.__version__)", { autoDetectDependencies: false });
+      assert.equal(r.exitCode, 0, r.stderr);
+      // Debian versions carry a suffix (2.2.3+dfsg) that pandas itself may not report.
+      assert.equal(r.stdout.trim().split("+")[0], byName.datascience.pythonPackages.pandas.split("+")[0]);
+    } finally {
+      await ds.kill();
+    }
   });
 });

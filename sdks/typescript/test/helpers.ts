@@ -109,3 +109,14 @@ export function runProcess(cmd: string, args: string[], opts: { cwd?: string; en
     child.once("exit", (code) => resolve({ code, stdout, stderr }));
   });
 }
+
+/**
+ * Whether a built-in image (e.g. `datascience`) is in the Docker engine, asked of Docker itself
+ * (not of the server under test), so a test can say SKIP when it is not built here.
+ */
+export async function imageBuilt(name: string): Promise<{ ok: boolean; ref: string }> {
+  const catalog = (await import(path.join(REPO_DIR, "dist", "src", "images", "catalog.js"))) as { imageRefOf(n: string): string };
+  const ref = catalog.imageRefOf(name);
+  const r = await runProcess("docker", ["image", "inspect", "--format", "{{.Id}}", ref]).catch(() => ({ code: 1 }));
+  return { ok: r.code === 0, ref };
+}
