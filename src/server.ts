@@ -175,7 +175,7 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
     auditLog: () => audit.health(),
     auditTrace: () => ({ ...tracer.status(), required: config.auditTrace === "required" }),
   });
-  const deps: AppDeps = { keys, sandboxes, workspaces, blobs, exec, runtimes, defaultRuntime: defaultRuntime ?? "none", logger, audit, quotas, vault, dependencies,
+  const deps: AppDeps = { keys, sandboxes, workspaces, blobs, exec, runtimes, defaultRuntime: defaultRuntime ?? "none", logger, audit, quotas, vault, dependencies, images,
     plugins: [(scoped) => vaultRoutes(scoped, { store: vault }), (scoped) => dependencyRoutes(scoped, { deps: dependencies, sandboxes }), imageRoutes(images)], metrics, readiness };
   const app = await buildApp(config, deps);
 

@@ -28,10 +28,21 @@ function sandboxIdIn(s: string): string {
   return m[0];
 }
 
+/** Whether the datascience image is in the engine, asked of Docker (not of the tool under test). */
+function datascienceBuilt(): boolean {
+  try {
+    execFileSync("docker", ["image", "inspect", "--format", "{{.Id}}", imageRefOf("datascience")], { stdio: "ignore", timeout: 60_000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+const HAVE_DATASCIENCE = datascienceBuilt();
+
 const CSV = "month,sales\njan,3\nfeb,5\nmar,8\napr,13\n";
 
-// With pandas/matplotlib in the image the chart is made the way an agent would; without them
-// (the default image has neither) plain Python writes the PNG itself, so the session still runs.
+// In the datascience image the chart is made with pandas and matplotlib, the way an agent would;
+// where that image is not built, plain Python writes the PNG itself, so the session still runs.
 const PANDAS_CHART = `import pandas as pd, matplotlib.pyplot as plt
 df = pd.read_csv("sales.csv")
 print(df["sales"].sum())
@@ -53,12 +64,32 @@ open("summary.csv", "w").write("count,sum\\n%d,%d\\n" % (len(rows), sum(int(r["s
 /** The session the issue describes, over any connected client. */
 async function fullSession(client: Client, log: (s: string) => void): Promise<void> {
   const tools = await client.listTools();
-  for (const name of ["create_sandbox", "list_sandboxes", "delete_sandbox", "run_code", "install_dependencies", "write_file", "read_file", "list_files", "delete_file"]) {
+  for (const name of ["create_sandbox", "list_sandboxes", "delete_sandbox", "run_code", "install_dependencies", "write_file", "read_file", "list_files", "delete_file", "describe_images"]) {
     assert.ok(tools.tools.some((t) => t.name === name), `tool ${name} is listed`);
   }
-  const created = await client.callTool({ name: "create_sandbox", arguments: { language: "python" } });
+  // What an agent asks first: which image has the data stack.
+  const described = await client.callTool({ name: "describe_images", arguments: {} });
+  assert.equal(described.isError, false, text(described));
+  assert.match(text(described), /^## standard \(built\), default for python, node, typescript, go, bash\n/m);
+  assert.match(text(described), /^languages: python 3\.\d+\.\d+, bash [\d.]+, node [\d.]+, typescript [\d.]+, go [\d.]+$/m);
+  const noImage = await client.callTool({ name: "describe_images", arguments: { name: "nope" } });
+  assert.equal(noImage.isError, true);
+  assert.match(text(noImage), /^error IMAGE_NOT_FOUND: no image "nope"; this server offers: standard, datascience/);
+  const badImage = await client.callTool({ name: "create_sandbox", arguments: { language: "python", image: "nope" } });
+  assert.equal(badImage.isError, true);
+  assert.match(text(badImage), /^error UNKNOWN_IMAGE: unknown image "nope"/);
+  if (HAVE_DATASCIENCE) {
+    assert.match(text(described), /^## datascience \(built\)\n/m);
+    const ds = await client.callTool({ name: "describe_images", arguments: { name: "datascience" } });
+    const pyLine = /^python packages \(\d+\): (.*)$/m.exec(text(ds))?.[1] ?? "";
+    for (const p of [/\bpandas 2\./, /\bnumpy 2\./, /\bmatplotlib 3\./, /\bscikit-learn \d/]) assert.match(pyLine, p, "one image lists its Python packages");
+  } else {
+    log("SKIP the pandas + matplotlib chart: the datascience image is not built here (scripts/setup.sh builds it); plain Python makes the chart");
+  }
+  const created = await client.callTool({ name: "create_sandbox", arguments: { language: "python", ...(HAVE_DATASCIENCE ? { image: "datascience" } : {}) } });
   assert.equal(created.isError, false, text(created));
   const sb = sandboxIdIn(text(created));
+  assert.match(text(created), new RegExp(`image ${HAVE_DATASCIENCE ? "datascience" : "standard"}\\)`));
   try {
     const listed = await client.callTool({ name: "list_sandboxes", arguments: {} });
     assert.match(text(listed), new RegExp(sb));
@@ -66,11 +97,7 @@ async function fullSession(client: Client, log: (s: string) => void): Promise<vo
     const wrote = await client.callTool({ name: "write_file", arguments: { sandbox_id: sb, path: "sales.csv", content: CSV } });
     assert.equal(wrote.isError, false, text(wrote));
 
-    const probe = await client.callTool({ name: "run_code", arguments: { sandbox_id: sb, code: "import importlib.util as u; print(bool(u.find_spec('pandas') and u.find_spec('matplotlib')))" } });
-    const havePandas = text(probe).includes("True");
-    log(havePandas ? "chart made with pandas + matplotlib" : "this image has no pandas/matplotlib: the chart is written by plain Python");
-
-    const run = await client.callTool({ name: "run_code", arguments: { sandbox_id: sb, code: havePandas ? PANDAS_CHART : PLAIN_CHART } });
+    const run = await client.callTool({ name: "run_code", arguments: { sandbox_id: sb, code: HAVE_DATASCIENCE ? PANDAS_CHART : PLAIN_CHART } });
     assert.equal(run.isError, false, text(run));
     assert.match(text(run), /exit code 0/);
     assert.match(text(run), /--- stdout ---\n29\n/);

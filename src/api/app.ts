@@ -29,6 +29,7 @@ import { syncApplyRoutes, syncPlanRoutes } from "./routes/sync.js";
 import type { BlobStore } from "../workspaces/sync.js";
 import { toolRoutes } from "./routes/tools.js";
 import { mcpRoutes } from "../mcp/http.js";
+import type { ImageCatalog } from "../images/images.js";
 import { opsRoutes } from "./routes/ops.js";
 import type { PetriMetrics } from "../metrics/metrics.js";
 import type { Readiness } from "../metrics/readiness.js";
@@ -55,6 +56,8 @@ export interface AppDeps {
   vault?: SecretStore;
   /** Declared and detected dependencies, installed from the configured registries. */
   dependencies?: DependencyService;
+  /** The images sandboxes may name, and what each holds (GET /v1/images, the describe_images tool). */
+  images?: ImageCatalog;
   /** Extra route plugins (vault, audit…) registered inside the authenticated scope. */
   plugins?: ((app: FastifyInstance) => Promise<void>)[];
   /** Prometheus metrics and readiness checks (GET /metrics, GET /readyz). */

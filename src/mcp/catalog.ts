@@ -12,6 +12,7 @@ export interface ToolDef {
 const sandboxId = { type: "string", description: "id of the sandbox (sb_…), from create_sandbox or list_sandboxes" };
 const path = { type: "string", description: "path relative to the workspace root, e.g. data/input.csv" };
 const hosts = { type: "array", items: { type: "string" }, maxItems: 256, description: "hosts the code may reach over HTTP(S), e.g. [\"api.github.com\", \"*.example.com\"]; without it there is no network at all" };
+const image = { type: "string", maxLength: 256, description: "image the runs use, by name from describe_images, e.g. \"datascience\" (pandas, numpy, matplotlib, scikit-learn …); default: the language's default image" };
 const fileToWrite = {
   type: "object",
   properties: {
@@ -30,13 +31,23 @@ export const TOOLS: readonly ToolDef[] = Object.freeze([
     inputSchema: {
       type: "object",
       properties: {
-        language: { type: "string", enum: ["python", "node", "go", "bash"], description: "language of the runs" },
+        language: { type: "string", enum: ["python", "node", "typescript", "go", "bash"], description: "language of the runs" },
+        image: image,
         allow_hosts: hosts,
         env: { type: "object", additionalProperties: { type: "string" }, description: "environment variables for every run of this sandbox" },
         timeout_ms: { type: "integer", minimum: 1, description: "default time limit of one run, ms" },
         memory_mb: { type: "integer", minimum: 1, description: "memory limit of one run, MiB" },
       },
       required: ["language"],
+      additionalProperties: false,
+    },
+  },
+  {
+    name: "describe_images",
+    description: "Describe the images sandboxes can use: languages and versions, tools, and the Python and Node packages each has without installing. Use it to pick `image` for create_sandbox (e.g. datascience for pandas and matplotlib).",
+    inputSchema: {
+      type: "object",
+      properties: { name: { type: "string", maxLength: 256, description: "one image, with its full package lists; default: all images, summarised" } },
       additionalProperties: false,
     },
   },
@@ -57,7 +68,8 @@ export const TOOLS: readonly ToolDef[] = Object.freeze([
       type: "object",
       properties: {
         sandbox_id: sandboxId,
-        language: { type: "string", enum: ["python", "node", "go", "bash"], description: "only when creating a sandbox (no sandbox_id); default python" },
+        language: { type: "string", enum: ["python", "node", "typescript", "go", "bash"], description: "only when creating a sandbox (no sandbox_id); default python" },
+        image: { ...image, description: `only when creating a sandbox (no sandbox_id): ${image.description}` },
         code: { type: "string", description: "the snippet to run (give code or path)" },
         path: { type: "string", description: "workspace file to run instead of code, e.g. main.py" },
         files: { type: "array", items: fileToWrite, maxItems: 100, description: "files to write into the workspace before the run" },

@@ -10,7 +10,7 @@ import { TOOLS } from "./catalog.js";
 import { renderRun, type ToolOutput } from "./render.js";
 
 /** What the tools need: the services themselves, never HTTP to this server. */
-export type AgentDeps = Pick<AppDeps, "sandboxes" | "workspaces" | "exec" | "quotas" | "vault" | "audit" | "dependencies">;
+export type AgentDeps = Pick<AppDeps, "sandboxes" | "workspaces" | "exec" | "quotas" | "vault" | "audit" | "dependencies" | "images">;
 
 export interface ToolCall {
   deps: AgentDeps;
@@ -68,11 +68,12 @@ async function dispatch(call: ToolCall, name: string, a: Record<string, any>): P
   switch (name) {
     case "create_sandbox": {
       const sb = createSandbox(call, a);
-      return json(sb, `created sandbox ${sb.id} (${sb.language}); its files persist between runs. Network: ${sb.allow_hosts.length ? sb.allow_hosts.join(", ") : "none"}\n${JSON.stringify(sb, null, 2)}`);
+      return json(sb, `created sandbox ${sb.id} (${sb.language}, image ${sb.image}); its files persist between runs. Network: ${sb.allow_hosts.length ? sb.allow_hosts.join(", ") : "none"}\n${JSON.stringify(sb, null, 2)}`);
     }
+    case "describe_images": return describeImages(call, a.name);
     case "list_sandboxes": {
       const { items } = deps.sandboxes.list(auth, { limit: 1000 });
-      const rows = items.map((s) => ({ id: s.id, language: s.language, status: s.status, allow_hosts: s.allow_hosts, expires_at: s.expires_at }));
+      const rows = items.map((s) => ({ id: s.id, language: s.language, image: s.image, status: s.status, allow_hosts: s.allow_hosts, expires_at: s.expires_at }));
       return json({ sandboxes: rows }, rows.length ? JSON.stringify(rows, null, 2) : "no sandboxes");
     }
     case "delete_sandbox": {
@@ -125,6 +126,7 @@ function createSandbox(call: ToolCall, a: Record<string, any>) {
   if (a.memory_mb !== undefined) limits.memory_mb = a.memory_mb;
   const sb = call.deps.sandboxes.create(call.auth, {
     language: a.language ?? "python",
+    ...(a.image !== undefined ? { image: a.image } : {}),
     ...(Object.keys(limits).length ? { limits } : {}),
     ...(a.allow_hosts ? { allow_hosts: a.allow_hosts } : {}),
     ...(a.env ? { env: a.env } : {}),
@@ -137,7 +139,7 @@ async function runCode(call: ToolCall, a: Record<string, any>): Promise<ToolOutp
   const { deps, auth } = call;
   if ((a.code === undefined) === (a.path === undefined)) throw new PetriError("VALIDATION_ERROR", "run_code: give exactly one of `code` or `path`");
   let created = false;
-  const sb = a.sandbox_id ? deps.sandboxes.get(auth, a.sandbox_id) : (created = true, createSandbox(call, { language: a.language ?? "python" }));
+  const sb = a.sandbox_id ? deps.sandboxes.get(auth, a.sandbox_id) : (created = true, createSandbox(call, { language: a.language ?? "python", image: a.image }));
   for (const f of (a.files ?? []) as { path: string; content: string; encoding?: string }[]) {
     await writeFile(call, sb.id, f.path, decode(f.content, f.encoding));
   }
@@ -160,6 +162,44 @@ async function runCode(call: ToolCall, a: Record<string, any>): Promise<ToolOutp
     call.signal?.removeEventListener("abort", onAbort);
   }
   return renderRun(result, created ? `sandbox ${sb.id} was created for this run; pass sandbox_id to reuse its files` : null);
+}
+
+/**
+ * Packages named per list in the text a model reads: a few per image in the overview, more for
+ * one image (Debian's Node tree alone has ~1,500 modules); the structured data has them all.
+ */
+const SUMMARY_PACKAGES = 25;
+const ONE_IMAGE_PACKAGES = 300;
+
+/**
+ * What the server's images hold, as a model needs it to pick one and to know what it can
+ * import without installing: read from each built image's manifest (GET /v1/images).
+ */
+function describeImages(call: ToolCall, name: string | undefined): ToolOutput {
+  const catalog = call.deps.images;
+  if (!catalog) throw new PetriError("RUNTIME_UNAVAILABLE", "this server does not describe its images");
+  if (name !== undefined && !catalog.has(name)) {
+    throw new PetriError("IMAGE_NOT_FOUND", `no image "${name}"; this server offers: ${catalog.names().join(", ")}`);
+  }
+  const infos = name !== undefined ? [catalog.info(name)] : catalog.list();
+  const lines: string[] = [];
+  for (const i of infos) {
+    const state = i.external ? "external: contents unknown" : i.built ? "built" : "not built on this server: sandboxes cannot use it yet";
+    lines.push(`## ${i.name} (${state})${i.default_for.length ? `, default for ${i.default_for.join(", ")}` : ""}`, i.description);
+    const langs = Object.entries(i.languages).map(([l, v]) => `${l} ${v}`);
+    if (langs.length) lines.push(`languages: ${langs.join(", ")}`);
+    const tools = Object.entries(i.tools).map(([t, v]) => `${t} ${v}`);
+    if (tools.length) lines.push(`tools: ${tools.join(", ")}`);
+    for (const [label, pkgs] of [["python packages", i.python_packages], ["node packages", i.node_packages]] as const) {
+      const all = Object.entries(pkgs).sort(([a], [b]) => a.localeCompare(b)).map(([p, v]) => `${p} ${v}`);
+      if (!all.length) continue;
+      const shown = all.slice(0, name !== undefined ? ONE_IMAGE_PACKAGES : SUMMARY_PACKAGES);
+      const more = all.length - shown.length;
+      lines.push(`${label} (${all.length}): ${shown.join(", ")}${more ? `, and ${more} more (${name !== undefined ? "all are in the structured result" : `describe_images with name "${i.name}" lists more`})` : ""}`);
+    }
+  }
+  lines.push("", "Pass an image's name as `image` to create_sandbox (or run_code without sandbox_id). Packages an image lacks are installed from the configured registries when the code imports them.");
+  return json({ images: infos }, lines.join("\n"));
 }
 
 function decode(content: string, encoding: string | undefined): Buffer {
