@@ -3,7 +3,9 @@ import os from "node:os";
 import path from "node:path";
 import pino from "pino";
 import Docker from "dockerode";
+import { execFileSync } from "node:child_process";
 import { loadConfig } from "../src/config.js";
+import { imageRefOf } from "../src/images/catalog.js";
 import { createServer, LABEL_INSTANCE, type PetriServer } from "../src/server.js";
 
 export interface TestServer {
@@ -78,4 +80,18 @@ export async function putFile(t: TestServer, sb: string, p: string, content: str
 
 export async function exec(t: TestServer, sb: string, body: Record<string, unknown>, key?: string) {
   return t.api("POST", `/v1/sandboxes/${sb}/exec`, { body, key });
+}
+
+/**
+ * Whether a built-in image (e.g. `datascience`) is in the Docker engine, asked of Docker itself
+ * rather than of the server under test, so a test can say SKIP with the reason when it is not.
+ */
+export function imageBuilt(name: string): { ok: boolean; ref: string } {
+  const ref = imageRefOf(name);
+  try {
+    execFileSync("docker", ["image", "inspect", "--format", "{{.Id}}", ref], { stdio: "ignore", timeout: 60_000 });
+    return { ok: true, ref };
+  } catch {
+    return { ok: false, ref };
+  }
 }

@@ -9,7 +9,7 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { execFileSync } from "node:child_process";
 import { loadConfig } from "../src/config.js";
-import { startTestServer, containersOf, type TestServer } from "./helpers.js";
+import { startTestServer, containersOf, imageBuilt, type TestServer } from "./helpers.js";
 import { npmRegistryFromNpm } from "./deps/registries.js";
 
 type Content = { type: string; text?: string; data?: string; mimeType?: string };
@@ -28,16 +28,8 @@ function sandboxIdIn(s: string): string {
   return m[0];
 }
 
-/** Whether the datascience image is in the engine, asked of Docker (not of the tool under test). */
-function datascienceBuilt(): boolean {
-  try {
-    execFileSync("docker", ["image", "inspect", "--format", "{{.Id}}", imageRefOf("datascience")], { stdio: "ignore", timeout: 60_000 });
-    return true;
-  } catch {
-    return false;
-  }
-}
-const HAVE_DATASCIENCE = datascienceBuilt();
+// Asked of Docker, not of the describe_images tool under test.
+const HAVE_DATASCIENCE = imageBuilt("datascience").ok;
 
 const CSV = "month,sales\njan,3\nfeb,5\nmar,8\napr,13\n";
 

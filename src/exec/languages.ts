@@ -37,11 +37,12 @@ export const LANGUAGES: Readonly<Record<string, Language>> = Object.freeze({
     file: ["python3", "{file}"],
     snippet: { argv: ["python3", "-c", "{code}"] },
     // Byte-code caches would otherwise show up as workspace changes after every run.
-    // matplotlib keeps its font cache in the sandbox's cache (built once per sandbox, not per run)
-    // and draws without a display.
+    // matplotlib keeps its font cache in the sandbox's cache (built once per sandbox, not per run).
+    // Its backend is Petri's (agent-files.ts: Agg, with plt.show() saving the figure), set with
+    // the other helpers; a backend set here would override it and plt.show() would drop figures.
     env: {
       PYTHONDONTWRITEBYTECODE: "1", PYTHONUNBUFFERED: "1", PYTHONPATH: "/workspace",
-      MPLCONFIGDIR: `${CACHE_DIR}/matplotlib`, MPLBACKEND: "Agg",
+      MPLCONFIGDIR: `${CACHE_DIR}/matplotlib`,
     },
     dependencies: "modules in the workspace (import lib.util from lib/util.py); Debian's python3 packages baked into the image",
   },
