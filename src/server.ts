@@ -57,6 +57,20 @@ export interface PetriServer {
   close(): Promise<void>;
 }
 
+/**
+ * A promise rejected with nobody listening must not kill a server with runs in flight (Node's
+ * default since v15): it is logged, loudly, and the server goes on. Installed once per process
+ * by `petri serve`; every run has its own catch (ExecService), so this is the last net.
+ */
+let guardsInstalled = false;
+export function installProcessGuards(log: Pick<Logger, "error">): void {
+  if (guardsInstalled) return;
+  guardsInstalled = true;
+  process.on("unhandledRejection", (reason) => {
+    log.error({ err: reason instanceof Error ? reason.stack : String(reason) }, "unhandled promise rejection (the server keeps running)");
+  });
+}
+
 export const LABEL_MANAGED = "io.jhansi.petri.managed";
 export const LABEL_INSTANCE = "io.jhansi.petri.instance";
 
@@ -185,6 +199,8 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
     reaping = (async () => {
       let expired = 0;
       for (const id of sandboxes.expired()) {
+        // Idle expiry never takes a sandbox with a run in flight; the run's end renews it.
+        if (sandboxes.hasRunsInFlight(id)) continue;
         try {
           sandboxes.markDeleting(id);
           await exec.cancelSandbox(id);

@@ -8,7 +8,7 @@ import { auditDoctorText } from "../tracing/doctor.js";
 import { openDatabase } from "../store/db.js";
 import { KeyService } from "../auth/keys.js";
 import { runMcpStdio } from "../mcp/stdio.js";
-import { createServer } from "../server.js";
+import { createServer, installProcessGuards } from "../server.js";
 import { runAuditVerifyCli } from "../audit/index.js";
 import path from "node:path";
 import { StartupError } from "../ops/preflight.js";
@@ -147,6 +147,7 @@ async function serve(): Promise<number> {
   const config = loadConfig();
   const server = await createServer(config);
   const log = server.app.log;
+  installProcessGuards(log);
   if (server.bootstrap.source === "file-created") {
     log.info({ file: server.bootstrap.file }, `bootstrap admin key generated and written to ${server.bootstrap.file} (mode 0600)`);
   }

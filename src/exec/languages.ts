@@ -1,6 +1,6 @@
 /**
  * A language is data, not a code path: adding one is an entry here plus an image that has its
- * toolchain. `{file}` and `{code}` are substituted into argv; `args` are appended.
+ * toolchain. `{file}` is substituted into argv; `args` are appended.
  */
 export interface Language {
   name: string;
@@ -9,10 +9,11 @@ export interface Language {
   /** argv to run a workspace file. */
   file: string[];
   /**
-   * How to run a snippet: inline through argv (`{code}`), or written to a read-only file
-   * mounted into the run (for toolchains that need a file, like Go).
+   * How to run a snippet. It is always written to a read-only file mounted into the run
+   * (`{file}` in argv), never put in argv, which every local user can read in `ps`; argv keeps
+   * what `-c` gives (`__main__`, cwd /workspace, `args` after the program).
    */
-  snippet: { argv: string[] } | { filename: string; argv: string[] };
+  snippet: { filename: string; argv: string[] };
   /** Extra environment for this language. */
   env: Record<string, string>;
   /** How dependencies are declared (documented for users; installed by the code itself offline). */
@@ -30,12 +31,37 @@ export const CACHE_DIR = "/cache";
 const GO_STD_CACHE = "/usr/lib/petri/go-std-cache";
 const GO_RUN = `if [ ! -e "$GOCACHE/.petri-std" ] && [ -d ${GO_STD_CACHE} ]; then mkdir -p "$GOCACHE" && cp -rs ${GO_STD_CACHE}/. "$GOCACHE/" 2>/dev/null; : > "$GOCACHE/.petri-std"; fi; exec go run "$@"`;
 
+/**
+ * Runs a snippet file the way `node -e` runs its code, with the same module rules as the images'
+ * Node 24 gives `-e`: code with `import`/`export`, `import.meta` or top-level `await` runs as an
+ * ES module, anything else as CommonJS (`require`). Either way relative imports and node_modules
+ * resolve from the working directory (/workspace), and process.argv lacks the file. TypeScript
+ * is stripped first (Node's own `stripTypeScriptTypes`, enums and namespaces transformed). The
+ * module kind is found as Node finds it: compile as CommonJS, and only the errors that mean
+ * "this is module syntax" switch to ESM, so a real syntax error is still reported as one.
+ * Fixed text: only this loader, never the user's code, shows in argv (`ps`).
+ */
+const NODE_SNIPPET_LOADER = [
+  "const M=require('module'),p=require('path'),fs=require('fs');",
+  "const f=process.argv.splice(1,1)[0],n=p.join(process.cwd(),'[eval]');",
+  "let s=fs.readFileSync(f,'utf8');",
+  "if(/\\.[cm]?ts$/.test(f))s=M.stripTypeScriptTypes(s,{mode:'transform',sourceUrl:n});",
+  "let esm=false;",
+  "try{require('vm').compileFunction(s,['exports','require','module','__filename','__dirname'],{filename:n})}",
+  "catch(e){esm=/Cannot use import statement|Unexpected token 'export'|import\\.meta|await is only valid|Identifier '(module|require|exports|__filename|__dirname)' has already/.test(e.message)}",
+  "if(esm){const url=require('url').pathToFileURL(n).href;",
+  "M.registerHooks({resolve:(x,c,next)=>x===url?{url,shortCircuit:true}:next(x,c),",
+  "load:(x,c,next)=>x===url?{format:'module',source:s,shortCircuit:true}:next(x,c)});",
+  "import(url)}",
+  "else{const m=new M(n,null);m.filename=n;m.paths=M._nodeModulePaths(process.cwd());m._compile(s,n)}",
+].join("");
+
 export const LANGUAGES: Readonly<Record<string, Language>> = Object.freeze({
   python: {
     name: "python",
     extensions: [".py"],
     file: ["python3", "{file}"],
-    snippet: { argv: ["python3", "-c", "{code}"] },
+    snippet: { filename: "snippet.py", argv: ["python3", "{file}"] },
     // Byte-code caches would otherwise show up as workspace changes after every run.
     // matplotlib keeps its font cache in the sandbox's cache (built once per sandbox, not per run).
     // Its backend is Petri's (agent-files.ts: Agg, with plt.show() saving the figure), set with
@@ -50,9 +76,8 @@ export const LANGUAGES: Readonly<Record<string, Language>> = Object.freeze({
     name: "node",
     extensions: [".js", ".mjs", ".cjs"],
     file: ["node", "{file}"],
-    // The images' Node (an official 24.x build) detects module syntax itself: a snippet with
-    // `import`/`export` or top-level `await` runs as an ES module, one with `require` as CommonJS.
-    snippet: { argv: ["node", "-e", "{code}"] },
+    // The snippet is a file (never argv); the loader gives it `node -e`'s module detection.
+    snippet: { filename: "snippet.js", argv: ["node", "-e", NODE_SNIPPET_LOADER, "{file}"] },
     env: { NODE_PATH: "/workspace/node_modules:/usr/share/nodejs" },
     dependencies: "node_modules/ in the workspace (uploaded), or Debian's node-* packages in the image",
   },
@@ -63,7 +88,9 @@ export const LANGUAGES: Readonly<Record<string, Language>> = Object.freeze({
     // transformed too: no compile step and no extra process. Types are not checked (run `tsc
     // --noEmit` for that; it is in the image). Relative imports name the file (`./util.ts`).
     file: ["node", "--experimental-transform-types", "--disable-warning=ExperimentalWarning", "{file}"],
-    snippet: { argv: ["node", "--experimental-transform-types", "--disable-warning=ExperimentalWarning", "-e", "{code}"] },
+    // The snippet file is stripped by the same loader as Node's (an ES module or CommonJS alike);
+    // the flag still serves the workspace .ts files it imports.
+    snippet: { filename: "snippet.ts", argv: ["node", "--experimental-transform-types", "--disable-warning=ExperimentalWarning", "-e", NODE_SNIPPET_LOADER, "{file}"] },
     env: { NODE_PATH: "/workspace/node_modules:/usr/share/nodejs" },
     dependencies: "node_modules/ in the workspace (uploaded), or Debian's node-* packages in the image",
   },
@@ -84,12 +111,12 @@ export const LANGUAGES: Readonly<Record<string, Language>> = Object.freeze({
     name: "bash",
     extensions: [".sh", ".bash"],
     file: ["bash", "{file}"],
-    snippet: { argv: ["bash", "-c", "{code}"] },
+    snippet: { filename: "snippet.sh", argv: ["bash", "{file}"] },
     env: {},
     dependencies: "the image's tools",
   },
 });
 
-export function substitute(argv: string[], vars: { file?: string; code?: string }): string[] {
-  return argv.map((a) => (a === "{file}" ? vars.file ?? a : a === "{code}" ? vars.code ?? a : a));
+export function substitute(argv: string[], vars: { file: string }): string[] {
+  return argv.map((a) => (a === "{file}" ? vars.file : a));
 }

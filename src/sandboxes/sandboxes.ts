@@ -1,3 +1,4 @@
+import fs from "node:fs";
 import path from "node:path";
 import type { Config, Limits } from "../config.js";
 import { LIMIT_KEYS } from "../config.js";
@@ -209,8 +210,17 @@ export class SandboxService {
     else this.active.set(id, n);
   }
 
+  hasRunsInFlight(id: string): boolean {
+    return (this.active.get(id) ?? 0) > 0;
+  }
+
   cacheDirFor(id: string): string {
     return path.join(this.config.cacheRoot, id);
+  }
+
+  /** Host folder mounted read-only at /petri/snippet in the sandbox's runs (one sub-folder per snippet run). */
+  snippetDirFor(id: string): string {
+    return path.join(this.config.dataDir, "snippets", id);
   }
 
   /**
@@ -232,6 +242,8 @@ export class SandboxService {
     try {
       await this.workspaces.destroy(id);
       await this.cacheTrash().removeJobFor(this.cacheDirFor(id));
+      // Snippet files of finished runs are removed as they end: a few small files at most.
+      fs.rmSync(this.snippetDirFor(id), { recursive: true, force: true });
     } catch (e) {
       this.onDeleteError?.(id, e as Error);
       return false;

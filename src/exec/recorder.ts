@@ -1,0 +1,129 @@
+import type { DB } from "../store/db.js";
+import { PetriError } from "../errors.js";
+import type { AuditEvent } from "../audit/types.js";
+import type { WorkspaceSnapshot } from "../audit/workspace-diff.js";
+import { EngineLostError, type RunResult } from "../runtimes/types.js";
+import type { FileChanges } from "../workspaces/workspaces.js";
+import { runFinishEvents, runStartEvent, type RunAuditContext, type RunTrace } from "./audit-events.js";
+import type { ExecResult } from "./types.js";
+
+type Log = { error: (o: object, m?: string) => void };
+
+/** Everything a run's result is made of; `buildResult` is a pure function of it. */
+export interface ResultInput {
+  execId: string;
+  sandboxId: string;
+  language: string;
+  runtime: string;
+  entry: string;
+  /** The runtime's result; null when the run never started (then `error` says why). */
+  raw: RunResult | null;
+  cancelled: boolean;
+  /** Output after redaction. */
+  stdout: Buffer;
+  stderr: Buffer;
+  redactions: string[];
+  dependencies: ExecResult["dependencies"];
+  files: FileChanges;
+  workspaceBytes: number;
+  quotaBytes: number;
+  quotaHit: boolean;
+  error: ExecResult["error"];
+  createdAt: number;
+  finishedAt: number;
+}
+
+export function buildResult(i: ResultInput): ExecResult {
+  const raw = i.raw;
+  return {
+    id: i.execId,
+    sandbox_id: i.sandboxId,
+    status: raw === null ? "failed" : i.cancelled ? "cancelled" : "completed",
+    language: i.language,
+    runtime: i.runtime,
+    entry: i.entry,
+    exit_code: raw?.exitCode ?? null,
+    signal: raw?.signal ?? null,
+    stdout: i.stdout.toString("utf8"),
+    stderr: i.stderr.toString("utf8"),
+    stdout_truncated: raw?.stdoutTruncated ?? false,
+    stderr_truncated: raw?.stderrTruncated ?? false,
+    truncated: Boolean(raw?.stdoutTruncated || raw?.stderrTruncated),
+    duration_ms: raw?.durationMs ?? 0,
+    timed_out: raw?.timedOut ?? false,
+    oom_killed: raw?.oomKilled ?? false,
+    cancelled: i.cancelled,
+    cpu_time_ms: raw?.cpuTimeMs ?? null,
+    peak_memory_bytes: raw?.peakMemoryBytes ?? null,
+    files: i.files,
+    workspace_bytes: i.workspaceBytes,
+    workspace_quota_bytes: i.quotaBytes,
+    workspace_quota_exceeded: i.quotaHit,
+    redactions: [...i.redactions].sort(),
+    dependencies: i.dependencies,
+    error: i.error,
+    created_at: new Date(i.createdAt).toISOString(),
+    finished_at: new Date(i.finishedAt).toISOString(),
+  };
+}
+
+/** Maps a runtime's failure to start a run to the error a client sees (details go to the log). */
+export function startFailure(e: unknown, image: string): NonNullable<ExecResult["error"]> {
+  const msg = (e as Error)?.message ?? String(e);
+  // A run lost to the engine says so, with its own code: it is neither the program's exit nor a start-up failure.
+  if (e instanceof PetriError || e instanceof EngineLostError) return { code: e.code, message: e.message };
+  return /No such image|not found/i.test(msg)
+    ? { code: "IMAGE_MISSING", message: `image ${image} is not available; run \`petri images build\`` }
+    // The real cause, on one line: the agent (or person) reading the result can often fix it.
+    : { code: "RUNTIME_UNAVAILABLE", message: `the runtime could not start this run: ${msg.replace(/\s+/g, " ").trim().slice(0, 500)}` };
+}
+
+/**
+ * Records a run: its row in the store (running, then its result) and its audit events (start,
+ * finish, one per file change). Recording never fails a run: a failure is logged.
+ */
+export class RunRecorder {
+  constructor(private readonly d: { db: DB; audit?: { append(ev: AuditEvent): unknown }; log: Log }) {}
+
+  get auditing(): boolean {
+    return Boolean(this.d.audit);
+  }
+
+  /** The run's row, status running. Throws (nothing recorded) when the store refuses it. */
+  insert(r: { execId: string; sandboxId: string; tenantId: string; request: object; createdAt: number }): void {
+    this.d.db.prepare("INSERT INTO execs(id, sandbox_id, tenant_id, status, request_json, created_at) VALUES (?, ?, ?, 'running', ?, ?)")
+      .run(r.execId, r.sandboxId, r.tenantId, JSON.stringify(r.request), r.createdAt);
+  }
+
+  started(ctx: RunAuditContext, before: WorkspaceSnapshot | null): void {
+    if (before) this.append(runStartEvent(ctx, before));
+  }
+
+  /** Stores the result; appends the finish and per-file audit events (given both snapshots). */
+  finished(result: ExecResult, audit: {
+    ctx: RunAuditContext; before: WorkspaceSnapshot | null; after: WorkspaceSnapshot | null; stdout: Buffer; stderr: Buffer; trace?: RunTrace;
+  } | null): void {
+    try {
+      this.d.db.prepare("UPDATE execs SET status = ?, result_json = ?, finished_at = ? WHERE id = ?")
+        .run(result.status, JSON.stringify(result), Date.now(), result.id);
+    } catch (e) {
+      this.d.log.error({ err: (e as Error).message, exec: result.id }, "could not record run result");
+    }
+    if (!audit?.before || !audit.after) return;
+    try {
+      for (const ev of runFinishEvents(audit.ctx, audit.before, audit.after, { ...result, stdout: audit.stdout, stderr: audit.stderr }, audit.trace)) {
+        this.append(ev);
+      }
+    } catch (e) {
+      this.d.log.error({ err: (e as Error).message, exec: result.id }, "could not record the run in the audit log");
+    }
+  }
+
+  append(ev: AuditEvent): void {
+    try {
+      this.d.audit?.append(ev);
+    } catch (e) {
+      this.d.log.error({ err: (e as Error).message, action: ev.action }, "audit append failed");
+    }
+  }
+}
