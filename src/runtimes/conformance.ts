@@ -518,11 +518,11 @@ export function runtimeConformanceSuite(
           let argv: string[];
           const entry = `hello${lang.extensions[0]}`;
           if (form === "file") argv = substitute(lang.file, { file: entry });
-          else if ("filename" in lang.snippet) {
+          else {
             fs.writeFileSync(path.join(snippetDir, lang.snippet.filename), program, { mode: 0o644 });
             extraMounts.push({ source: snippetDir, target: SNIPPET_DIR, readonly: true });
             argv = substitute(lang.snippet.argv, { file: `${SNIPPET_DIR}/${lang.snippet.filename}` });
-          } else argv = substitute(lang.snippet.argv, { code: program });
+          }
           return await run(argv, { env: { ...base.env, ...lang.env } }, {
             extraMounts,
             prepare: (ws) => {
