@@ -73,7 +73,7 @@ export function planRun(p: PlanInput): RunPlan {
   }
   const egress = {
     secrets: [...new Set([...sandbox.secrets, ...(req.secrets ?? [])])],
-    allowHosts: [...new Set([...sandbox.allow_hosts, ...(req.allow_hosts ?? [])])],
+    allowHosts: [...new Set([...sandbox.allow_hosts, ...checkTenantHosts(req.allow_hosts ?? [], config.egress, "allow_hosts")])],
   };
 
   let argv: string[];
