@@ -31,7 +31,7 @@ for (const warm of ["0", "60000"]) {
     after(async () => { await t.close(); });
 
     for (const rt of RUNTIMES) {
-      it(`${rt}: python, node, bash and go snippets and files`, async (ctx) => {
+      it(`${rt}: python, node (CommonJS and ES module), typescript, bash and go snippets and files`, async (ctx) => {
         if (!names.includes(rt)) return ctx.skip(`${rt} not available on this host`);
         const py = await createSandbox(t, { language: "python", runtime: rt });
         await putFile(t, py, "helper.py", "X = 'from-helper'\n");
@@ -54,6 +54,30 @@ for (const warm of ["0", "60000"]) {
         assert.equal(n1.json.stdout, "from-lib /workspace x,y object\n", n1.text);
         const n2 = await exec(t, node, { filename: "main.js", args: ["z"] });
         assert.equal(n2.json.stdout, "from-lib z\n", n2.text);
+        // Module syntax or top-level await makes it an ES module, as `node -e` does; imports
+        // resolve from /workspace, and a real syntax error is still reported as one.
+        await putFile(t, node, "esm.mjs", "export const v = 'from-esm';\n");
+        const n3 = await exec(t, node, {
+          code: "import { v } from './esm.mjs';\nimport lib from './lib.js';\nawait new Promise((r) => setTimeout(r, 1));\n"
+            + "console.log(v, lib, process.cwd(), process.argv.slice(1).join(','), typeof require)",
+          args: ["e"],
+        });
+        assert.equal(n3.json.stdout, "from-esm from-lib /workspace e undefined\n", n3.text);
+        const n4 = await exec(t, node, { code: "console.log('never');\nthis is not javascript(" });
+        assert.equal(n4.json.exit_code, 1, n4.text);
+        assert.match(n4.json.stderr, /SyntaxError/);
+        assert.equal(n4.json.stdout, "");
+
+        const ts = await createSandbox(t, { language: "typescript", runtime: rt });
+        await putFile(t, ts, "util.ts", "export const double = (n: number): number => n * 2;\n");
+        await putFile(t, ts, "lib.js", "module.exports = 'from-lib';\n");
+        const t1 = await exec(t, ts, {
+          code: "import { double } from './util.ts';\nenum Color { Red = 1 }\nconst x: number = double(Color.Red);\nconsole.log(x, process.argv.slice(1).join(','))",
+          args: ["t"],
+        });
+        assert.equal(t1.json.stdout, "2 t\n", t1.text);
+        const t2 = await exec(t, ts, { code: "interface P { a: number }\nconst p: P = { a: 3 };\nconsole.log(p.a, require('./lib.js'))" });
+        assert.equal(t2.json.stdout, "3 from-lib\n", t2.text);
 
         const sh = await createSandbox(t, { language: "bash", runtime: rt });
         const b = await exec(t, sh, { code: "echo \"$1-$2\" $(pwd)\ntr '\\0' ' ' < /proc/$$/cmdline | grep -c p''wd || true", args: ["p", "q"] });

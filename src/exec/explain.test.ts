@@ -67,6 +67,11 @@ test("Python tracebacks: the exception and the user's last frame", () => {
 test("Node errors: the thrown error and where it was thrown", () => {
   assert.deepEqual(summarizeError("node", NODE), { type: "TypeError", message: "Cannot read properties of null (reading 'x')", file: "main.js", line: 1 });
   assert.deepEqual(summarizeError("node", NODE_EVAL), { type: "TypeError", message: "bad", file: "<snippet>", line: 1 });
+  // Snippets run from a file through the loader: CommonJS and ES module names of the snippet.
+  const cjs = NODE_EVAL.replace("[eval]:1\n", "/workspace/[eval]:1\n").replace("at [eval]:1:7", "at Object.<anonymous> (/workspace/[eval]:1:7)");
+  assert.deepEqual(summarizeError("node", cjs), { type: "TypeError", message: "bad", file: "<snippet>", line: 1 });
+  const esm = "file:///workspace/%5Beval%5D:2\nawait 0; throw new Error(\"boom\")\n          ^\n\nError: boom\n    at file:///workspace/%5Beval%5D:2:16\n\nNode.js v24.22.3\n";
+  assert.deepEqual(summarizeError("typescript", esm), { type: "Error", message: "boom", file: "<snippet>", line: 2 });
 });
 
 test("Go panics and compile errors", () => {

@@ -119,9 +119,13 @@ export function formatSummary(s: ErrorSummary): string {
 /**
  * Paths inside the run as the user knows them: /workspace/a/b.py → a/b.py; a snippet is
  * "<snippet>" however the language ran it (python -c: "<string>", node -e: "[eval]", or a file).
+ * (A workspace file literally named "[eval]" is reported as the snippet too; an accepted blur.)
  */
 function userPath(p: string): string {
   if (p === "<string>" || p === "[eval]" || p === "[eval]-wrapper") return "<snippet>";
+  // A Node/TypeScript snippet runs from its file under the name `node -e` would give it, in the
+  // working directory (languages.ts NODE_SNIPPET_LOADER): CommonJS and ES module spellings.
+  if (p === "/workspace/[eval]" || p === "file:///workspace/%5Beval%5D") return "<snippet>";
   if (p.startsWith("/workspace/")) return p.slice("/workspace/".length);
   if (p.startsWith("file:///workspace/")) return p.slice("file:///workspace/".length);
   if (p.startsWith("/petri/snippet/")) return "<snippet>";
@@ -133,7 +137,7 @@ export function summarizeError(language: string, stderr: string, stdout = ""): E
   const text = stderr.trim() ? stderr : stdout;
   switch (language) {
     case "python": return python(text);
-    case "node": return node(text);
+    case "node": case "typescript": return node(text);
     case "go": return go(text);
     case "bash": return bash(text);
     default: return python(text) ?? node(text) ?? go(text);

@@ -52,7 +52,8 @@ const NODE_SNIPPET_LOADER = [
   "if(esm){const url=require('url').pathToFileURL(n).href;",
   "M.registerHooks({resolve:(x,c,next)=>x===url?{url,shortCircuit:true}:next(x,c),",
   "load:(x,c,next)=>x===url?{format:'module',source:s,shortCircuit:true}:next(x,c)});",
-  "import(url)}",
+  // `-e` put CommonJS names on globalThis for the loader; an ES module has none of them.
+  "for(const k of ['require','exports','__filename','__dirname'])delete globalThis[k];import(url)}",
   "else{const m=new M(n,null);m.filename=n;m.paths=M._nodeModulePaths(process.cwd());m._compile(s,n)}",
 ].join("");
 
