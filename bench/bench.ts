@@ -856,6 +856,8 @@ process.on("SIGTERM", () => void stop("SIGTERM"));
 try {
   // `npm run bench -- images`: the images' toolchains (bench/images.ts) instead of the runtime benchmark.
   if (process.argv.includes("images")) await (await import("./images.js")).main();
+  // `npm run bench -- tracing`: what the host eBPF tracer adds to a run (bench/tracing.ts).
+  else if (process.argv.includes("tracing")) await (await import("./tracing.js")).main();
   else await main();
 } catch (e) {
   process.stderr.write(`bench failed: ${(e as Error).stack ?? e}\n`);

@@ -155,10 +155,12 @@ export class TracerService {
       proc.once("exit", (code, signal) => {
         clearTimeout(timer);
         const why = stderr.split("\n").filter((l) => l && !/RLIMIT_MEMLOCK|available_filter_functions/.test(l)).slice(0, 5).join("; ");
-        if (this.st.state === "active" && !this.closing) {
+        if (this.closing) {
+          // close() already said so
+        } else if (this.st.state === "active") {
           this.st = { ...this.st, state: "failed", reason: `bpftrace exited (${signal ?? code})${why ? `: ${why}` : ""}` };
           this.o.log.error({ reason: this.st.reason }, "audit tracer stopped: runs are no longer traced");
-        } else if (this.st.state !== "active") {
+        } else {
           this.st = { ...this.st, state: "unavailable", reason: this.st.reason ?? `bpftrace could not attach (${signal ?? code})${why ? `: ${why}` : ""}` };
         }
         for (const r of this.barriers.values()) r();
@@ -244,15 +246,23 @@ export class TracerService {
     };
   }
 
+  /**
+   * Stops bpftrace. Detaching its probes takes the kernel seconds on a busy host; nothing waits
+   * for that beyond a second: the process has been told to go and no run is traced any more.
+   */
   async close(): Promise<void> {
     this.closing = true;
     const p = this.proc;
-    if (!p || p.exitCode !== null || p.signalCode !== null) return;
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(() => { p.kill("SIGKILL"); }, 3000);
-      p.once("exit", () => { clearTimeout(t); resolve(); });
-      p.kill("SIGTERM");
-    });
     this.st = { ...this.st, state: "off", reason: "closed" };
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => p.once("exit", () => resolve()));
+    const kill = setTimeout(() => p.kill("SIGKILL"), 10_000);
+    kill.unref();
+    void exited.then(() => clearTimeout(kill));
+    p.kill("SIGTERM");
+    await Promise.race([exited, new Promise<void>((r) => setTimeout(r, 1000).unref())]);
+    p.unref();
+    (p.stdout as { unref?: () => void } | null)?.unref?.();
+    (p.stderr as { unref?: () => void } | null)?.unref?.();
   }
 }
