@@ -110,6 +110,9 @@ const FileChangesSchema = Type.Object({
   created: Type.Array(Type.String()),
   modified: Type.Array(Type.String()),
   deleted: Type.Array(Type.String()),
+  non_utf8: Type.Optional(Type.Array(Type.Object({ change: Type.String(), path: Type.String(), path_b64: Type.String() }), {
+    description: "changed names that are not UTF-8 (shown above with U+FFFD): their exact bytes, for …/files/?path_b64=",
+  })),
 });
 
 export const ExecResultSchema = Type.Object({

@@ -150,6 +150,20 @@ export function diffSnapshots(before: WorkspaceSnapshot, after: WorkspaceSnapsho
   return out.sort((x, y) => (x.path < y.path ? -1 : x.path > y.path ? 1 : 0));
 }
 
+/**
+ * Snapshot keys of names that are not UTF-8: this prefix, then base64 of the raw bytes (NUL never
+ * occurs in a real path, so it cannot collide with a UTF-8 name). Records carry `path` for display
+ * and `path_b64` with the exact bytes (src/workspaces/names.ts).
+ */
+export const RAW_KEY = "\0b64:";
+
+function nameFields(key: string | undefined, field: "path" | "new_path"): Record<string, string | undefined> {
+  if (key === undefined) return {};
+  if (!key.startsWith(RAW_KEY)) return { [field]: key };
+  const b64 = key.slice(RAW_KEY.length);
+  return { [field]: Buffer.from(b64, "base64").toString("utf8"), [`${field}_b64`]: b64 };
+}
+
 /** One audit event (kind "file", OCSF 1001) per change, attributed to a run. */
 export function fileEvents(
   changes: WorkspaceChange[],
@@ -160,6 +174,6 @@ export function fileEvents(
     action: c.action,
     outcome: "success",
     ...ctx,
-    detail: { source: "workspace_diff", path: c.path, new_path: c.new_path, type: c.type, size: c.size, sha256: c.sha256, before_sha256: c.before_sha256 },
+    detail: { source: "workspace_diff", ...nameFields(c.path, "path"), ...nameFields(c.new_path, "new_path"), type: c.type, size: c.size, sha256: c.sha256, before_sha256: c.before_sha256 },
   }));
 }

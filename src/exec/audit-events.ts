@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { AuditEvent } from "../audit/types.js";
-import { diffSnapshots as contentDiff, fileEvents, type FileState, type WorkspaceSnapshot } from "../audit/workspace-diff.js";
+import { diffSnapshots as contentDiff, fileEvents, RAW_KEY, type FileState, type WorkspaceSnapshot } from "../audit/workspace-diff.js";
 import { canonicalJson, sha256Hex } from "../audit/canonical.js";
 import type { FileEntry } from "../workspaces/workspaces.js";
 import type { Limits } from "../config.js";
@@ -18,7 +18,8 @@ export function toAuditSnapshot(entries: FileEntry[]): WorkspaceSnapshot {
   const files = new Map<string, FileState>();
   for (const e of entries) {
     const type = e.type === "directory" ? "dir" : e.type;
-    files.set(e.path, { type, size: e.type === "directory" ? 0 : e.size, ...(e.sha256 ? { sha256: e.sha256 } : {}) });
+    // Keyed exactly: two names that differ only in bytes that are not UTF-8 stay two files.
+    files.set(e.path_b64 === undefined ? e.path : `${RAW_KEY}${e.path_b64}`, { type, size: e.type === "directory" ? 0 : e.size, ...(e.sha256 ? { sha256: e.sha256 } : {}) });
   }
   const list = [...files.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   return { files, truncated: false, sha256: sha256Hex(canonicalJson(list)) };

@@ -5,7 +5,7 @@ import { pipeline } from "node:stream/promises";
 import { Transform, type Readable } from "node:stream";
 import { PetriError } from "../errors.js";
 import { fdPath, mapFsError, openDirNoFollow, openFileNoFollow, parseRelPath } from "./paths.js";
-import { displayPath, pathFields, pathKey, splitBytes, type NamePart, type WsPath } from "./names.js";
+import { displayPath, pathFields, pathFromKey, pathKey, splitBytes, type NamePart, type WsPath } from "./names.js";
 import { entryPath, walkTree, type WalkResult } from "./walk.js";
 import { Trash } from "./trash.js";
 
@@ -36,6 +36,12 @@ export interface FileChanges {
   created: string[];
   modified: string[];
   deleted: string[];
+  /**
+   * The changed names that are not UTF-8 (listed above with U+FFFD for display): their exact
+   * bytes as `path_b64`, usable with `…/files/?path_b64=` to download or delete them. Absent
+   * when every name is UTF-8.
+   */
+  non_utf8?: { change: "created" | "modified" | "deleted"; path: string; path_b64: string }[];
 }
 
 export interface Listing {
@@ -564,7 +570,8 @@ export class WorkspaceStore {
     try {
       await walkTree(this.dirFor(sandboxId), [], (e) => {
         if (e.pathBytes > MAX_LISTED_PATH_BYTES) return;
-        snap.set(displayPath(entryPath(e)), { size: Number(e.st.size), mtimeNs: e.st.mtimeNs, ctimeNs: e.st.ctimeNs, ino: e.st.ino, type: typeOf(e.st) });
+        // Exact keys (pathKey): names that differ only in bytes that are not UTF-8 stay apart.
+        snap.set(pathKey(entryPath(e)), { size: Number(e.st.size), mtimeNs: e.st.mtimeNs, ctimeNs: e.st.ctimeNs, ino: e.st.ino, type: typeOf(e.st) });
       });
     } catch {
       // no workspace: empty snapshot
@@ -582,20 +589,29 @@ function splitB64(b64: string): WsPath {
 }
 
 export function diffSnapshots(before: Snapshot, after: Snapshot): FileChanges {
-  const created: string[] = [];
-  const modified: string[] = [];
-  const deleted: string[] = [];
+  const keys = { created: [] as string[], modified: [] as string[], deleted: [] as string[] };
   for (const [p, a] of after) {
     if (a.type === "directory") continue;
     const b = before.get(p);
-    if (!b || b.type !== a.type) created.push(p);
-    else if (b.size !== a.size || b.mtimeNs !== a.mtimeNs || b.ctimeNs !== a.ctimeNs || b.ino !== a.ino) modified.push(p);
+    if (!b || b.type !== a.type) keys.created.push(p);
+    else if (b.size !== a.size || b.mtimeNs !== a.mtimeNs || b.ctimeNs !== a.ctimeNs || b.ino !== a.ino) keys.modified.push(p);
   }
   for (const [p, b] of before) {
     if (b.type === "directory") continue;
     const a = after.get(p);
-    if (!a || a.type !== b.type) deleted.push(p);
+    if (!a || a.type !== b.type) keys.deleted.push(p);
   }
-  return { created: created.sort(), modified: modified.sort(), deleted: deleted.sort() };
+  const out: FileChanges = { created: [], modified: [], deleted: [] };
+  const raw: NonNullable<FileChanges["non_utf8"]> = [];
+  for (const change of ["created", "modified", "deleted"] as const) {
+    for (const k of keys[change].sort()) {
+      const f = pathFields(pathFromKey(k));
+      out[change].push(f.path);
+      if (f.path_b64 !== undefined) raw.push({ change, path: f.path, path_b64: f.path_b64 });
+    }
+    out[change].sort();
+  }
+  if (raw.length) out.non_utf8 = raw;
+  return out;
 }
 

@@ -1,11 +1,16 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
+import fs from "node:fs";
+import https from "node:https";
+import type net from "node:net";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { OcsfSchema, findOcsfSchema } from "./ocsf-schema.js";
 import { toOcsf, type AuditRecord } from "../../src/audit/index.js";
 import { brokerAuditEvent } from "../../src/exec/audit-events.js";
 import { startTestServer, createSandbox, putFile, exec, type TestServer } from "../helpers.js";
+import { makeTestCa, randomPassword, scramVerifier, startPostgres, type PgServer } from "../vault/support.js";
 
 /**
  * Every OCSF class Petri emits, checked against the official OCSF 1.1.0 schema (its source files
@@ -69,20 +74,60 @@ describe("OCSF 1.1.0 schema validation", { skip: root ? false : "the OCSF 1.1.0 
     assert.equal(proc.process.user.uid, "1000");
   });
 
+  /**
+   * A scripted workload on a real server: a traced runc run (files, programs, a refused connect,
+   * a name looked up), the HTTP broker to a real HTTPS upstream and the PostgreSQL broker to a
+   * real PostgreSQL (4002, 6005), runs that exit 3, time out and run out of memory (failures in
+   * OCSF too), API reads, a refusal and an authentication failure, a checkpoint.
+   */
   describe("a scripted workload on a real server", () => {
     let t: TestServer;
+    let pg: PgServer | null = null;
+    let work: string;
+    let upstream: https.Server;
+    let port = 0;
+    const PASSWORD = "pw_" + randomPassword();
     before(async () => {
-      t = await startTestServer({ PETRI_RUNTIMES: "runc" });
+      work = fs.mkdtempSync(path.join(os.tmpdir(), "petri-ocsf-"));
+      const ca = makeTestCa(path.join(work, "ca"), { dns: ["localhost"], ips: ["127.0.0.1"] });
+      upstream = https.createServer({ cert: ca.serverCert, key: ca.serverKey }, (_req, res) => res.end("hello from upstream"));
+      await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", () => r()));
+      port = (upstream.address() as net.AddressInfo).port;
+      pg = await startPostgres();
+      pg.sql(`CREATE ROLE app LOGIN PASSWORD '${scramVerifier(PASSWORD)}'; CREATE DATABASE appdb OWNER app;`);
+      t = await startTestServer({ PETRI_RUNTIMES: "runc", PETRI_EGRESS_PRIVATE_HOSTS: "127.0.0.0/8" });
       await t.server.tracer.ready();
+      assert.equal((await t.api("PUT", "/v1/secrets/db", { body: { kind: "postgres", value: PASSWORD, config: { host: "127.0.0.1", port: pg.port, database: "appdb", user: "app" } } })).status, 201);
+      assert.equal((await t.api("PUT", "/v1/secrets/api", { body: { kind: "http", value: "tok_" + randomPassword(), config: { hosts: [`127.0.0.1:${port}`], upstreamCa: ca.caCert } } })).status, 201);
     });
-    after(async () => { await t?.close(); });
+    after(async () => {
+      await t?.close();
+      await pg?.stop();
+      upstream?.close();
+      if (work) fs.rmSync(work, { recursive: true, force: true });
+    });
 
     it("every record it produces validates", async () => {
-      const sb = await createSandbox(t);
+      const traced = t.server.tracer.active;
+      const sb = await createSandbox(t, { language: "python", secrets: ["db", "api"] });
       await putFile(t, sb, "in.txt", "x");
-      await putFile(t, sb, "main.py", "import socket, subprocess\nopen('out.txt','w').write(open('in.txt').read())\nsubprocess.run(['true'])\ntry:\n    socket.create_connection(('10.9.9.9', 80), timeout=1)\nexcept OSError:\n    pass\nraise SystemExit(3)");
-      const r = await exec(t, sb, { filename: "main.py" });
+      await putFile(t, sb, "main.py", [
+        "import socket, subprocess, urllib.request, psycopg2",
+        "open('out.txt','w').write(open('in.txt').read())",
+        "subprocess.run(['true'])",
+        "subprocess.run(['getent', 'ahosts', 'ocsf-probe.example'], stdout=subprocess.DEVNULL)",
+        "try:\n    socket.create_connection(('10.9.9.9', 80), timeout=1)\nexcept OSError:\n    pass",
+        `print(urllib.request.urlopen('https://127.0.0.1:${port}/x', timeout=20).read().decode())`,
+        "conn = psycopg2.connect(''); cur = conn.cursor(); cur.execute('SELECT 1'); print(cur.fetchone()[0])",
+        "raise SystemExit(3)",
+      ].join("\n"));
+      const r = await exec(t, sb, { filename: "main.py", timeout_ms: 120_000 });
       assert.equal(r.json.exit_code, 3, r.text);
+      assert.match(r.json.stdout, /hello from upstream\n1\n/, r.text);
+      const slow = await exec(t, sb, { code: "while True: pass", timeout_ms: 1000 });
+      assert.equal(slow.json.timed_out, true, slow.text);
+      const big = await exec(t, sb, { code: "x = bytearray(400 * 1024 * 1024)\nprint(len(x))", limits: { memory_mb: 64 } });
+      assert.equal(big.json.oom_killed, true, big.text);
       await t.api("GET", `/v1/sandboxes/${sb}/files`);
       await t.api("GET", "/v1/sandboxes/sb_doesnotexist");
       await t.api("GET", "/v1/sandboxes", { key: "pk_wrong" });
@@ -95,11 +140,19 @@ describe("OCSF 1.1.0 schema validation", { skip: root ? false : "the OCSF 1.1.0 
         classes.add(ev.class_uid as number);
         assert.deepEqual(schema.validate(ev), [], `${x.action}: ${JSON.stringify(ev)}`);
       }
-      for (const c of [0, 1001, 1007, 6003]) assert.ok(classes.has(c), `class ${c} among ${[...classes]}`);
-      const finish = all.find((x) => x.action === "exec.finish" && x.exec_id === r.json.id)!;
-      assert.equal(finish.outcome, "failure");
-      assert.equal(finish.error_code, "NONZERO_EXIT");
-      assert.equal((toOcsf(finish) as { status_id: number }).status_id, 2);
+      const expected = [0, 1001, 1007, 3002, 4002, 6003, 6005, ...(traced ? [4001, 4003] : [])];
+      for (const c of expected) assert.ok(classes.has(c), `class ${c} among ${[...classes]}`);
+      const outcomes: [string, string][] = [[r.json.id, "NONZERO_EXIT"], [slow.json.id, "TIMEOUT"], [big.json.id, "OOM_KILLED"]];
+      for (const [id, code] of outcomes) {
+        const finish = all.find((x) => x.action === "exec.finish" && x.exec_id === id)!;
+        assert.equal(finish.outcome, "failure", code);
+        assert.equal(finish.error_code, code);
+        assert.ok(finish.detail.reason, `${code}: a reason`);
+        const ev = toOcsf(finish) as { status_id: number; status_code?: string; status_detail?: string };
+        assert.equal(ev.status_id, 2, `${code} is a failure in OCSF`);
+        assert.equal(ev.status_code, code);
+        assert.ok(ev.status_detail);
+      }
     });
   });
 });
