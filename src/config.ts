@@ -127,8 +127,23 @@ export const LANGUAGES_WITH_IMAGES = ["python", "node", "typescript", "go", "bas
 
 type Env = Record<string, string | undefined>;
 
-/** Runtime names a sandbox can ask for: Docker with an OCI runtime, or bubblewrap. */
-export const RUNTIME_NAMES = ["runc", "crun", "runsc", "bwrap"] as const;
+/**
+ * Runtime names a sandbox can ask for: Docker with an OCI runtime, bubblewrap, or an OCI runtime
+ * called directly without dockerd (`*-direct`, src/runtimes/oci.ts). In order of preference for
+ * `auto`: Docker stays the default where it works.
+ */
+export const RUNTIME_NAMES = ["runc", "crun", "runsc", "bwrap", "runc-direct", "crun-direct", "runsc-direct"] as const;
+
+/** The OCI runtime a `*-direct` runtime name calls, or null for any other name. */
+export function directOciKind(name: string): "runc" | "crun" | "runsc" | null {
+  const m = /^(runc|crun|runsc)-direct$/.exec(name);
+  return m ? (m[1] as "runc" | "crun" | "runsc") : null;
+}
+
+/** Whether a runtime name is Docker with an OCI runtime (what `docker` picks among). */
+export function isDockerRuntime(name: string): boolean {
+  return name === "runc" || name === "crun" || name === "runsc";
+}
 
 function runtimeList(raw: string | undefined): string[] {
   if (!raw || raw.trim() === "" || raw.trim() === "all") return [...RUNTIME_NAMES];

@@ -13,7 +13,9 @@ import { SandboxService } from "./sandboxes/sandboxes.js";
 import { ExecService } from "./exec/exec.js";
 import { DockerRuntime } from "./runtimes/docker.js";
 import { BwrapRuntime } from "./runtimes/bwrap.js";
-import { bwrapStrategy, describeChoice, detectRuntimes, dockerStrategy, type RuntimeProbe } from "./runtimes/detect.js";
+import { describeChoice, detectRuntimes, dockerStrategy, strategyFor, type RuntimeProbe } from "./runtimes/detect.js";
+import { OciRuntime } from "./runtimes/oci.js";
+import { directOciKind, isDockerRuntime } from "./config.js";
 import type { Runtime } from "./runtimes/types.js";
 import { rootfsDirFor } from "./images/build.js";
 import { ImageCatalog } from "./images/images.js";
@@ -72,6 +74,8 @@ export function installProcessGuards(log: Pick<Logger, "error">): void {
 }
 
 export const LABEL_MANAGED = "io.jhansi.petri.managed";
+/** Where direct OCI runs keep their bundles and runtime state, per instance (src/runtimes/oci.ts). */
+export const OCI_STATE_ROOT = "/run/petri";
 export const LABEL_INSTANCE = "io.jhansi.petri.instance";
 
 /**
@@ -248,7 +252,7 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
 }
 
 /**
- * Starts the host tracer when a runtime it serves (runc, crun, bwrap) is offered. When the host
+ * Starts the host tracer when a runtime it serves (runc, crun, bwrap, runc-direct, crun-direct) is offered. When the host
  * cannot trace, the server says so at start, and each run's record says it was not traced.
  */
 async function startTracer(config: Readonly<Config>, runtimes: Map<string, Runtime>, logger: Logger,
@@ -263,9 +267,9 @@ async function startTracer(config: Readonly<Config>, runtimes: Map<string, Runti
     for (const d of [data.UpperDir, ...(data.LowerDir ?? "").split(":")]) if (d) imageRoots.push(d);
   }
   const tracer = new TracerService({ log: logger, imageRoots });
-  const served = [...runtimes.keys()].filter((r) => r !== "runsc");
+  const served = [...runtimes.keys()].filter((r) => r !== "runsc" && r !== "runsc-direct");
   if (config.auditTrace === "off") tracer.markOff("PETRI_AUDIT_TRACE=off");
-  else if (served.length === 0) tracer.markOff("no runtime it traces (runc, crun, bwrap) is offered");
+  else if (served.length === 0) tracer.markOff("no runtime it traces (runc, crun, bwrap, runc-direct, crun-direct) is offered");
   if (config.auditTrace === "off" || served.length === 0) return tracer;
   // Compiling the probes takes a second or more; runs that start meanwhile say they were not traced.
   const started = tracer.start().then((st) => {
@@ -304,13 +308,21 @@ export async function setupRuntimes(config: Readonly<Config>, docker: Docker, in
   if (config.ociRuntime) prefer(config.ociRuntime);
   const wanted = config.runtime === "gvisor" ? "runsc" : config.runtime;
   if (wanted !== "auto" && wanted !== "docker") prefer(wanted);
-  const probes = await detectRuntimes({ strategies: order.map((r) => (r === "bwrap" ? bwrapStrategy(opts) : dockerStrategy(r, opts))) });
+  const probes = await detectRuntimes({ strategies: order.map((r) => strategyFor(r, opts)) });
   const runtimes = new Map<string, Runtime>();
   for (const p of probes) {
     if (!p.available) continue;
+    const direct = directOciKind(p.id);
     if (p.id === "bwrap") {
       runtimes.set("bwrap", new BwrapRuntime({
         cgroupParent: `petri-bwrap-${instanceId}`,
+        warm: { idleMs: config.warmIdleMs, images: warmImages },
+      }));
+    } else if (direct) {
+      // State (bundles, runtime state, root overlays) under /run: none of it survives a reboot,
+      // and neither do the containers it describes. Per instance, so the reaper takes only ours.
+      runtimes.set(p.id, new OciRuntime({
+        kind: direct, name: p.id, stateDir: path.join(OCI_STATE_ROOT, instanceId, p.id), cgroupParent: `petri-${p.id}-${instanceId}`,
         warm: { idleMs: config.warmIdleMs, images: warmImages },
       }));
     } else {
@@ -331,7 +343,7 @@ export async function setupRuntimes(config: Readonly<Config>, docker: Docker, in
   }
   let defaultRuntime: string | null;
   if (wanted === "auto") defaultRuntime = [...runtimes.keys()][0] ?? null;
-  else if (wanted === "docker") defaultRuntime = [...runtimes.keys()].find((r) => r !== "bwrap") ?? null;
+  else if (wanted === "docker") defaultRuntime = [...runtimes.keys()].find(isDockerRuntime) ?? null;
   else defaultRuntime = runtimes.has(wanted) ? wanted : null;
   const line = describeChoice(probes);
   if (defaultRuntime) {

@@ -39,7 +39,7 @@ describe("runtimes through the API", () => {
     assert.doesNotMatch(plain.json.stdout, /gVisor/);
   });
 
-  for (const rt of ["runc", "crun", "runsc", "bwrap"]) {
+  for (const rt of ["runc", "crun", "runsc", "bwrap", "runc-direct", "crun-direct", "runsc-direct"]) {
     it(`${rt}: the flow and the isolation basics are the same`, async (ctx) => {
       if (!names.includes(rt)) return ctx.skip(`${rt} not available on this host`);
       const sb = await createSandbox(t, { language: "python", runtime: rt, limits: { memory_mb: 128 } });

@@ -29,7 +29,7 @@ print(json.dumps(out))
 // Not runsc: gVisor answers these syscalls from its own user-space kernel (it implements
 // io_uring_setup and user namespaces itself), so none of them reaches the host kernel; an OCI
 // seccomp profile is not applied inside gVisor unless runsc runs with --oci-seccomp.
-const RUNTIMES = ["runc", "crun", "bwrap"];
+const RUNTIMES = ["runc", "crun", "bwrap", "runc-direct", "crun-direct"];
 
 describe("seccomp: what bwrap denies is denied on every runtime (io_uring above all)", () => {
   let t: TestServer;

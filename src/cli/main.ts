@@ -3,7 +3,7 @@ import { ConfigError, loadConfig, RUNTIME_NAMES } from "../config.js";
 import { rootfsDirFor } from "../images/build.js";
 import { DEFAULT_IMAGE } from "../images/recipe.js";
 import { imagesBuildCli } from "../images/cli.js";
-import { bwrapStrategy, detectRuntimes, doctorText, dockerStrategy } from "../runtimes/detect.js";
+import { detectRuntimes, doctorText, dockerStrategy, strategyFor } from "../runtimes/detect.js";
 import { auditDoctorText } from "../tracing/doctor.js";
 import { openDatabase } from "../store/db.js";
 import { KeyService } from "../auth/keys.js";
@@ -81,7 +81,7 @@ export async function main(argv: string[]): Promise<number> {
       const cfg = loadConfig();
       const docker = new Docker({ socketPath: cfg.dockerSocket });
       const opts = { docker, image: DEFAULT_IMAGE, rootfs: rootfsDirFor(cfg.imageDir, DEFAULT_IMAGE), sandboxUid: cfg.sandboxUid, sandboxGid: cfg.sandboxGid };
-      const probes = await detectRuntimes({ strategies: RUNTIME_NAMES.map((r) => (r === "bwrap" ? bwrapStrategy(opts) : dockerStrategy(r, opts))) });
+      const probes = await detectRuntimes({ strategies: RUNTIME_NAMES.map((r) => strategyFor(r, opts)) });
       process.stdout.write(doctorText(probes) + "\n");
       const runscTrace = probes.some((p) => p.available && p.variant === "runsc") ? await dockerStrategy("runsc-trace", opts).probe() : undefined;
       process.stdout.write(auditDoctorText(probes, runscTrace) + "\n");

@@ -64,6 +64,9 @@ export interface AuditLevel {
 
 export function runAuditLevel(runtimeName: string, runtime: Runtime, tracer?: TracerService): AuditLevel {
   const variant = (runtime as { variant?: string }).variant;
+  if (runtimeName === "runsc-direct") {
+    return { level: "workspace-diff", reason: "runsc-direct runs are not traced: the host tracer would see gVisor's kernel, not the program, and gVisor's strace is read only through Docker's runsc-trace" };
+  }
   if (runtimeName === "runsc" || variant === "runsc" || variant === "runsc-trace") {
     return variant === "runsc-trace"
       ? { level: "gvisor-strace", reason: null }

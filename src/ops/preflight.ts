@@ -3,6 +3,7 @@ import path from "node:path";
 import { spawnSync } from "node:child_process";
 import type Docker from "dockerode";
 import type { Config } from "../config.js";
+import { isDockerRuntime } from "../config.js";
 import { imageRefOf } from "../images/catalog.js";
 
 /** A start-up check that failed: what is wrong and the command or setting that fixes it. */
@@ -114,7 +115,7 @@ export async function preflight(config: Readonly<Config>, opts: { docker?: Docke
     if (reason) warnings.push(`bwrap is not offered: ${reason}`);
   }
 
-  const dockerRuntimes = config.allowedRuntimes.filter((r) => r !== "bwrap");
+  const dockerRuntimes = config.allowedRuntimes.filter(isDockerRuntime);
   if (opts.docker && dockerRuntimes.length) {
     const reachable = await Promise.race([
       opts.docker.ping().then(() => true, () => false),

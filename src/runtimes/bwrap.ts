@@ -150,14 +150,17 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export class RunCgroup {
   private constructor(private readonly dirs: Array<{ dir: string; version: 1 | 2; roles: CgroupRole[] }>) {}
 
-  /** Creates the cgroup and writes the limits. Throws (and removes what it made) on failure. */
-  static create(plan: CgroupPlan, parent: string, name: string, limits: RunLimits): RunCgroup {
+  /**
+   * Creates the cgroup and writes the limits. Throws (and removes what it made) on failure.
+   * `ownPids`: helper processes of the runtime inside the cgroup, added to the pids limit.
+   */
+  static create(plan: CgroupPlan, parent: string, name: string, limits: RunLimits, ownPids = BWRAP_OWN_PIDS): RunCgroup {
     const cg = new RunCgroup(plan.hierarchies.map((h) => ({ dir: path.join(h.mount, parent, name), version: h.version, roles: h.roles })));
     try {
       for (const d of cg.dirs) {
         fs.mkdirSync(d.dir);
-        if (d.version === 1) writeV1Limits(d.dir, d.roles, limits);
-        else writeV2Limits(d.dir, d.roles, limits);
+        if (d.version === 1) writeV1Limits(d.dir, d.roles, limits, ownPids);
+        else writeV2Limits(d.dir, d.roles, limits, ownPids);
       }
     } catch (e) {
       cg.removeNow();
@@ -244,26 +247,26 @@ export class RunCgroup {
   }
 }
 
-function writeV1Limits(dir: string, roles: CgroupRole[], limits: RunLimits): void {
+function writeV1Limits(dir: string, roles: CgroupRole[], limits: RunLimits, ownPids: number): void {
   if (roles.includes("memory")) {
     fs.writeFileSync(path.join(dir, "memory.limit_in_bytes"), String(limits.memoryBytes));
     // memsw = memory + swap; equal to the memory limit means no swap. Absent without swap accounting.
     writeIfPresent(path.join(dir, "memory.memsw.limit_in_bytes"), String(limits.memoryBytes));
     writeIfPresent(path.join(dir, "memory.swappiness"), "0");
   }
-  if (roles.includes("pids")) fs.writeFileSync(path.join(dir, "pids.max"), String(limits.pids + BWRAP_OWN_PIDS));
+  if (roles.includes("pids")) fs.writeFileSync(path.join(dir, "pids.max"), String(limits.pids + ownPids));
   if (roles.includes("cpu")) {
     fs.writeFileSync(path.join(dir, "cpu.cfs_period_us"), String(CPU_PERIOD_US));
     fs.writeFileSync(path.join(dir, "cpu.cfs_quota_us"), String(cpuQuotaUs(limits.cpus)));
   }
 }
 
-function writeV2Limits(dir: string, roles: CgroupRole[], limits: RunLimits): void {
+function writeV2Limits(dir: string, roles: CgroupRole[], limits: RunLimits, ownPids: number): void {
   if (roles.includes("memory")) {
     fs.writeFileSync(path.join(dir, "memory.max"), String(limits.memoryBytes));
     writeIfPresent(path.join(dir, "memory.swap.max"), "0");
   }
-  if (roles.includes("pids")) fs.writeFileSync(path.join(dir, "pids.max"), String(limits.pids + BWRAP_OWN_PIDS));
+  if (roles.includes("pids")) fs.writeFileSync(path.join(dir, "pids.max"), String(limits.pids + ownPids));
   if (roles.includes("cpu")) fs.writeFileSync(path.join(dir, "cpu.max"), `${cpuQuotaUs(limits.cpus)} ${CPU_PERIOD_US}`);
 }
 

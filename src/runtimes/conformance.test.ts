@@ -6,8 +6,9 @@ import { rootfsDirFor } from "../images/build.js";
 import { BUILTIN_IMAGES, recipeRef } from "../images/catalog.js";
 import { BwrapRuntime } from "./bwrap.js";
 import { runtimeConformanceSuite } from "./conformance.js";
-import { bwrapStrategy, dockerStrategy, type RuntimeProbe } from "./detect.js";
+import { bwrapStrategy, dockerStrategy, ociDirectStrategy, type RuntimeProbe } from "./detect.js";
 import { DockerRuntime } from "./docker.js";
+import { OciRuntime, type OciKind } from "./oci.js";
 import type { RunSpec } from "./types.js";
 
 /**
@@ -73,6 +74,17 @@ for (const name of TESTED_IMAGES) {
   }
 
   runtimeConformanceSuite(`bwrap [${name}]`, async () => ({ runtime: new BwrapRuntime(), baseSpec: spec }), { skip: skipReason(p.bwrap) });
+
+  // The OCI runtimes called directly, without dockerd (src/runtimes/oci.ts).
+  for (const kind of ["runc", "crun", "runsc"] as OciKind[]) {
+    const probe = await ociDirectStrategy(kind, probeOpts).probe();
+    const tag = `${process.pid}-${kind}-${name}`;
+    runtimeConformanceSuite(
+      `${kind}-direct [${name}]`,
+      async () => ({ runtime: new OciRuntime({ kind, stateDir: `/run/petri/conformance-${tag}/${kind}-direct`, cgroupParent: `petri-conformance-${tag}` }), baseSpec: spec }),
+      { skip: skipReason(probe) },
+    );
+  }
 }
 
 describe("docker/runsc really is gVisor", { skip: skipReason(probes.runsc) }, () => {

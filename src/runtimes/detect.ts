@@ -3,6 +3,7 @@ import fs from "node:fs";
 import path from "node:path";
 import Docker from "dockerode";
 import { BwrapRuntime, hostCgroupPlan } from "./bwrap.js";
+import { OciRuntime, findBinary, findInit, type OciKind } from "./oci.js";
 import type { RuntimeInfo } from "./types.js";
 
 /**
@@ -220,6 +221,71 @@ export function bwrapStrategy(opts: DetectOptions = {}): RuntimeStrategy {
       return { ...base, variant: layout, available: true, reason: `${where}; test sandbox ran in ${Math.round(performance.now() - tr)} ms`, probeMs: Math.round(performance.now() - t0) };
     },
   };
+}
+
+/**
+ * Probes an OCI runtime called directly, without dockerd (runc-direct, crun-direct,
+ * runsc-direct): binary, init, root filesystem and cgroups present, and a test container runs.
+ */
+export function ociDirectStrategy(kind: OciKind, opts: DetectOptions = {}): RuntimeStrategy {
+  const id = `${kind}-direct`;
+  return {
+    id,
+    async probe(): Promise<RuntimeProbe> {
+      const t0 = performance.now();
+      const base = { id, name: id, variant: id };
+      const no = (reason: string, fix?: string): RuntimeProbe => ({ ...base, available: false, reason, fix, probeMs: Math.round(performance.now() - t0) });
+      const bin = findBinary(kind);
+      if (!bin) return no(`${kind} is not installed`, `apt-get install -y ${kind}`);
+      if (!findInit()) return no("no init binary for pid 1 (docker-init / tini-static)", "apt-get install -y tini");
+      if (process.getuid?.() !== 0) return no("Petri is not running as root: calling an OCI runtime directly needs root", "run the Petri server as root");
+      const plan = hostCgroupPlan();
+      if (plan.missing.includes("memory") || plan.missing.includes("pids")) {
+        return no(`cgroup controllers missing: ${plan.missing.join(", ")}`, "enable the memory and pids cgroup controllers");
+      }
+      if (!opts.rootfs || !fs.existsSync(path.join(opts.rootfs, "usr", "bin"))) {
+        return no(`no root filesystem${opts.rootfs ? ` at ${opts.rootfs}` : ""}`, "petri images build");
+      }
+      const version = commandOk(bin, ["--version"]).out.split("\n")[0];
+      if (opts.verify === false) return { ...base, available: true, reason: `${version} (not test-run)`, probeMs: Math.round(performance.now() - t0) };
+      const tr = performance.now();
+      const tag = `${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+      let rt: OciRuntime | undefined;
+      try {
+        rt = new OciRuntime({ kind, name: id, stateDir: `/run/petri/probe-${tag}/${id}`, cgroupParent: `petri-probe-${tag}`, cgroupPlan: plan });
+        const r = await withTimeout(rt.run({
+          image: "probe",
+          rootfs: opts.rootfs,
+          argv: ["true"],
+          env: { PATH: "/usr/bin:/bin" },
+          cwd: "/",
+          mounts: [],
+          limits: { memoryBytes: 256 << 20, cpus: 1, pids: 64, openFiles: 64, fileSizeBytes: 1 << 20, tmpfsBytes: 1 << 20 },
+          timeoutMs: 20_000,
+          outputLimitBytes: 4096,
+          uid: opts.sandboxUid ?? 65600,
+          gid: opts.sandboxGid ?? 65600,
+          labels: { "io.jhansi.petri.probe": "1" },
+        }), opts.probeTimeoutMs ?? 30_000, `${kind} test container`);
+        if (r.exitCode !== 0) return no(`a test container under ${kind} exited with ${r.exitCode ?? r.signal}: ${r.stderr.toString().trim().slice(0, 300)}`);
+      } catch (e) {
+        const msg = firstLine(e);
+        return no(`a test container under ${kind} failed: ${msg}`, /hybrid mode not supported/.test(msg) ? CRUN_HYBRID_FIX : undefined);
+      } finally {
+        await rt?.close().catch(() => undefined);
+        fs.rmSync(`/run/petri/probe-${tag}`, { recursive: true, force: true });
+      }
+      return { ...base, available: true, reason: `${version}, no dockerd; test container ran in ${Math.round(performance.now() - tr)} ms`, probeMs: Math.round(performance.now() - t0) };
+    },
+  };
+}
+
+/** The strategy that probes the runtime a name stands for (runc, crun, runsc: Docker; bwrap; *-direct). */
+export function strategyFor(name: string, opts: DetectOptions = {}): RuntimeStrategy {
+  if (name === "bwrap") return bwrapStrategy(opts);
+  const m = /^(runc|crun|runsc)-direct$/.exec(name);
+  if (m) return ociDirectStrategy(m[1] as OciKind, opts);
+  return dockerStrategy(name, opts);
 }
 
 /** The default order: Docker (crun, runc, runsc), then bubblewrap, with the configured preferences first. */

@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { Config, Limits } from "../config.js";
-import { LIMIT_KEYS } from "../config.js";
+import { LIMIT_KEYS, isDockerRuntime } from "../config.js";
 import type { DB } from "../store/db.js";
 import { PetriError } from "../errors.js";
 import { newId } from "../ids.js";
@@ -123,7 +123,7 @@ export class SandboxService {
     }
     let runtime = input.runtime ?? this.defaultRuntime();
     if (runtime === "gvisor") runtime = "runsc";
-    if (runtime === "docker") runtime = names.find((n) => n !== "bwrap") ?? runtime;
+    if (runtime === "docker") runtime = names.find(isDockerRuntime) ?? runtime;
     if (!names.includes(runtime)) {
       throw new PetriError("UNKNOWN_RUNTIME", `runtime "${runtime}" is not available on this server; available: ${this.runtimeNames().join(", ")}`);
     }

@@ -6,7 +6,7 @@ export function auditDoctorText(probes: RuntimeProbe[], runscTrace?: RuntimeProb
   const pre = tracerPrerequisites();
   const ok = (id: string) => probes.some((p) => p.available && (p.id === id || p.id.endsWith(`/${id}`) || p.variant === id));
   const lines = ["Audit of runs:"];
-  for (const rt of ["runc", "crun", "bwrap"]) {
+  for (const rt of ["runc", "crun", "bwrap", "runc-direct", "crun-direct"]) {
     if (!ok(rt)) continue;
     lines.push(pre.ok
       ? `  ${rt}: eBPF (programs, files opened, network attempts, DNS names) — bpftrace, BTF, tracepoints and cgroup v2 present`
@@ -17,6 +17,7 @@ export function auditDoctorText(probes: RuntimeProbe[], runscTrace?: RuntimeProb
       ? "  runsc: gVisor strace (programs, files opened, connects) through runsc-trace"
       : `  runsc: workspace changes only — NOT traced: runsc-trace does not work (${runscTrace?.reason ?? "not probed"}; run scripts/setup.sh)`);
   }
+  if (ok("runsc-direct")) lines.push("  runsc-direct: workspace changes only — gVisor runs without Docker are not traced (use runsc through Docker with runsc-trace)");
   if (lines.length === 1) lines.push("  no runtime works here");
   return lines.join("\n");
 }
