@@ -35,7 +35,7 @@ let offered: string[] = [];
 before(async () => {
   if (!ready) return;
   index = await startPythonIndex(
-    RUNTIME_NAMES.map((rt) => ({ name: `petri-on-${rt}`, version: "1.0.0", module: `petri_on_${rt}`, source: `WHERE = ${JSON.stringify(rt)}\n` })),
+    RUNTIME_NAMES.map((rt) => ({ name: `petri-on-${rt}`, version: "1.0.0", module: `petri_on_${rt.replace(/-/g, "_")}`, source: `WHERE = ${JSON.stringify(rt)}\n` })),
     [{ name: "petri-hostile", version: "1.0", target: "http://127.0.0.9:9/exfil" }],
   );
   t = await startTestServer({ PETRI_RUNTIMES: "all", PETRI_IMAGE_PYTHON: IMAGE_NAME, PETRI_PIP_INDEX_URL: index.url });
@@ -72,7 +72,7 @@ for (const rt of RUNTIME_NAMES) {
     }
     if (rt === "bwrap" && !fs.existsSync(rootfsDirFor(loadConfig({}).imageDir, IMAGE))) return ctx.skip(`no root filesystem of ${IMAGE} for bwrap`);
     const sb = await createSandbox(t, { language: "python", runtime: rt });
-    const mod = `petri_on_${rt}`;
+    const mod = `petri_on_${rt.replace(/-/g, "_")}`;
     const ok = await exec(t, sb, { code: `import ${mod}; print(${mod}.WHERE)` });
     assert.equal(ok.status, 200, ok.text);
     assert.equal(ok.json.stdout, `${rt}\n`, ok.json.stderr);
