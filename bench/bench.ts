@@ -4,13 +4,14 @@
  * row), the client talks to it over HTTP on 127.0.0.1 with keep-alive connections.
  *
  * Settings (environment):
- *   BENCH_RUNTIMES             comma list of runc,crun,runsc,bwrap (default: all; unavailable ones are reported and skipped)
+ *   BENCH_RUNTIMES             comma list of runc,crun,runsc,bwrap,runc-direct,crun-direct,runsc-direct (default: all; unavailable ones are reported and skipped)
  *   BENCH_N                    sequential execs per row (default 100, after BENCH_WARMUP=5 warm-up runs)
  *   BENCH_B2B_N                back-to-back execs per row, no pause (default 20)
  *   BENCH_BARE_N               bare-interpreter runs, at the start and again at the end (default BENCH_N)
  *   BENCH_DOCKER_RUN_N         `docker run --rm` runs per OCI runtime (default 20)
- *   BENCH_CONCURRENCY_SECONDS  duration of the concurrency phase per row (default 30; 0 skips it)
- *   BENCH_CLIENTS              parallel clients in that phase (default 32)
+ *   BENCH_CONCURRENCY_SECONDS  duration of the concurrency phase per row (default 20; 0 skips it)
+ *   BENCH_CLIENTS              parallel clients in that phase (default 8, as peers are compared)
+ *   BENCH_PEER_N               runs of each peer-comparable script per warm-on row: node hello, CPU-bound, pandas (default 10; 0 skips)
  *   BENCH_CREATE_N             timed sandbox creations (default 200)
  *   BENCH_IDLE_SANDBOXES       idle sandboxes to create (default 10000; 0 skips the phase)
  *   BENCH_LOOKUP_N             GET/list requests per measurement (default 200)
@@ -38,6 +39,23 @@ const HELLO_PY = "print('hello world')\n";
 const EXPECTED = "hello world\n";
 const DOCKER_RUNTIMES = new Set(["runc", "crun", "runsc"]);
 
+/**
+ * Scripts peers are compared on (issue 15), each run in an existing sandbox like main.py: the
+ * same program a user of Piston or E2B would send. The answer is checked, so a fast wrong run
+ * never counts.
+ */
+const PEER_SCRIPTS = [
+  { name: "node hello", language: "node", file: "main.js", content: "console.log('hello world')\n", expected: "hello world\n" },
+  {
+    name: "CPU-bound (python, 2M-step loop)", language: "python", file: "cpu.py",
+    content: "s = 0\nfor i in range(2_000_000):\n    s += i * i % 7\nprint(s)\n", expected: `${Array.from({ length: 2_000_000 }, (_, i) => (i * i) % 7).reduce((a, b) => a + b, 0)}\n`,
+  },
+  {
+    name: "pandas script (datascience image)", language: "python", image: "datascience", file: "frame.py",
+    content: "import pandas as pd\ndf = pd.DataFrame({'x': range(100), 'y': [i % 3 for i in range(100)]})\nprint(int(df.groupby('y').x.sum().sum()))\n", expected: "4950\n",
+  },
+] as const;
+
 const settings = {
   runtimes: (process.env.BENCH_RUNTIMES ?? "").split(",").map((s) => s.trim()).filter(Boolean),
   n: intEnv("BENCH_N", 100, 1, 100_000),
@@ -46,8 +64,9 @@ const settings = {
   oneShotN: intEnv("BENCH_ONESHOT_N", 20, 0, 100_000),
   bareN: intEnv("BENCH_BARE_N", intEnv("BENCH_N", 100, 1, 100_000), 0, 100_000),
   dockerRunN: intEnv("BENCH_DOCKER_RUN_N", 20, 0, 10_000),
-  concurrencySeconds: intEnv("BENCH_CONCURRENCY_SECONDS", 30, 0, 3600),
-  clients: intEnv("BENCH_CLIENTS", 32, 1, 1024),
+  concurrencySeconds: intEnv("BENCH_CONCURRENCY_SECONDS", 20, 0, 3600),
+  clients: intEnv("BENCH_CLIENTS", 8, 1, 1024),
+  peerN: intEnv("BENCH_PEER_N", 10, 0, 10_000),
   createN: intEnv("BENCH_CREATE_N", 200, 1, 100_000),
   idleSandboxes: intEnv("BENCH_IDLE_SANDBOXES", 10_000, 0, 1_000_000),
   lookupN: intEnv("BENCH_LOOKUP_N", 200, 1, 100_000),
@@ -236,7 +255,7 @@ function removeInstanceCgroups(instanceId: string): number {
     return 0;
   }
   for (const r of roots) {
-    for (const parent of [`petri-${instanceId}`, `petri-bwrap-${instanceId}`]) {
+    for (const parent of [`petri-${instanceId}`, `petri-bwrap-${instanceId}`, ...["runc", "crun", "runsc"].map((k) => `petri-${k}-direct-${instanceId}`)]) {
       const dir = path.join(r, parent);
       let subs: fs.Dirent[];
       try {
@@ -358,6 +377,8 @@ interface ConcurrencyResult {
   stuckRuns: number;
   closeTimedOut: boolean;
   leftContainers: string[];
+  /** Load average when the phase started. */
+  loadavg?: number[];
 }
 
 type ConcurrencyLoad = Omit<ConcurrencyResult, "leakedContainers" | "leakedCgroups" | "stuckRuns" | "closeTimedOut" | "leftContainers">;
@@ -571,7 +592,31 @@ interface Row {
   backToBack?: SeqResult;
   /** Cold one-request runs: POST /v1/run with main.py inline (sandbox created, run, deleted). */
   oneShot?: { latency: Summary; errors: string[] };
+  /** Peer-comparable scripts (warm-on rows), each with the 1-minute load average when it started. */
+  peers?: { name: string; latency: Summary; errors: string[]; loadavg: number[] }[];
   concurrency?: ConcurrencyResult;
+}
+
+/** One peer-comparable script in a sandbox of its own, paced like the main.py row. */
+async function peerScript(b: BenchServer, runtime: string, script: (typeof PEER_SCRIPTS)[number], n: number): Promise<{ latency: Summary; errors: string[] }> {
+  const r0 = await api(b, "POST", "/v1/sandboxes", { language: script.language, runtime, ...("image" in script ? { image: script.image } : {}) });
+  if (r0.status !== 201) return { latency: summarize([]), errors: [`create sandbox: ${r0.status} ${r0.body.slice(0, 200)}`] };
+  const sb = r0.json.id as string;
+  const up = await request(b.url, "PUT", `/v1/sandboxes/${sb}/files/${script.file}`, { key: b.key, raw: script.content, timeoutMs: REQUEST_TIMEOUT_MS });
+  if (up.status !== 201) return { latency: summarize([]), errors: [`upload: ${up.status}`] };
+  const lat: number[] = [];
+  const errors: string[] = [];
+  // One unmeasured run: the sandbox has run code before, as in the main.py row.
+  for (let i = 0; i <= n; i++) {
+    await settle(b.runtime);
+    await sleep(settings.pauseMs);
+    const r = await api(b, "POST", `/v1/sandboxes/${sb}/exec`, { filename: script.file });
+    if (r.status !== 200 || r.json?.exit_code !== 0 || r.json?.stdout !== script.expected) {
+      errors.push(`HTTP ${r.status} exit ${r.json?.exit_code}: ${JSON.stringify(r.json?.stdout ?? "").slice(0, 80)} ${JSON.stringify(r.json?.stderr ?? r.body).slice(0, 160)}`);
+    } else if (i > 0) lat.push(r.ms);
+  }
+  await api(b, "DELETE", `/v1/sandboxes/${sb}`);
+  return { latency: summarize(lat), errors: errors.slice(0, 5) };
 }
 
 /** One-request runs back to back, each in a throw-away sandbox (nothing to reuse: always cold). */
@@ -621,6 +666,14 @@ async function runtimeRow(runtime: string, warm: boolean): Promise<Row> {
       await settle(b.runtime);
       row.oneShot = await oneShots(b, runtime, settings.oneShotN);
     }
+    if (warm && settings.peerN > 0) {
+      row.peers = [];
+      for (const script of PEER_SCRIPTS) {
+        log(`${label}: ${settings.peerN} × ${script.name}`);
+        const loadStart = loadavg();
+        row.peers.push({ name: script.name, ...await peerScript(b, runtime, script, settings.peerN), loadavg: loadStart });
+      }
+    }
     return row;
   } finally {
     await b.close();
@@ -633,12 +686,13 @@ async function concurrencyRow(row: Row): Promise<void> {
   try {
     if (!b.runtime) return;
     log(`${row.label}: ${settings.clients} clients for ${settings.concurrencySeconds} s`);
+    const loadStart = loadavg();
     const conc = await concurrency(b, row.runtime);
     // Runs end shortly after their answer (container removal is in the background): give them a moment.
     for (let i = 0; i < 100 && b.server.exec.activeCount() > 0; i++) await sleep(100);
     const left = await b.close();
     row.concurrency = { ...conc, leakedContainers: left.containers, leakedCgroups: left.cgroups, stuckRuns: left.activeRuns,
-      closeTimedOut: left.closeTimedOut, leftContainers: left.containerStates };
+      closeTimedOut: left.closeTimedOut, leftContainers: left.containerStates, loadavg: loadStart };
   } finally {
     await b.close();
   }
@@ -677,14 +731,14 @@ function report(r: { machine: ReturnType<typeof machine>; otherCpuStart?: number
   const seqRows: (string | number)[][] = [];
   for (const row of r.rows) {
     if (!row.available || !row.paced) {
-      seqRows.push([row.label, "–", "unavailable: " + (row.reason ?? "").slice(0, 80), "", "", "", "", "", "", "", "", "", "", ""]);
+      seqRows.push([row.label, "–", "–", "unavailable: " + (row.reason ?? "").slice(0, 80), "", "", "", "", "", "", "", "", "", "", ""]);
       continue;
     }
     const p = row.paced;
     const dr = r.dockerRun[DOCKER_RUNTIMES.has(row.runtime) ? row.runtime : "runc"];
     const b2b = row.backToBack;
     seqRows.push([
-      row.label, row.hostCpuBusy === undefined ? "–" : `${Math.round(row.hostCpuBusy * 100)}%`, String(p.latency.n), p.latency.median, p.latency.p90, p.latency.p99,
+      row.label, row.hostCpuBusy === undefined ? "–" : `${Math.round(row.hostCpuBusy * 100)}%`, row.loadavgStart ? fmt(row.loadavgStart[0]!) : "–", String(p.latency.n), p.latency.median, p.latency.p90, p.latency.p99,
       warmPct(row, p.warmHits, p.latency.n),
       p.beforeRuntime.median, p.inRuntime.median, p.afterRuntime.median,
       ratio(p.latency.median, bare), `+${fmt(p.latency.median - bare)}`,
@@ -692,7 +746,7 @@ function report(r: { machine: ReturnType<typeof machine>; otherCpuStart?: number
       b2b ? `${fmt(b2b.latency.median)} / ${fmt(b2b.latency.p90)}${row.warm ? ` (${warmPct(row, b2b.warmHits, b2b.latency.n)} warm)` : ""}` : "–",
     ]);
   }
-  out.push(mdTable(["runtime", "host CPU", "n", "median", "p90", "p99", "warm", "before run()", "in run()", "after run()", "÷ bare", "− bare", "docker run ÷ this", "back-to-back median / p90"], seqRows));
+  out.push(mdTable(["runtime", "host CPU", "load", "n", "median", "p90", "p99", "warm", "before run()", "in run()", "after run()", "÷ bare", "− bare", "docker run ÷ this", "back-to-back median / p90"], seqRows));
   out.push("");
   out.push("Columns: *host CPU* = how busy the machine's CPUs were during the row (all processes: this benchmark's own runs use a part, the rest is other work); *warm* = share of runs served by a pre-started container; *before/in/after run()* = medians of where each request's time went " +
     "(HTTP + checks + DB + workspace snapshot before the runtime is called; the runtime's run(); result, workspace diff, DB and response after it); " +
@@ -711,8 +765,18 @@ function report(r: { machine: ReturnType<typeof machine>; otherCpuStart?: number
   if (shots.length) {
     out.push("## Cold one-request run: POST /v1/run with main.py inline (create + write + run + delete), back to back, through HTTP (ms)");
     out.push("");
-    out.push(mdTable(["runtime", "n", "median", "p90", "p99", "errors"], shots.map((x) => [x.label, String(x.oneShot!.latency.n),
+    out.push(mdTable(["runtime", "load", "n", "median", "p90", "p99", "errors"], shots.map((x) => [x.label, x.loadavgStart ? fmt(x.loadavgStart[0]!) : "–", String(x.oneShot!.latency.n),
       x.oneShot!.latency.median, x.oneShot!.latency.p90, x.oneShot!.latency.p99, x.oneShot!.errors.length ? x.oneShot!.errors[0]!.slice(0, 80) : "0"])));
+    out.push("");
+  }
+  const peerRows = r.rows.filter((x) => x.peers?.length);
+  if (peerRows.length) {
+    out.push("## Peer-comparable scripts: existing sandbox, warm on, through HTTP (ms)");
+    out.push("");
+    out.push(mdTable(["runtime", "script", "load", "n", "median", "p90", "p99", "errors"], peerRows.flatMap((x) => x.peers!.map((p) => [x.label, p.name,
+      fmt(p.loadavg[0]!), String(p.latency.n), p.latency.median, p.latency.p90, p.latency.p99, p.errors.length ? `${p.errors.length}: ${p.errors[0]!.slice(0, 80)}` : "0"]))));
+    out.push("");
+    out.push("*load* = the 1-minute load average when the script's runs started (the machine is shared; read every figure beside it).");
     out.push("");
   }
   out.push(`## Baselines, same run (ms)`);
@@ -735,10 +799,10 @@ function report(r: { machine: ReturnType<typeof machine>; otherCpuStart?: number
   if (concRows.length) {
     out.push(`## Concurrency: ${settings.clients} clients, each with its own sandbox, looping exec`);
     out.push("");
-    out.push(mdTable(["runtime", "seconds", "runs", "runs/s", "errors", "median ms", "p99 ms", "warm", "stuck runs", "leaked containers / cgroups"],
+    out.push(mdTable(["runtime", "load", "seconds", "runs", "runs/s", "errors", "median ms", "p90 ms", "p99 ms", "warm", "stuck runs", "leaked containers / cgroups"],
       concRows.map((x) => {
         const c = x.concurrency!;
-        return [x.label, c.seconds, String(c.runs), c.throughput, String(c.errors), c.latency.median, c.latency.p99,
+        return [x.label, c.loadavg ? fmt(c.loadavg[0]!) : "–", c.seconds, String(c.runs), c.throughput, String(c.errors), c.latency.median, c.latency.p90, c.latency.p99,
           warmPct(x, c.warmHits, c.runs + c.errors),
           String(c.stuckRuns) + (c.closeTimedOut ? " (close hung)" : ""),
           `${c.leakedContainers} / ${c.leakedCgroups}`];
