@@ -6,7 +6,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { loadConfig } from "../src/config.js";
 import { imageRefOf } from "../src/images/catalog.js";
-import { createSandbox, exec, putFile, startTestServer, type TestServer } from "./helpers.js";
+import { createSandbox, exec, imageBuilt, putFile, startTestServer, type TestServer } from "./helpers.js";
 import { canBuildWheels, loopbackName, npmRegistryFromNpm, startGoProxy, startPythonIndex, type LoopbackRegistry } from "./deps/registries.js";
 
 /**
@@ -120,6 +120,8 @@ describe("Python packages from a PEP 503 index on loopback", { skip: !hasPip || 
       { name: "python-dateutil", version: "9.0.0", module: "dateutil", source: "STANDIN = 'dateutil stand-in'\n" },
       { name: "pyyaml", version: "9.0.0", module: "yaml", source: "STANDIN = 'yaml stand-in'\n" },
       { name: "petri-shared", version: "1.0.0", module: "petri_shared", source: "OK = 'shared'\n" },
+      // Needs numpy, which the index does not have: only an install that sees the datascience image's numpy succeeds.
+      { name: "petri-needs-numpy", version: "1.0.0", module: "petri_needs_numpy", source: "import numpy\ndef mean(xs):\n    return float(numpy.mean(xs))\n", requires: ["numpy>=1"] },
       { name: "petri-big", version: "1.0.0", module: "petri_big", source: `# ${randomBytes(3 * 1024 * 1024).toString("base64")}\n` },
     ], [
       { name: "petri-hostile", version: "1.0", target: "http://127.0.0.9:9/exfil" },
@@ -158,6 +160,32 @@ describe("Python packages from a PEP 503 index on loopback", { skip: !hasPip || 
     assert.equal(rec.detail.version, "1.0.0");
     assert.match(rec.detail.hash, /^sha256:/);
     assert.equal(rec.detail.registry, index.url);
+  });
+
+  test("a sandbox on the datascience image installs in that image: its numpy satisfies a dependency, its pandas is not installed again", async (ctx) => {
+    const ds = imageBuilt("datascience");
+    if (!ds.ok) {
+      ctx.skip(`SKIP installs on the datascience image: ${ds.ref} is not built here (scripts/setup.sh builds it)`);
+      return;
+    }
+    const sb = await createSandbox(t, { language: "python", image: "datascience" });
+    const r = await exec(t, sb, { code: "import pandas, petri_needs_numpy\nprint(petri_needs_numpy.mean([1, 2, 6]), pandas.__name__)", timeout_ms: 120_000 });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.stdout, "3.0 pandas\n", r.json.stderr);
+    const d = r.json.dependencies;
+    assert.deepEqual(d.detected, ["pandas", "petri_needs_numpy"]);
+    assert.deepEqual(d.requirements, ["petri-needs-numpy"], "pandas comes with the image");
+    assert.deepEqual(d.skipped, []);
+    assert.deepEqual(d.packages.map((p: { name: string }) => p.name), ["petri-needs-numpy"], "numpy was not fetched: the image has it");
+    assert.ok(!index.requests.some((p) => /numpy\/?$/.test(p) && !p.includes("petri")), "pip never looked numpy up on the index");
+    const envs = await t.api("GET", "/v1/dependencies/environments");
+    const env = envs.json.items.find((e: { id: string }) => e.id === d.environment);
+    assert.equal(env.image, ds.ref, "the environment belongs to the sandbox's image");
+    // On the default image, which has no numpy, the same install cannot be satisfied from this index.
+    const plain = await exec(t, await createSandbox(t), { code: "import petri_needs_numpy" });
+    assert.equal(plain.status, 200, plain.text);
+    assert.deepEqual(plain.json.dependencies.skipped.map((x: { name: string }) => x.name), ["petri-needs-numpy"], plain.text);
+    assert.match(plain.json.dependencies.skipped[0].reason, /numpy/);
   });
 
   test("declared dependencies: on the run, in requirements.txt, through POST …/dependencies; detection can be turned off", async () => {

@@ -2,7 +2,7 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
-import { startTestServer, createSandbox, exec, containersOf, type TestServer } from "./helpers.js";
+import { startTestServer, createSandbox, exec, containersOf, imageBuilt, type TestServer } from "./helpers.js";
 
 /**
  * POST /v1/run: a throw-away sandbox per request, on real runtimes, with pre-starting switched on
@@ -84,6 +84,18 @@ for (const runtime of ["runc", "bwrap"]) describe(`one-request runs: ${runtime}`
     }
   });
 
+  it("image picks the sandbox's image: pandas in datascience", async (ctx) => {
+    const ds = imageBuilt("datascience");
+    if (!ds.ok) {
+      ctx.skip(`SKIP: the datascience image (${ds.ref}) is not built here; scripts/setup.sh builds it`);
+      return;
+    }
+    const r = await t.api("POST", "/v1/run", { body: { language: "python", image: "datascience", runtime, code: "import pandas as pd\nprint(pd.DataFrame({'a': [1, 2]}).a.sum())", timeout_ms: 120_000 } });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.stdout, "3\n", r.json.stderr);
+    assert.deepEqual(await gone(r.json.sandbox_id), { dir: false, record: false });
+  });
+
   it("the control: a normal sandbox's runs on this server do leave a pre-started unit", async () => {
     const sb = await createSandbox(t, { language: "python", runtime });
     // From its second run on a sandbox looks used again and again (the pre-start policy).
@@ -106,6 +118,7 @@ for (const runtime of ["runc", "bwrap"]) describe(`one-request runs: ${runtime}`
       [{ language: "python", runtime, code: "1", filename: "a.py", files: [{ path: "a.py", content: "1" }] }, "VALIDATION_ERROR"],
       [{ language: "python", runtime, filename: "b.py", files: [{ path: "a.py", content: "1" }] }, "VALIDATION_ERROR"],
       [{ language: "cobol", runtime, code: "1" }, "UNKNOWN_LANGUAGE"],
+      [{ language: "python", image: "no-such-image", runtime, code: "1" }, "UNKNOWN_IMAGE"],
       [{ language: "python", runtime, code: "1", env: { "1BAD": "x" } }, "VALIDATION_ERROR"],
       [{ language: "python", runtime, code: "1", nope: 1 }, "VALIDATION_ERROR"],
     ];

@@ -163,7 +163,8 @@ export const InlineFileSchema = Type.Object({
 export const OneShotBody = Type.Composite([
   Type.Omit(ExecBody, ["stream", "detach"]),
   Type.Object({
-    language: Type.String({ description: "python, node, go, bash" }),
+    language: Type.String({ description: "python, node, typescript, go, bash" }),
+    image: Type.Optional(Type.String({ maxLength: 256, description: "an image from GET /v1/images, e.g. datascience; default: the language's default image" })),
     runtime: Type.Optional(Type.String({ description: "one of the runtimes the server allows (GET /v1/runtimes)" })),
     files: Type.Optional(Type.Array(InlineFileSchema, { maxItems: 1000, description: "Written to the workspace before the run; without filename and code, the first file runs" })),
   }),

@@ -17,6 +17,7 @@ export interface InlineFile {
 
 export interface OneShotRequest extends ExecRequest {
   language: string;
+  image?: string;
   runtime?: string;
   files?: InlineFile[];
 }
@@ -67,7 +68,7 @@ export class OneShotService {
   constructor(private readonly d: OneShotDeps) {}
 
   async run(auth: AuthContext, req: OneShotRequest): Promise<{ result: ExecResult; sandbox: Sandbox; cleanup: () => Promise<void> }> {
-    const { files = [], language, runtime, ...rest } = req;
+    const { files = [], language, image, runtime, ...rest } = req;
     if (rest.filename === undefined && rest.code === undefined) {
       if (files.length === 0) throw new PetriError("VALIDATION_ERROR", "give `files`, `filename` or `code`");
       rest.filename = files[0]!.path;
@@ -80,7 +81,7 @@ export class OneShotService {
         throw new PetriError("VALIDATION_ERROR", `cannot run ${entry}: it is not among the request's files`);
       }
     }
-    const input: CreateSandboxInput = { language, runtime, ...(rest.limits ? { limits: rest.limits } : {}) };
+    const input: CreateSandboxInput = { language, image, runtime, ...(rest.limits ? { limits: rest.limits } : {}) };
     const sb = this.d.sandboxes.create(auth, input);
     const quiet = this.d.runtimes.get(sb.runtime)?.noPrestartFor?.(sb.id);
     let handedOver = false;
