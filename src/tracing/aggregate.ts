@@ -1,5 +1,5 @@
 import os from "node:os";
-import type { NetOp, TraceEvent } from "./events.js";
+import type { NetOp, OpenEntry, TraceEvent } from "./events.js";
 import { STRLEN } from "./program.js";
 
 /**
@@ -34,6 +34,9 @@ export interface TraceSummary {
 export interface TraceCaps { files: number; execs: number; net: number; dns: number; libraryPaths: number }
 export const DEFAULT_CAPS: TraceCaps = { files: 1000, execs: 300, net: 300, dns: 100, libraryPaths: 200 };
 
+/** Distinct (process, path, access, result) open counts kept per run until its summary. */
+const MAX_RAW_OPENS = 200_000;
+
 // Read-only opens under these are the interpreter and its libraries loading: summed, not listed.
 const LIBRARY_PREFIXES = ["/usr/lib/", "/usr/lib64/", "/lib/", "/lib64/", "/usr/local/lib/", "/usr/share/", "/etc/ld.so.cache", "/usr/libexec/"];
 
@@ -64,7 +67,10 @@ export function displayPath(b: Buffer): { path: string; path_b64?: string } {
 interface PendingExec { path: Buffer; uid: number; args: Buffer[]; more: boolean }
 
 export class RunTraceAggregator {
-  private readonly user = new Set<number>();
+  /** Processes of the program: pid → the first exec id (self_exec_id) whose activity counts. */
+  private readonly user = new Map<number, number>();
+  /** Kernel open counts, attributed when the summary is made (every fork and exec known by then). */
+  private readonly rawOpens: OpenEntry[] = [];
   private readonly pending = new Map<number, PendingExec>();
   private readonly execs = new Map<string, TracedExec>();
   private readonly files = new Map<string, TracedFile>();
@@ -77,11 +83,13 @@ export class RunTraceAggregator {
 
   constructor(private readonly programArgv: string[], private readonly caps: TraceCaps = DEFAULT_CAPS) {}
 
-  private add<T extends { count: number }>(map: Map<string, T>, cap: number, key: string, make: () => T): void {
+  private add<T extends { count: number }>(map: Map<string, T>, cap: number, key: string, make: () => T, n = 1): void {
     const e = map.get(key);
-    if (e) { e.count++; return; }
+    if (e) { e.count += n; return; }
     if (map.size >= cap) { this.dropped++; return; }
-    map.set(key, make());
+    const v = make();
+    v.count = n;
+    map.set(key, v);
   }
 
   /** The program's argv as the kernel saw it, cut the way bpftrace cuts it, equals the run's. */
@@ -97,7 +105,7 @@ export class RunTraceAggregator {
   push(ev: TraceEvent): void {
     switch (ev.t) {
       case "fork":
-        if (this.user.has(ev.parent)) this.user.add(ev.child);
+        if (this.user.has(ev.parent)) this.user.set(ev.child, 0);
         return;
       case "exec":
         this.pending.set(ev.tid, { path: ev.path, uid: ev.uid, args: [], more: false });
@@ -118,7 +126,7 @@ export class RunTraceAggregator {
         if (!p) return;
         if (!this.user.has(ev.tid)) {
           if (ev.ret !== 0 || !this.isProgram(p.args)) return;
-          this.user.add(ev.tid);
+          this.user.set(ev.tid, ev.execId ?? 0);
         }
         // A PATH search tries directories until one has the program: those misses are not attempts.
         if (ev.ret === -2) return;
@@ -129,17 +137,17 @@ export class RunTraceAggregator {
         }));
         return;
       }
+      case "open_map":
+        for (const e of ev.entries) this.push(e);
+        return;
       case "open": {
-        if (!this.user.has(ev.pid)) return;
-        const { access, names } = openFlags(ev.flags);
-        const errno = errnoName(ev.ret);
-        const p = ev.path.toString("latin1");
-        if (access === "read" && errno === null && LIBRARY_PREFIXES.some((x) => p.startsWith(x))) {
-          this.libCount++;
-          if (!this.libs.has(p) && this.libs.size < this.caps.libraryPaths * 50) this.libs.set(p, 1);
+        if (ev.execId !== undefined) {
+          if (this.rawOpens.length < MAX_RAW_OPENS) this.rawOpens.push(ev as OpenEntry);
+          else this.dropped++;
           return;
         }
-        this.add(this.files, this.caps.files, JSON.stringify([p, access, errno]), () => ({ ...displayPath(ev.path), access, flags: names, count: 1, errno, pid: ev.pid }));
+        if (!this.user.has(ev.pid)) return;
+        this.countOpen(ev, 1);
         return;
       }
       case "net":
@@ -166,7 +174,23 @@ export class RunTraceAggregator {
     }
   }
 
+  private countOpen(ev: Extract<TraceEvent, { t: "open" }>, n: number): void {
+    const { access, names } = openFlags(ev.flags);
+    const errno = errnoName(ev.ret);
+    const p = ev.path.toString("latin1");
+    if (access === "read" && errno === null && LIBRARY_PREFIXES.some((x) => p.startsWith(x))) {
+      this.libCount += n;
+      if (!this.libs.has(p) && this.libs.size < this.caps.libraryPaths * 50) this.libs.set(p, 1);
+      return;
+    }
+    this.add(this.files, this.caps.files, JSON.stringify([p, access, errno]), () => ({ ...displayPath(ev.path), access, flags: names, count: 1, errno, pid: ev.pid }), n);
+  }
+
   summary(): TraceSummary {
+    for (const e of this.rawOpens.splice(0)) {
+      const since = this.user.get(e.pid);
+      if (since !== undefined && e.execId >= since) this.countOpen(e, e.count);
+    }
     const libPaths = [...this.libs.keys()];
     return {
       source: "ebpf",

@@ -77,6 +77,26 @@ describe("per-run aggregation", () => {
     assert.equal(agg.summary().lost_events, 3);
   });
 
+  test("kernel open counts: one JSON map, keys parsed by hand (commas and quotes in paths, bytes ≥ 0x80), attributed by exec id", () => {
+    const map = '{"type": "map", "data": {"@o0": {"99,5,10,0,524288,/etc/launcher-only": 1, "99,5,11,0,577,/workspace/a,b \\"c\\"": 3, ' +
+      '"99,5,11,-13,0,/etc/shadow": 1, "99,7,11,0,0,/tmp/caf\\uffffffe9": 2, "42,8,3,0,0,/other/run": 5, "99,9,11,0,0,/not/ours": 1}}}';
+    const ev = parseTraceLine(map);
+    assert.ok(ev?.t === "open_map", JSON.stringify(ev));
+    assert.equal(ev.size, 6);
+    assert.equal(ev.entries[1].path.toString(), '/workspace/a,b "c"');
+    assert.equal(ev.entries[1].count, 3);
+    assert.deepEqual(ev.entries[3].path, Buffer.from("/tmp/caf\xe9", "latin1"));
+    assert.deepEqual(parseTraceLine('{"type": "map", "data": {"@o1": {}}}'), { t: "open_map", entries: [], size: 0 });
+    // pid 5 is the launcher (exec id 10) that execs the program (exec id 11); pid 7 is its child; pid 9 is not the program's.
+    const agg = new RunTraceAggregator(["p"]);
+    for (const l of ["E 5 99 0 /p", "A 5 0 p", "X 5 99 0 11", "F 5 7 99"]) agg.push(parseTraceLine(line(l))!);
+    agg.push(ev);
+    const s = agg.summary();
+    assert.deepEqual(s.files.map((f) => [f.path, f.access, f.count, f.errno]), [
+      ['/workspace/a,b "c"', "write", 3, null], ["/etc/shadow", "read", 1, "EACCES"], ["/tmp/caf\ufffd", "read", 2, null],
+    ]);
+  });
+
   test("a file name that is not UTF-8 is kept losslessly", () => {
     const s = feed(new RunTraceAggregator(["p"]), ["E 1 9 0 /p", "A 1 0 p", "X 1 9 0", "O 1 9 3 577 /tmp/caf\\uffffffe9"]);
     assert.equal(Buffer.from(s.files[0].path_b64!, "base64").toString("latin1"), "/tmp/caf\xe9");

@@ -9,8 +9,9 @@ export type TraceEvent =
   | { t: "exec"; tid: number; run: string; uid: number; path: Buffer }
   | { t: "arg"; tid: number; i: number; arg: Buffer }
   | { t: "more_args"; tid: number }
-  | { t: "exec_ret"; tid: number; run: string; ret: number }
-  | { t: "open"; pid: number; run: string; ret: number; flags: number; path: Buffer }
+  | { t: "exec_ret"; tid: number; run: string; ret: number; execId?: number }
+  | { t: "open"; pid: number; run: string; ret: number; flags: number; path: Buffer; execId?: number; count?: number }
+  | { t: "open_map"; entries: OpenEntry[]; size: number }
   | { t: "net"; pid: number; run: string; op: NetOp; ret: number; family: "inet" | "inet6"; port: number; address: string }
   | { t: "unix"; pid: number; run: string; op: NetOp; ret: number; path: Buffer }
   | { t: "dns"; pid: number; run: string; name: Buffer }
@@ -19,6 +20,8 @@ export type TraceEvent =
   | { t: "attached"; probes: number };
 
 export type NetOp = "connect" | "bind" | "sendto";
+/** One entry of the kernel's open counts: opens of one path with one result by one process image. */
+export type OpenEntry = Extract<TraceEvent, { t: "open" }> & { execId: number; count: number };
 const OPS: Record<string, NetOp> = { c: "connect", b: "bind", s: "sendto" };
 
 const SIMPLE_ESCAPES: Record<string, number> = { '"': 0x22, "\\": 0x5c, "/": 0x2f, b: 8, f: 12, n: 10, r: 13, t: 9 };
@@ -57,6 +60,42 @@ export function decodeBpftraceString(s: string): Buffer | null {
 }
 
 const PRINTF_PREFIX = '{"type": "printf", "data": "';
+const MAP_PREFIX = '{"type": "map", "data": {"@o';
+
+/**
+ * The kernel's open counts, printed by bpftrace as one JSON map whose keys are the fields joined
+ * by commas: "run,pid,exec id,result,flags,path" (the path last, so its own commas are harmless).
+ * Parsed by hand: JSON.parse would mangle bpftrace's \uffffffXX escapes of bytes ≥ 0x80.
+ */
+function parseOpenMap(line: string): TraceEvent | null {
+  let i = line.indexOf("{", MAP_PREFIX.length);
+  if (i === -1) return null;
+  i++;
+  const entries: OpenEntry[] = [];
+  let size = 0;
+  while (i < line.length) {
+    if (line[i] === "}") break;
+    if (line[i] === "," || line[i] === " ") { i++; continue; }
+    if (line[i] !== '"') return null;
+    // The key ends at the first quote not escaped by an odd run of backslashes.
+    let j = i + 1;
+    for (; j < line.length; j++) {
+      if (line[j] === "\\") { j++; continue; }
+      if (line[j] === '"') break;
+    }
+    const key = decodeBpftraceString(line.slice(i + 1, j));
+    const m = /^: (\d+)/.exec(line.slice(j + 1, j + 24));
+    if (!key || !m) return null;
+    i = j + 1 + m[0].length;
+    size++;
+    const parts = key.toString("latin1").split(",", 5);
+    if (parts.length < 5) continue;
+    const pathStart = parts.join(",").length + 1;
+    entries.push({ t: "open", run: parts[0], pid: int(parts[1]), execId: int(parts[2]), ret: int(parts[3]), flags: int(parts[4]),
+      path: key.subarray(pathStart), count: Number(m[1]) });
+  }
+  return { t: "open_map", entries, size };
+}
 
 function int(s: string | undefined): number {
   const n = Number(s);
@@ -100,6 +139,7 @@ function inet6(words: string[]): string {
 
 /** One line of bpftrace's JSON output → an event, or null for anything else. */
 export function parseTraceLine(line: string): TraceEvent | null {
+  if (line.startsWith(MAP_PREFIX)) return parseOpenMap(line);
   if (!line.startsWith(PRINTF_PREFIX)) {
     if (line.startsWith('{"type": "lost_events"')) {
       try {
@@ -140,6 +180,7 @@ export function parseTraceLine(line: string): TraceEvent | null {
       return { t: "more_args", tid: int(rest.toString("latin1")) };
     case "X": {
       const f = rest.toString("latin1").split(" ");
+      if (f.length === 4) return { t: "exec_ret", tid: int(f[0]), run: f[1], ret: int(f[2]), execId: int(f[3]) };
       return f.length === 3 ? { t: "exec_ret", tid: int(f[0]), run: f[1], ret: int(f[2]) } : null;
     }
     case "O": {

@@ -15,18 +15,27 @@
  *   E <tid> <run> <uid> <path>                            execve/execveat entered
  *   A <tid> <i> <arg>                                     its argv[i] (i < MAX_ARGS)
  *   M <tid>                                               argv had more than MAX_ARGS entries
- *   X <tid> <run> <ret>                                   execve returned (0: the program runs)
- *   O <tgid> <run> <ret> <flags> <path>                   open/openat/openat2/creat (not ENOENT)
+ *   X <tid> <run> <ret> <exec id>                         execve returned (0: the program runs)
  *   N <tgid> <run> <op> <ret> <family> <port> <addr…>     connect/bind/sendto with an address
  *   U <tgid> <run> <op> <ret> <path>                      the same for an AF_UNIX address
  *   D <tgid> <run> <name>                                 getaddrinfo(name) (uprobe on libc)
  *   B <n>                                                 barrier n (see TracerService.flush)
- * where op is c (connect), b (bind), s (sendto).
+ * where op is c (connect), b (bind), s (sendto). Opens (open/openat/openat2/creat, not ENOENT)
+ * are counted in the kernel instead, in map @o0 or @o1 keyed by (run, tgid, self_exec_id,
+ * result (0 or -errno), flags, path), and printed as one JSON map when drained (FLIP_BASE).
  */
 export const MAX_ARGS = 12;
 /** Longest string read from a run (paths, arguments), bytes; bpftrace's own limit is 200. */
 export const STRLEN = 200;
 export const BARRIER_BASE = 1_000_000_000;
+/**
+ * Barrier numbers from FLIP_BASE on also switch which of the two open-count maps (@o0, @o1) the
+ * probes fill; from DRAIN_BASE on they print and clear the one not being filled. Opens are
+ * counted in the kernel this way (one map update each, nothing handed to user space per open):
+ * a run's end flips, then drains, so its counts arrive once, with no update lost to a clear.
+ */
+export const FLIP_BASE = 100_000_000;
+export const DRAIN_BASE = 200_000_000;
 const ENOENT = 2;
 
 // The run key and the scope test, inlined into every probe (bpftrace 0.17 has no macros).
@@ -68,7 +77,7 @@ tracepoint:syscalls:sys_enter_${sys} ${NS} {${SCOPE}
   }
 }
 tracepoint:syscalls:sys_exit_${sys} /@ex[tid]/ {
-  printf("X %d %llu %d\\n", tid, @ex[tid], args->ret);
+  printf("X %d %llu %d %llu\\n", tid, @ex[tid], args->ret, curtask->self_exec_id);
   delete(@ex[tid]);
 }`;
 }
@@ -82,8 +91,14 @@ tracepoint:syscalls:sys_enter_${sys} ${NS} {${SCOPE}
 }
 tracepoint:syscalls:sys_exit_${sys} /@orun[tid]/ {
   if (args->ret != -${ENOENT}) {
-    printf("O %d %llu %d %llu %s\\n", pid, @orun[tid], args->ret, @ofl[tid], str(uptr((uint8 *)@of[tid])));
-  } else { @enoent[@orun[tid]] = count(); }
+    $r = args->ret;
+    if ($r > 0) { $r = 0; }
+    if (@gen == 0) {
+      @o0[@orun[tid], pid, curtask->self_exec_id, $r, @ofl[tid], str(uptr((uint8 *)@of[tid]))] = count();
+    } else {
+      @o1[@orun[tid], pid, curtask->self_exec_id, $r, @ofl[tid], str(uptr((uint8 *)@of[tid]))] = count();
+    }
+  }
   delete(@of[tid]); delete(@ofl[tid]); delete(@orun[tid]);
 }`;
 }
@@ -133,9 +148,15 @@ export function tracerProgram(o: ProgramOptions): string {
     netProbe("connect", "c", "uservaddr"), netProbe("bind", "b", "umyaddr"), netProbe("sendto", "s", "addr"),
     ...(o.libcs ?? []).map(dnsProbe),
     `tracepoint:syscalls:sys_enter_kill /pid == ${o.serverPid} && args->sig == 0 && (int32)args->pid < -${BARRIER_BASE}/ {
-  printf("B %d\\n", -(int32)args->pid - ${BARRIER_BASE});
+  $n = -(int32)args->pid - ${BARRIER_BASE};
+  if ($n >= ${DRAIN_BASE}) {
+    if (@gen == 1) { print(@o0); clear(@o0); } else { print(@o1); clear(@o1); }
+  } else if ($n >= ${FLIP_BASE}) {
+    @gen = 1 - @gen;
+  }
+  printf("B %d\\n", $n);
 }`,
     // bpftrace prints every map at exit; there is nothing in them worth printing.
-    "END { clear(@ex); clear(@of); clear(@ofl); clear(@orun); clear(@na); clear(@nrun); clear(@enoent); }",
+    "END { clear(@ex); clear(@of); clear(@ofl); clear(@orun); clear(@na); clear(@nrun); clear(@o0); clear(@o1); clear(@gen); }",
   ].join("\n");
 }

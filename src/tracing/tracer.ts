@@ -2,7 +2,7 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { parseTraceLine, type TraceEvent } from "./events.js";
-import { BARRIER_BASE, STRLEN, tracerProgram } from "./program.js";
+import { BARRIER_BASE, DRAIN_BASE, FLIP_BASE, STRLEN, tracerProgram } from "./program.js";
 import { RunTraceAggregator, type TraceCaps, type TraceSummary } from "./aggregate.js";
 
 /**
@@ -11,6 +11,11 @@ import { RunTraceAggregator, type TraceCaps, type TraceSummary } from "./aggrega
  * names) and handing each run its own events, sorted by the run's cgroup. See program.ts for
  * what is traced and how it is scoped, aggregate.ts for what a run's record holds.
  */
+/** Entries each open-count map holds (BPFTRACE_MAP_KEYS_MAX); a full map is reported as lost events. */
+const MAP_KEYS_MAX = 65_536;
+/** While runs are live, the open counts are drained this often (ms), so no map fills up. */
+const DRAIN_EVERY_MS = 3000;
+
 export interface TracerStatus {
   /** active: tracing; unavailable: this host cannot (reason says why); failed: it could, then stopped. */
   state: "starting" | "active" | "unavailable" | "failed" | "off";
@@ -80,6 +85,8 @@ export class TracerService {
   private readonly execOwner = new Map<number, RunTraceAggregator>();
   private readonly barriers = new Map<number, () => void>();
   private barrierSeq = 0;
+  private draining: Promise<void> = Promise.resolve();
+  private drainTimer: NodeJS.Timeout | null = null;
   private st: TracerStatus = { state: "off", reason: null, probes: 0, lost_events: 0, runs_traced: 0 };
   private v2 = "";
   private closing = false;
@@ -124,7 +131,7 @@ export class TracerService {
     const program = tracerProgram({ serverPid: process.pid, libcs: [...new Set(libcs.map((f) => fs.realpathSync(f)))] });
     const proc = spawn(bin, ["-B", "line", "-f", "json", "-e", program], {
       stdio: ["ignore", "pipe", "pipe"],
-      env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", BPFTRACE_STRLEN: String(STRLEN), BPFTRACE_PERF_RB_PAGES: "1024", BPFTRACE_MAP_KEYS_MAX: "65536" },
+      env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", BPFTRACE_STRLEN: String(STRLEN), BPFTRACE_PERF_RB_PAGES: "1024", BPFTRACE_MAP_KEYS_MAX: String(MAP_KEYS_MAX) },
     });
     this.proc = proc;
     let stderr = "";
@@ -136,13 +143,16 @@ export class TracerService {
         proc.kill("SIGKILL");
         resolve(this.status());
       }, this.o.startTimeoutMs ?? 120_000);
-      let pending: Buffer = Buffer.alloc(0);
+      // A drained map is one line of megabytes: its chunks are joined once, when its end comes.
+      let parts: Buffer[] = [];
       proc.stdout!.on("data", (chunk: Buffer) => {
-        pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
+        let start = 0;
         let nl: number;
-        while ((nl = pending.indexOf(0x0a)) !== -1) {
-          const line = pending.subarray(0, nl).toString("latin1");
-          pending = pending.subarray(nl + 1);
+        while ((nl = chunk.indexOf(0x0a, start)) !== -1) {
+          parts.push(chunk.subarray(start, nl));
+          const line = (parts.length === 1 ? parts[0] : Buffer.concat(parts)).toString("latin1");
+          parts = [];
+          start = nl + 1;
           const ev = parseTraceLine(line);
           if (!ev) continue;
           if (ev.t === "attached") {
@@ -151,6 +161,7 @@ export class TracerService {
             resolve(this.status());
           } else this.dispatch(ev);
         }
+        if (start < chunk.length) parts.push(chunk.subarray(start));
       });
       proc.once("exit", (code, signal) => {
         clearTimeout(timer);
@@ -179,6 +190,11 @@ export class TracerService {
         this.st.lost_events += ev.count;
         for (const a of this.runs.values()) a.push(ev);
         return;
+      case "open_map":
+        // A full map refused new entries: the runs live meanwhile lost opens, and must say so.
+        if (ev.size >= MAP_KEYS_MAX) for (const a of this.runs.values()) a.lost++;
+        for (const e of ev.entries) this.runs.get(e.run)?.push(e);
+        return;
       case "arg":
       case "more_args":
         this.execOwner.get(ev.tid)?.push(ev);
@@ -195,9 +211,20 @@ export class TracerService {
     }
   }
 
+  /**
+   * Hands the kernel's open counts over: the probes switch to the other map, then the one they
+   * left is printed and cleared. One at a time (runs ending together queue up); each run's end
+   * does it, and a timer every few seconds while runs are live keeps the maps small.
+   */
+  private drainOpens(timeoutMs: number): Promise<boolean> {
+    const next = this.draining.then(async () => (await this.barrier(timeoutMs, FLIP_BASE)) && (await this.barrier(timeoutMs, DRAIN_BASE)));
+    this.draining = next.then(() => undefined, () => undefined);
+    return next;
+  }
+
   /** A round trip through the kernel: every event emitted before it has been read once it returns. */
-  private barrier(timeoutMs: number): Promise<boolean> {
-    const n = ++this.barrierSeq;
+  private barrier(timeoutMs: number, base = 0): Promise<boolean> {
+    const n = base + (++this.barrierSeq % FLIP_BASE);
     return new Promise((resolve) => {
       const timer = setTimeout(() => { this.barriers.delete(n); resolve(false); }, timeoutMs);
       this.barriers.set(n, () => { clearTimeout(timer); this.barriers.delete(n); resolve(true); });
@@ -220,6 +247,10 @@ export class TracerService {
           fs.mkdirSync(dir, { recursive: true });
           key = String(fs.statSync(dir).ino);
           this.runs.set(key, agg);
+          this.drainTimer ??= setInterval(() => {
+            if (this.runs.size === 0 || !this.active) { clearInterval(this.drainTimer!); this.drainTimer = null; return; }
+            void this.drainOpens(this.o.flushTimeoutMs ?? 5000);
+          }, DRAIN_EVERY_MS).unref();
         } catch (e) {
           attachError = `cannot watch the run's cgroup: ${(e as Error).message}`;
         }
@@ -230,7 +261,7 @@ export class TracerService {
         if (key !== null && this.active) {
           // Two barriers: events of other CPUs' buffers may be read just after the first one.
           const t = this.o.flushTimeoutMs ?? 5000;
-          const ok = (await this.barrier(t)) && (await this.barrier(t));
+          const ok = (await this.barrier(t)) && (await this.barrier(t)) && (await this.drainOpens(t));
           if (!ok) { complete = false; reason = "the tracer did not catch up with the run's end in time"; }
         }
         if (key !== null) this.runs.delete(key);
@@ -252,6 +283,7 @@ export class TracerService {
    */
   async close(): Promise<void> {
     this.closing = true;
+    if (this.drainTimer) clearInterval(this.drainTimer);
     const p = this.proc;
     this.st = { ...this.st, state: "off", reason: "closed" };
     if (!p || p.exitCode !== null || p.signalCode !== null) return;
