@@ -104,11 +104,12 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   {
     // Every event passes the metrics on its way in (counts by kind; broker connections come from
     // the brokers' own events), whichever service appended it.
-    const append = audit.append.bind(audit);
-    audit.append = (ev) => {
-      const rec = append(ev);
-      metricsRef.m?.auditAppended(ev);
-      return rec;
+    // append() goes through appendMany(), so this sees every event once.
+    const appendMany = audit.appendMany.bind(audit);
+    audit.appendMany = (evs) => {
+      const recs = appendMany(evs);
+      for (const ev of evs) metricsRef.m?.auditAppended(ev);
+      return recs;
     };
   }
   const keys = new KeyService(db);

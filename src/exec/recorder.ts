@@ -83,7 +83,7 @@ export function startFailure(e: unknown, image: string): NonNullable<ExecResult[
  * finish, one per file change). Recording never fails a run: a failure is logged.
  */
 export class RunRecorder {
-  constructor(private readonly d: { db: DB; audit?: { append(ev: AuditEvent): unknown }; log: Log }) {}
+  constructor(private readonly d: { db: DB; audit?: { append(ev: AuditEvent): unknown; appendMany?(evs: AuditEvent[]): unknown }; log: Log }) {}
 
   get auditing(): boolean {
     return Boolean(this.d.audit);
@@ -111,9 +111,10 @@ export class RunRecorder {
     }
     if (!audit?.before || !audit.after) return;
     try {
-      for (const ev of runFinishEvents(audit.ctx, audit.before, audit.after, { ...result, stdout: audit.stdout, stderr: audit.stderr }, audit.trace)) {
-        this.append(ev);
-      }
+      const evs = runFinishEvents(audit.ctx, audit.before, audit.after, { ...result, stdout: audit.stdout, stderr: audit.stderr }, audit.trace);
+      // One write and one sync for all of them (a traced run can have a thousand records).
+      if (this.d.audit?.appendMany) this.d.audit.appendMany(evs);
+      else for (const ev of evs) this.append(ev);
     } catch (e) {
       this.d.log.error({ err: (e as Error).message, exec: result.id }, "could not record the run in the audit log");
     }
