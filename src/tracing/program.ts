@@ -22,20 +22,20 @@
  *   B <n>                                                 barrier n (see TracerService.flush)
  * where op is c (connect), b (bind), s (sendto). Opens (open/openat/openat2/creat, not ENOENT)
  * are counted in the kernel instead, in map @o0 or @o1 keyed by (run, tgid, self_exec_id,
- * result (0 or -errno), flags, path), and printed as one JSON map when drained (FLIP_BASE).
+ * result (0 or -errno), flags, path), and printed as one JSON map when drained (DRAIN_BASE).
  */
 export const MAX_ARGS = 12;
 /** Longest string read from a run (paths, arguments), bytes; bpftrace's own limit is 200. */
 export const STRLEN = 200;
 export const BARRIER_BASE = 1_000_000_000;
 /**
- * Barrier numbers from FLIP_BASE on also switch which of the two open-count maps (@o0, @o1) the
- * probes fill; from DRAIN_BASE on they print and clear the one not being filled. Opens are
- * counted in the kernel this way (one map update each, nothing handed to user space per open):
- * a run's end flips, then drains, so its counts arrive once, with no update lost to a clear.
+ * Barrier numbers from DRAIN_BASE on also switch which of the two open-count maps (@o0, @o1) the
+ * probes fill, and print and clear the one they left. Opens are counted in the kernel this way
+ * (one map update each, nothing handed to user space per open). Print and clear happen in user
+ * space, well after the switch: updates that were in flight on other CPUs have landed by then,
+ * and later ones go to the other map, so no count is lost to a clear.
  */
-export const FLIP_BASE = 100_000_000;
-export const DRAIN_BASE = 200_000_000;
+export const DRAIN_BASE = 100_000_000;
 const ENOENT = 2;
 
 // The run key and the scope test, inlined into every probe (bpftrace 0.17 has no macros).
@@ -150,9 +150,8 @@ export function tracerProgram(o: ProgramOptions): string {
     `tracepoint:syscalls:sys_enter_kill /pid == ${o.serverPid} && args->sig == 0 && (int32)args->pid < -${BARRIER_BASE}/ {
   $n = -(int32)args->pid - ${BARRIER_BASE};
   if ($n >= ${DRAIN_BASE}) {
-    if (@gen == 1) { print(@o0); clear(@o0); } else { print(@o1); clear(@o1); }
-  } else if ($n >= ${FLIP_BASE}) {
     @gen = 1 - @gen;
+    if (@gen == 1) { print(@o0); clear(@o0); } else { print(@o1); clear(@o1); }
   }
   printf("B %d\\n", $n);
 }`,

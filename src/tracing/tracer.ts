@@ -2,7 +2,7 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { parseTraceLine, type TraceEvent } from "./events.js";
-import { BARRIER_BASE, DRAIN_BASE, FLIP_BASE, STRLEN, tracerProgram } from "./program.js";
+import { BARRIER_BASE, DRAIN_BASE, STRLEN, tracerProgram } from "./program.js";
 import { RunTraceAggregator, type TraceCaps, type TraceSummary } from "./aggregate.js";
 
 /**
@@ -212,19 +212,19 @@ export class TracerService {
   }
 
   /**
-   * Hands the kernel's open counts over: the probes switch to the other map, then the one they
+   * Hands the kernel's open counts over: the probes switch to the other map and the one they
    * left is printed and cleared. One at a time (runs ending together queue up); each run's end
    * does it, and a timer every few seconds while runs are live keeps the maps small.
    */
   private drainOpens(timeoutMs: number): Promise<boolean> {
-    const next = this.draining.then(async () => (await this.barrier(timeoutMs, FLIP_BASE)) && (await this.barrier(timeoutMs, DRAIN_BASE)));
+    const next = this.draining.then(() => this.barrier(timeoutMs, DRAIN_BASE));
     this.draining = next.then(() => undefined, () => undefined);
     return next;
   }
 
   /** A round trip through the kernel: every event emitted before it has been read once it returns. */
   private barrier(timeoutMs: number, base = 0): Promise<boolean> {
-    const n = base + (++this.barrierSeq % FLIP_BASE);
+    const n = base + (++this.barrierSeq % DRAIN_BASE);
     return new Promise((resolve) => {
       const timer = setTimeout(() => { this.barriers.delete(n); resolve(false); }, timeoutMs);
       this.barriers.set(n, () => { clearTimeout(timer); this.barriers.delete(n); resolve(true); });
@@ -259,9 +259,9 @@ export class TracerService {
         let complete = key !== null && this.active;
         let reason = attachError ?? (key === null ? "the runtime did not report the run's cgroup" : this.active ? null : this.st.reason);
         if (key !== null && this.active) {
-          // Two barriers: events of other CPUs' buffers may be read just after the first one.
           const t = this.o.flushTimeoutMs ?? 5000;
-          const ok = (await this.barrier(t)) && (await this.barrier(t)) && (await this.drainOpens(t));
+          // The drain is the second barrier: events of other CPUs' buffers may be read just after the first.
+          const ok = (await this.barrier(t)) && (await this.drainOpens(t));
           if (!ok) { complete = false; reason = "the tracer did not catch up with the run's end in time"; }
         }
         if (key !== null) this.runs.delete(key);
