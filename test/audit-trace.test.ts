@@ -45,13 +45,13 @@ const pre = tracerPrerequisites();
 describe("host tracer: the audit shows what the program did", { skip: pre.ok ? false : `host cannot trace: ${(pre as { reason: string }).reason}` }, () => {
   let t: TestServer;
   before(async () => {
-    t = await startTestServer({ PETRI_RUNTIMES: "runc,crun,bwrap", PETRI_AUDIT_TRACE: "required", PETRI_WARM_IDLE_MS: "60000" });
+    t = await startTestServer({ PETRI_RUNTIMES: "runc,crun,bwrap,runc-direct,crun-direct", PETRI_AUDIT_TRACE: "required", PETRI_WARM_IDLE_MS: "60000" });
     const st = await t.server.tracer.ready();
     assert.equal(st.state, "active", st.reason ?? "");
   });
   after(async () => { await t?.close(); });
 
-  for (const runtime of ["runc", "crun", "bwrap"]) {
+  for (const runtime of ["runc", "crun", "bwrap", "runc-direct", "crun-direct"]) {
     it(`${runtime}: files, programs, connections and names match the program's own log`, async (ctx) => {
       if (!t.server.runtimes.has(runtime)) return ctx.skip(`${runtime} is not available on this host`);
       const sb = await createSandbox(t, { language: "python", runtime });
