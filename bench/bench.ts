@@ -12,6 +12,7 @@
  *   BENCH_CONCURRENCY_SECONDS  duration of the concurrency phase per row (default 20; 0 skips it)
  *   BENCH_CLIENTS              parallel clients in that phase (default 8, as peers are compared)
  *   BENCH_PEER_N               runs of each peer-comparable script per warm-on row: node hello, CPU-bound, pandas (default 10; 0 skips)
+ *   BENCH_INTERLEAVED_N        rounds of the interleaved phase: one server with every runtime, one hello exec per runtime per round (default 20; 0 skips)
  *   BENCH_CREATE_N             timed sandbox creations (default 200)
  *   BENCH_IDLE_SANDBOXES       idle sandboxes to create (default 10000; 0 skips the phase)
  *   BENCH_LOOKUP_N             GET/list requests per measurement (default 200)
@@ -67,6 +68,7 @@ const settings = {
   concurrencySeconds: intEnv("BENCH_CONCURRENCY_SECONDS", 20, 0, 3600),
   clients: intEnv("BENCH_CLIENTS", 8, 1, 1024),
   peerN: intEnv("BENCH_PEER_N", 10, 0, 10_000),
+  interleavedN: intEnv("BENCH_INTERLEAVED_N", 20, 0, 10_000),
   createN: intEnv("BENCH_CREATE_N", 200, 1, 100_000),
   idleSandboxes: intEnv("BENCH_IDLE_SANDBOXES", 10_000, 0, 1_000_000),
   lookupN: intEnv("BENCH_LOOKUP_N", 200, 1, 100_000),
@@ -437,7 +439,8 @@ async function dockerRunBaseline(runtime: string, n: number): Promise<{ latency:
   const errors: string[] = [];
   const deadline = performance.now() + PHASE_MAX_MS;
   // What a user would otherwise script: a plain `docker run --rm` of the same image.
-  const argv = ["run", "--rm", `--runtime=${runtime}`, DEFAULT_IMAGE, "python3", "-c", "print('hello world')"];
+  // --network none: as isolated as Petri's runs, and independent of the engine's bridge set-up.
+  const argv = ["run", "--rm", "--network", "none", `--runtime=${runtime}`, DEFAULT_IMAGE, "python3", "-c", "print('hello world')"];
   for (let i = 0; i < n + 2 && performance.now() < deadline; i++) {
     const r = await run("docker", argv, 60_000);
     if (r.code !== 0 || r.stdout !== EXPECTED) { errors.push(`exit ${r.code}: ${r.stderr.trim().slice(0, 300)}`); continue; }
@@ -568,6 +571,40 @@ async function idlePhase(runtimes: string[]): Promise<IdleResult> {
       containersTotal: list.length,
       leakedContainers: leaked.containers,
     };
+  } finally {
+    await b.close();
+  }
+}
+
+/**
+ * The runtimes side by side under the same load: one server offering all of them (warm on), one
+ * sandbox each, and in every round one paced hello exec per runtime in a shuffled order. On a
+ * shared machine whose load moves by the minute, this is the like-for-like comparison; the rows
+ * above are each measured in their own minutes.
+ */
+async function interleavedPhase(runtimes: string[], n: number): Promise<{ loadStart: number[]; loadEnd: number[]; rows: { runtime: string; latency: Summary; errors: string[] }[] }> {
+  const loadStart = loadavg();
+  const b = await startServer(runtimes, warmOnMs);
+  try {
+    const offered = runtimes.filter((r) => b.server.runtimes.has(r));
+    const sbs = new Map<string, string>();
+    for (const rt of offered) sbs.set(rt, await pythonSandbox(b, rt));
+    const lat = new Map<string, number[]>(offered.map((r) => [r, []]));
+    const errors = new Map<string, string[]>(offered.map((r) => [r, []]));
+    const settleAll = async () => { for (const rt of offered) await settle(b.server.runtimes.get(rt)); };
+    // Two unmeasured rounds: every sandbox has run code and has its pre-started unit.
+    for (let round = -2; round < n; round++) {
+      const order = [...offered].sort(() => Math.random() - 0.5);
+      for (const rt of order) {
+        await settleAll();
+        await sleep(settings.pauseMs);
+        const r = await execHello(b, sbs.get(rt)!);
+        if (round < 0) continue;
+        if (r.error) errors.get(rt)!.push(r.error);
+        else lat.get(rt)!.push(r.ms);
+      }
+    }
+    return { loadStart, loadEnd: loadavg(), rows: offered.map((rt) => ({ runtime: rt, latency: summarize(lat.get(rt)!), errors: errors.get(rt)!.slice(0, 3) })) };
   } finally {
     await b.close();
   }
@@ -709,7 +746,7 @@ function ratio(a: number, b: number): string {
   return Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(a / b >= 10 ? 0 : 1)}×` : "–";
 }
 
-function report(r: { machine: ReturnType<typeof machine>; otherCpuStart?: number; otherCpuEnd?: number; bare: Summary; bareStart: Summary; bareEnd: Summary; bareErrors: string[]; dockerRun: Record<string, { latency: Summary; errors: string[] }>;
+function report(r: { interleaved?: Awaited<ReturnType<typeof interleavedPhase>> | null; machine: ReturnType<typeof machine>; otherCpuStart?: number; otherCpuEnd?: number; bare: Summary; bareStart: Summary; bareEnd: Summary; bareErrors: string[]; dockerRun: Record<string, { latency: Summary; errors: string[] }>;
   rows: Row[]; idle: IdleResult | null; durationSeconds: number; loadavgEnd: number[] }): string {
   const m = r.machine;
   const out: string[] = [];
@@ -769,6 +806,16 @@ function report(r: { machine: ReturnType<typeof machine>; otherCpuStart?: number
       x.oneShot!.latency.median, x.oneShot!.latency.p90, x.oneShot!.latency.p99, x.oneShot!.errors.length ? x.oneShot!.errors[0]!.slice(0, 80) : "0"])));
     out.push("");
   }
+  if (r.interleaved && r.interleaved.rows.length) {
+    const il = r.interleaved;
+    out.push(`## Interleaved: the runtimes side by side under the same load, warm on, python hello through HTTP (ms)`);
+    out.push("");
+    out.push(`One server offering every runtime, one sandbox each, ${settings.interleavedN} rounds of one paced exec per runtime in a shuffled order; load ${il.loadStart.join(" / ")} at the start, ${il.loadEnd.join(" / ")} at the end.`);
+    out.push("");
+    out.push(mdTable(["runtime", "n", "median", "p90", "p99", "÷ bare", "errors"], il.rows.map((x) => [x.runtime, String(x.latency.n), x.latency.median, x.latency.p90, x.latency.p99,
+      ratio(x.latency.median, r.bare.median), x.errors.length ? x.errors[0]!.slice(0, 80) : "0"])));
+    out.push("");
+  }
   const peerRows = r.rows.filter((x) => x.peers?.length);
   if (peerRows.length) {
     out.push("## Peer-comparable scripts: existing sandbox, warm on, through HTTP (ms)");
@@ -787,7 +834,7 @@ function report(r: { machine: ReturnType<typeof machine>; otherCpuStart?: number
     ["  at end", String(r.bareEnd.n), r.bareEnd.median, r.bareEnd.p90, r.bareEnd.p99],
   ];
   for (const [rt, d] of Object.entries(r.dockerRun)) {
-    baseRows.push([`docker run --rm --runtime=${rt} <image> python3 -c`, String(d.latency.n), d.latency.median, d.latency.p90, d.latency.p99]);
+    baseRows.push([`docker run --rm --network none --runtime=${rt} <image> python3 -c`, String(d.latency.n), d.latency.median, d.latency.p90, d.latency.p99]);
   }
   out.push(mdTable(["baseline", "n", "median", "p90", "p99"], baseRows));
   if (r.bareErrors.length) out.push(`\nbare interpreter: ${r.bareErrors.length} failed, e.g. ${r.bareErrors[0]}`);
@@ -877,6 +924,12 @@ async function main(): Promise<void> {
     log(`docker run --rm --runtime=runc: ${settings.dockerRunN} runs`);
     dockerRun.runc = await dockerRunBaseline("runc", settings.dockerRunN);
   }
+  let interleaved: Awaited<ReturnType<typeof interleavedPhase>> | null = null;
+  const available = rows.filter((r) => r.available && r.warm).map((r) => r.runtime);
+  if (settings.interleavedN > 0 && available.length > 1) {
+    log(`interleaved: ${settings.interleavedN} rounds over ${available.join(",")}`);
+    interleaved = await interleavedPhase(available, settings.interleavedN);
+  }
   // Saturating phases last: their after-effects (teardown, the load average) stay out of the latency rows.
   if (settings.concurrencySeconds > 0) for (const row of rows.filter((r) => r.available)) await concurrencyRow(row);
 
@@ -897,6 +950,7 @@ async function main(): Promise<void> {
     bareErrors: [...bareStart.errors, ...bareEnd.errors].slice(0, 5),
     dockerRun,
     rows,
+    interleaved,
     idle,
   };
   const md = report(result);
