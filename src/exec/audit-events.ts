@@ -7,7 +7,7 @@ import type { Limits } from "../config.js";
 import type { GvisorTrace } from "../runtimes/gvisor-trace.js";
 import type { Runtime } from "../runtimes/types.js";
 import type { TracerService } from "../tracing/tracer.js";
-import type { TracedNet, TraceSummary } from "../tracing/aggregate.js";
+import { DEFAULT_CAPS, LIBRARY_PREFIXES, type TracedNet, type TraceSummary } from "../tracing/aggregate.js";
 
 /**
  * Builds the audit records of a run: what ran (argv, entry hash, env names, limits, image), what
@@ -182,7 +182,7 @@ function traceEvents(t: TraceSummary, ctx: Pick<AuditEvent, "tenant_id" | "key_i
   const out: AuditEvent[] = [];
   for (const e of t.execs) {
     out.push({ kind: "process", action: "process.exec", outcome: e.errno ? "failure" : "success", error_code: e.errno, ...ctx,
-      detail: { path: e.path, path_b64: e.path_b64, argv: clip(e.argv), argv_truncated: e.argv_truncated || undefined, count: e.count, pid: e.pid || undefined, uid: e.uid, source } });
+      detail: { path: e.path, path_b64: e.path_b64, argv: clip(e.argv), argv_truncated: e.argv_truncated || undefined, count: e.count, pid: e.pid || undefined, uid: source === "ebpf" ? e.uid : undefined, source } });
   }
   for (const f of t.files) {
     out.push({ kind: "file", action: "file.open", outcome: f.errno ? (f.errno === "EACCES" || f.errno === "EPERM" || f.errno === "EROFS" ? "denied" : "failure") : "success",
@@ -208,13 +208,29 @@ function traceEvents(t: TraceSummary, ctx: Pick<AuditEvent, "tenant_id" | "key_i
   return out;
 }
 
-/** gVisor's strace, in the host tracer's shape (it records no pids, uids or network). */
+/**
+ * gVisor's strace, in the host tracer's shape and with the same aggregation: successful
+ * read-only opens of shared libraries and runtime files summed in one record. gVisor's strace
+ * has no host pids, uids or DNS names.
+ */
 function gvisorSummary(g: GvisorTrace): TraceSummary {
+  const files: TraceSummary["files"] = [];
+  const libs = new Set<string>();
+  let libCount = 0;
+  for (const o of g.opens) {
+    const errno = o.errno ?? null;
+    if (!o.write && errno === null && LIBRARY_PREFIXES.some((x) => o.path.startsWith(x))) {
+      libCount += o.count ?? 1;
+      libs.add(o.path);
+      continue;
+    }
+    files.push({ path: o.path, access: o.write ? "write" : "read", flags: o.flags.split("|"), count: o.count ?? 1, errno, pid: 0 });
+  }
   return {
     source: "gvisor-strace",
     execs: g.execs.map((e) => ({ path: e.path, argv: e.argv, argv_truncated: false, count: e.count ?? 1, errno: null, pid: 0, uid: 0 })),
-    files: g.opens.map((o) => ({ path: o.path, access: o.write ? "write" : "read", flags: o.flags.split("|"), count: o.count ?? 1, errno: null, pid: 0 })),
-    libraries: { count: 0, distinct: 0, paths: [] },
+    files,
+    libraries: { count: libCount, distinct: libs.size, paths: [...libs].slice(0, DEFAULT_CAPS.libraryPaths) },
     net: (g.connects ?? []).map((n) => ({ op: "connect", family: n.family, address: n.address, port: n.port, count: n.count, errno: n.errno, pid: 0 })),
     dns: [],
     dropped: 0,

@@ -15,8 +15,10 @@ export interface TracedOpen {
   flags: string;
   /** Opened for writing (or created/truncated). */
   write: boolean;
-  /** How many times (same path, same access). */
+  /** How many times (same path, same access, same result). */
   count: number;
+  /** Why it was refused (errno name), null when it succeeded. Misses (ENOENT) are not recorded. */
+  errno?: string | null;
 }
 
 export interface TracedExec {
@@ -156,7 +158,8 @@ function parseOpen(name: string, args: string): TracedOpen | null {
 }
 
 /**
- * Turns a gVisor boot log into the opens and execs of the program. Only successful calls count.
+ * Turns a gVisor boot log into the opens and execs of the program. Execs count when they
+ * succeed; opens also when refused (with the errno), except misses (ENOENT).
  * A line counts only if its log header carries the boot process's own host pid (taken from the
  * log's first line): paths are printed unquoted, so a program could otherwise forge a line by
  * opening a file whose name holds a newline and a fake log line.
@@ -193,7 +196,8 @@ export function parseGvisorStrace(text: string, opts: ParseOptions = {}): Gvisor
       if (c) add(connects, JSON.stringify([c.family, c.address, c.port, c.errno]), c);
       continue;
     }
-    if (failed || Number(rv) < 0) continue;
+    const err = failed ? Number(errnoNum) : Number(rv) < 0 ? -Number(rv) : 0;
+    if (err && !(name === "open" || name === "openat" || name === "creat")) continue;
     if (name === "execve" || name === "execveat") {
       const ex = parseExec(name, args);
       if (!ex) continue;
@@ -205,8 +209,13 @@ export function parseGvisorStrace(text: string, opts: ParseOptions = {}): Gvisor
       } else if (helperPids.has(sandboxPid)) continue;
       add(execs, ex.path + "\0" + JSON.stringify(ex.argv), ex);
     } else if (started && !helperPids.has(sandboxPid)) {
+      // A refused open is an attempt worth recording (EACCES on /etc/shadow); a miss is a lookup.
+      if (err === ENOENT) continue;
       const op = parseOpen(name, args);
-      if (op) add(opens, op.path + "\0" + String(op.write), op);
+      if (op) {
+        op.errno = err ? ERRNO_NAMES.get(err) ?? `E${err}` : null;
+        add(opens, op.path + "\0" + String(op.write) + "\0" + String(op.errno), op);
+      }
     }
   }
   return { opens: [...opens.values()], execs: [...execs.values()], connects: [...connects.values()], truncated };
@@ -219,6 +228,7 @@ function sameArgv(seen: string[], want: string[]): boolean {
 }
 
 const ERRNO_NAMES = new Map(Object.entries(os.constants.errno).map(([k, v]) => [v as number, k]));
+const ENOENT = os.constants.errno.ENOENT;
 
 function parseConnect(args: string, errno: number): TracedConnect | null {
   const m = CONNECT_ARGS.exec(args);

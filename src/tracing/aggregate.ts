@@ -38,7 +38,7 @@ export const DEFAULT_CAPS: TraceCaps = { files: 1000, execs: 300, net: 300, dns:
 const MAX_RAW_OPENS = 200_000;
 
 // Read-only opens under these are the interpreter and its libraries loading: summed, not listed.
-const LIBRARY_PREFIXES = ["/usr/lib/", "/usr/lib64/", "/lib/", "/lib64/", "/usr/local/lib/", "/usr/share/", "/etc/ld.so.cache", "/usr/libexec/"];
+export const LIBRARY_PREFIXES = ["/usr/lib/", "/usr/lib64/", "/lib/", "/lib64/", "/usr/local/lib/", "/usr/share/", "/etc/ld.so.cache", "/usr/libexec/"];
 
 const ERRNO_NAMES = new Map(Object.entries(os.constants.errno).map(([k, v]) => [v as number, k]));
 export function errnoName(ret: number): string | null {
