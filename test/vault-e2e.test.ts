@@ -269,7 +269,7 @@ for (const warmIdleMs of ["0", "60000"]) describe(`vault on every runtime, again
     "print('ENV', os.environ.get('PETRI_SECRET_API', '')[:20], os.environ.get('PETRI_SECRET_DB', '')[:19])",
   ].join("\n");
 
-  for (const rt of ["runc", "crun", "runsc", "bwrap"]) {
+  for (const rt of ["runc", "crun", "runsc", "bwrap", "runc-direct", "crun-direct", "runsc-direct"]) {
     it(`${rt}: placeholders only, brokers reachable, the values never readable`, async (ctx) => {
       if (!runtimes.includes(rt)) return ctx.skip(`${rt} is not available on this host`);
       const sb = await createSandbox(t, { language: "python", runtime: rt, secrets: ["db", "api"], allow_hosts: [`localhost:${logPort}`] });
