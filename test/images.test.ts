@@ -149,5 +149,15 @@ describe("images through the API", () => {
     const r = await exec(t, sb, { filename: "main.go", timeout_ms: 120_000 });
     assert.equal(r.json.exit_code, 0, r.text);
     assert.equal(r.json.stdout, "hello go go1.24\n");
+    // The built binary is kept by content: unchanged, it runs again; a changed package is rebuilt.
+    const again = await exec(t, sb, { filename: "main.go", args: ["x"] });
+    assert.equal(again.json.stdout, "hello go go1.24\n", again.text);
+    await putFile(t, sb, "greet/greet.go", "package greet\n\nimport \"iter\"\n\nfunc Words() iter.Seq[string] {\n\treturn func(yield func(string) bool) { yield(\"changed\") }\n}\n");
+    const changed = await exec(t, sb, { filename: "main.go", timeout_ms: 120_000 });
+    assert.equal(changed.json.stdout, "changed go1.24\n", changed.text);
+    const code = await exec(t, await createSandbox(t, { language: "go" }), { code: "package main\n\nimport \"os\"\n\nfunc main() { os.Exit(3) }\n", timeout_ms: 120_000 });
+    assert.equal(code.json.exit_code, 3, "the program's own exit status");
+    const list = await t.api("GET", `/v1/sandboxes/${sb}/files?recursive=true`);
+    assert.deepEqual(list.json.files.filter((f: { type: string }) => f.type === "file").map((f: { path: string }) => f.path).sort(), ["go.mod", "greet/greet.go", "main.go"], "binaries stay out of the workspace");
   });
 });
