@@ -1,3 +1,5 @@
+import { goRunScript } from "./go-run.js";
+
 /**
  * A language is data, not a code path: adding one is an entry here plus an image that has its
  * toolchain. `{file}` is substituted into argv; `args` are appended.
@@ -23,27 +25,7 @@ export interface Language {
 export const SNIPPET_DIR = "/petri/snippet";
 export const CACHE_DIR = "/cache";
 
-/**
- * How a Go file or snippet runs. On a sandbox's first Go run, the image's precompiled standard
- * library (images/build.ts) is linked into its build cache with symlinks (nothing copied; Go
- * writes its new entries beside them). Then the program is built once per content: the binary
- * is kept in the sandbox's cache under a hash of the toolchain, the Go settings, the entry file
- * and every .go/go.mod/go.sum file of the workspace, so an unchanged program starts like a
- * script instead of being linked again by `go run` (~350 ms). A program that embeds files
- * (`//go:embed`, content this hash does not cover) runs with `go run` as before. The exit status
- * is the program's own (`go run` turns every failure into 1).
- */
-const GO_STD_CACHE = "/usr/lib/petri/go-std-cache";
-const GO_RUN = [
-  `if [ ! -e "$GOCACHE/.petri-std" ] && [ -d ${GO_STD_CACHE} ]; then mkdir -p "$GOCACHE" && cp -rs ${GO_STD_CACHE}/. "$GOCACHE/" 2>/dev/null; : > "$GOCACHE/.petri-std"; fi`,
-  `src=$1; shift; case $src in /*) ;; *) src=./$src ;; esac`,
-  `if grep -rqs --include='*.go' --exclude-dir=node_modules --exclude-dir=.git -e '//go:embed' . "$src"; then exec go run "$src" "$@"; fi`,
-  `key=$( { echo "$GOFLAGS|$CGO_ENABLED|$GOOS|$GOARCH|$GOAMD64|$GO111MODULE|$GOEXPERIMENT|$src"; cat /usr/lib/go/VERSION 2>/dev/null || go env GOVERSION; cat -- "$src";` +
-    ` find . \\( -name node_modules -o -name .git \\) -prune -o -type f \\( -name '*.go' -o -name go.mod -o -name go.sum -o -name go.work \\) -print | LC_ALL=C sort | xargs -r sha256sum; } | sha256sum | cut -c1-32)`,
-  `bins=${CACHE_DIR}/go-bin; bin=$bins/$key`,
-  `if [ ! -x "$bin" ]; then mkdir -p "$bins" && go build -o "$bin.$$" "$src" || exit $?; mv -f "$bin.$$" "$bin"; ls -t "$bins" | tail -n +17 | (cd "$bins" && xargs -r rm -f); fi`,
-  `exec "$bin" "$@"`,
-].join("\n");
+const GO_RUN = goRunScript(CACHE_DIR);
 
 /**
  * Runs a snippet file the way `node -e` runs its code, with the same module rules as the images'

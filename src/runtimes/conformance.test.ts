@@ -69,11 +69,12 @@ for (const name of TESTED_IMAGES) {
         skip: skipReason(p[oci]),
         // gVisor's pid 1 does take self-sent signals; runc and crun follow the kernel's pid 1 rules.
         knownGaps: {},
+        slowCases: name === "standard",
       },
     );
   }
 
-  runtimeConformanceSuite(`bwrap [${name}]`, async () => ({ runtime: new BwrapRuntime(), baseSpec: spec }), { skip: skipReason(p.bwrap) });
+  runtimeConformanceSuite(`bwrap [${name}]`, async () => ({ runtime: new BwrapRuntime(), baseSpec: spec }), { skip: skipReason(p.bwrap), slowCases: name === "standard" });
 
   // The OCI runtimes called directly, without dockerd (src/runtimes/oci.ts).
   for (const kind of ["runc", "crun", "runsc"] as OciKind[]) {
@@ -82,7 +83,7 @@ for (const name of TESTED_IMAGES) {
     runtimeConformanceSuite(
       `${kind}-direct [${name}]`,
       async () => ({ runtime: new OciRuntime({ kind, stateDir: `/run/petri/conformance-${tag}/${kind}-direct`, cgroupParent: `petri-conformance-${tag}` }), baseSpec: spec }),
-      { skip: skipReason(probe) },
+      { skip: skipReason(probe), slowCases: name === "standard" },
     );
   }
 }

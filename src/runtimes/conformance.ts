@@ -39,6 +39,12 @@ export interface ConformanceOptions {
    * with the reason instead of failing the suite. Every entry is a bug to fix, not a waiver.
    */
   knownGaps?: Record<string, string>;
+  /**
+   * Whether to run the slow cases that do not depend on the image's contents beyond a toolchain
+   * (the Go binary cache: several builds). Default true; a second image of the same runtime may
+   * leave them to the first, and the output says so.
+   */
+  slowCases?: boolean;
 }
 
 export const PID1_TEST = "the program is not pid 1: a signal it sends itself takes effect";
@@ -542,6 +548,63 @@ export function runtimeConformanceSuite(
         });
       }
     }
+
+    // issue 15 item 5: a Go program is built once per content and then exec'd from the sandbox's
+    // cache; it must never run a binary of other sources than the workspace holds now.
+    test("go: an unchanged program runs from the binary cache, a changed source or package is rebuilt, //go:embed is never stale", async (t) => {
+      if (opts.slowCases === false) return void t.skip("slow case: run on this runtime's first image only");
+      const ws = fs.mkdtempSync(path.join(os.tmpdir(), "petri-conf-go-"));
+      const cache = fs.mkdtempSync(path.join(os.tmpdir(), "petri-conf-cache-"));
+      try {
+        const base = subject.baseSpec(ws);
+        for (const d of [ws, cache]) fs.chownSync(d, base.uid, base.gid);
+        const write = (rel: string, text: string) => {
+          fs.mkdirSync(path.dirname(path.join(ws, rel)), { recursive: true });
+          fs.writeFileSync(path.join(ws, rel), text);
+          for (let d = path.dirname(path.join(ws, rel)); d.startsWith(ws); d = path.dirname(d)) fs.chownSync(d, base.uid, base.gid);
+        };
+        const goRun = async (entry: string) => {
+          const r = await subject.runtime.run({
+            ...base, argv: substitute(LANGUAGES.go.file, { file: entry }), env: { ...base.env, ...LANGUAGES.go.env, HOME: "/tmp" },
+            mounts: [...base.mounts, { source: cache, target: CACHE_DIR, readonly: false }], labels: { ...base.labels, ...labels },
+            timeoutMs: 300_000,
+          });
+          return { r, bins: fs.existsSync(path.join(cache, "go-bin")) ? fs.readdirSync(path.join(cache, "go-bin")).filter((f) => !f.startsWith(".")) : [] };
+        };
+        const inode = (name: string) => fs.statSync(path.join(cache, "go-bin", name)).ino;
+        write("go.mod", "module example.com/m\n\ngo 1.24\n");
+        write("greet/greet.go", 'package greet\n\nfunc Word() string { return "v1" }\n');
+        write("main.go", 'package main\n\nimport (\n\t"fmt"\n\t"os"\n\n\t"example.com/m/greet"\n)\n\nfunc main() { fmt.Println("main1", greet.Word()); os.Exit(3) }\n');
+        const first = await goRun("main.go");
+        assert.equal(out(first.r), "main1 v1\n", describeResult(first.r));
+        assert.equal(first.r.exitCode, 3, "the program's own exit status");
+        assert.equal(first.bins.length, 1, `one binary kept: ${first.bins}`);
+        const again = await goRun("main.go");
+        assert.equal(out(again.r), "main1 v1\n", describeResult(again.r));
+        assert.equal(again.r.exitCode, 3);
+        assert.deepEqual(again.bins, first.bins);
+        assert.equal(inode(again.bins[0]), inode(first.bins[0]), "an unchanged program was not built again");
+        write("greet/greet.go", 'package greet\n\nfunc Word() string { return "v2" }\n');
+        const pkg = await goRun("main.go");
+        assert.equal(out(pkg.r), "main1 v2\n", `a changed workspace package is rebuilt: ${describeResult(pkg.r)}`);
+        write("main.go", 'package main\n\nimport (\n\t"fmt"\n\n\t"example.com/m/greet"\n)\n\nfunc main() { fmt.Println("main2", greet.Word()) }\n');
+        const main = await goRun("main.go");
+        assert.equal(out(main.r), "main2 v2\n", `a changed entry file is rebuilt: ${describeResult(main.r)}`);
+        assert.equal(main.r.exitCode, 0);
+        assert.equal(main.bins.length, 3, `${main.bins}`);
+        // Embedded files are content the key does not cover: such a program always goes through go run.
+        write("emb/main.go", 'package main\n\nimport (\n\t_ "embed"\n\t"fmt"\n)\n\n//go:embed msg.txt\nvar msg string\n\nfunc main() { fmt.Print(msg) }\n');
+        write("emb/msg.txt", "first\n");
+        assert.equal(out((await goRun("emb/main.go")).r), "first\n");
+        write("emb/msg.txt", "second\n");
+        const emb = await goRun("emb/main.go");
+        assert.equal(out(emb.r), "second\n", describeResult(emb.r));
+        assert.deepEqual(fs.readdirSync(ws).sort(), ["emb", "go.mod", "greet", "main.go"], "nothing was written into the workspace");
+      } finally {
+        fs.rmSync(ws, { recursive: true, force: true });
+        fs.rmSync(cache, { recursive: true, force: true });
+      }
+    });
 
     test("vault: the code sees placeholders only, reaches the broker, and never the secret", async (t) => {
       const noSockets = await subject.runtime.hostSockets?.();
