@@ -25,7 +25,7 @@ export interface Language {
 export const SNIPPET_DIR = "/petri/snippet";
 export const CACHE_DIR = "/cache";
 
-const GO_RUN = goRunScript(CACHE_DIR);
+const GO_RUN = goRunScript({ cacheDir: CACHE_DIR, snippetDir: SNIPPET_DIR });
 
 /**
  * Runs a snippet file the way `node -e` runs its code, with the same module rules as the images'

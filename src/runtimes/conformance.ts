@@ -555,6 +555,7 @@ export function runtimeConformanceSuite(
       if (opts.slowCases === false) return void t.skip("slow case: run on this runtime's first image only");
       const ws = fs.mkdtempSync(path.join(os.tmpdir(), "petri-conf-go-"));
       const cache = fs.mkdtempSync(path.join(os.tmpdir(), "petri-conf-cache-"));
+      const snippets = tempHostDir();
       try {
         const base = subject.baseSpec(ws);
         for (const d of [ws, cache]) fs.chownSync(d, base.uid, base.gid);
@@ -563,10 +564,18 @@ export function runtimeConformanceSuite(
           fs.writeFileSync(path.join(ws, rel), text);
           for (let d = path.dirname(path.join(ws, rel)); d.startsWith(ws); d = path.dirname(d)) fs.chownSync(d, base.uid, base.gid);
         };
-        const goRun = async (entry: string) => {
+        const goRun = async (entry: string, snippet?: string) => {
+          let argv = substitute(LANGUAGES.go.file, { file: entry });
+          if (snippet !== undefined) {
+            // Every run's snippet has a path of its own (/petri/snippet/<exec id>/main.go).
+            fs.mkdirSync(path.join(snippets, entry), { mode: 0o755 });
+            fs.writeFileSync(path.join(snippets, entry, LANGUAGES.go.snippet.filename), snippet, { mode: 0o644 });
+            argv = substitute(LANGUAGES.go.snippet.argv, { file: `${SNIPPET_DIR}/${entry}/${LANGUAGES.go.snippet.filename}` });
+          }
           const r = await subject.runtime.run({
-            ...base, argv: substitute(LANGUAGES.go.file, { file: entry }), env: { ...base.env, ...LANGUAGES.go.env, HOME: "/tmp" },
-            mounts: [...base.mounts, { source: cache, target: CACHE_DIR, readonly: false }], labels: { ...base.labels, ...labels },
+            ...base, argv, env: { ...base.env, ...LANGUAGES.go.env, HOME: "/tmp" },
+            mounts: [...base.mounts, { source: cache, target: CACHE_DIR, readonly: false }, { source: snippets, target: SNIPPET_DIR, readonly: true }],
+            labels: { ...base.labels, ...labels },
             timeoutMs: 300_000,
           });
           return { r, bins: fs.existsSync(path.join(cache, "go-bin")) ? fs.readdirSync(path.join(cache, "go-bin")).filter((f) => !f.startsWith(".")) : [] };
@@ -599,10 +608,20 @@ export function runtimeConformanceSuite(
         write("emb/msg.txt", "second\n");
         const emb = await goRun("emb/main.go");
         assert.equal(out(emb.r), "second\n", describeResult(emb.r));
+        // The same snippet in a new run (a new path) is a hit; another snippet is not.
+        const snip = 'package main\n\nimport "fmt"\n\nfunc main() { fmt.Println("snippet one") }\n';
+        const s1 = await goRun("ex_1", snip);
+        assert.equal(out(s1.r), "snippet one\n", describeResult(s1.r));
+        const s2 = await goRun("ex_2", snip);
+        assert.equal(out(s2.r), "snippet one\n", describeResult(s2.r));
+        assert.deepEqual(s2.bins.sort(), s1.bins.sort(), "the same snippet again was not built again");
+        const s3 = await goRun("ex_3", snip.replace("snippet one", "snippet two"));
+        assert.equal(out(s3.r), "snippet two\n", describeResult(s3.r));
         assert.deepEqual(fs.readdirSync(ws).sort(), ["emb", "go.mod", "greet", "main.go"], "nothing was written into the workspace");
       } finally {
         fs.rmSync(ws, { recursive: true, force: true });
         fs.rmSync(cache, { recursive: true, force: true });
+        fs.rmSync(snippets, { recursive: true, force: true });
       }
     });
 
