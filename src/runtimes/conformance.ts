@@ -418,6 +418,8 @@ export function runtimeConformanceSuite(
 
     test("a fork bomb is refused with EAGAIN below the pids limit, and the host stays fine", async () => {
       const marker = `petri-conf-bomb-${randomBytes(6).toString("hex")}`;
+      // Forks until refused, keeps pressing for a second, then leaves its sleeping children behind
+      // for the runtime to kill (no timeout involved: how fast forks are is no concern here).
       const code = [
         "import os, sys, time",
         "n = 0",
@@ -429,20 +431,20 @@ export function runtimeConformanceSuite(
         "    except OSError as e:",
         "        print('fork refused after', n, e.errno, flush=True)",
         "        break",
-        "while True:",
+        "end = time.time() + 1",
+        "while time.time() < end:",
         "    try:",
-        "        os.fork()",
+        "        if os.fork() == 0:",
+        "            time.sleep(1000)",
         "    except OSError:",
         "        time.sleep(0.01)",
       ].join("\n");
-      const t0 = Date.now();
-      const r = await run(py(code, marker), { limits: { pids: 64 }, timeoutMs: 3000 });
-      assert.ok(Date.now() - t0 < 30_000, "the result did not come back");
+      const r = await run(py(code, marker), { limits: { pids: 32 }, timeoutMs: 120_000 });
       // The program itself sees the limit (EAGAIN), as under Linux: the sandbox does not die of it.
       const refused = /fork refused after (\d+) 11\n/.exec(out(r));
       assert.ok(refused, describeResult(r));
-      assert.ok(Number(refused[1]) < 64, describeResult(r));
-      assert.equal(r.timedOut, true, describeResult(r));
+      assert.ok(Number(refused[1]) < 32, describeResult(r));
+      assert.equal(r.exitCode, 0, describeResult(r));
       assert.ok(await waitUntil(() => hostProcessesWith(marker).length === 0, 10_000), `left behind: ${hostProcessesWith(marker).length} processes`);
       assert.equal(await subject.runtime.count(labels), 0);
       assert.equal(spawnSync("true").status, 0, "the host cannot start a process");
