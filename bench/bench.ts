@@ -47,6 +47,7 @@ const DOCKER_RUNTIMES = new Set(["runc", "crun", "runsc"]);
  */
 const PEER_SCRIPTS = [
   { name: "node hello", language: "node", file: "main.js", content: "console.log('hello world')\n", expected: "hello world\n" },
+  { name: "typescript hello", language: "typescript", file: "main.ts", content: "const m: string = 'hello world';\nconsole.log(m);\n", expected: "hello world\n" },
   {
     name: "CPU-bound (python, 2M-step loop)", language: "python", file: "cpu.py",
     content: "s = 0\nfor i in range(2_000_000):\n    s += i * i % 7\nprint(s)\n", expected: `${Array.from({ length: 2_000_000 }, (_, i) => (i * i) % 7).reduce((a, b) => a + b, 0)}\n`,

@@ -124,6 +124,28 @@ describe("images through the API", () => {
     const err = await exec(t, sb, { code: "const x: number = ;" });
     assert.notEqual(err.json.exit_code, 0);
     assert.match(err.json.stderr, /SyntaxError/);
+    assert.deepEqual([err.json.error_summary?.type, err.json.error_summary?.line], ["SyntaxError", 1], err.text);
+  });
+
+  it("typescript is stripped by esbuild in the sandbox: cached per sandbox, errors on the TypeScript lines, CommonJS and ES modules", async () => {
+    const sb = await createSandbox(t, { language: "typescript" });
+    // Type-only lines esbuild removes: without source maps the error would be reported on line 2.
+    await putFile(t, sb, "boom.ts", "interface A {\n  a: number;\n}\nconst a: A = { a: 1 };\nthrow new Error('line 5 ' + a.a);\n");
+    const boom = await exec(t, sb, { filename: "boom.ts" });
+    assert.equal(boom.json.exit_code, 1, boom.text);
+    assert.match(boom.json.stderr, /at .*\/workspace\/boom\.ts:5:7\)/);
+    assert.deepEqual(boom.json.error_summary, { type: "Error", message: "line 5 1", file: "boom.ts", line: 5 });
+    await putFile(t, sb, "cjs.ts", "const p = require('path');\nconst n: number = 2;\nconsole.log(p.basename(__filename), n);\n");
+    const cjs = await exec(t, sb, { filename: "cjs.ts" });
+    assert.equal(cjs.json.stdout, "cjs.ts 2\n", cjs.text);
+    await putFile(t, sb, "esm.ts", "import { basename } from 'node:path';\nconst n: number = 3;\nconsole.log(import.meta.url, basename(import.meta.filename), n);\n");
+    const esm = await exec(t, sb, { filename: "esm.ts" });
+    assert.equal(esm.json.stdout, "file:///workspace/esm.ts esm.ts 3\n", esm.text);
+    // Node's own stripping writes nothing; the esbuild path leaves its transforms in the sandbox's cache.
+    const cache = await exec(t, sb, { code: "import fs from 'node:fs';\nconsole.log(fs.readdirSync('/cache/typescript', { recursive: true }).filter((f) => String(f).endsWith('.js')).length >= 3)" });
+    assert.equal(cache.json.stdout, "true\n", cache.text);
+    const snippet = await exec(t, sb, { code: "type T = { a: number };\n\nconst v: T = { a: 1 };\nthrow new TypeError('snippet line 4 ' + v.a);" });
+    assert.deepEqual([snippet.json.error_summary?.type, snippet.json.error_summary?.line], ["TypeError", 4], snippet.text);
   });
 
   it("node: snippets with import (ES module, top-level await) and with require (CommonJS) both run", async () => {

@@ -2,6 +2,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { createRequire } from "node:module";
 import { NO_NETWORK } from "./explain.js";
+import { TS_LOADER } from "./typescript-loader.js";
 
 /**
  * Small helpers mounted read-only into every run at /petri/agent, so what the code does behaves
@@ -172,6 +173,7 @@ export function prepareAgentFiles(dataDir: string): string {
   fs.writeFileSync(path.join(tmp, "python", "sitecustomize.py"), PY_SITECUSTOMIZE, { mode: 0o644 });
   fs.writeFileSync(path.join(tmp, "python", "petri_display.py"), PY_DISPLAY, { mode: 0o644 });
   fs.writeFileSync(path.join(tmp, "node", "preload.cjs"), NODE_PRELOAD, { mode: 0o644 });
+  fs.writeFileSync(path.join(tmp, "node", "typescript.cjs"), TS_LOADER, { mode: 0o644 });
   // undici (the npm package, pure JavaScript) for the fetch() proxy dispatcher.
   const undiciDir = path.dirname(createRequire(import.meta.url).resolve("undici/package.json"));
   const target = path.join(tmp, "node", "undici");

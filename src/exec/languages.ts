@@ -23,6 +23,8 @@ export interface Language {
 }
 
 export const SNIPPET_DIR = "/petri/snippet";
+/** The TypeScript preload (typescript-loader.ts), among the helpers mounted at /petri/agent (agent-files.ts). */
+const TS_LOADER_FILE = "/petri/agent/node/typescript.cjs";
 export const CACHE_DIR = "/cache";
 
 const GO_RUN = goRunScript({ cacheDir: CACHE_DIR, snippetDir: SNIPPET_DIR });
@@ -41,7 +43,7 @@ const NODE_SNIPPET_LOADER = [
   "const M=require('module'),p=require('path'),fs=require('fs');",
   "const f=process.argv.splice(1,1)[0],n=p.join(process.cwd(),'[eval]');",
   "let s=fs.readFileSync(f,'utf8');",
-  "if(/\\.[cm]?ts$/.test(f))s=M.stripTypeScriptTypes(s,{mode:'transform',sourceUrl:n});",
+  "if(/\\.[cm]?ts$/.test(f))s=(globalThis.__petriTransformTs&&globalThis.__petriTransformTs(s,n))||M.stripTypeScriptTypes(s,{mode:'transform',sourceUrl:n});",
   "let esm=false;",
   "try{require('vm').compileFunction(s,['exports','require','module','__filename','__dirname'],{filename:n})}",
   "catch(e){esm=/Cannot use import statement|Unexpected token 'export'|import\\.meta|await is only valid|Identifier '(module|require|exports|__filename|__dirname)' has already/.test(e.message)}",
@@ -81,14 +83,16 @@ export const LANGUAGES: Readonly<Record<string, Language>> = Object.freeze({
   typescript: {
     name: "typescript",
     extensions: [".ts", ".mts", ".cts"],
-    // Node's own type stripping (on by default since 22.18), with enums and namespaces
-    // transformed too: no compile step and no extra process. Types are not checked (run `tsc
-    // --noEmit` for that; it is in the image). Relative imports name the file (`./util.ts`).
-    file: ["node", "--experimental-transform-types", "--disable-warning=ExperimentalWarning", "{file}"],
+    // esbuild (in the image) strips types through a preload of module hooks (typescript-loader.ts):
+    // no compile step, no second process per run, the files keep their own URLs, and stack
+    // traces point at the TypeScript lines (source maps). Enums and namespaces work. Types are
+    // not checked (run `tsc --noEmit` for that; it is in the image). Relative imports name the
+    // file (`./util.ts`). An image without esbuild falls back on Node's own type stripping.
+    file: ["node", "--require", TS_LOADER_FILE, "--experimental-transform-types", "--disable-warning=ExperimentalWarning", "{file}"],
     // The snippet file is stripped by the same loader as Node's (an ES module or CommonJS alike);
-    // the flag still serves the workspace .ts files it imports.
-    snippet: { filename: "snippet.ts", argv: ["node", "--experimental-transform-types", "--disable-warning=ExperimentalWarning", "-e", NODE_SNIPPET_LOADER, "{file}"] },
-    env: { NODE_PATH: "/workspace/node_modules:/usr/share/nodejs" },
+    // the preload serves the workspace .ts files it imports.
+    snippet: { filename: "snippet.ts", argv: ["node", "--require", TS_LOADER_FILE, "--experimental-transform-types", "--disable-warning=ExperimentalWarning", "-e", NODE_SNIPPET_LOADER, "{file}"] },
+    env: { NODE_PATH: "/workspace/node_modules:/usr/share/nodejs", PETRI_TS_CACHE: `${CACHE_DIR}/typescript` },
     dependencies: "node_modules/ in the workspace (uploaded), or Debian's node-* packages in the image",
   },
   go: {

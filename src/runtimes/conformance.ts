@@ -9,6 +9,7 @@ import https from "node:https";
 import { after, before, describe, test as nodeTest, type TestContext } from "node:test";
 import Database from "better-sqlite3";
 import { CACHE_DIR, LANGUAGES, SNIPPET_DIR, substitute } from "../exec/languages.js";
+import { AGENT_MOUNT, prepareAgentFiles } from "../exec/agent-files.js";
 import { cutMarker, type RunResult, type RunSpec, type Runtime } from "./types.js";
 import { generateMasterKey } from "../vault/crypto.js";
 import { parseEgressPolicy } from "../vault/egress.js";
@@ -86,6 +87,17 @@ function tempHostDir(): string {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), "petri-conf-mnt-"));
   fs.chmodSync(d, 0o755);
   return d;
+}
+
+let agentFiles: string | null = null;
+/** The helpers the exec service mounts into every run (the TypeScript preload among them), written once per process. */
+function agentFilesDir(): string {
+  if (!agentFiles || !fs.existsSync(agentFiles)) {
+    const parent = tempHostDir();
+    agentFiles = prepareAgentFiles(parent);
+    process.once("exit", () => fs.rmSync(parent, { recursive: true, force: true }));
+  }
+  return agentFiles;
 }
 
 function out(r: RunResult): string {
@@ -522,7 +534,10 @@ export function runtimeConformanceSuite(
         try {
           const base = subject.baseSpec("/nonexistent");
           fs.chownSync(cache, base.uid, base.gid);
-          const extraMounts: RunSpec["mounts"] = [{ source: cache, target: CACHE_DIR, readonly: false }];
+          const extraMounts: RunSpec["mounts"] = [
+            { source: cache, target: CACHE_DIR, readonly: false },
+            { source: agentFilesDir(), target: AGENT_MOUNT, readonly: true },
+          ];
           let argv: string[];
           const entry = `hello${lang.extensions[0]}`;
           if (form === "file") argv = substitute(lang.file, { file: entry });
