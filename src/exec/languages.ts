@@ -1,4 +1,5 @@
 import { goRunScript } from "./go-run.js";
+import type { InterpreterHint } from "../runtimes/types.js";
 
 /**
  * A language is data, not a code path: adding one is an entry here plus an image that has its
@@ -18,6 +19,11 @@ export interface Language {
   snippet: { filename: string; argv: string[] };
   /** Extra environment for this language. */
   env: Record<string, string>;
+  /**
+   * A pre-started unit may start this interpreter ahead, with these modules of the image imported
+   * when the image has them (docs/warm.md). Absent: pre-started units exec the run cold.
+   */
+  warm?: InterpreterHint;
   /** How dependencies are declared (documented for users; installed by the code itself offline). */
   dependencies: string;
 }
@@ -70,6 +76,12 @@ export const LANGUAGES: Readonly<Record<string, Language>> = Object.freeze({
       MPLCONFIGDIR: `${CACHE_DIR}/matplotlib`,
     },
     dependencies: "modules in the workspace (import lib.util from lib/util.py); Debian's python3 packages baked into the image",
+    // The data stack of the datascience image (absent from standard: there only the interpreter is warm).
+    warm: {
+      kind: "python",
+      preload: ["numpy", "pandas", "matplotlib", "matplotlib.pyplot"],
+      triggers: ["seaborn", "scipy", "sklearn", "statsmodels", "pylab", "mpl_toolkits"],
+    },
   },
   node: {
     name: "node",

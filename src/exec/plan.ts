@@ -129,6 +129,8 @@ export function planRun(p: PlanInput): RunPlan {
         tmpfsBytes: config.tmpfsMb * 1024 * 1024,
       },
       timeoutMs: limits.timeout_ms,
+      // Pre-started units may start this interpreter ahead (docs/warm.md).
+      interpreter: lang.warm,
       stdin: p.interactiveStdin ? undefined : req.stdin ?? undefined,
       outputLimitBytes: limits.output_bytes,
       uid: config.sandboxUid,

@@ -4,7 +4,8 @@ import fs from "node:fs";
 import path from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { readNumber } from "./cgroups.js";
-import { LABEL_WARM, LAUNCHER_ARGV, PrestartGate, launchLine, shapeKey } from "./launcher.js";
+import { LABEL_WARM, PrestartGate, shapeKey } from "./launcher.js";
+import { StatusFrame, handover, unitPlan, type UnitPlan } from "./warm.js";
 import { CappedBuffer, EngineLostError, signalFromExitCode, type RunLimits, type RunResult, type RunSpec, type Runtime } from "./types.js";
 
 /**
@@ -406,6 +407,8 @@ interface Started {
   runName: string;
   cg: RunCgroup | null;
   warm: boolean;
+  /** What a pre-started sandbox runs (launcher or warm interpreter). */
+  plan?: UnitPlan;
   labels: Record<string, string>;
   proc: ChildProcess;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -515,7 +518,8 @@ export class BwrapRuntime implements Runtime {
     try {
       const wantsStdin = warm || spec.stdin !== undefined || spec.stdinStream !== undefined;
       const stdio: StdioOptions = [wantsStdin ? "pipe" : "ignore", "pipe", "pipe", "pipe", this.seccomp ? "pipe" : "ignore"];
-      const inner = warm ? { ...spec, argv: LAUNCHER_ARGV, env: { PATH: "/usr/bin:/bin" } } : spec;
+      if (warm) st.plan = unitPlan(spec, { interpreters: true });
+      const inner = st.plan ? { ...spec, argv: st.plan.argv, env: st.plan.env, cwd: st.plan.startCwd } : spec;
       const args = [
         "-c", ENTER_SCRIPT, "petri-enter", ...(cg?.procsFiles ?? []), "--",
         "prlimit", `--nofile=${spec.limits.openFiles}`, `--fsize=${spec.limits.fileSizeBytes}`, "--core=0", "--",
@@ -642,15 +646,24 @@ export class BwrapRuntime implements Runtime {
     if (st.warm) timings.warm = 1;
     const stdout = new CappedBuffer(spec.outputLimitBytes);
     const stderr = new CappedBuffer(spec.outputLimitBytes);
-    st.sink.out = (b) => { stdout.push(b); spec.onStdout?.(b); };
+    const toOut = (b: Buffer) => { stdout.push(b); spec.onStdout?.(b); };
+    st.sink.out = toOut;
     st.sink.err = (b) => { stderr.push(b); spec.onStderr?.(b); };
     let timedOut = false;
     let timer: NodeJS.Timeout | undefined;
     const onAbort = () => st.onKill();
+    let frame: StatusFrame | undefined;
 
     let result: RunResult;
     try {
-      if (st.warm) st.proc.stdin!.write(launchLine(spec));
+      if (st.plan) {
+        const h = handover(st.plan, spec);
+        if (h.inProcess) {
+          const f = (frame = new StatusFrame(toOut));
+          st.sink.out = (b) => f.push(b);
+        }
+        st.proc.stdin!.write(h.bytes);
+      }
       if (st.proc.stdin) void feedStdin(st.proc.stdin, spec);
       const startedAt = performance.now();
       timings.handover = startedAt - t0;
@@ -670,6 +683,8 @@ export class BwrapRuntime implements Runtime {
       // pid 1 of the namespace is gone, so the kernel is killing the rest; make sure of it.
       if (st.cg) await st.cg.killAll();
       await Promise.race([st.outputDone, sleep(2000)]);
+      frame?.end();
+      if (frame?.status) timings.interp = frame.status.warm ? 1 : 0;
 
       const killed = st.killed;
       const status = parseStatus(st.status);
@@ -706,6 +721,7 @@ export class BwrapRuntime implements Runtime {
         cpuTimeMs: usage.cpuTimeMs,
         peakMemoryBytes: usage.peakMemoryBytes,
         timings,
+        ...(frame?.status && !frame.status.warm ? { warmFallback: frame.status.reason ?? "" } : {}),
       };
     } finally {
       clearTimeout(timer);

@@ -6,6 +6,7 @@ import { rootfsDirFor } from "../images/build.js";
 import { BUILTIN_IMAGES, recipeRef } from "../images/catalog.js";
 import { BwrapRuntime } from "./bwrap.js";
 import { runtimeConformanceSuite } from "./conformance.js";
+import { warmEquivalenceSuite } from "./warm-conformance.js";
 import { bwrapStrategy, dockerStrategy, ociDirectStrategy, type RuntimeProbe } from "./detect.js";
 import { DockerRuntime } from "./docker.js";
 import { OciRuntime, type OciKind } from "./oci.js";
@@ -86,6 +87,18 @@ for (const name of TESTED_IMAGES) {
       { skip: skipReason(probe), slowCases: name === "standard" },
     );
   }
+
+  // Warm interpreters: each runtime's warm path against its cold path (docs/warm.md).
+  const warm = { idleMs: 120_000, images: new Set([image]) };
+  const datascience = name === "datascience";
+  for (const oci of ["runc", "crun", "runsc"] as const) {
+    warmEquivalenceSuite(`docker/${oci} [${name}]`, async () => ({
+      warm: new DockerRuntime({ docker: docker!, ociRuntime: oci, warm }),
+      cold: new DockerRuntime({ docker: docker!, ociRuntime: oci }),
+      baseSpec: spec,
+    }), { skip: skipReason(p[oci]), datascience });
+  }
+  warmEquivalenceSuite(`bwrap [${name}]`, async () => ({ warm: new BwrapRuntime({ warm }), cold: new BwrapRuntime(), baseSpec: spec }), { skip: skipReason(p.bwrap), datascience });
 }
 
 describe("docker/runsc really is gVisor", { skip: skipReason(probes.runsc) }, () => {

@@ -1,6 +1,7 @@
 import { Duplex } from "node:stream";
 import Docker from "dockerode";
-import { LABEL_WARM, LAUNCHER_ARGV, PrestartGate, launchLine, shapeKey } from "./launcher.js";
+import { LABEL_WARM, PrestartGate, shapeKey } from "./launcher.js";
+import { StatusFrame, handover, unitPlan, type UnitPlan } from "./warm.js";
 import { CappedBuffer, EngineLostError, signalFromExitCode, type RunResult, type RunSpec, type Runtime } from "./types.js";
 import { seccompSecurityOpt } from "./seccomp.js";
 import { readGvisorTrace } from "./gvisor-trace.js";
@@ -66,6 +67,8 @@ interface Prepared {
   sink: { out: (b: Buffer) => void; err: (b: Buffer) => void };
   cgroupRel: string;
   warm: boolean;
+  /** What a pre-started container runs (launcher or warm interpreter). */
+  plan?: UnitPlan;
   expiry?: NodeJS.Timeout;
   timings: Record<string, number>;
   /** The attach stream ended: the container's process is gone (it died with the engine). */
@@ -192,11 +195,14 @@ export class DockerRuntime implements Runtime {
     }
     // gVisor: the guest's limit is RLIMIT_NPROC, the host cgroup's a backstop (gvisor-limits.ts).
     const gvisor = isGvisor(this.ociRuntime);
+    // Under runsc-trace the audit trace starts at the program's exec, so units there stay plain
+    // launchers (a warm interpreter's imports would be attributed to the run).
+    const plan = warm ? unitPlan(spec, { interpreters: !this.trace }) : undefined;
     const container = await this.docker.createContainer({
       Image: spec.image,
-      Cmd: warm ? LAUNCHER_ARGV : spec.argv,
-      Env: warm ? ["PATH=/usr/bin:/bin"] : Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
-      WorkingDir: spec.cwd,
+      Cmd: plan ? plan.argv : spec.argv,
+      Env: Object.entries(plan ? plan.env : spec.env).map(([k, v]) => `${k}=${v}`),
+      WorkingDir: plan ? plan.startCwd : spec.cwd,
       User: `${spec.uid}:${spec.gid}`,
       Labels: labels,
       AttachStdin: withStdin,
@@ -252,7 +258,7 @@ export class DockerRuntime implements Runtime {
         exited.catch(() => undefined);
         timings.start = performance.now() - t0;
       }
-      return Object.assign(prepared, { container, stream, outputDone, sink, cgroupRel, warm, timings, exited });
+      return Object.assign(prepared, { container, stream, outputDone, sink, cgroupRel, warm, plan, timings, exited });
     } catch (e) {
       await container.remove({ force: true, v: true }).then(() => this.owned.delete(container.id), () => this.owned.delete(container.id));
       removeCgroup(this.layout, cgroupRel);
@@ -341,8 +347,10 @@ export class DockerRuntime implements Runtime {
     spec.tracer?.attach(prep.cgroupRel);
     const stdout = new CappedBuffer(spec.outputLimitBytes);
     const stderr = new CappedBuffer(spec.outputLimitBytes);
-    prep.sink.out = (b) => { stdout.push(b); spec.onStdout?.(b); };
+    const toOut = (b: Buffer) => { stdout.push(b); spec.onStdout?.(b); };
+    prep.sink.out = toOut;
     prep.sink.err = (b) => { stderr.push(b); spec.onStderr?.(b); };
+    let frame: StatusFrame | undefined;
     let timedOut = false;
     let killed = false;
     let timer: NodeJS.Timeout | undefined;
@@ -355,8 +363,13 @@ export class DockerRuntime implements Runtime {
 
     try {
       const waitP = prep.exited ?? (container.wait({ condition: "next-exit" }) as Promise<{ StatusCode: number }>);
-      if (prep.warm) {
-        stream.write(launchLine(spec));
+      if (prep.plan) {
+        const h = handover(prep.plan, spec);
+        if (h.inProcess) {
+          const f = (frame = new StatusFrame(toOut));
+          prep.sink.out = (b) => f.push(b);
+        }
+        stream.write(h.bytes);
       } else {
         await container.start();
       }
@@ -396,6 +409,8 @@ export class DockerRuntime implements Runtime {
       // Output can trail the exit by a moment; don't let a stuck stream hold the result.
       await Promise.race([prep.outputDone, new Promise((r) => setTimeout(r, 2000))]);
       stream.destroy();
+      frame?.end();
+      if (frame?.status) timings.interp = frame.status.warm ? 1 : 0;
 
       const info = await Promise.race([
         container.inspect().catch(() => null),
@@ -427,6 +442,7 @@ export class DockerRuntime implements Runtime {
         cpuTimeMs: null,
         peakMemoryBytes: null,
         timings,
+        ...(frame?.status && !frame.status.warm ? { warmFallback: frame.status.reason ?? "" } : {}),
       };
     } catch (e) {
       this.removeLater(prep);

@@ -49,6 +49,14 @@ export interface RunSpec {
   labels: Record<string, string>;
   /** Aborting kills the whole run (its process tree) and the result says `killed`. */
   signal?: AbortSignal;
+  /**
+   * The interpreter this run starts, for pre-started units (warm.ts, docs/warm.md): a unit of this
+   * run's shape may start it ahead with `preload` (modules of the image) imported, and run the
+   * next run's program in that fresh process when the semantics are guaranteed to be a cold
+   * start's. With a preload, a run goes warm only if its source imports one of the loaded
+   * modules' top-level packages or a `triggers` package (else the imports only cost memory).
+   */
+  interpreter?: InterpreterHint;
   /** Called with output as it is produced (before truncation is applied to the result). */
   onStdout?: (chunk: Buffer) => void;
   onStderr?: (chunk: Buffer) => void;
@@ -59,6 +67,12 @@ export interface RunSpec {
   tracer?: { attach(cgroupRel: string): void };
   /** The argv the run was asked for, before Petri's wrappers: where a trace's program starts. */
   auditArgv?: string[];
+}
+
+export interface InterpreterHint {
+  kind: "python";
+  preload?: string[];
+  triggers?: string[];
 }
 
 export interface RunResult {
@@ -81,6 +95,11 @@ export interface RunResult {
   peakMemoryBytes: number | null;
   /** Where the time went, for benchmarks (create/start/wait/remove…). */
   timings?: Record<string, number>;
+  /**
+   * Set when a pre-started interpreter was offered the run but handed it to a cold start (exec),
+   * with the reason (docs/warm.md); `timings.interp` is 1 when the run ran in that interpreter.
+   */
+  warmFallback?: string;
   /** What the program opened and executed, when the runtime traces it (gVisor as runsc-trace). */
   trace?: GvisorTrace;
 }

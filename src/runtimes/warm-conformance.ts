@@ -1,0 +1,203 @@
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { LANGUAGES } from "../exec/languages.js";
+import type { RunResult, RunSpec, Runtime } from "./types.js";
+
+/**
+ * Warm and cold paths of one runtime, side by side (docs/warm.md): every probe runs once in a
+ * pre-started interpreter (warm runtime; the test fails unless the run really ran in it, or
+ * really went cold where it must) and once cold (a runtime without pre-starting), on the same
+ * workspace, and what the user observes must be the same: stdout, stderr, exit code, signal.
+ *
+ * One workspace per suite, so all runs have one shape: each run pre-starts the unit the next
+ * one uses, and the workspace is changed between the two, as users do.
+ */
+export interface WarmSubject {
+  warm: Runtime;
+  cold: Runtime;
+  /** A runnable spec for this workspace (image, rootfs, uid, limits…); argv and env are set here. */
+  baseSpec: (workspaceDir: string) => RunSpec;
+}
+
+interface Probe {
+  title: string;
+  files?: Record<string, string>;
+  /** Paths removed before the run (left by an earlier probe). */
+  remove?: string[];
+  argv: string[];
+  stdin?: string;
+  env?: Record<string, string>;
+  /** true: must run in the pre-started interpreter; a RegExp: must go cold with a matching reason; "exec": handed over as exec. */
+  path: true | RegExp | "exec";
+  /** Only on images with the data stack. */
+  datascience?: boolean;
+}
+
+const PROBE = `import sys, os
+g = {k: (type(v).__name__, v if isinstance(v, (str, type(None), int)) else "") for k, v in list(globals().items())}
+print("globals", g)
+print("argv", sys.argv, "orig", sys.orig_argv)
+print("path", sys.path)
+print("cwd", os.getcwd(), "file", globals().get("__file__"), "main", __name__ == "__main__")
+print("env", sorted((k, v) for k, v in os.environ.items() if k != "HOSTNAME"))
+print("flags", sys.flags)
+print("cmdline", open("/proc/self/cmdline").read().rstrip("\\0").split("\\0"))
+print("stdin", repr(sys.stdin.read()))
+print("loader", type(__loader__).__name__, __spec__, __package__, __doc__)
+import warnings
+warnings.warn("careful")
+`;
+
+const PROBES: Probe[] = [
+  { title: "a file: __main__, argv, orig_argv, path, cwd, env, flags, cmdline, stdin, warnings", files: { "probe.py": PROBE }, argv: ["python3", "probe.py", "a b", "-x"], stdin: "in\nput", path: true },
+  { title: "a snippet: the same for -c", argv: ["python3", "-c", PROBE, "arg"], stdin: "", path: true },
+  {
+    title: "an uncaught exception: the traceback (with the source line) and exit status 1",
+    files: { "boom.py": "def f(x):\n    return 1 / x\n\nprint('before', flush=True)\nf(0)\n" }, argv: ["python3", "boom.py"], path: true,
+  },
+  { title: "an uncaught exception in a snippet: the traceback shows the -c source", argv: ["python3", "-c", "x = 1\nraise ValueError(f'bad {x}')"], path: true },
+  { title: "sys.exit(n), sys.exit(message)", argv: ["python3", "-c", "import sys; print('o'); sys.exit(3)"], path: true },
+  { title: "sys.exit with a message", argv: ["python3", "-c", "import sys; sys.exit('bye')"], path: true },
+  { title: "a syntax error", files: { "bad.py": "print('x'\n" }, argv: ["python3", "bad.py"], path: true },
+  { title: "a signal the program sends itself", argv: ["python3", "-c", "import os, signal; print('x', flush=True); os.kill(os.getpid(), signal.SIGTERM)"], path: true },
+  {
+    title: "KeyboardInterrupt: traceback, atexit, then death by SIGINT",
+    argv: ["python3", "-c", "import atexit\natexit.register(print, 'atexit ran')\nraise KeyboardInterrupt"], path: true,
+  },
+  {
+    title: "threads and atexit finish before exit",
+    argv: ["python3", "-c", "import threading, time, atexit\natexit.register(print, 'atexit')\nthreading.Thread(target=lambda: (time.sleep(0.2), print('thread'))).start()\nprint('main')"], path: true,
+  },
+  {
+    title: "workspace modules, pickling a class of __main__, if __name__ == '__main__'",
+    files: { "lib/util.py": "def twice(x):\n    return 2 * x\n", "app.py": "import pickle, lib.util\nclass C:\n    pass\nif __name__ == '__main__':\n    print(lib.util.twice(21), type(pickle.loads(pickle.dumps(C()))).__module__)\n" },
+    argv: ["python3", "app.py"], path: true,
+  },
+  {
+    title: "a workspace module named like one the interpreter already imported goes cold, and is the one imported",
+    files: { "linecache.py": "print('workspace linecache')\n" }, argv: ["python3", "-c", "import linecache"], path: /would shadow/,
+  },
+
+  {
+    title: "pandas and matplotlib from the image, pre-imported",
+    remove: ["linecache.py"], files: { "plot.py": "import pandas as pd, matplotlib.pyplot as plt\ndf = pd.DataFrame({'a': [1, 2, 3]})\nplt.plot(df.a)\nplt.savefig('/tmp/f.png')\nprint(df.a.sum(), pd.__file__, plt.get_backend())\n" },
+    argv: ["python3", "plot.py"], path: true, datascience: true,
+  },
+  {
+    title: "with the data stack pre-imported: a file's __main__, argv, path, env, cmdline, stdin, warnings",
+    files: { "dsprobe.py": "import numpy\n" + PROBE }, argv: ["python3", "dsprobe.py", "x"], stdin: "data", path: true, datascience: true,
+  },
+  {
+    title: "with the data stack pre-imported: a snippet's uncaught exception inside pandas",
+    argv: ["python3", "-c", "import pandas as pd\npd.DataFrame({'a': [1]})['missing']"], path: true, datascience: true,
+  },
+  {
+    title: "a workspace pandas.py shadows the image's pandas exactly as on the cold path",
+    files: { "pandas.py": "print('workspace pandas')\n" }, argv: ["python3", "-c", "import pandas; print(pandas.__file__)"], path: /pandas\.py in \/workspace would shadow/, datascience: true,
+  },
+  {
+    title: "a workspace numpy/ package shadows the image's numpy exactly as on the cold path",
+    remove: ["pandas.py"], files: { "numpy/__init__.py": "print('workspace numpy')\n" }, argv: ["python3", "-c", "import numpy; print(numpy.__file__)"], path: /numpy in \/workspace would shadow/, datascience: true,
+  },
+  {
+    title: "a program that imports none of the data stack goes cold (the pre-imports would only cost memory)",
+    remove: ["numpy"], argv: ["python3", "-c", "import sys; print('pandas' in sys.modules)"], path: /imports none/, datascience: true,
+  },
+  {
+    title: "a run whose environment differs from the pre-started one execs cold",
+    remove: ["linecache.py", "numpy"], argv: ["python3", "-c", "import os; print(os.environ['EXTRA'])"], env: { EXTRA: "1" }, path: "exec",
+  },];
+
+/** The lines that differ, for a readable failure. */
+function lineDiff(a: string, b: string): string {
+  const x = a.split("\n");
+  const y = b.split("\n");
+  const out: string[] = [];
+  for (let i = 0; i < Math.max(x.length, y.length); i++) if (x[i] !== y[i]) out.push(`line ${i + 1}:\n  warm: ${x[i]?.slice(0, 400)}\n  cold: ${y[i]?.slice(0, 400)}`);
+  return out.join("\n");
+}
+
+function describeRun(r: RunResult): string {
+  return `exit ${r.exitCode} signal ${r.signal} interp ${r.timings?.interp} fallback ${r.warmFallback}\nstdout: ${r.stdout.toString().slice(0, 1500)}\nstderr: ${r.stderr.toString().slice(0, 1500)}`;
+}
+
+export function warmEquivalenceSuite(name: string, make: () => Promise<WarmSubject>, opts: { skip?: string | false; datascience: boolean }): void {
+  describe(`warm and cold paths agree: ${name}`, { concurrency: 1, skip: opts.skip || false }, () => {
+    let subject: WarmSubject;
+    let ws: string;
+    before(async () => {
+      subject = await make();
+      ws = fs.mkdtempSync(path.join(os.tmpdir(), "petri-warmconf-"));
+      fs.chmodSync(ws, 0o755);
+      const base = subject.baseSpec(ws);
+      fs.chownSync(ws, base.uid, base.gid);
+      // The first run of the shape is cold; it pre-starts the unit the first probe uses.
+      const r = await subject.warm.run(specFor(["python3", "-c", "pass"]));
+      assert.equal(r.exitCode, 0, describeRun(r));
+    });
+
+    /** Docker creates a pre-started container in the background: wait until it is in the pool. */
+    async function unitReady(): Promise<void> {
+      for (let i = 0; i < 600 && (subject.warm.prestartStats?.().ready ?? 1) === 0; i++) await new Promise((r) => setTimeout(r, 100));
+    }
+    after(async () => {
+      await subject?.warm.close?.();
+      await subject?.cold.close?.();
+      if (ws) fs.rmSync(ws, { recursive: true, force: true });
+    });
+
+    function specFor(argv: string[], probe?: Probe): RunSpec {
+      const base = subject.baseSpec(ws);
+      return {
+        ...base,
+        argv,
+        env: {
+          PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/tmp", LANG: "C.UTF-8", TMPDIR: "/tmp",
+          ...LANGUAGES.python.env, MPLCONFIGDIR: "/tmp/mpl", ...(probe?.env ?? {}),
+        },
+        interpreter: LANGUAGES.python.warm,
+        stdin: probe?.stdin,
+        limits: { ...base.limits, memoryBytes: Math.max(base.limits.memoryBytes, 768 * 1024 * 1024) },
+      };
+    }
+
+    function write(probe: Probe): void {
+      for (const p of probe.remove ?? []) fs.rmSync(path.join(ws, p), { recursive: true, force: true });
+      const base = subject.baseSpec(ws);
+      for (const [rel, content] of Object.entries(probe.files ?? {})) {
+        const full = path.join(ws, rel);
+        fs.mkdirSync(path.dirname(full), { recursive: true });
+        fs.writeFileSync(full, content);
+        for (let d = path.dirname(full); d.startsWith(ws); d = path.dirname(d)) fs.chownSync(d, base.uid, base.gid);
+        fs.chownSync(full, base.uid, base.gid);
+      }
+    }
+
+    for (const probe of PROBES) {
+      const skip = probe.datascience && !opts.datascience ? "needs the data stack (datascience image)" : false;
+      test(probe.title, { skip }, async () => {
+        write(probe);
+        // On an image with the data stack, a program that imports none of it goes cold (the memory rule).
+        const expected = opts.datascience && !probe.datascience && probe.path !== "exec" ? /imports none/ : probe.path;
+        await unitReady();
+        const warm = await subject.warm.run(specFor(probe.argv, probe));
+        const cold = await subject.cold.run(specFor(probe.argv, probe));
+        assert.equal(warm.timings?.warm, 1, `a pre-started unit served the warm run\n${describeRun(warm)}`);
+        if (expected === true) assert.equal(warm.timings?.interp, 1, `ran in the pre-started interpreter\n${describeRun(warm)}`);
+        else if (expected === "exec") assert.equal(warm.timings?.interp, undefined, `handed over as an exec\n${describeRun(warm)}`);
+        else {
+          assert.equal(warm.timings?.interp, 0, `went cold\n${describeRun(warm)}`);
+          assert.match(warm.warmFallback ?? "", expected);
+        }
+        assert.equal(cold.timings?.warm, undefined, "the cold run was cold");
+        assert.equal(warm.stdout.toString(), cold.stdout.toString(), `stdout differs\n${lineDiff(warm.stdout.toString(), cold.stdout.toString())}`);
+        assert.equal(warm.stderr.toString(), cold.stderr.toString(), `stderr differs\n${lineDiff(warm.stderr.toString(), cold.stderr.toString())}`);
+        assert.equal(warm.exitCode, cold.exitCode, describeRun(warm));
+        assert.equal(warm.signal, cold.signal, describeRun(warm));
+      });
+    }
+  });
+}
