@@ -656,6 +656,8 @@ export class BwrapRuntime implements Runtime {
 
     let result: RunResult;
     try {
+      // A pre-started unit's own start (and a warm interpreter's imports) is not the run's CPU time.
+      const cpuBefore = st.warm ? st.cg?.usage().cpuTimeMs ?? null : null;
       if (st.plan) {
         const h = handover(st.plan, spec);
         if (h.inProcess) {
@@ -699,6 +701,7 @@ export class BwrapRuntime implements Runtime {
       const exitCode = exitSignal ? null : (status.exitCode ?? code ?? null);
       const sigFromCode = signalFromExitCode(exitCode);
       const usage = st.cg?.usage() ?? { peakMemoryBytes: null, cpuTimeMs: null, oomKills: null };
+      if (usage.cpuTimeMs !== null && cpuBefore !== null) usage.cpuTimeMs = Math.max(0, usage.cpuTimeMs - cpuBefore);
       // The outer bwrap (the sandbox's helper) is outside the program's pid namespace, so the
       // program cannot signal it: a signal death of it that Petri did not cause (timeout,
       // cancel) nor the OOM killer came from outside, and is not the program's exit.

@@ -351,6 +351,7 @@ export class DockerRuntime implements Runtime {
     prep.sink.out = toOut;
     prep.sink.err = (b) => { stderr.push(b); spec.onStderr?.(b); };
     let frame: StatusFrame | undefined;
+    let cpuBefore: number | null = null;
     let timedOut = false;
     let killed = false;
     let timer: NodeJS.Timeout | undefined;
@@ -363,6 +364,8 @@ export class DockerRuntime implements Runtime {
 
     try {
       const waitP = prep.exited ?? (container.wait({ condition: "next-exit" }) as Promise<{ StatusCode: number }>);
+      // A pre-started container's own start (and a warm interpreter's imports) is not the run's CPU time.
+      cpuBefore = prep.warm ? readUsage(this.layout, prep.cgroupRel).cpuTimeMs : null;
       if (prep.plan) {
         const h = handover(prep.plan, spec);
         if (h.inProcess) {
@@ -453,7 +456,7 @@ export class DockerRuntime implements Runtime {
     }
     // Every process of the run is gone, so the parent cgroup's counters are final (cgroups.ts).
     const usage = readUsage(this.layout, prep.cgroupRel);
-    result.cpuTimeMs = usage.cpuTimeMs;
+    result.cpuTimeMs = usage.cpuTimeMs !== null && cpuBefore !== null ? Math.max(0, usage.cpuTimeMs - cpuBefore) : usage.cpuTimeMs;
     result.peakMemoryBytes = usage.peakMemoryBytes;
     // A pre-started container's launcher execs the program: its exec is the second one.
     if (this.trace) result.trace = (await readGvisorTrace(container.id, { startAtExec: prep.warm ? 2 : 1, programArgv: spec.auditArgv }).catch(() => null)) ?? undefined;
