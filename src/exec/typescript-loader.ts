@@ -20,6 +20,8 @@ export const TS_LOADER = `'use strict';
   const ESBUILD = '/usr/bin/esbuild';
   if (!fs.existsSync(ESBUILD)) return;
   const M = require('module');
+  // In-thread hooks need Node >= 22.15; an image with an older Node keeps Node's own stripping.
+  if (typeof M.registerHooks !== 'function') return;
   const path = require('path');
   const { spawnSync } = require('child_process');
   const { fileURLToPath } = require('url');
