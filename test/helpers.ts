@@ -95,3 +95,35 @@ export function imageBuilt(name: string): { ok: boolean; ref: string } {
     return { ok: false, ref };
   }
 }
+
+/**
+ * Runs `body` while polling the server's /healthz every `intervalMs`; every answer must be 200.
+ * Returns the body's result with the slowest answer and how many there were, so callers can
+ * check liveness (never a benchmark: the bound they assert is generous).
+ */
+export async function whileHealthzPolled<T>(t: Pick<TestServer, "url">, body: () => Promise<T>, intervalMs = 100): Promise<{ result: T; worstMs: number; answers: number }> {
+  let done = false;
+  let worstMs = 0;
+  let answers = 0;
+  let failure: Error | undefined;
+  const poll = (async () => {
+    while (!done) {
+      const t0 = performance.now();
+      const h = await fetch(`${t.url}/healthz`);
+      await h.arrayBuffer();
+      if (h.status !== 200) failure ??= new Error(`/healthz answered ${h.status}`);
+      worstMs = Math.max(worstMs, performance.now() - t0);
+      answers++;
+      await new Promise((r) => setTimeout(r, intervalMs));
+    }
+  })();
+  let result: T;
+  try {
+    result = await body();
+  } finally {
+    done = true;
+    await poll;
+  }
+  if (failure) throw failure;
+  return { result, worstMs, answers };
+}

@@ -2,7 +2,7 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { startTestServer, createSandbox, putFile, exec, containersOf, type TestServer } from "./helpers.js";
+import { startTestServer, createSandbox, putFile, exec, containersOf, whileHealthzPolled, type TestServer } from "./helpers.js";
 
 /**
  * Hostile suite, workspace part (issue 9 findings 3, 4 and 10; issue 11 item 6): a tenant's code
@@ -119,26 +119,7 @@ describe("hostile workspaces", () => {
         fs.mkdirSync(dir);
         for (let i = 0; i < 1000; i++) fs.writeFileSync(path.join(dir, `f${i}`), "");
       }
-      let done = false;
-      let worst = 0;
-      let answers = 0;
-      const poll = (async () => {
-        while (!done) {
-          const t0 = performance.now();
-          const h = await fetch(`${t.url}/healthz`);
-          assert.equal(h.status, 200);
-          worst = Math.max(worst, performance.now() - t0);
-          answers++;
-          await new Promise((r) => setTimeout(r, 50));
-        }
-      })();
-      let l;
-      try {
-        l = await t.api("GET", `/v1/sandboxes/${sb}/files`);
-      } finally {
-        done = true;
-        await poll;
-      }
+      const { result: l, worstMs: worst, answers } = await whileHealthzPolled(t, () => t.api("GET", `/v1/sandboxes/${sb}/files`), 50);
       assert.equal(l.status, 200);
       assert.equal(l.json.complete, true);
       assert.equal(l.json.files.length, 50_050);
