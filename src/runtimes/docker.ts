@@ -98,6 +98,8 @@ export class DockerRuntime implements Runtime {
   /** Containers we killed ourselves (timeout, cancel, quota), so their kill event is ours. */
   private readonly selfKilled = new Set<string>();
   private readonly foreignKills = new Map<string, { signal: string; at: number }>();
+  /** Containers the engine reported an OOM event for (State.OOMKilled can miss it, see run()). */
+  private readonly oomEvents = new Map<string, number>();
   private events: NodeJS.ReadableStream | null = null;
   private eventsRetry: NodeJS.Timeout | undefined;
   private hits = 0;
@@ -125,7 +127,7 @@ export class DockerRuntime implements Runtime {
   private watchEngine(): void {
     if (this.events || this.closed) return;
     const since = Math.floor(Date.now() / 1000) - 1;
-    this.docker.getEvents({ since, filters: { type: ["container"], event: ["kill"], label: ["io.jhansi.petri.managed=true"] } }).then((stream) => {
+    this.docker.getEvents({ since, filters: { type: ["container"], event: ["kill", "oom"], label: ["io.jhansi.petri.managed=true"] } }).then((stream) => {
       if (this.closed) { (stream as unknown as { destroy?: () => void }).destroy?.(); return; }
       this.events = stream;
       // Following the engine never keeps the process alive by itself.
@@ -138,12 +140,15 @@ export class DockerRuntime implements Runtime {
           const line = buf.slice(0, nl);
           buf = buf.slice(nl + 1);
           try {
-            const ev = JSON.parse(line) as { id?: string; Actor?: { Attributes?: Record<string, string> } };
-            if (ev.id && !this.selfKilled.has(ev.id)) this.foreignKills.set(ev.id, { signal: ev.Actor?.Attributes?.signal ?? "?", at: Date.now() });
+            const ev = JSON.parse(line) as { id?: string; Action?: string; status?: string; Actor?: { Attributes?: Record<string, string> } };
+            if (!ev.id) continue;
+            if ((ev.Action ?? ev.status) === "oom") this.oomEvents.set(ev.id, Date.now());
+            else if (!this.selfKilled.has(ev.id)) this.foreignKills.set(ev.id, { signal: ev.Actor?.Attributes?.signal ?? "?", at: Date.now() });
           } catch { /* a partial or foreign line */ }
         }
         const old = Date.now() - KILL_MEMORY_MS;
         for (const [id, k] of this.foreignKills) if (k.at < old) this.foreignKills.delete(id);
+        for (const [id, at] of this.oomEvents) if (at < old) this.oomEvents.delete(id);
       });
       const lost = () => {
         if (this.events !== stream) return;
@@ -420,8 +425,15 @@ export class DockerRuntime implements Runtime {
         new Promise<null>((r) => setTimeout(() => r(null), 5000)),
       ]);
       const exitCode = info?.State?.ExitCode ?? waited.StatusCode;
-      const oomKilled = Boolean(info?.State?.OOMKilled);
       const signal = signalFromExitCode(exitCode ?? null);
+      // State.OOMKilled races the exit on cgroup v1 (the engine can record the exit before it
+      // hears of the OOM): the engine's own "oom" event, which can trail the exit by a moment, counts too.
+      let oomKilled = Boolean(info?.State?.OOMKilled) || this.oomEvents.has(container.id);
+      if (!oomKilled && signal === "SIGKILL" && !timedOut && !killed && this.events) {
+        for (let i = 0; i < 10 && !this.oomEvents.has(container.id); i++) await new Promise((r) => setTimeout(r, 20));
+        oomKilled = this.oomEvents.has(container.id);
+      }
+      this.oomEvents.delete(container.id);
       if (!timedOut && !killed) {
         const engineKill = await this.engineKilled(container.id, signal, typeof exitCode === "number");
         if (engineKill) {
@@ -458,6 +470,10 @@ export class DockerRuntime implements Runtime {
     const usage = readUsage(this.layout, prep.cgroupRel);
     result.cpuTimeMs = usage.cpuTimeMs !== null && cpuBefore !== null ? Math.max(0, usage.cpuTimeMs - cpuBefore) : usage.cpuTimeMs;
     result.peakMemoryBytes = usage.peakMemoryBytes;
+    // Last resort when neither the engine's state nor its event said OOM: a SIGKILL we did not
+    // send, with the run's memory at its limit, is the kernel's OOM killer.
+    if (!result.oomKilled && result.signal === "SIGKILL" && !result.timedOut && !result.killed && usage.peakMemoryBytes !== null
+      && usage.peakMemoryBytes >= spec.limits.memoryBytes * 0.98) result.oomKilled = true;
     // A pre-started container's launcher execs the program: its exec is the second one.
     if (this.trace) result.trace = (await readGvisorTrace(container.id, { startAtExec: prep.warm ? 2 : 1, programArgv: spec.auditArgv }).catch(() => null)) ?? undefined;
     // Removal does not hold the result back; count(), reap() and close() wait for it.
