@@ -94,6 +94,22 @@ describe("npm packages from the real registry", { skip: !hasNpm }, () => {
     for (const i of net.json.items) assert.equal(i.outcome, "success", JSON.stringify(i.detail));
   });
 
+  test("a workspace package-lock.json pins the installed version (lodash 4.17.20, not the newest 4.17.x)", async () => {
+    const sb = await createSandbox(t, { language: "node" });
+    await putFile(t, sb, "package.json", JSON.stringify({ name: "app", version: "1.0.0", dependencies: { lodash: "^4.17.0" } }));
+    // No "resolved" URL: npm fetches from the configured registry and checks the integrity.
+    await putFile(t, sb, "package-lock.json", JSON.stringify({
+      name: "app", version: "1.0.0", lockfileVersion: 3, requires: true,
+      packages: {
+        "": { name: "app", version: "1.0.0", dependencies: { lodash: "^4.17.0" } },
+        "node_modules/lodash": { version: "4.17.20", integrity: "sha512-PlhdFcillOINfeV7Ni6oF1TAEayyZBoZ8bcshTHqOYJYlrqzRK5hagpagky5o4HfCzzd1TRkXPMFq6cKk9rGmA==" },
+      },
+    }));
+    const r = await exec(t, sb, { code: 'console.log(require("lodash").VERSION)', timeout_ms: 120_000 });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.stdout, "4.17.20\n", r.text);
+  });
+
   test("a package the registry does not have is a 400 naming the registry's answer, before any run", async () => {
     const sb = await createSandbox(t, { language: "node" });
     const r = await exec(t, sb, { code: "console.log(1)", dependencies: { node: ["petri-no-such-package-4f1c9a"] } });

@@ -221,6 +221,9 @@ export function installScript(eco: Ecosystem): string {
       "set -e",
       `command -v npm >/dev/null 2>&1 || { echo "petri: this image has no npm; pick an image that has it" >&2; exit ${NO_INSTALLER}; }`,
       `cd ${t}`,
+      // A workspace lock is written by the server (not ours to change); npm rewrites it, so it
+      // gets a copy of its own.
+      `if [ -f package-lock.json ]; then cp package-lock.json .petri-lock.tmp && mv -f .petri-lock.tmp package-lock.json; fi`,
       `npm install --no-audit --no-fund --loglevel=error`,
       `rm -rf ${t}/.petri-cache`,
     ].join("\n");

@@ -284,6 +284,10 @@ export class DependencyService {
       // node_modules uploaded with the project: the workspace brings its own packages.
       if (reader.isDir("node_modules")) return { requirements: [], extraFiles };
       const reqs = parsePackageJson(pkg);
+      // The project's lock pins what it was tested with: npm keeps every locked version that still
+      // satisfies the ranges (and it is part of the environment's key, so a new lock is a new env).
+      const lock = read("package-lock.json");
+      if (lock !== null) extraFiles["package-lock.json"] = lock;
       return { requirements: reqs, extraFiles };
     }
     const mod = read("go.mod");
