@@ -11,6 +11,7 @@ import Database from "better-sqlite3";
 import { CACHE_DIR, LANGUAGES, SNIPPET_DIR, substitute } from "../exec/languages.js";
 import { AGENT_MOUNT, prepareAgentFiles } from "../exec/agent-files.js";
 import { cutMarker, type RunResult, type RunSpec, type Runtime } from "./types.js";
+import { LABEL_SANDBOX } from "./launcher.js";
 import { generateMasterKey } from "../vault/crypto.js";
 import { parseEgressPolicy } from "../vault/egress.js";
 import { Redactor } from "../vault/redact.js";
@@ -46,6 +47,13 @@ export interface ConformanceOptions {
    * leave them to the first, and the output says so.
    */
   slowCases?: boolean;
+  /**
+   * Pre-starting on, as in production (issue 9): the runtime must be made with pre-starting
+   * enabled for the image. Every run of the suite is then preceded by a primer run of the same
+   * shape, the pre-started unit is waited for, and the run is checked to have started in it, so
+   * the pass cannot quietly fall back to cold starts.
+   */
+  prestart?: boolean;
 }
 
 export const PID1_TEST = "the program is not pid 1: a signal it sends itself takes effect";
@@ -116,11 +124,52 @@ export function runtimeConformanceSuite(
 ): void {
   describe(`runtime conformance: ${name}`, { concurrency: 1, skip: opts.skip || false }, () => {
     let subject: ConformanceSubject;
-    const labels = { "io.jhansi.petri.conformance": randomBytes(6).toString("hex") };
+    const labels: Record<string, string> = { "io.jhansi.petri.conformance": randomBytes(6).toString("hex") };
+    // With pre-start on, every run belongs to one sandbox, as in production: its primers leave a
+    // unit pre-started (the sandbox runs again), its real runs are quiet so nothing idles after.
+    const sandboxId = `sb_conf_${labels["io.jhansi.petri.conformance"]}`;
+    if (opts.prestart) labels[LABEL_SANDBOX] = sandboxId;
 
     before(async () => {
       subject = await make();
+      if (opts.prestart) {
+        // The sandbox's first run pre-starts nothing (PrestartGate): make it now.
+        const ws = fs.mkdtempSync(path.join(os.tmpdir(), "petri-conf-"));
+        try {
+          const base = subject.baseSpec(ws);
+          fs.chownSync(ws, base.uid, base.gid);
+          const r = await subject.runtime.run({ ...base, argv: ["python3", "-c", "pass"], labels: { ...base.labels, ...labels } });
+          assert.equal(r.exitCode, 0, describeResult(r));
+        } finally {
+          fs.rmSync(ws, { recursive: true, force: true });
+        }
+      }
     });
+
+    /** Units carrying this suite's labels beyond idle pre-started ones: what runs left behind. */
+    async function leftBehind(): Promise<number> {
+      return (await subject.runtime.count(labels)) - (subject.runtime.prestartStats?.().ready ?? 0);
+    }
+
+    /** With pre-start on, runs `spec` in a unit pre-started for its shape (primed, waited for, checked). */
+    async function runSpec(spec: RunSpec): Promise<RunResult> {
+      if (!opts.prestart) return subject.runtime.run(spec);
+      const rt = subject.runtime;
+      const primer = await rt.run({ ...spec, argv: ["python3", "-c", "pass"], stdin: undefined, stdinStream: undefined, onStdout: undefined, onStderr: undefined, signal: undefined });
+      assert.equal(primer.exitCode, 0, `primer: ${describeResult(primer)}`);
+      // Docker and the direct OCI runtimes create the unit in the background: wait until it is up.
+      const preparing = (rt as unknown as { preparing?: Map<unknown, unknown> | Set<unknown> }).preparing;
+      for (let end = Date.now() + 60_000; (preparing?.size ?? 0) > 0 && Date.now() < end;) await new Promise((r) => setTimeout(r, 50));
+      const hits = rt.prestartStats!().hits;
+      const quiet = rt.noPrestartFor!(sandboxId);
+      try {
+        const r = await rt.run(spec);
+        assert.equal(rt.prestartStats!().hits, hits + 1, `the run did not start in a pre-started unit: ${JSON.stringify(rt.prestartStats!())}`);
+        return r;
+      } finally {
+        quiet();
+      }
+    }
 
     after(async () => {
       if (!subject) return;
@@ -152,7 +201,7 @@ export function runtimeConformanceSuite(
           labels: { ...base.labels, ...labels },
           limits: { ...base.limits, ...(overrides.limits ?? {}) },
         };
-        const r = await subject.runtime.run(spec);
+        const r = await runSpec(spec);
         await hooks.check?.(ws, r, spec);
         return r;
       } finally {
@@ -425,7 +474,7 @@ export function runtimeConformanceSuite(
       assert.equal(r.exitCode, null);
       assert.ok(Date.now() - t0 < 15_000, "the timeout was not enforced promptly");
       assert.ok(await waitUntil(() => hostProcessesWith(marker).length === 0, 5000), `left behind: ${hostProcessesWith(marker).join(", ")}`);
-      assert.equal(await subject.runtime.count(labels), 0);
+      assert.equal(await leftBehind(), 0);
     });
 
     test("a fork bomb is refused with EAGAIN below the pids limit, and the host stays fine", async () => {
@@ -458,7 +507,7 @@ export function runtimeConformanceSuite(
       assert.ok(Number(refused[1]) < 32, describeResult(r));
       assert.equal(r.exitCode, 0, describeResult(r));
       assert.ok(await waitUntil(() => hostProcessesWith(marker).length === 0, 10_000), `left behind: ${hostProcessesWith(marker).length} processes`);
-      assert.equal(await subject.runtime.count(labels), 0);
+      assert.equal(await leftBehind(), 0);
       assert.equal(spawnSync("true").status, 0, "the host cannot start a process");
       const again = await run(py("print('still fine')"));
       assert.equal(out(again), "still fine\n");
@@ -482,7 +531,7 @@ export function runtimeConformanceSuite(
       assert.equal(r.timedOut, false);
       assert.notEqual(r.exitCode, 0);
       assert.ok(Date.now() - t0 < 15_000);
-      assert.equal(await subject.runtime.count(labels), 0);
+      assert.equal(await leftBehind(), 0);
     });
 
     test("resource usage is reported as numbers", async () => {
@@ -570,6 +619,7 @@ export function runtimeConformanceSuite(
     // cache; it must never run a binary of other sources than the workspace holds now.
     test("go: an unchanged program runs from the binary cache, a changed source or package is rebuilt, //go:embed is never stale", async (t) => {
       if (opts.slowCases === false) return void t.skip("slow case: run on this runtime's first image only");
+      if (opts.prestart) return void t.skip("pre-start on: not run in this mode (a slow case of many runs over one workspace; the binary cache does not depend on how the unit started); it runs in this runtime's pre-start-off pass");
       const ws = fs.mkdtempSync(path.join(os.tmpdir(), "petri-conf-go-"));
       const cache = fs.mkdtempSync(path.join(os.tmpdir(), "petri-conf-cache-"));
       const snippets = tempHostDir();
@@ -696,7 +746,9 @@ export function runtimeConformanceSuite(
     });
 
     test("count/reap see nothing once runs are over", async () => {
-      assert.equal(await subject.runtime.count(labels), 0);
+      // With pre-start on, every unit pre-started was taken by a run: none idles (quiet real runs).
+      if (opts.prestart) assert.equal(subject.runtime.prestartStats!().ready, 0, "an idle pre-started unit is left");
+      assert.equal(await leftBehind(), 0);
       assert.equal(await subject.runtime.reap(labels), 0);
     });
   });
