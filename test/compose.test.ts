@@ -1,11 +1,10 @@
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { docker } from "./helpers.js";
+import { docker, freePort } from "./helpers.js";
 
 const ROOT = path.resolve(".");
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -15,12 +14,6 @@ function sh(cmd: string, args: string[], opts: { env?: Record<string, string>; i
   return { status: r.status, out: `${r.stdout ?? ""}${r.stderr ?? ""}${r.error ? r.error.message : ""}` };
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, "127.0.0.1", () => { const p = (s.address() as net.AddressInfo).port; s.close(() => resolve(p)); });
-  });
-}
 
 /** The README's curl flow, literally: curl -d JSON, -F file=@…, through the published port. */
 function curl(args: string[]): { status: number; body: string } {

@@ -1,4 +1,5 @@
 import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import pino from "pino";
@@ -126,4 +127,28 @@ export async function whileHealthzPolled<T>(t: Pick<TestServer, "url">, body: ()
   }
   if (failure) throw failure;
   return { result, worstMs, answers };
+}
+
+/** A TCP port free on loopback right now (for a `petri serve` started as a process). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Polls `${url}/healthz` until it answers 200, or throws after `ms`. */
+export async function waitHealthy(url: string, ms = 20000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    try {
+      if ((await fetch(`${url}/healthz`)).ok) return;
+    } catch { /* not up yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error("server did not become healthy");
 }

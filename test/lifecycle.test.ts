@@ -2,36 +2,17 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
-import { startTestServer, createSandbox, putFile, exec, containersOf, docker } from "./helpers.js";
+import { startTestServer, createSandbox, putFile, exec, containersOf, docker, freePort, waitHealthy } from "./helpers.js";
 import { LABEL_INSTANCE } from "../src/server.js";
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const petri = path.join(repo, "bin", "petri.js");
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
-async function waitHealthy(url: string, ms = 20000): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    try {
-      if ((await fetch(`${url}/healthz`)).ok) return;
-    } catch { /* not up yet */ }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error("server did not become healthy");
-}
 
 function startProcess(env: Record<string, string>): ChildProcess {
   return spawn(process.execPath, [petri, "serve"], { env: { ...process.env, ...env, PETRI_LOG_LEVEL: "warn" }, stdio: ["ignore", "ignore", "pipe"] });

@@ -2,7 +2,6 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -12,6 +11,7 @@ import { rootfsDirFor } from "../src/images/build.js";
 import { BUILTIN_IMAGES, recipeRef } from "../src/images/catalog.js";
 import { hostProcessesWith } from "../src/runtimes/conformance.js";
 import { OCI_STATE_ROOT } from "../src/server.js";
+import { freePort, waitHealthy } from "./helpers.js";
 
 /**
  * The OCI runtimes called directly (no dockerd): a server killed with SIGKILL leaves its
@@ -25,25 +25,7 @@ const STANDARD = recipeRef(BUILTIN_IMAGES.standard);
 const RUNTIMES = ["runc-direct", "crun-direct", "runsc-direct"];
 const probes = await Promise.all(RUNTIMES.map((r) => strategyFor(r, { image: STANDARD, rootfs: rootfsDirFor("/var/lib/petri/images", STANDARD), sandboxUid: 65600, sandboxGid: 65600 }).probe()));
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
-async function waitHealthy(url: string, ms = 60000): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    try {
-      if ((await fetch(`${url}/healthz`)).ok) return;
-    } catch { /* not up yet */ }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error("server did not become healthy");
-}
 
 async function waitFor(cond: () => boolean, ms: number): Promise<boolean> {
   const end = Date.now() + ms;
@@ -85,7 +67,7 @@ describe("direct OCI runtimes: a crashed server's containers are reaped at the n
       let proc = start();
       let instance = "";
       try {
-        await waitHealthy(url);
+        await waitHealthy(url, 60_000);
         instance = (new Database(path.join(dataDir, "petri.db"), { readonly: true }).prepare("SELECT value FROM meta WHERE key='instance_id'").get() as { value: string }).value;
         const stateDir = path.join(OCI_STATE_ROOT, instance, runtime);
         const parent = `petri-${runtime}-${instance}`;
@@ -108,7 +90,7 @@ describe("direct OCI runtimes: a crashed server's containers are reaped at the n
         if (runtime !== "runsc-direct") assert.ok(hostProcessesWith(marker).length > 0, "the orphan still runs");
 
         proc = start();
-        await waitHealthy(url);
+        await waitHealthy(url, 60_000);
         assert.ok(await waitFor(() => hostProcessesWith(marker).length === 0, 10000), `left running: ${hostProcessesWith(marker).join(", ")}`);
         assert.deepEqual(fs.readdirSync(path.join(stateDir, "bundles")), [], "no bundle left");
         assert.deepEqual(runCgroups(parent), [], "no run cgroup left");
