@@ -68,10 +68,28 @@ describe("host tracer: the audit shows what the program did", { skip: pre.ok ? f
       for (let i = 0; i < 5; i++) await putFile(t, sb, `in${i}.txt`, `input ${i}`);
       await putFile(t, sb, "main.py", PROGRAM);
       // Three times: a sandbox that ran before gets a pre-started unit after its run, so the third
-      // run takes one, whose launcher must not be counted.
+      // run takes one, whose launcher (or warm interpreter's start and imports) must not be counted.
+      // Where units are warm interpreters (runc, crun, bwrap), the third run must really run in one:
+      // seen from the runtime's own result, not from the audit under test.
+      const rt = t.server.runtimes.get(runtime) as any;
+      const warmCapable = ["runc", "crun", "bwrap"].includes(runtime);
+      let last: any = null;
+      const orig = rt.run;
+      rt.run = async (spec: unknown) => { last = await orig.call(rt, spec); return last; };
+      try {
       for (const round of [1, 2, 3]) {
+        if (round === 3 && !gvisor) {
+          const until = Date.now() + 90_000;
+          while (!(rt.prestartStats?.().ready > 0) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+          assert.ok(rt.prestartStats().ready > 0, "a unit was pre-started for the third run");
+        }
+        const hitsBefore = rt.prestartStats?.().hits ?? 0;
         const r = await exec(t, sb, { filename: "main.py" });
         assert.equal(r.json.exit_code, 0, r.text);
+        if (round === 3 && !gvisor) {
+          assert.equal(rt.prestartStats().hits, hitsBefore + 1, "the third run took the pre-started unit");
+          if (warmCapable) assert.equal(last?.timings?.interp, 1, `the third run ran in the warm interpreter: ${JSON.stringify(last?.timings)} ${last?.warmFallback ?? ""}`);
+        }
         const truth = JSON.parse(r.json.stdout.trim().split("\n").pop());
         const recs = (await t.api("GET", `/v1/audit?exec_id=${r.json.id}&limit=1000`)).json.items as any[];
         const finish = recs.find((x) => x.action === "exec.finish");
@@ -103,6 +121,14 @@ describe("host tracer: the audit shows what the program did", { skip: pre.ok ? f
         if (!gvisor) assert.ok(names.includes("audit-probe.example"), `getaddrinfo name: ${names}`);
         // Aggregated: library loading is one record, not dozens.
         assert.ok(recs.filter((x) => x.action === "file.open").length < 40, `${recs.length} records`);
+        if (round === 3 && warmCapable) {
+          const self = execs.find((e) => JSON.stringify(e.detail.argv) === JSON.stringify(["python3", "main.py"]));
+          assert.equal(self.detail.warm, true, `the program's record says it was handed to a warm interpreter: ${JSON.stringify(self.detail)}`);
+          assert.match(self.detail.path, /python3/);
+        }
+      }
+      } finally {
+        rt.run = orig;
       }
     });
   }

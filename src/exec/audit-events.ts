@@ -182,7 +182,7 @@ function traceEvents(t: TraceSummary, ctx: Pick<AuditEvent, "tenant_id" | "key_i
   const out: AuditEvent[] = [];
   for (const e of t.execs) {
     out.push({ kind: "process", action: "process.exec", outcome: e.errno ? "failure" : "success", error_code: e.errno, ...ctx,
-      detail: { path: e.path, path_b64: e.path_b64, argv: clip(e.argv), argv_truncated: e.argv_truncated || undefined, count: e.count, pid: e.pid || undefined, uid: source === "ebpf" ? e.uid : undefined, source } });
+      detail: { path: e.path, path_b64: e.path_b64, argv: clip(e.argv), argv_truncated: e.argv_truncated || undefined, warm: e.warm || undefined, count: e.count, pid: e.pid || undefined, uid: source === "ebpf" ? e.uid : undefined, source } });
   }
   for (const f of t.files) {
     out.push({ kind: "file", action: "file.open", outcome: f.errno ? (f.errno === "EACCES" || f.errno === "EPERM" || f.errno === "EROFS" ? "denied" : "failure") : "success",

@@ -499,6 +499,8 @@ export class BwrapRuntime implements Runtime {
     const t0 = performance.now();
     const runName = `r-${process.pid}-${(runSeq++).toString(36)}-${randomBytes(3).toString("hex")}`;
     const cg = this.makeCgroup(spec, runName);
+    // Before the spawn: the tracer follows only registered cgroups, and the program may exec at once.
+    if (cg && !warm) spec.tracer?.attach(`${this.cgroupParent}/${runName}`);
     const created = performance.now() - t0;
     const labels = { ...spec.labels };
     if (warm) {
@@ -640,7 +642,8 @@ export class BwrapRuntime implements Runtime {
     if (spec.uid === 0 || spec.gid === 0) throw new BwrapSetupError("the bwrap runtime does not run code as root (uid/gid 0)");
 
     const st = this.take(spec) ?? this.start(spec, false);
-    // Same tick as the spawn: the tracer reads the kernel's events later, so none is missed.
+    // A pre-started unit is followed from its hand-over on (a cold one since before its spawn):
+    // what it did before, the interpreter's start and imports, was Petri's, not the run's.
     if (st.cg) spec.tracer?.attach(`${this.cgroupParent}/${st.runName}`);
     const timings = st.timings;
     if (st.warm) timings.warm = 1;

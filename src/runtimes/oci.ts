@@ -213,6 +213,8 @@ export class OciRuntime implements Runtime {
     targets.push({ path: INIT_TARGET, kind: "file" });
     const rootfs = this.layers.rootFor(spec.rootfs, targets);
     const cg = this.makeCgroup(spec, id);
+    // Before the spawn: the tracer follows only registered cgroups, and the program may exec at once.
+    if (!warm) spec.tracer?.attach(this.cgroupOf(id));
     const bundle = path.join(this.bundles, id);
     const inner = warm ? { ...spec, argv: LAUNCHER_ARGV, env: { PATH: "/usr/bin:/bin" } } : spec;
     try {
@@ -379,8 +381,8 @@ export class OciRuntime implements Runtime {
   private async runOnce(spec: RunSpec): Promise<RunResult> {
     const t0 = performance.now();
     const st = this.take(spec) ?? this.start(spec, false);
-    // Same tick as the spawn or hand-over: the tracer reads the kernel's events later, so none
-    // is missed. The container's cgroup is <run>/c, level 3 below the petri-… parent.
+    // A pre-started unit is followed from its hand-over on (a cold one since before its spawn).
+    // The container's cgroup is <run>/c, level 3 below the petri-… parent.
     spec.tracer?.attach(this.cgroupOf(st.id));
     const timings = st.timings;
     if (st.warm) timings.warm = 1;

@@ -62,7 +62,8 @@ export interface RunSpec {
   onStderr?: (chunk: Buffer) => void;
   /**
    * The audit tracer (src/tracing/): told the run's cgroup (relative to the hierarchy roots)
-   * before the program starts, so it can sort the kernel's events to this run.
+   * before any process of the run can start the program (a cold run: before its spawn; a
+   * pre-started unit: before its hand-over). The probes follow only cgroups registered so.
    */
   tracer?: { attach(cgroupRel: string): void };
   /** The argv the run was asked for, before Petri's wrappers: where a trace's program starts. */

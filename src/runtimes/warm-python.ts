@@ -11,6 +11,8 @@
  * or `\0petri-warm:0 REASON\n` (went cold), which the runtime strips before the run's output.
  * Nothing the program can observe of the bootstrap remains but what docs/warm.md lists.
  */
+import { HANDOVER_MODE } from "../tracing/program.js";
+
 const BOOT = String.raw`
 def _petri_warm():
     import sys, os
@@ -96,6 +98,43 @@ def _petri_warm():
         cold("")
     if taint:
         cold(taint)
+    # /proc/self/cmdline must show the run's command line: it is rewritten in place, in the
+    # room the unit's own (longer) command line left. Where that cannot be done, the run goes cold.
+    cmd = b"".join(a.encode("utf-8", "surrogateescape") + b"\0" for a in argv)
+    try:
+        with open("/proc/self/cmdline", "rb") as fh:
+            cur = fh.read()
+        with open("/proc/self/stat", "rb") as fh:
+            st = fh.read().rsplit(b")", 1)[1].split()
+        start, end = int(st[45]), int(st[46])
+        if len(cmd) > len(cur):
+            cold("the command line is longer than the pre-started one")
+        if start and end - start == len(cur):
+            fd = os.open("/proc/self/mem", os.O_WRONLY)
+            try:
+                os.pwrite(fd, cmd.ljust(len(cur), b"\0"), start)
+            finally:
+                os.close(fd)
+        else:
+            # gVisor does not say where the arguments are: they are the top of the stack.
+            import ctypes
+            with open("/proc/self/maps") as fh:
+                top = [l.split()[0] for l in fh if l.rstrip().endswith("[stack]")][0]
+            lo, hi = (int(x, 16) for x in top.split("-"))
+            lo = max(lo, hi - (1 << 20))
+            at = ctypes.string_at(lo, hi - lo).rfind(cur)
+            if at < 0:
+                cold("cannot find the command line")
+            ctypes.memmove(lo + at, cmd.ljust(len(cur), b"\0"), len(cur))
+        with open("/proc/self/cmdline", "rb") as fh:
+            if fh.read().rstrip(b"\0") != cmd.rstrip(b"\0"):
+                cold("cannot set /proc/self/cmdline")
+    except (OSError, ValueError, IndexError) as e:
+        cold("cannot set /proc/self/cmdline: %s" % e)
+    # The hand-over mark for the host audit tracer (src/tracing/program.ts): a call the kernel
+    # refuses at once (EINVAL), by which the tracer knows this process is the run's program from
+    # here on, and that it is this interpreter. Everything above was Petri's and is not recorded.
+    os.access(sys.executable, ${HANDOVER_MODE})
     snippet = argv[1] == "-c"
     try:
         os.chdir(cwd)
@@ -166,39 +205,6 @@ def _petri_warm():
         sys.path_importer_cache.pop(p, None)
     sys.argv = args
     sys.orig_argv = list(argv)
-    # /proc/self/cmdline must show the run's command line: it is rewritten in place, in the
-    # room the unit's own (longer) command line left. Where that cannot be done, the run goes cold.
-    cmd = b"".join(a.encode("utf-8", "surrogateescape") + b"\0" for a in argv)
-    try:
-        with open("/proc/self/cmdline", "rb") as fh:
-            cur = fh.read()
-        with open("/proc/self/stat", "rb") as fh:
-            st = fh.read().rsplit(b")", 1)[1].split()
-        start, end = int(st[45]), int(st[46])
-        if len(cmd) > len(cur):
-            cold("the command line is longer than the pre-started one")
-        if start and end - start == len(cur):
-            fd = os.open("/proc/self/mem", os.O_WRONLY)
-            try:
-                os.pwrite(fd, cmd.ljust(len(cur), b"\0"), start)
-            finally:
-                os.close(fd)
-        else:
-            # gVisor does not say where the arguments are: they are the top of the stack.
-            import ctypes
-            with open("/proc/self/maps") as fh:
-                top = [l.split()[0] for l in fh if l.rstrip().endswith("[stack]")][0]
-            lo, hi = (int(x, 16) for x in top.split("-"))
-            lo = max(lo, hi - (1 << 20))
-            at = ctypes.string_at(lo, hi - lo).rfind(cur)
-            if at < 0:
-                cold("cannot find the command line")
-            ctypes.memmove(lo + at, cmd.ljust(len(cur), b"\0"), len(cur))
-        with open("/proc/self/cmdline", "rb") as fh:
-            if fh.read().rstrip(b"\0") != cmd.rstrip(b"\0"):
-                cold("cannot set /proc/self/cmdline")
-    except (OSError, ValueError, IndexError) as e:
-        cold("cannot set /proc/self/cmdline: %s" % e)
     try:
         code = compile(source, filename, "exec", dont_inherit=True)
     except BaseException as e:

@@ -76,8 +76,7 @@ const CMDLINE_ROOM = 16 * 1024;
 export function unitPlan(spec: RunSpec, opts: { interpreters: boolean }): UnitPlan {
   const launcher: UnitPlan = { kind: "launcher", argv: LAUNCHER_ARGV, env: { PATH: "/usr/bin:/bin" }, predicted: spec.env, cwd: spec.cwd, startCwd: spec.cwd };
   const hint = spec.interpreter;
-  // A run the host tracer follows goes cold (see inProcess): no stack to import for it.
-  if (!opts.interpreters || spec.tracer || hint?.kind !== "python" || !startupSafe(spec.env)) return launcher;
+  if (!opts.interpreters || hint?.kind !== "python" || !startupSafe(spec.env)) return launcher;
   const pp = plainEntries(spec.env.PYTHONPATH);
   if (pp === null) return launcher;
   // Only read-only entries at start: site imports sitecustomize from PYTHONPATH, and nothing of a
@@ -95,10 +94,6 @@ export function unitPlan(spec: RunSpec, opts: { interpreters: boolean }): UnitPl
 /** Whether the run can be executed in the unit's pre-started interpreter (else the unit execs it). */
 export function inProcess(unit: UnitPlan, spec: RunSpec): boolean {
   if (unit.kind !== "python" || spec.interpreter?.kind !== "python" || spec.cwd !== unit.cwd) return false;
-  // The host tracer tells a run's own opens from its launcher's by the program's exec: run in the
-  // pre-started process, the program would have no exec and its opens would go unrecorded. A traced
-  // run is exec'd by the unit (the cold path); audit truth comes before the start-up saving.
-  if (spec.tracer) return false;
   const a = spec.argv;
   const form = a[0] === "python3" && ((a[1] === "-c" && a.length >= 3) || (a.length >= 2 && a[1] !== "" && !a[1].startsWith("-")));
   if (!form) return false;

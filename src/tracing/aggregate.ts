@@ -12,7 +12,11 @@ import { STRLEN } from "./program.js";
  * the run's cgroup (runc/crun init, docker-init, the pre-start launcher, the broker's forwarder,
  * bwrap's prlimit/setpriv chain) is Petri's, as are siblings those helpers start.
  */
-export interface TracedExec { path: string; path_b64?: string; argv: string[]; argv_truncated: boolean; count: number; errno: string | null; pid: number; uid: number }
+export interface TracedExec {
+  path: string; path_b64?: string; argv: string[]; argv_truncated: boolean; count: number; errno: string | null; pid: number; uid: number;
+  /** The program was handed to a pre-started interpreter (this path) instead of being executed. */
+  warm?: boolean;
+}
 export interface TracedFile { path: string; path_b64?: string; access: "read" | "write" | "read-write"; flags: string[]; count: number; errno: string | null; pid: number }
 export interface TracedNet { op: NetOp; family: "inet" | "inet6" | "unix"; address: string; port: number | null; count: number; errno: string | null; pid: number }
 export interface TracedDns { name: string; count: number; pid: number }
@@ -79,6 +83,8 @@ export class RunTraceAggregator {
   private readonly net = new Map<string, TracedNet>();
   private readonly dns = new Map<string, TracedDns>();
   private dropped = 0;
+  /** Warm hand-overs not followed by an exec of the program: each is the program's exec record. */
+  private readonly handedOver = new Map<number, TracedExec>();
   lost = 0;
 
   constructor(private readonly programArgv: string[], private readonly caps: TraceCaps = DEFAULT_CAPS) {}
@@ -126,8 +132,10 @@ export class RunTraceAggregator {
         if (!p) return;
         if (!this.user.has(ev.tid)) {
           if (ev.ret !== 0 || !this.isProgram(p.args)) return;
-          this.user.set(ev.tid, ev.execId ?? 0);
+          this.user.set(ev.tid, (ev.execId ?? 0) * 2);
         }
+        // A warm interpreter that went cold after its mark execs the program: that exec is the record.
+        if (ev.ret === 0) this.handedOver.delete(ev.tid);
         // A PATH search tries directories until one has the program: those misses are not attempts.
         if (ev.ret === -2) return;
         const argv = p.args.map((a) => a.toString("utf8"));
@@ -166,6 +174,14 @@ export class RunTraceAggregator {
         this.add(this.dns, this.caps.dns, name, () => ({ name, count: 1, pid: ev.pid }));
         return;
       }
+      case "handover": {
+        // A warm interpreter took over the run (its bootstrap's mark, program.ts): from the mark on,
+        // this process is the program, as if it had executed the run's argv then.
+        if (this.user.has(ev.pid)) return;
+        this.user.set(ev.pid, ev.execId * 2 + 1);
+        this.handedOver.set(ev.pid, { ...displayPath(ev.path), argv: [...this.programArgv], argv_truncated: false, count: 1, errno: null, pid: ev.pid, uid: ev.uid, warm: true });
+        return;
+      }
       case "lost":
         this.lost += ev.count;
         return;
@@ -187,6 +203,10 @@ export class RunTraceAggregator {
   }
 
   summary(): TraceSummary {
+    for (const e of this.handedOver.values()) {
+      this.add(this.execs, this.caps.execs, JSON.stringify([e.path, e.argv, null, "warm"]), () => e);
+    }
+    this.handedOver.clear();
     for (const e of this.rawOpens.splice(0)) {
       const since = this.user.get(e.pid);
       if (since !== undefined && e.execId >= since) this.countOpen(e, e.count);

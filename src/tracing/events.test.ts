@@ -78,8 +78,9 @@ describe("per-run aggregation", () => {
   });
 
   test("kernel open counts: one JSON map, keys parsed by hand (commas and quotes in paths, bytes ≥ 0x80), attributed by exec id", () => {
-    const map = '{"type": "map", "data": {"@o0": {"99,5,10,0,524288,/etc/launcher-only": 1, "99,5,11,0,577,/workspace/a,b \\"c\\"": 3, ' +
-      '"99,5,11,-13,0,/etc/shadow": 1, "99,7,11,0,0,/tmp/caf\\uffffffe9": 2, "42,8,3,0,0,/other/run": 5, "99,9,11,0,0,/not/ours": 1}}}';
+    // The exec id field is self_exec_id × 2 (+ 1 after a warm hand-over mark): 20 is exec id 10, 22 is 11.
+    const map = '{"type": "map", "data": {"@o0": {"99,5,20,0,524288,/etc/launcher-only": 1, "99,5,22,0,577,/workspace/a,b \\"c\\"": 3, ' +
+      '"99,5,22,-13,0,/etc/shadow": 1, "99,7,22,0,0,/tmp/caf\\uffffffe9": 2, "42,8,6,0,0,/other/run": 5, "99,9,22,0,0,/not/ours": 1}}}';
     const ev = parseTraceLine(map);
     assert.ok(ev?.t === "open_map", JSON.stringify(ev));
     assert.equal(ev.size, 6);
@@ -95,6 +96,23 @@ describe("per-run aggregation", () => {
     assert.deepEqual(s.files.map((f) => [f.path, f.access, f.count, f.errno]), [
       ['/workspace/a,b "c"', "write", 3, null], ["/etc/shadow", "read", 1, "EACCES"], ["/tmp/caf\ufffd", "read", 2, null],
     ]);
+  });
+
+  test("warm hand-over: the interpreter's start and imports are left out, the program's record and opens from the mark on are kept", () => {
+    // pid 5 is a pre-started interpreter (exec id 4); its mark says it runs the program from now on.
+    const agg = new RunTraceAggregator(["python3", "main.py"]);
+    const map = '{"type": "map", "data": {"@o1": {"99,5,8,0,0,/workspace/before-mark": 1, "99,5,9,0,0,/workspace/in0.txt": 2, "99,6,0,0,577,/tmp/child": 1}}}';
+    for (const l of ["H 5 99 1000 4 /usr/bin/python3", "F 5 6 99", "E 6 99 1000 /bin/true", "A 6 0 /bin/true", "X 6 99 0 5"]) agg.push(parseTraceLine(line(l))!);
+    agg.push(parseTraceLine(map)!);
+    const s = agg.summary();
+    assert.deepEqual(s.execs.map((e) => [e.path, e.argv, e.pid, e.uid, e.warm ?? false]), [["/bin/true", ["/bin/true"], 6, 1000, false], ["/usr/bin/python3", ["python3", "main.py"], 5, 1000, true]]);
+    assert.deepEqual(s.files.map((f) => [f.path, f.count]), [["/workspace/in0.txt", 2], ["/tmp/child", 1]]);
+    // A mark followed by the program's own exec (the bootstrap went cold after it): one record, the exec's.
+    const cold = new RunTraceAggregator(["python3", "main.py"]);
+    for (const l of ["H 5 99 1000 4 /usr/bin/python3", "E 5 99 1000 /usr/bin/python3", "A 5 0 python3", "A 5 1 main.py", "X 5 99 0 5"]) cold.push(parseTraceLine(line(l))!);
+    assert.deepEqual(cold.summary().execs.map((e) => [e.path, e.warm ?? false]), [["/usr/bin/python3", false]]);
+    // The mark's record: the interpreter's path is the last field and keeps its spaces.
+    assert.deepEqual(parseTraceLine(line("H 5 99 1000 4 /usr/bin/py thon")), { t: "handover", pid: 5, run: "99", uid: 1000, execId: 4, path: Buffer.from("/usr/bin/py thon") });
   });
 
   test("a file name that is not UTF-8 is kept losslessly", () => {

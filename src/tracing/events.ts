@@ -15,12 +15,16 @@ export type TraceEvent =
   | { t: "net"; pid: number; run: string; op: NetOp; ret: number; family: "inet" | "inet6"; port: number; address: string }
   | { t: "unix"; pid: number; run: string; op: NetOp; ret: number; path: Buffer }
   | { t: "dns"; pid: number; run: string; name: Buffer }
+  | { t: "handover"; pid: number; run: string; uid: number; execId: number; path: Buffer }
   | { t: "barrier"; n: number }
   | { t: "lost"; count: number }
   | { t: "attached"; probes: number };
 
 export type NetOp = "connect" | "bind" | "sendto";
-/** One entry of the kernel's open counts: opens of one path with one result by one process image. */
+/**
+ * One entry of the kernel's open counts: opens of one path with one result by one process image.
+ * execId is the process's self_exec_id × 2, plus 1 once it passed a warm hand-over mark (program.ts).
+ */
 export type OpenEntry = Extract<TraceEvent, { t: "open" }> & { execId: number; count: number };
 const OPS: Record<string, NetOp> = { c: "connect", b: "bind", s: "sendto" };
 
@@ -204,6 +208,10 @@ export function parseTraceLine(line: string): TraceEvent | null {
     case "D": {
       const r = fields(rest, 2);
       return r ? { t: "dns", pid: int(r.f[0]), run: r.f[1], name: r.tail } : null;
+    }
+    case "H": {
+      const r = fields(rest, 4);
+      return r ? { t: "handover", pid: int(r.f[0]), run: r.f[1], uid: int(r.f[2]), execId: int(r.f[3]), path: r.tail } : null;
     }
     case "B":
       return { t: "barrier", n: int(rest.toString("latin1")) };

@@ -36,21 +36,33 @@ export const BARRIER_BASE = 1_000_000_000;
  * and later ones go to the other map, so no count is lost to a clear.
  */
 export const DRAIN_BASE = 100_000_000;
+/**
+ * Barrier numbers from REGISTER_BASE on (with a signal number carrying data) register a run's
+ * cgroup id in @mine, from REGISTER_BASE + REGISTER_SPAN on unregister it: the probes follow only
+ * the runs of the server that started this program, never another server's on the same host.
+ */
+export const REGISTER_BASE = 300_000_000;
+export const REGISTER_SPAN = 300_000_000;
+/**
+ * The hand-over mark of a warm interpreter (warm-python.ts): access(interpreter, HANDOVER_MODE),
+ * which the kernel refuses (EINVAL: mode has bits beyond R|W|X) without looking at the path. From
+ * that call on, the process is the run's program: its opens are counted in the other half of the
+ * exec id (exec id * 2 + 1) and the mark is printed as an exec of the run's argv would be.
+ */
+export const HANDOVER_MODE = 0x7e7e0;
 const ENOENT = 2;
 
 // The run key and the scope test, inlined into every probe (bpftrace 0.17 has no macros).
 // Casts are needed: without them bpftrace 0.17 does not resolve kernfs_node's fields.
+// A task is in scope when its cgroup (level 2: bwrap and direct OCI runs) or its cgroup's parent
+// (level 3: the container's cgroup under a Docker run's) is a run this server registered in @mine.
 const SCOPE = `
   $lvl = curtask->cgroups->dfl_cgrp->level;
   $k = (struct kernfs_node *)curtask->cgroups->dfl_cgrp->kn;
-  $p = (struct kernfs_node *)$k->__parent;
   $run = $k->id;
-  $n = (uint64)$p->name;
-  if ($lvl == 3) {
-    $run = $p->id;
-    $n = (uint64)((struct kernfs_node *)$p->__parent)->name;
-  }
-  $in = ($lvl == 2 || $lvl == 3) && *(uint32 *)$n == 0x72746570 && *(uint8 *)($n + 4) == 0x69 && *(uint8 *)($n + 5) == 0x2d;`;
+  if ($lvl == 3) { $run = ((struct kernfs_node *)$k->__parent)->id; }
+  $in = 0;
+  if (($lvl == 2 || $lvl == 3) && @mine[$run]) { $in = 1; }`;
 
 const NS = "/curtask->thread_pid->level > 0/";
 
@@ -93,10 +105,11 @@ tracepoint:syscalls:sys_exit_${sys} /@orun[tid]/ {
   if (args->ret != -${ENOENT}) {
     $r = args->ret;
     if ($r > 0) { $r = 0; }
+    $ph = curtask->self_exec_id * 2 + @hand[pid];
     if (@gen == 0) {
-      @o0[@orun[tid], pid, curtask->self_exec_id, $r, @ofl[tid], str(uptr((uint8 *)@of[tid]))] = count();
+      @o0[@orun[tid], pid, $ph, $r, @ofl[tid], str(uptr((uint8 *)@of[tid]))] = count();
     } else {
-      @o1[@orun[tid], pid, curtask->self_exec_id, $r, @ofl[tid], str(uptr((uint8 *)@of[tid]))] = count();
+      @o1[@orun[tid], pid, $ph, $r, @ofl[tid], str(uptr((uint8 *)@of[tid]))] = count();
     }
   }
   delete(@of[tid]); delete(@ofl[tid]); delete(@orun[tid]);
@@ -124,6 +137,16 @@ tracepoint:syscalls:sys_exit_${sys} /@nrun[tid]/ {
 }`;
 }
 
+function handoverProbe(sys: "access" | "faccessat" | "faccessat2"): string {
+  return `
+tracepoint:syscalls:sys_enter_${sys} /args->mode == ${HANDOVER_MODE} && curtask->thread_pid->level > 0/ {${SCOPE}
+  if ($in) {
+    @hand[pid] = 1;
+    printf("H %d %llu %d %llu %s\\n", pid, $run, uid, curtask->self_exec_id, str(args->filename));
+  }
+}`;
+}
+
 function dnsProbe(libc: string): string {
   return `
 uprobe:${libc}:getaddrinfo ${NS} {${SCOPE}
@@ -147,15 +170,23 @@ export function tracerProgram(o: ProgramOptions): string {
     openProbe("open"), openProbe("openat"), openProbe("openat2"), openProbe("creat"),
     netProbe("connect", "c", "uservaddr"), netProbe("bind", "b", "umyaddr"), netProbe("sendto", "s", "addr"),
     ...(o.libcs ?? []).map(dnsProbe),
-    `tracepoint:syscalls:sys_enter_kill /pid == ${o.serverPid} && args->sig == 0 && (int32)args->pid < -${BARRIER_BASE}/ {
+    handoverProbe("access"), handoverProbe("faccessat"), handoverProbe("faccessat2"),
+    `tracepoint:sched:sched_process_exit /@hand[pid] && tid == pid/ { delete(@hand[pid]); }`,
+    `tracepoint:syscalls:sys_enter_kill /pid == ${o.serverPid} && (int32)args->pid < -${BARRIER_BASE}/ {
   $n = -(int32)args->pid - ${BARRIER_BASE};
-  if ($n >= ${DRAIN_BASE}) {
-    @gen = 1 - @gen;
-    if (@gen == 1) { print(@o0); clear(@o0); } else { print(@o1); clear(@o1); }
+  if ($n >= ${REGISTER_BASE}) {
+    // Registration: the run's cgroup id, its high bits in n and its low 31 bits in the signal.
+    $id = ((uint64)(($n - ${REGISTER_BASE}) % ${REGISTER_SPAN}) << 31) | (uint64)(args->sig & 0x7fffffff);
+    if ($n < ${REGISTER_BASE + REGISTER_SPAN}) { @mine[$id] = 1; } else { delete(@mine[$id]); }
+  } else {
+    if ($n >= ${DRAIN_BASE}) {
+      @gen = 1 - @gen;
+      if (@gen == 1) { print(@o0); clear(@o0); } else { print(@o1); clear(@o1); }
+    }
+    printf("B %d\\n", $n);
   }
-  printf("B %d\\n", $n);
 }`,
     // bpftrace prints every map at exit; there is nothing in them worth printing.
-    "END { clear(@ex); clear(@of); clear(@ofl); clear(@orun); clear(@na); clear(@nrun); clear(@o0); clear(@o1); clear(@gen); }",
+    "END { clear(@mine); clear(@hand); clear(@ex); clear(@of); clear(@ofl); clear(@orun); clear(@na); clear(@nrun); clear(@o0); clear(@o1); clear(@gen); }",
   ].join("\n");
 }

@@ -2,7 +2,7 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { parseTraceLine, type TraceEvent } from "./events.js";
-import { BARRIER_BASE, DRAIN_BASE, STRLEN, tracerProgram } from "./program.js";
+import { BARRIER_BASE, DRAIN_BASE, REGISTER_BASE, REGISTER_SPAN, STRLEN, tracerProgram } from "./program.js";
 import { RunTraceAggregator, type TraceCaps, type TraceSummary } from "./aggregate.js";
 
 /**
@@ -234,6 +234,19 @@ export class TracerService {
     });
   }
 
+  /**
+   * Tells the probes to follow (or stop following) the run whose cgroup has this id. The probe on
+   * kill() runs inside the syscall, so the run is followed once this returns. Only this server's
+   * process can do it (the probe checks the caller's pid): a run cannot register or hide itself.
+   */
+  private scope(id: number, on: boolean): void {
+    const hi = Math.floor(id / 2 ** 31);
+    if (hi >= REGISTER_SPAN) throw new Error(`cgroup id ${id} is beyond what the tracer can register`);
+    try {
+      process.kill(-(BARRIER_BASE + REGISTER_BASE + (on ? 0 : REGISTER_SPAN) + hi), id % 2 ** 31);
+    } catch { /* ESRCH or EINVAL, as intended: only the tracepoint matters */ }
+  }
+
   /** Starts collecting for one run; `programArgv` is the argv the run executes (before any Petri wrapper). */
   begin(programArgv: string[]): RunTraceSession | null {
     if (!this.active) return null;
@@ -242,11 +255,14 @@ export class TracerService {
     let attachError: string | null = null;
     return {
       attach: (rel) => {
+        if (key !== null) return;
         try {
           const dir = path.join(this.v2, rel);
           fs.mkdirSync(dir, { recursive: true });
-          key = String(fs.statSync(dir).ino);
+          const ino = fs.statSync(dir).ino;
+          key = String(ino);
           this.runs.set(key, agg);
+          this.scope(ino, true);
           this.drainTimer ??= setInterval(() => {
             if (this.runs.size === 0 || !this.active) { clearInterval(this.drainTimer!); this.drainTimer = null; return; }
             void this.drainOpens(this.o.flushTimeoutMs ?? 5000);
@@ -264,7 +280,10 @@ export class TracerService {
           const ok = (await this.barrier(t)) && (await this.drainOpens(t));
           if (!ok) { complete = false; reason = "the tracer did not catch up with the run's end in time"; }
         }
-        if (key !== null) this.runs.delete(key);
+        if (key !== null) {
+          this.runs.delete(key);
+          if (this.active) this.scope(Number(key), false);
+        }
         for (const [tid, a] of this.execOwner) if (a === agg) this.execOwner.delete(tid);
         const summary = agg.summary();
         if (summary.lost_events > 0) {
