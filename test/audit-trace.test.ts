@@ -135,6 +135,41 @@ describe("host tracer: the audit shows what the program did", { skip: pre.ok ? f
 });
 
 /**
+ * Two servers on one host (here in one process, as parallel tests or CI would have them): each
+ * tracer follows only the runs its own server registered. Both run a program at the same time;
+ * each audit holds its own program's files and none of the other's, and neither tracer received
+ * a single event of the other's runs (under the old name-based scope both received all).
+ */
+describe("two servers at once: each tracer sees only its own server's runs", { skip: pre.ok ? false : `host cannot trace: ${(pre as { reason: string }).reason}` }, () => {
+  const servers: TestServer[] = [];
+  before(async () => {
+    for (let i = 0; i < 2; i++) servers.push(await startTestServer({ PETRI_RUNTIMES: "runc,bwrap", PETRI_AUDIT_TRACE: "required" }));
+  });
+  after(async () => { for (const s of servers) await s.close(); });
+
+  for (const runtime of ["runc", "bwrap"]) {
+    it(`${runtime}: concurrent runs on two servers, each audit holds only its own`, async (ctx) => {
+      if (!servers.every((s) => s.server.runtimes.has(runtime))) return ctx.skip(`${runtime} is not available on this host`);
+      const foreignBefore = servers.map((s) => s.server.tracer.status().foreign_events);
+      const program = (label: string) => `import time\nfor i in range(40):\n    open("/tmp/${label}-%d.txt" % i, "w").write("x")\n    time.sleep(0.02)\nprint("done")\n`;
+      const sbs = await Promise.all(servers.map((s) => createSandbox(s, { language: "python", runtime })));
+      const results = await Promise.all(servers.map((s, i) => exec(s, sbs[i], { code: program(`server${i}`) })));
+      for (let i = 0; i < 2; i++) {
+        const r = results[i];
+        assert.equal(r.json.exit_code, 0, r.text);
+        const recs = (await servers[i].api("GET", `/v1/audit?exec_id=${r.json.id}&limit=1000`)).json.items as any[];
+        const finish = recs.find((x) => x.action === "exec.finish");
+        assert.equal(finish.detail.trace_complete, true, finish.detail.audit_level_reason);
+        const paths = recs.filter((x) => x.action === "file.open").map((x) => x.detail.path as string);
+        assert.equal(paths.filter((p) => p.startsWith(`/tmp/server${i}-`)).length, 40, `server ${i}: its own 40 files in ${paths}; ${JSON.stringify(finish.detail.trace_counts)} ${recs.filter((x) => x.action === "process.exec").map((x) => JSON.stringify(x.detail.argv))}`);
+        assert.equal(paths.filter((p) => p.startsWith(`/tmp/server${1 - i}-`)).length, 0, `server ${i}: none of the other's files`);
+        assert.equal(servers[i].server.tracer.status().foreign_events, foreignBefore[i], `server ${i}'s tracer received events of runs it never registered`);
+      }
+    });
+  }
+});
+
+/**
  * A name that is not UTF-8 (bytes 63 61 66 e9 = "caf" + Latin-1 é) is kept exactly everywhere:
  * the run's `files`, the workspace-diff record, the tracer's open record, the listing, and the
  * download and deletion by `path_b64`.

@@ -37,12 +37,18 @@ export const BARRIER_BASE = 1_000_000_000;
  */
 export const DRAIN_BASE = 100_000_000;
 /**
- * Barrier numbers from REGISTER_BASE on (with a signal number carrying data) register a run's
- * cgroup id in @mine, from REGISTER_BASE + REGISTER_SPAN on unregister it: the probes follow only
- * the runs of the server that started this program, never another server's on the same host.
+ * Commands from the server, each a kill(-(BARRIER_BASE + n), tag) the probe on kill() catches
+ * only from the server's pid with this tracer's own tag (a second server in the same process has
+ * another): n < DRAIN_BASE is a barrier, n < ID_LO_BASE a drain, then a run's cgroup id in two
+ * halves: ID_LO_BASE + its low ID_LO_BITS bits, then REGISTER_BASE (follow the run) or
+ * UNREGISTER_BASE (stop) + the rest. The probes follow only the runs registered so.
  */
-export const REGISTER_BASE = 300_000_000;
-export const REGISTER_SPAN = 300_000_000;
+export const ID_LO_BASE = 200_000_000;
+export const ID_LO_BITS = 29;
+export const REGISTER_BASE = 740_000_000;
+export const UNREGISTER_BASE = 940_000_000;
+/** High parts of a cgroup id (id / 2^29) the commands can carry: ids up to about 10^17. */
+export const ID_HI_SPAN = 200_000_000;
 /**
  * The hand-over mark of a warm interpreter (warm-python.ts): access(interpreter, HANDOVER_MODE),
  * which the kernel refuses (EINVAL: mode has bits beyond R|W|X) without looking at the path. From
@@ -155,8 +161,10 @@ uprobe:${libc}:getaddrinfo ${NS} {${SCOPE}
 }
 
 export interface ProgramOptions {
-  /** Host pid of the server: its kill(-(BARRIER_BASE + n), 0) calls are barriers. */
+  /** Host pid of the server: its kill(-(BARRIER_BASE + n), tag) calls are commands (barriers, registrations). */
   serverPid: number;
+  /** This tracer's tag (the signal number of its commands; ≥ 65, so never a real signal). */
+  tag: number;
   /** libc files (host paths) of the run images, for the getaddrinfo uprobe. */
   libcs?: string[];
 }
@@ -172,12 +180,14 @@ export function tracerProgram(o: ProgramOptions): string {
     ...(o.libcs ?? []).map(dnsProbe),
     handoverProbe("access"), handoverProbe("faccessat"), handoverProbe("faccessat2"),
     `tracepoint:sched:sched_process_exit /@hand[pid] && tid == pid/ { delete(@hand[pid]); }`,
-    `tracepoint:syscalls:sys_enter_kill /pid == ${o.serverPid} && (int32)args->pid < -${BARRIER_BASE}/ {
+    `tracepoint:syscalls:sys_enter_kill /pid == ${o.serverPid} && args->sig == ${o.tag} && (int32)args->pid < -${BARRIER_BASE}/ {
   $n = -(int32)args->pid - ${BARRIER_BASE};
   if ($n >= ${REGISTER_BASE}) {
-    // Registration: the run's cgroup id, its high bits in n and its low 31 bits in the signal.
-    $id = ((uint64)(($n - ${REGISTER_BASE}) % ${REGISTER_SPAN}) << 31) | (uint64)(args->sig & 0x7fffffff);
-    if ($n < ${REGISTER_BASE + REGISTER_SPAN}) { @mine[$id] = 1; } else { delete(@mine[$id]); }
+    $hi = ($n - ${REGISTER_BASE}) % ${ID_HI_SPAN};
+    $id = ((uint64)$hi << ${ID_LO_BITS}) | @idlo;
+    if ($n < ${UNREGISTER_BASE}) { @mine[$id] = 1; } else { delete(@mine[$id]); }
+  } else if ($n >= ${ID_LO_BASE}) {
+    @idlo = (uint64)($n - ${ID_LO_BASE});
   } else {
     if ($n >= ${DRAIN_BASE}) {
       @gen = 1 - @gen;
@@ -187,6 +197,6 @@ export function tracerProgram(o: ProgramOptions): string {
   }
 }`,
     // bpftrace prints every map at exit; there is nothing in them worth printing.
-    "END { clear(@mine); clear(@hand); clear(@ex); clear(@of); clear(@ofl); clear(@orun); clear(@na); clear(@nrun); clear(@o0); clear(@o1); clear(@gen); }",
+    "END { clear(@mine); clear(@idlo); clear(@hand); clear(@ex); clear(@of); clear(@ofl); clear(@orun); clear(@na); clear(@nrun); clear(@o0); clear(@o1); clear(@gen); }",
   ].join("\n");
 }

@@ -1,8 +1,9 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { randomInt } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { parseTraceLine, type TraceEvent } from "./events.js";
-import { BARRIER_BASE, DRAIN_BASE, REGISTER_BASE, REGISTER_SPAN, STRLEN, tracerProgram } from "./program.js";
+import { BARRIER_BASE, DRAIN_BASE, ID_HI_SPAN, ID_LO_BASE, ID_LO_BITS, REGISTER_BASE, STRLEN, UNREGISTER_BASE, tracerProgram } from "./program.js";
 import { RunTraceAggregator, type TraceCaps, type TraceSummary } from "./aggregate.js";
 
 /**
@@ -24,6 +25,8 @@ export interface TracerStatus {
   /** Events the kernel dropped (ring buffer full) since start. */
   lost_events: number;
   runs_traced: number;
+  /** Events of runs this server never registered (another server's): 0 unless scoping broke. */
+  foreign_events: number;
 }
 
 export interface TracerOptions {
@@ -87,10 +90,17 @@ export class TracerService {
   private barrierSeq = 0;
   private draining: Promise<void> = Promise.resolve();
   private drainTimer: NodeJS.Timeout | null = null;
-  private st: TracerStatus = { state: "off", reason: null, probes: 0, lost_events: 0, runs_traced: 0 };
+  private st: TracerStatus = { state: "off", reason: null, probes: 0, lost_events: 0, runs_traced: 0, foreign_events: 0 };
+  /** Runs registered lately (bounded), so late events of a finished run are not counted as foreign. */
+  private readonly ours = new Set<string>();
   private v2 = "";
   private closing = false;
   private started: Promise<TracerStatus> | null = null;
+  /**
+   * The signal number of this tracer's commands: an invalid signal (≥ 65), so the kernel never
+   * delivers anything, and random, so two servers in one process (tests) do not obey each other.
+   */
+  private readonly tag = 65 + randomInt(1 << 30);
 
   constructor(private readonly o: TracerOptions) {}
 
@@ -128,7 +138,7 @@ export class TracerService {
     }
     this.v2 = pre.v2;
     const libcs = (this.o.imageRoots ?? []).flatMap((root) => LIBC_PATHS.map((p) => path.join(root, p))).filter((f) => fs.existsSync(f));
-    const program = tracerProgram({ serverPid: process.pid, libcs: [...new Set(libcs.map((f) => fs.realpathSync(f)))] });
+    const program = tracerProgram({ serverPid: process.pid, tag: this.tag, libcs: [...new Set(libcs.map((f) => fs.realpathSync(f)))] });
     const proc = spawn(bin, ["-B", "line", "-f", "json", "-e", program], {
       stdio: ["ignore", "pipe", "pipe"],
       env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", BPFTRACE_STRLEN: String(STRLEN), BPFTRACE_PERF_RB_PAGES: "1024", BPFTRACE_MAP_KEYS_MAX: String(MAP_KEYS_MAX) },
@@ -156,9 +166,18 @@ export class TracerService {
           const ev = parseTraceLine(line);
           if (!ev) continue;
           if (ev.t === "attached") {
-            clearTimeout(timer);
-            this.st = { ...this.st, state: "active", reason: null, probes: ev.probes };
-            resolve(this.status());
+            // bpftrace says so as it begins attaching, not when it is done: the tracer is active
+            // once a barrier comes back through the probe on kill(), which is attached last.
+            // A run registered before that would be lost for good.
+            const probes = ev.probes;
+            const poll = setInterval(() => { void this.barrier(1000).then((ok) => {
+              if (!ok || this.st.state !== "starting") return;
+              clearInterval(poll);
+              clearTimeout(timer);
+              this.st = { ...this.st, state: "active", reason: null, probes };
+              resolve(this.status());
+            }); }, 200);
+            proc.once("exit", () => clearInterval(poll));
           } else this.dispatch(ev);
         }
         if (start < chunk.length) parts.push(chunk.subarray(start));
@@ -193,7 +212,11 @@ export class TracerService {
       case "open_map":
         // A full map refused new entries: the runs live meanwhile lost opens, and must say so.
         if (ev.size >= MAP_KEYS_MAX) for (const a of this.runs.values()) a.lost++;
-        for (const e of ev.entries) this.runs.get(e.run)?.push(e);
+        for (const e of ev.entries) {
+          const agg = this.runs.get(e.run);
+          if (agg) agg.push(e);
+          else if (!this.ours.has(e.run)) this.st.foreign_events++;
+        }
         return;
       case "arg":
       case "more_args":
@@ -203,7 +226,10 @@ export class TracerService {
         return;
       default: {
         const agg = this.runs.get(ev.run);
-        if (!agg) return; // another server's run, or one already finished
+        if (!agg) {
+          if (!this.ours.has(ev.run)) this.st.foreign_events++;
+          return;
+        }
         if (ev.t === "exec") this.execOwner.set(ev.tid, agg);
         else if (ev.t === "exec_ret") this.execOwner.delete(ev.tid);
         agg.push(ev);
@@ -229,7 +255,7 @@ export class TracerService {
       const timer = setTimeout(() => { this.barriers.delete(n); resolve(false); }, timeoutMs);
       this.barriers.set(n, () => { clearTimeout(timer); this.barriers.delete(n); resolve(true); });
       try {
-        process.kill(-(BARRIER_BASE + n), 0);
+        process.kill(-(BARRIER_BASE + n), this.tag);
       } catch { /* ESRCH, as intended: only the tracepoint matters */ }
     });
   }
@@ -240,11 +266,15 @@ export class TracerService {
    * process can do it (the probe checks the caller's pid): a run cannot register or hide itself.
    */
   private scope(id: number, on: boolean): void {
-    const hi = Math.floor(id / 2 ** 31);
-    if (hi >= REGISTER_SPAN) throw new Error(`cgroup id ${id} is beyond what the tracer can register`);
-    try {
-      process.kill(-(BARRIER_BASE + REGISTER_BASE + (on ? 0 : REGISTER_SPAN) + hi), id % 2 ** 31);
-    } catch { /* ESRCH or EINVAL, as intended: only the tracepoint matters */ }
+    const lo = id % 2 ** ID_LO_BITS;
+    const hi = Math.floor(id / 2 ** ID_LO_BITS);
+    if (hi >= ID_HI_SPAN) throw new Error(`cgroup id ${id} is beyond what the tracer can register`);
+    // Two calls, one after the other on this one thread: the probe keeps the low half until the high one comes.
+    for (const n of [ID_LO_BASE + lo, (on ? REGISTER_BASE : UNREGISTER_BASE) + hi]) {
+      try {
+        process.kill(-(BARRIER_BASE + n), this.tag);
+      } catch { /* ESRCH or EINVAL, as intended: only the tracepoint matters */ }
+    }
   }
 
   /** Starts collecting for one run; `programArgv` is the argv the run executes (before any Petri wrapper). */
@@ -262,6 +292,8 @@ export class TracerService {
           const ino = fs.statSync(dir).ino;
           key = String(ino);
           this.runs.set(key, agg);
+          this.ours.add(key);
+          if (this.ours.size > 10_000) this.ours.delete(this.ours.values().next().value!);
           this.scope(ino, true);
           this.drainTimer ??= setInterval(() => {
             if (this.runs.size === 0 || !this.active) { clearInterval(this.drainTimer!); this.drainTimer = null; return; }
