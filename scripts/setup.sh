@@ -44,7 +44,7 @@ fi
 # Docker's "none" network it must not try to set up its own netstack.
 daemon_json_changed=0
 node scripts/docker-daemon-json.mjs /etc/docker/daemon.json || { rc=$?; [ "$rc" = 10 ] || exit "$rc"; daemon_json_changed=1; }
-[ "$daemon_json_changed" = 0 ] || change "/etc/docker/daemon.json: registered Petri's OCI runtimes (crun, runsc, runsc-trace)"
+[ "$daemon_json_changed" = 0 ] || change "/etc/docker/daemon.json: registered Petri's OCI runtimes (crun, runsc, runsc-trace; runsc with --oci-seccomp)"
 [ -d /var/log/petri/runsc ] || change "created /var/log/petri/runsc (0700)"
 install -d -m 0700 /var/log/petri/runsc  # runsc-trace writes its strace here (holds env values until read)
 # The audit tracer (bpftrace) attaches to syscall tracepoints, which live in tracefs.
@@ -59,7 +59,7 @@ if ! docker info >/dev/null 2>&1; then
   setsid dockerd >/var/log/dockerd.log 2>&1 < /dev/null &
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || { tail -20 /var/log/dockerd.log >&2; echo "dockerd did not start" >&2; exit 1; }
-elif [ "$daemon_json_changed" = 1 ] || ! docker info --format '{{json .Runtimes}}' | grep -q runsc-trace; then
+elif [ "$daemon_json_changed" = 1 ] || ! docker info --format '{{json .Runtimes}}' | node scripts/docker-daemon-json.mjs --running-matches /etc/docker/daemon.json; then
   change "reloading dockerd (SIGHUP) so it sees the runtimes in /etc/docker/daemon.json"
   # The engine's own pid file: other dockerd instances (tests start their own) are left alone.
   kill -HUP "$(cat /var/run/docker.pid)" 2>/dev/null || pkill -HUP -x dockerd || true

@@ -19,12 +19,17 @@ export interface TestServer {
   close: () => Promise<void>;
 }
 
-export const docker = new Docker();
+/**
+ * PETRI_TEST_DOCKER_SOCKET points the tests' servers and their container checks at another
+ * engine (one of your own, configured differently), leaving the shared one alone.
+ */
+const TEST_DOCKER_SOCKET = process.env.PETRI_TEST_DOCKER_SOCKET || undefined;
+export const docker = new Docker(TEST_DOCKER_SOCKET ? { socketPath: TEST_DOCKER_SOCKET } : undefined);
 
 export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "petri-test-"));
   const adminKey = `pk_test_${Math.random().toString(36).slice(2)}${Date.now().toString(36)}`;
-  const config = loadConfig({ PETRI_DATA_DIR: dataDir, PETRI_ADMIN_TOKEN: adminKey, PETRI_PORT: "0", PETRI_LOG_LEVEL: "silent", PETRI_WARM_IDLE_MS: "0", PETRI_RUNTIMES: "runc", ...env });
+  const config = loadConfig({ PETRI_DATA_DIR: dataDir, PETRI_ADMIN_TOKEN: adminKey, PETRI_PORT: "0", PETRI_LOG_LEVEL: "silent", PETRI_WARM_IDLE_MS: "0", PETRI_RUNTIMES: "runc", ...(TEST_DOCKER_SOCKET ? { PETRI_DOCKER_SOCKET: TEST_DOCKER_SOCKET } : {}), ...env });
   const server = await createServer(config, { logger: pino({ level: "silent" }) });
   await server.app.listen({ host: "127.0.0.1", port: 0 });
   const addr = server.app.server.address();

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import { startTestServer, createSandbox, putFile, exec, type TestServer } from "./helpers.js";
 
-const RUNTIMES = ["runc", "crun", "runsc", "bwrap"];
+const RUNTIMES = ["runc", "crun", "runsc", "bwrap", "runsc-direct"];
 
 /** Every process's argv on the host, as any local user can read it (ps). */
 function hostCmdlines(): string {

@@ -46,7 +46,9 @@ const specFor = (image: string) => (workspaceDir: string): RunSpec => ({
   });
 
 const skipReason = (p: RuntimeProbe) => (p.available ? false : `${p.id} unavailable: ${p.reason}`);
-const docker = fs.existsSync("/var/run/docker.sock") ? new Docker({ socketPath: "/var/run/docker.sock" }) : undefined;
+// PETRI_TEST_DOCKER_SOCKET: another engine than the shared one (test/helpers.ts says the same).
+const DOCKER_SOCKET = process.env.PETRI_TEST_DOCKER_SOCKET || "/var/run/docker.sock";
+const docker = fs.existsSync(DOCKER_SOCKET) ? new Docker({ socketPath: DOCKER_SOCKET }) : undefined;
 
 let probes!: Record<"runc" | "crun" | "runsc" | "bwrap", RuntimeProbe>;
 let baseSpec!: (workspaceDir: string) => RunSpec;

@@ -23,11 +23,12 @@ const fixed = (p: Partial<RuntimeProbe> & { id: string }): RuntimeStrategy => ({
 });
 
 /** A stand-in for dockerode with just what the probe calls. */
-function fakeDocker(o: { runtimes?: string[]; infoError?: Error; image?: boolean; startError?: Error; status?: number }): Docker {
+function fakeDocker(o: { runtimes?: string[]; runtimeArgs?: Record<string, string[]>; infoError?: Error; image?: boolean; startError?: Error; status?: number }): Docker {
   return {
     info: async () => {
       if (o.infoError) throw o.infoError;
-      return { ServerVersion: "20.10.24", CgroupVersion: "1", Runtimes: Object.fromEntries((o.runtimes ?? ["runc"]).map((r) => [r, {}])) };
+      const Runtimes = Object.fromEntries((o.runtimes ?? ["runc"]).map((r) => [r, o.runtimeArgs?.[r] ? { runtimeArgs: o.runtimeArgs[r] } : {}]));
+      return { ServerVersion: "20.10.24", CgroupVersion: "1", Runtimes };
     },
     getImage: () => ({ inspect: async () => { if (o.image === false) throw new Error("no such image"); return {}; } }),
     createContainer: async () => ({
@@ -103,6 +104,19 @@ describe("docker strategy", () => {
     assert.match(p.reason!, /runsc is not registered/);
     assert.match(p.fix!, /daemon\.json/);
     assert.match(p.fix!, /--platform=ptrace/);
+    assert.match(p.fix!, /--oci-seccomp/);
+  });
+  test("gVisor registered without --oci-seccomp is refused: Petri's seccomp profile would not apply", async () => {
+    for (const oci of ["runsc", "runsc-trace"]) {
+      const bare = ["--platform=ptrace", "--network=none", "--host-uds=open"];
+      const p = await dockerStrategy(oci, { docker: fakeDocker({ runtimes: ["runc", oci], runtimeArgs: { [oci]: bare } }), image }).probe();
+      assert.equal(p.available, false, oci);
+      assert.match(p.reason!, new RegExp(`${oci} is registered with Docker without --oci-seccomp`));
+      assert.match(p.fix!, /scripts\/setup\.sh/);
+      const ok = await dockerStrategy(oci, { docker: fakeDocker({ runtimes: ["runc", oci], runtimeArgs: { [oci]: [...bare, "--oci-seccomp"] } }), image }).probe();
+      assert.equal(ok.available, true, ok.reason);
+    }
+    assert.equal((await dockerStrategy("runc", { docker: fakeDocker({}), image }).probe()).available, true, "runc needs no flag");
   });
   test("image missing", async () => {
     const p = await dockerStrategy("runc", { docker: fakeDocker({ image: false }), image }).probe();

@@ -69,9 +69,22 @@ export const CRUN_HYBRID_FIX = [
 
 function registerRuntimeFix(oci: string): string {
   const conf = oci === "runsc"
-    ? `"runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--platform=ptrace", "--network=none"]}`
+    ? `"runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--platform=ptrace", "--network=none", "--host-uds=open", "--oci-seccomp"]}`
     : `"${oci}": {"path": "/usr/bin/${oci}"}`;
-  return `apt-get install -y ${oci === "runsc" ? "runsc" : oci}; add {"runtimes": {${conf}}} to /etc/docker/daemon.json; then restart dockerd`;
+  return `apt-get install -y ${oci === "runsc" ? "runsc" : oci}; add {"runtimes": {${conf}}} to /etc/docker/daemon.json (scripts/setup.sh does both); then reload dockerd (SIGHUP)`;
+}
+
+/**
+ * Why a gVisor registration cannot carry Petri's seccomp profile, or null. Docker hands the
+ * profile to runsc in the spec, but runsc applies it only with --oci-seccomp; without it the
+ * sandboxed program could call io_uring_setup and the rest Petri refuses on every other
+ * runtime, so such a registration is refused (fail closed) rather than offered silently weaker.
+ */
+export function gvisorSeccompGap(ociRuntime: string, runtimes: Record<string, unknown>): string | null {
+  if (!ociRuntime.startsWith("runsc")) return null;
+  const args = (runtimes[ociRuntime] as { runtimeArgs?: unknown } | undefined)?.runtimeArgs;
+  const ok = Array.isArray(args) && args.some((a) => /^--?oci-seccomp(=true)?$/.test(String(a)));
+  return ok ? null : `OCI runtime ${ociRuntime} is registered with Docker without --oci-seccomp, so Petri's seccomp profile would not apply inside gVisor`;
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -109,6 +122,8 @@ export function dockerStrategy(ociRuntime: string, opts: DetectOptions = {}): Ru
       if (!info.Runtimes || !(ociRuntime in info.Runtimes)) {
         return no(`OCI runtime ${ociRuntime} is not registered with Docker ${info.ServerVersion ?? ""}`.trim(), registerRuntimeFix(ociRuntime));
       }
+      const seccompGap = gvisorSeccompGap(ociRuntime, info.Runtimes);
+      if (seccompGap) return no(seccompGap, "re-run scripts/setup.sh: it registers runsc with --oci-seccomp in /etc/docker/daemon.json and reloads dockerd (SIGHUP)");
       if (opts.image) {
         try {
           await docker.getImage(opts.image).inspect();

@@ -104,11 +104,12 @@ export class DockerRuntime implements Runtime {
   private eventsRetry: NodeJS.Timeout | undefined;
   private hits = 0;
   private misses = 0;
-  private readonly seccomp = seccompSecurityOpt();
+  private readonly seccomp: string;
 
   constructor(opts: DockerRuntimeOptions) {
     this.docker = opts.docker;
     this.ociRuntime = opts.ociRuntime;
+    this.seccomp = seccompSecurityOpt(process.arch, { gvisor: isGvisor(opts.ociRuntime) });
     this.cgroupParent = opts.cgroupParent ?? "petri";
     this.layout = detectCgroupLayout();
     this.warmOpts = opts.warm && opts.warm.idleMs > 0 ? opts.warm : undefined;

@@ -60,7 +60,8 @@ const HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 const INIT_TARGET = "/sbin/docker-init";
 /** tini is the container's only helper process inside the run's cgroup. */
 const OWN_PIDS = 1;
-export const RUNSC_FLAGS = ["--platform=ptrace", "--network=none", "--host-uds=open"];
+// --oci-seccomp: the Sentry applies the spec's seccomp profile (Petri's) to the sandboxed tasks.
+export const RUNSC_FLAGS = ["--platform=ptrace", "--network=none", "--host-uds=open", "--oci-seccomp"];
 const INIT_CANDIDATES = ["/usr/bin/docker-init", "/usr/bin/tini-static", "/usr/libexec/docker/docker-init", "/usr/bin/tini"];
 
 /** A static init binary on this host (docker.io's docker-init is tini-static), or null. */
@@ -151,8 +152,8 @@ export class OciRuntime implements Runtime {
     }
     this.layers = new RootfsLayers(path.join(opts.stateDir, "rootfs"));
     this.initSource = opts.initSource === undefined ? findInit() : opts.initSource;
-    // gVisor implements the syscalls in its own kernel and does not apply an OCI seccomp profile.
-    this.seccomp = opts.kind === "runsc" ? null : petriSeccompProfile();
+    // Under gVisor the Sentry applies the profile itself (runsc --oci-seccomp, in RUNSC_FLAGS).
+    this.seccomp = petriSeccompProfile(process.arch, { gvisor: opts.kind === "runsc" });
     this.globalFlags = opts.kind === "runsc" ? (opts.runscFlags ?? RUNSC_FLAGS) : [];
     this.warmOpts = opts.warm && opts.warm.idleMs > 0 ? opts.warm : undefined;
     // A sandbox that runs again within the warm period is likely to run again: see PrestartGate.

@@ -17,3 +17,16 @@ test("clone is allowed only without namespace flags, and the profile travels as 
   assert.deepEqual(clone?.args, [{ index: 0, value: 0x7e020000, valueTwo: 0, op: "SCMP_CMP_MASKED_EQ" }]);
   assert.match(seccompSecurityOpt("x64"), /^seccomp=\{"defaultAction"/);
 });
+
+test("the gVisor variant allows the same calls under gVisor's names (runsc skips names it does not know)", () => {
+  const names = (p: ReturnType<typeof petriSeccompProfile>) => new Set(p.syscalls.filter((r) => r.action === "SCMP_ACT_ALLOW" && !r.args).flatMap((r) => r.names));
+  const linux = names(petriSeccompProfile("x64"));
+  const gvisor = names(petriSeccompProfile("x64", { gvisor: true }));
+  // gVisor's table calls x86_64 syscall 270 "pselect": under "pselect6" socat's wait was refused.
+  assert.ok(gvisor.has("pselect") && !gvisor.has("pselect6"));
+  assert.ok(linux.has("pselect6") && !linux.has("pselect"));
+  // clone3 reaches gVisor's Sentry, which answers ENOSYS (this runsc turns every errnoRet into EPERM).
+  assert.deepEqual([...gvisor].filter((n) => !linux.has(n)).sort(), ["clone3", "pselect"]);
+  assert.deepEqual([...linux].filter((n) => !gvisor.has(n)), ["pselect6"]);
+  for (const n of DENIED_BY_PETRI.filter((d) => d !== "clone3")) assert.ok(!gvisor.has(n), n);
+});
