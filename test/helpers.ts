@@ -23,7 +23,7 @@ export interface TestServer {
  * PETRI_TEST_DOCKER_SOCKET points the tests' servers and their container checks at another
  * engine (one of your own, configured differently), leaving the shared one alone.
  */
-const TEST_DOCKER_SOCKET = process.env.PETRI_TEST_DOCKER_SOCKET || undefined;
+export const TEST_DOCKER_SOCKET = process.env.PETRI_TEST_DOCKER_SOCKET || undefined;
 export const docker = new Docker(TEST_DOCKER_SOCKET ? { socketPath: TEST_DOCKER_SOCKET } : undefined);
 
 export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
