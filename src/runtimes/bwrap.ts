@@ -4,9 +4,10 @@ import fs from "node:fs";
 import path from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { readNumber } from "./cgroups.js";
-import { LABEL_WARM, PrestartGate, shapeKey } from "./launcher.js";
-import { StatusFrame, handover, unitPlan, type UnitPlan } from "./warm.js";
-import { CappedBuffer, EngineLostError, signalFromExitCode, type RunLimits, type RunResult, type RunSpec, type Runtime } from "./types.js";
+import { LABEL_WARM } from "./launcher.js";
+import { UnitPool } from "./unit-pool.js";
+import { StatusFrame, handover, passOverWhileImporting, unitPlan, warmFallbackOf, type UnitPlan } from "./warm.js";
+import { EngineLostError, RunOutput, signalFromExitCode, type RunLimits, type RunResult, type RunSpec, type Runtime } from "./types.js";
 
 /**
  * BwrapRuntime: each run is a bubblewrap sandbox (new user/pid/net/ipc/uts/mount/cgroup
@@ -409,6 +410,8 @@ interface Started {
   warm: boolean;
   /** What a pre-started sandbox runs (launcher or warm interpreter). */
   plan?: UnitPlan;
+  /** A warm interpreter's frames on stdout (warm.ts). */
+  frame?: StatusFrame;
   labels: Record<string, string>;
   proc: ChildProcess;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -420,7 +423,6 @@ interface Started {
   killed: boolean;
   onKill: () => void;
   killTree: () => void;
-  expiry?: NodeJS.Timeout;
   timings: Record<string, number>;
 }
 
@@ -449,10 +451,7 @@ export class BwrapRuntime implements Runtime {
   private readonly live = new Map<string, LiveRun>();
   private readonly seccomp = seccompProgram();
   private readonly rootEntries = new Map<string, fs.Dirent[]>();
-  private readonly warmOpts?: { idleMs: number; images: Set<string> };
-  private readonly pool = new Map<string, Started>();
-  private closed = false;
-  private readonly gate: PrestartGate;
+  private readonly pool: UnitPool<Started>;
 
   constructor(opts: BwrapRuntimeOptions = {}) {
     this.bwrap = opts.bwrapPath ?? "/usr/bin/bwrap";
@@ -463,9 +462,11 @@ export class BwrapRuntime implements Runtime {
       throw new Error(`bwrap runtime needs the memory and pids cgroup controllers; missing: ${this.plan.missing.join(", ")}`);
     }
     this.useCgroups = contained;
-    this.warmOpts = opts.warm && opts.warm.idleMs > 0 ? opts.warm : undefined;
-    // A sandbox that runs again within the warm period is likely to run again: see PrestartGate.
-    this.gate = new PrestartGate(this.warmOpts?.idleMs);
+    this.pool = new UnitPool<Started>(opts.warm, {
+      alive: (st) => st.proc.exitCode === null && st.proc.signalCode === null,
+      discard: (st) => void this.finish(st),
+      importing: (st) => st.frame?.phase === "importing",
+    });
   }
 
   /** Where the limits come from, for logs and `petri doctor`. */
@@ -521,6 +522,10 @@ export class BwrapRuntime implements Runtime {
       const wantsStdin = warm || spec.stdin !== undefined || spec.stdinStream !== undefined;
       const stdio: StdioOptions = [wantsStdin ? "pipe" : "ignore", "pipe", "pipe", "pipe", this.seccomp ? "pipe" : "ignore"];
       if (warm) st.plan = unitPlan(spec, { interpreters: true });
+      if (st.plan?.kind === "python") {
+        const f = (st.frame = new StatusFrame(() => undefined));
+        st.sink.out = (b) => f.push(b);
+      }
       const inner = st.plan ? { ...spec, argv: st.plan.argv, env: st.plan.env, cwd: st.plan.startCwd } : spec;
       const args = [
         "-c", ENTER_SCRIPT, "petri-enter", ...(cg?.procsFiles ?? []), "--",
@@ -558,7 +563,7 @@ export class BwrapRuntime implements Runtime {
 
   /** Removes a sandbox that was never used, or is done: kill, sweep the cgroup, forget it. */
   private async finish(st: Started): Promise<void> {
-    clearTimeout(st.expiry);
+    this.pool.release(st);
     if (st.proc && st.proc.exitCode === null && st.proc.signalCode === null) st.killTree();
     if (st.cg) {
       await st.cg.killAll();
@@ -570,70 +575,41 @@ export class BwrapRuntime implements Runtime {
 
   /** Keeps one pre-started sandbox of this shape ready for `idleMs`. */
   private replenish(spec: RunSpec): void {
-    if (!this.warmOpts || this.closed || !this.warmOpts.images.has(spec.image) || !this.gate.allowsAfter(spec)) return;
-    const key = shapeKey(spec);
-    if (this.pool.has(key)) return;
-    let st: Started;
-    try {
-      st = this.start(spec, true);
-    } catch {
-      return;
-    }
-    st.expiry = setTimeout(() => {
-      if (this.pool.get(key) === st) this.pool.delete(key);
-      void this.finish(st);
-    }, this.warmOpts.idleMs);
-    st.expiry.unref();
-    // A pre-started sandbox that dies on its own (setup failure) is simply dropped.
-    void st.exited.then(() => {
-      if (this.pool.get(key) === st) {
-        this.pool.delete(key);
+    this.pool.replenish(spec, () => {
+      const st = this.start(spec, true);
+      // A pre-started sandbox that dies on its own (setup failure) is simply dropped.
+      void st.exited.then(() => { if (this.pool.release(st)) void this.finish(st); }, () => undefined);
+      st.onKill = () => {
+        this.pool.release(st);
+        st.killed = true;
+        st.killTree();
         void this.finish(st);
-      }
-    }, () => undefined);
-    st.onKill = () => {
-      if (this.pool.get(key) === st) this.pool.delete(key);
-      st.killed = true;
-      st.killTree();
-      void this.finish(st);
-    };
-    this.pool.set(key, st);
+      };
+      return st;
+    });
   }
 
-  private take(spec: RunSpec): Started | undefined {
-    if (!this.warmOpts) return undefined;
-    const key = shapeKey(spec);
-    const st = this.pool.get(key);
-    if (!st) { this.prestartMisses++; return undefined; }
-    this.pool.delete(key);
-    clearTimeout(st.expiry);
-    if (st.proc.exitCode !== null || st.proc.signalCode !== null) {
-      void this.finish(st);
-      this.prestartMisses++;
-      return undefined;
-    }
-    this.prestartHits++;
-    // From now on it is this run's: its labels and its kill.
+  /** The pre-started sandbox for this run, now the run's (its labels, its kill), or the reason it was passed over. */
+  private take(spec: RunSpec): { st?: Started; passedOver?: string } {
+    const { unit: st, passedOver } = this.pool.take(spec, (u) => (u.plan ? passOverWhileImporting(u.plan, u.frame, spec) : null));
+    if (!st) return { passedOver };
     st.labels = spec.labels;
     this.live.set(st.runName, { labels: spec.labels, kill: () => st.onKill(), done: st.done });
     st.onKill = () => { st.killed = true; st.killTree(); };
-    return st;
+    return { st };
   }
 
-  private prestartHits = 0;
-  private prestartMisses = 0;
-
   /** Pre-started sandboxes waiting, and how often a run found one (metrics). */
-  prestartStats(): { ready: number; hits: number; misses: number } {
-    return { ready: this.pool.size, hits: this.prestartHits, misses: this.prestartMisses };
+  prestartStats(): ReturnType<UnitPool<Started>["stats"]> {
+    return this.pool.stats();
   }
 
   noPrestartFor(sandboxId: string): () => void {
-    return this.gate.quietFor(sandboxId);
+    return this.pool.gate.quietFor(sandboxId);
   }
 
   async run(spec: RunSpec): Promise<RunResult> {
-    return this.gate.track(() => this.runOnce(spec));
+    return this.pool.gate.track(() => this.runOnce(spec));
   }
 
   private async runOnce(spec: RunSpec): Promise<RunResult> {
@@ -641,21 +617,21 @@ export class BwrapRuntime implements Runtime {
     if (!spec.rootfs) throw new BwrapSetupError(`no root filesystem for image ${spec.image}: build it with \`petri images build\``);
     if (spec.uid === 0 || spec.gid === 0) throw new BwrapSetupError("the bwrap runtime does not run code as root (uid/gid 0)");
 
-    const st = this.take(spec) ?? this.start(spec, false);
+    const taken = this.take(spec);
+    const st = taken.st ?? this.start(spec, false);
     // A pre-started unit is followed from its hand-over on (a cold one since before its spawn):
     // what it did before, the interpreter's start and imports, was Petri's, not the run's.
     if (st.cg) spec.tracer?.attach(`${this.cgroupParent}/${st.runName}`);
     const timings = st.timings;
     if (st.warm) timings.warm = 1;
-    const stdout = new CappedBuffer(spec.outputLimitBytes);
-    const stderr = new CappedBuffer(spec.outputLimitBytes);
-    const toOut = (b: Buffer) => { stdout.push(b); spec.onStdout?.(b); };
-    st.sink.out = toOut;
-    st.sink.err = (b) => { stderr.push(b); spec.onStderr?.(b); };
+    const output = new RunOutput(spec);
+    const toOut = output.out;
+    if (!st.frame) st.sink.out = toOut;
+    st.sink.err = output.err;
     let timedOut = false;
     let timer: NodeJS.Timeout | undefined;
     const onAbort = () => st.onKill();
-    let frame: StatusFrame | undefined;
+    const frame = st.frame;
 
     let result: RunResult;
     try {
@@ -663,10 +639,7 @@ export class BwrapRuntime implements Runtime {
       const cpuBefore = st.warm ? st.cg?.usage().cpuTimeMs ?? null : null;
       if (st.plan) {
         const h = handover(st.plan, spec);
-        if (h.inProcess) {
-          const f = (frame = new StatusFrame(toOut));
-          st.sink.out = (b) => f.push(b);
-        }
+        frame?.handover(toOut, h.inProcess);
         st.proc.stdin!.write(h.bytes);
       }
       if (st.proc.stdin) void feedStdin(st.proc.stdin, spec);
@@ -690,10 +663,11 @@ export class BwrapRuntime implements Runtime {
       await Promise.race([st.outputDone, sleep(2000)]);
       frame?.end();
       if (frame?.status) timings.interp = frame.status.warm ? 1 : 0;
+      if (frame?.importWaitMs !== undefined) timings.importWait = frame.importWaitMs;
 
       const killed = st.killed;
       const status = parseStatus(st.status);
-      const errText = stderr.toBuffer().toString("utf8").trim();
+      const errText = output.stderr.toBuffer().toString("utf8").trim();
       if (!exitSignal && !timedOut && !killed) {
         if (status.childPid === undefined) {
           throw new BwrapSetupError(`sandbox setup failed (exit ${code}): ${errText || "no message"}`);
@@ -717,17 +691,12 @@ export class BwrapRuntime implements Runtime {
         timedOut,
         oomKilled: (usage.oomKills ?? 0) > 0,
         killed: killed && !timedOut,
-        stdout: stdout.toBuffer(),
-        stderr: stderr.toBuffer(),
-        stdoutTruncated: stdout.truncated,
-        stderrTruncated: stderr.truncated,
-        stdoutCutBytes: stdout.cutBytes,
-        stderrCutBytes: stderr.cutBytes,
+        ...output.fields(),
         durationMs: Math.round(finishedAt - startedAt),
         cpuTimeMs: usage.cpuTimeMs,
         peakMemoryBytes: usage.peakMemoryBytes,
         timings,
-        ...(frame?.status && !frame.status.warm ? { warmFallback: frame.status.reason ?? "" } : {}),
+        ...warmFallbackOf(frame, taken.passedOver),
       };
     } finally {
       clearTimeout(timer);
@@ -865,8 +834,7 @@ export class BwrapRuntime implements Runtime {
   }
 
   async close(): Promise<void> {
-    this.closed = true;
-    this.pool.clear();
+    this.pool.close();
     for (const r of this.live.values()) r.kill();
     await Promise.all([...this.live.values()].map((r) => r.done));
     // The parent cgroup is this instance's; once its runs are gone it is empty bookkeeping.

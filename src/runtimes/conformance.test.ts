@@ -80,8 +80,9 @@ for (const name of TESTED_IMAGES) {
   runtimeConformanceSuite(`bwrap [${name}]`, async () => ({ runtime: new BwrapRuntime(), baseSpec: spec }), { skip: skipReason(p.bwrap), slowCases: name === "standard" });
 
   // The OCI runtimes called directly, without dockerd (src/runtimes/oci.ts).
+  const direct = {} as Record<OciKind, RuntimeProbe>;
   for (const kind of ["runc", "crun", "runsc"] as OciKind[]) {
-    const probe = await ociDirectStrategy(kind, probeOpts).probe();
+    const probe = (direct[kind] = await ociDirectStrategy(kind, probeOpts).probe());
     const tag = `${process.pid}-${kind}-${name}`;
     runtimeConformanceSuite(
       `${kind}-direct [${name}]`,
@@ -99,7 +100,7 @@ for (const name of TESTED_IMAGES) {
       async () => ({ runtime: new DockerRuntime({ docker: docker!, ociRuntime: "runc", warm }), baseSpec: spec }),
       { skip: skipReason(p.runc), prestart: true });
     runtimeConformanceSuite(`bwrap [${name}], pre-start on`, async () => ({ runtime: new BwrapRuntime({ warm }), baseSpec: spec }), { skip: skipReason(p.bwrap), prestart: true });
-    const crunDirect = await ociDirectStrategy("crun", probeOpts).probe();
+    const crunDirect = direct.crun;
     runtimeConformanceSuite(`crun-direct [${name}], pre-start on`,
       async () => ({ runtime: new OciRuntime({ kind: "crun", warm, stateDir: `/run/petri/conformance-${tag}/crun-direct`, cgroupParent: `petri-conformance-${tag}` }), baseSpec: spec }),
       { skip: skipReason(crunDirect), prestart: true });
@@ -116,6 +117,14 @@ for (const name of TESTED_IMAGES) {
     }), { skip: skipReason(p[oci]), datascience });
   }
   warmEquivalenceSuite(`bwrap [${name}]`, async () => ({ warm: new BwrapRuntime({ warm }), cold: new BwrapRuntime(), baseSpec: spec }), { skip: skipReason(p.bwrap), datascience });
+  for (const kind of ["runc", "crun", "runsc"] as OciKind[]) {
+    const tag = `${process.pid}-${kind}-warm-${name}`;
+    warmEquivalenceSuite(`${kind}-direct [${name}]`, async () => ({
+      warm: new OciRuntime({ kind, warm, stateDir: `/run/petri/conformance-${tag}/warm/${kind}-direct`, cgroupParent: `petri-conformance-${tag}-w` }),
+      cold: new OciRuntime({ kind, stateDir: `/run/petri/conformance-${tag}/cold/${kind}-direct`, cgroupParent: `petri-conformance-${tag}-c` }),
+      baseSpec: spec,
+    }), { skip: skipReason(direct[kind]), datascience });
+  }
 }
 
 // Said in the test output, not as a test (it has nothing to check): which suites run in which mode.

@@ -1,8 +1,9 @@
 import { Duplex } from "node:stream";
 import Docker from "dockerode";
-import { LABEL_WARM, PrestartGate, shapeKey } from "./launcher.js";
-import { StatusFrame, handover, unitPlan, type UnitPlan } from "./warm.js";
-import { CappedBuffer, EngineLostError, signalFromExitCode, type RunResult, type RunSpec, type Runtime } from "./types.js";
+import { LABEL_WARM } from "./launcher.js";
+import { UnitPool } from "./unit-pool.js";
+import { StatusFrame, handover, passOverWhileImporting, unitPlan, warmFallbackOf, type UnitPlan } from "./warm.js";
+import { EngineLostError, RunOutput, signalFromExitCode, type RunResult, type RunSpec, type Runtime } from "./types.js";
 import { seccompSecurityOpt } from "./seccomp.js";
 import { readGvisorTrace } from "./gvisor-trace.js";
 import { gvisorHostPidsLimit, isGvisor } from "./gvisor-limits.js";
@@ -69,7 +70,8 @@ interface Prepared {
   warm: boolean;
   /** What a pre-started container runs (launcher or warm interpreter). */
   plan?: UnitPlan;
-  expiry?: NodeJS.Timeout;
+  /** A warm interpreter's frames on stdout (warm.ts). */
+  frame?: StatusFrame;
   timings: Record<string, number>;
   /** The attach stream ended: the container's process is gone (it died with the engine). */
   ended: boolean;
@@ -85,12 +87,9 @@ export class DockerRuntime implements Runtime {
   private readonly ociRuntime: string;
   private readonly cgroupParent: string;
   private readonly layout: CgroupLayout;
-  private readonly warmOpts?: { idleMs: number; images: Set<string> };
-  private readonly pool = new Map<string, Prepared>();
-  private readonly preparing = new Map<string, Promise<void>>();
+  private readonly pool: UnitPool<Prepared>;
   private readonly removing = new Set<Promise<void>>();
   private closed = false;
-  private readonly gate: PrestartGate;
   private readonly trace: boolean;
   private readonly onEngineFault: (kind: string) => void;
   /** Containers this process owns (pool, preparing, running, being removed): never orphans. */
@@ -102,8 +101,6 @@ export class DockerRuntime implements Runtime {
   private readonly oomEvents = new Map<string, number>();
   private events: NodeJS.ReadableStream | null = null;
   private eventsRetry: NodeJS.Timeout | undefined;
-  private hits = 0;
-  private misses = 0;
   private readonly seccomp: string;
 
   constructor(opts: DockerRuntimeOptions) {
@@ -112,9 +109,16 @@ export class DockerRuntime implements Runtime {
     this.seccomp = seccompSecurityOpt(process.arch, { gvisor: isGvisor(opts.ociRuntime) });
     this.cgroupParent = opts.cgroupParent ?? "petri";
     this.layout = detectCgroupLayout();
-    this.warmOpts = opts.warm && opts.warm.idleMs > 0 ? opts.warm : undefined;
-    // A sandbox that runs again within the warm period is likely to run again: see PrestartGate.
-    this.gate = new PrestartGate(this.warmOpts?.idleMs);
+    this.pool = new UnitPool<Prepared>(opts.warm, {
+      // A pre-started container that died (with the engine, or killed) cannot run anything.
+      alive: (prep) => !prep.ended && !this.foreignKills.has(prep.container.id),
+      discard: (prep, why) => {
+        if (why === "dead") this.onEngineFault("prestart_dead");
+        if (why === "expired") void this.dispose(prep);
+        else this.removeLater(prep);
+      },
+      importing: (prep) => prep.frame?.phase === "importing",
+    });
     this.trace = opts.trace ?? false;
     this.onEngineFault = opts.onEngineFault ?? (() => undefined);
   }
@@ -167,8 +171,8 @@ export class DockerRuntime implements Runtime {
 
   /** Discards every pre-started container (they do not survive the engine going away). */
   private dropPool(why: string): void {
-    for (const [key, prep] of this.pool) {
-      this.pool.delete(key);
+    for (const [, prep] of this.pool.waiting()) {
+      this.pool.release(prep);
       this.onEngineFault("prestart_dead");
       void why;
       this.removeLater(prep);
@@ -176,16 +180,17 @@ export class DockerRuntime implements Runtime {
   }
 
   /** Pre-started containers waiting, and how often a run found one. */
-  prestartStats(): { ready: number; hits: number; misses: number } {
-    return { ready: this.pool.size, hits: this.hits, misses: this.misses };
+  prestartStats(): ReturnType<UnitPool<Prepared>["stats"]> {
+    return this.pool.stats();
+  }
+
+  /** Shapes whose pre-started container is being created (the benchmark and tests wait for them). */
+  get preparing(): Map<string, Promise<void>> {
+    return this.pool.preparing;
   }
 
   get variant(): string {
     return this.ociRuntime;
-  }
-
-  private canWarm(spec: RunSpec): boolean {
-    return Boolean(this.warmOpts && !this.closed && this.warmOpts.images.has(spec.image));
   }
 
   /** Creates and attaches a container for `spec`; a warm one runs the launcher and is started. */
@@ -264,7 +269,12 @@ export class DockerRuntime implements Runtime {
         exited.catch(() => undefined);
         timings.start = performance.now() - t0;
       }
-      return Object.assign(prepared, { container, stream, outputDone, sink, cgroupRel, warm, plan, timings, exited });
+      let frame: StatusFrame | undefined;
+      if (plan?.kind === "python") {
+        const f = (frame = new StatusFrame(() => undefined));
+        sink.out = (b) => f.push(b);
+      }
+      return Object.assign(prepared, { container, stream, outputDone, sink, cgroupRel, warm, plan, frame, timings, exited });
     } catch (e) {
       await container.remove({ force: true, v: true }).then(() => this.owned.delete(container.id), () => this.owned.delete(container.id));
       removeCgroup(this.layout, cgroupRel);
@@ -274,42 +284,11 @@ export class DockerRuntime implements Runtime {
 
   /** Keeps one pre-started container of this shape ready, for `idleMs`. */
   private replenish(spec: RunSpec): void {
-    if (!this.canWarm(spec) || !this.gate.allowsAfter(spec)) return;
-    const key = shapeKey(spec);
-    if (this.pool.has(key) || this.preparing.has(key)) return;
-    const p = this.prepare(spec, true).then((prep) => {
-      if (this.closed) return this.dispose(prep);
-      prep.expiry = setTimeout(() => {
-        if (this.pool.get(key) === prep) this.pool.delete(key);
-        void this.dispose(prep);
-      }, this.warmOpts!.idleMs);
-      prep.expiry.unref();
-      this.pool.set(key, prep);
-    }).catch(() => undefined).finally(() => this.preparing.delete(key));
-    this.preparing.set(key, p);
-  }
-
-  private take(spec: RunSpec): Prepared | undefined {
-    if (!this.canWarm(spec)) return undefined;
-    const key = shapeKey(spec);
-    const prep = this.pool.get(key);
-    if (!prep) { this.misses++; return undefined; }
-    this.pool.delete(key);
-    clearTimeout(prep.expiry);
-    // A pre-started container that died (with the engine, or killed) cannot run anything: it is
-    // thrown away and the run starts cold instead of reporting a run that never ran.
-    if (prep.ended || this.foreignKills.has(prep.container.id)) {
-      this.onEngineFault("prestart_dead");
-      this.removeLater(prep);
-      this.misses++;
-      return undefined;
-    }
-    this.hits++;
-    return prep;
+    this.pool.replenish(spec, () => this.prepare(spec, true));
   }
 
   private async dispose(prep: Prepared): Promise<void> {
-    clearTimeout(prep.expiry);
+    this.pool.release(prep);
     prep.stream.destroy();
     // Whether or not the engine answers, the container is no longer ours to keep: one that could
     // not be removed now (engine down) is an orphan for reapOrphans().
@@ -337,26 +316,26 @@ export class DockerRuntime implements Runtime {
   }
 
   noPrestartFor(sandboxId: string): () => void {
-    return this.gate.quietFor(sandboxId);
+    return this.pool.gate.quietFor(sandboxId);
   }
 
   async run(spec: RunSpec): Promise<RunResult> {
-    return this.gate.track(() => this.runOnce(spec));
+    return this.pool.gate.track(() => this.runOnce(spec));
   }
 
   private async runOnce(spec: RunSpec): Promise<RunResult> {
     this.watchEngine();
     const t0 = performance.now();
-    const prep = this.take(spec) ?? await this.prepare(spec, false);
+    const taken = this.pool.take(spec, (u) => (u.plan ? passOverWhileImporting(u.plan, u.frame, spec) : null));
+    const prep = taken.unit ?? await this.prepare(spec, false);
     const { container, stream, timings } = prep;
     if (prep.warm) timings.warm = 1;
     spec.tracer?.attach(prep.cgroupRel);
-    const stdout = new CappedBuffer(spec.outputLimitBytes);
-    const stderr = new CappedBuffer(spec.outputLimitBytes);
-    const toOut = (b: Buffer) => { stdout.push(b); spec.onStdout?.(b); };
-    prep.sink.out = toOut;
-    prep.sink.err = (b) => { stderr.push(b); spec.onStderr?.(b); };
-    let frame: StatusFrame | undefined;
+    const output = new RunOutput(spec);
+    const toOut = output.out;
+    if (!prep.frame) prep.sink.out = toOut;
+    prep.sink.err = output.err;
+    const frame = prep.frame;
     let cpuBefore: number | null = null;
     let timedOut = false;
     let killed = false;
@@ -374,10 +353,7 @@ export class DockerRuntime implements Runtime {
       cpuBefore = prep.warm ? readUsage(this.layout, prep.cgroupRel).cpuTimeMs : null;
       if (prep.plan) {
         const h = handover(prep.plan, spec);
-        if (h.inProcess) {
-          const f = (frame = new StatusFrame(toOut));
-          prep.sink.out = (b) => f.push(b);
-        }
+        frame?.handover(toOut, h.inProcess);
         stream.write(h.bytes);
       } else {
         await container.start();
@@ -420,6 +396,7 @@ export class DockerRuntime implements Runtime {
       stream.destroy();
       frame?.end();
       if (frame?.status) timings.interp = frame.status.warm ? 1 : 0;
+      if (frame?.importWaitMs !== undefined) timings.importWait = frame.importWaitMs;
 
       const info = await Promise.race([
         container.inspect().catch(() => null),
@@ -448,17 +425,12 @@ export class DockerRuntime implements Runtime {
         timedOut,
         oomKilled,
         killed: killed && !timedOut,
-        stdout: stdout.toBuffer(),
-        stderr: stderr.toBuffer(),
-        stdoutTruncated: stdout.truncated,
-        stderrTruncated: stderr.truncated,
-        stdoutCutBytes: stdout.cutBytes,
-        stderrCutBytes: stderr.cutBytes,
+        ...output.fields(),
         durationMs: Math.round(finishedAt - startedAt),
         cpuTimeMs: null,
         peakMemoryBytes: null,
         timings,
-        ...(frame?.status && !frame.status.warm ? { warmFallback: frame.status.reason ?? "" } : {}),
+        ...warmFallbackOf(frame, taken.passedOver),
       };
     } catch (e) {
       this.removeLater(prep);
@@ -537,11 +509,8 @@ export class DockerRuntime implements Runtime {
 
   async reap(labels: Record<string, string>): Promise<number> {
     await Promise.all(this.removing);
-    for (const [key, prep] of this.pool) {
-      if (Object.entries(labels).every(([k, v]) => key.includes(JSON.stringify(k) + ":" + JSON.stringify(v)))) {
-        this.pool.delete(key);
-        clearTimeout(prep.expiry);
-      }
+    for (const [key, prep] of this.pool.waiting()) {
+      if (Object.entries(labels).every(([k, v]) => key.includes(JSON.stringify(k) + ":" + JSON.stringify(v)))) this.pool.release(prep);
     }
     const list = await this.docker.listContainers({ all: true, filters: { label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) } });
     await Promise.all(list.map((c) => this.docker.getContainer(c.Id).remove({ force: true, v: true }).then(() => this.owned.delete(c.Id), () => undefined)));
@@ -553,10 +522,9 @@ export class DockerRuntime implements Runtime {
     clearTimeout(this.eventsRetry);
     (this.events as unknown as { destroy?: () => void } | null)?.destroy?.();
     this.events = null;
-    await Promise.all(this.preparing.values());
+    const all = this.pool.close();
+    await Promise.all(this.pool.preparing.values());
     await Promise.all(this.removing);
-    const all = [...this.pool.values()];
-    this.pool.clear();
     await Promise.all(all.map((p) => this.dispose(p)));
     await Promise.all(this.removing);
     // The per-instance parent cgroup is empty once every run's container is gone.

@@ -4,12 +4,14 @@ import fs from "node:fs";
 import path from "node:path";
 import type { Writable } from "node:stream";
 import { RunCgroup, hostCgroupPlan, prepareCgroupParent, type CgroupPlan } from "./bwrap.js";
-import { LABEL_WARM, LAUNCHER_ARGV, PrestartGate, launchLine, shapeKey } from "./launcher.js";
+import { LABEL_WARM } from "./launcher.js";
+import { UnitPool } from "./unit-pool.js";
+import { StatusFrame, handover, passOverWhileImporting, unitPlan, warmFallbackOf, type UnitPlan } from "./warm.js";
 import { ociConfig } from "./oci-spec.js";
 import { RootfsLayers } from "./oci-rootfs.js";
 import { petriSeccompProfile } from "./seccomp.js";
 import { gvisorHostPidsLimit } from "./gvisor-limits.js";
-import { CappedBuffer, EngineLostError, signalFromExitCode, type RunResult, type RunSpec, type Runtime } from "./types.js";
+import { EngineLostError, RunOutput, signalFromExitCode, type CappedBuffer, type RunResult, type RunSpec, type Runtime } from "./types.js";
 
 /**
  * OciRuntime: Docker-class isolation without dockerd in the path. Each run is one call of the
@@ -94,6 +96,10 @@ interface Started {
   bundle: string;
   cg: RunCgroup;
   warm: boolean;
+  /** What a pre-started container runs (launcher or warm interpreter). */
+  plan?: UnitPlan;
+  /** A warm interpreter's frames on stdout (warm.ts). */
+  frame?: StatusFrame;
   labels: Record<string, string>;
   proc: ChildProcess;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -103,7 +109,6 @@ interface Started {
   onKill: () => void;
   done: Promise<void>;
   markDone: () => void;
-  expiry?: NodeJS.Timeout;
   timings: Record<string, number>;
 }
 
@@ -124,17 +129,12 @@ export class OciRuntime implements Runtime {
   private readonly initSource: string | null;
   private readonly seccomp;
   private readonly globalFlags: string[];
-  private readonly warmOpts?: { idleMs: number; images: Set<string> };
-  private readonly pool = new Map<string, Started>();
+  private readonly pool: UnitPool<Started>;
   private readonly live = new Map<string, Started>();
-  private readonly gate: PrestartGate;
   /** Pre-starts whose container is not up yet, and removals still running (the benchmark waits for both). */
   private readonly preparing = new Set<string>();
   private readonly removing = new Set<Promise<void>>();
   private parentReady = false;
-  private closed = false;
-  private hits = 0;
-  private misses = 0;
 
   constructor(opts: OciRuntimeOptions) {
     this.kind = opts.kind;
@@ -155,9 +155,11 @@ export class OciRuntime implements Runtime {
     // Under gVisor the Sentry applies the profile itself (runsc --oci-seccomp, in RUNSC_FLAGS).
     this.seccomp = petriSeccompProfile(process.arch, { gvisor: opts.kind === "runsc" });
     this.globalFlags = opts.kind === "runsc" ? (opts.runscFlags ?? RUNSC_FLAGS) : [];
-    this.warmOpts = opts.warm && opts.warm.idleMs > 0 ? opts.warm : undefined;
-    // A sandbox that runs again within the warm period is likely to run again: see PrestartGate.
-    this.gate = new PrestartGate(this.warmOpts?.idleMs);
+    this.pool = new UnitPool<Started>(opts.warm, {
+      alive: (st) => st.proc.exitCode === null && st.proc.signalCode === null,
+      discard: (st) => void this.finish(st),
+      importing: (st) => st.frame?.phase === "importing",
+    });
     fs.mkdirSync(this.stateRoot, { recursive: true, mode: 0o700 });
     fs.mkdirSync(this.bundles, { recursive: true, mode: 0o700 });
   }
@@ -198,7 +200,10 @@ export class OciRuntime implements Runtime {
     }
   }
 
-  /** Writes the bundle and spawns the runtime. A warm one runs the launcher, waiting for its argv. */
+  /**
+   * Writes the bundle and spawns the runtime. A pre-started one runs the plain launcher or a warm
+   * interpreter (warm.ts), waiting for the run it will serve.
+   */
   private start(spec: RunSpec, warm: boolean): Started {
     const t0 = performance.now();
     if (!spec.rootfs) throw new OciSetupError(`no root filesystem for image ${spec.image}: build it with \`petri images build\``);
@@ -217,7 +222,8 @@ export class OciRuntime implements Runtime {
     // Before the spawn: the tracer follows only registered cgroups, and the program may exec at once.
     if (!warm) spec.tracer?.attach(this.cgroupOf(id));
     const bundle = path.join(this.bundles, id);
-    const inner = warm ? { ...spec, argv: LAUNCHER_ARGV, env: { PATH: "/usr/bin:/bin" } } : spec;
+    const plan = warm ? unitPlan(spec, { interpreters: true }) : undefined;
+    const inner = plan ? { ...spec, argv: plan.argv, env: plan.env, cwd: plan.startCwd } : spec;
     try {
       fs.mkdirSync(bundle, { mode: 0o700 });
       const config = ociConfig(inner, {
@@ -241,7 +247,7 @@ export class OciRuntime implements Runtime {
     const logArgs = this.kind === "runc" ? ["--log", logFile, "--log-format", "json"] : this.kind === "crun" ? [`--log=file:${logFile}`, "--log-format=json"] : [];
     const proc = spawn(this.bin, [...logArgs, ...this.runtimeArgs("run", "--bundle", bundle, id)], { stdio, env: { PATH: HOST_PATH } });
     const st: Started = {
-      id, bundle, cg, warm, labels, proc, timings,
+      id, bundle, cg, warm, plan, labels, proc, timings,
       exited: new Promise((resolve) => {
         proc.once("exit", (code, signal) => resolve({ code, signal }));
         proc.once("error", (e) => resolve({ code: null, signal: null, ...{ error: e } }));
@@ -251,6 +257,10 @@ export class OciRuntime implements Runtime {
       killed: false, onKill: () => undefined, done: undefined as never, markDone: () => undefined,
     };
     st.done = new Promise<void>((r) => { st.markDone = r; });
+    if (plan?.kind === "python") {
+      const f = (st.frame = new StatusFrame(() => undefined));
+      st.sink.out = (b) => f.push(b);
+    }
     proc.stdout!.on("data", (b: Buffer) => st.sink.out(b));
     proc.stderr!.on("data", (b: Buffer) => st.sink.err(b));
     proc.stdin?.on("error", () => undefined);
@@ -275,7 +285,7 @@ export class OciRuntime implements Runtime {
 
   /** After the runtime process ended: make sure nothing of the run is left, forget it. */
   private async finish(st: Started): Promise<void> {
-    clearTimeout(st.expiry);
+    this.pool.release(st);
     if (st.proc.exitCode === null && st.proc.signalCode === null) {
       await this.killContainer(st);
       await Promise.race([st.exited, sleep(5000)]);
@@ -299,34 +309,19 @@ export class OciRuntime implements Runtime {
     });
   }
 
+  /** Keeps one pre-started container of this shape ready for `idleMs`. */
   private replenish(spec: RunSpec): void {
-    if (!this.warmOpts || this.closed || !this.warmOpts.images.has(spec.image) || !this.gate.allowsAfter(spec)) return;
-    const key = shapeKey(spec);
-    if (this.pool.has(key)) return;
-    let st: Started;
-    try {
-      st = this.start(spec, true);
-    } catch {
-      return;
-    }
-    st.expiry = setTimeout(() => {
-      if (this.pool.get(key) === st) this.pool.delete(key);
-      void this.finish(st);
-    }, this.warmOpts.idleMs);
-    st.expiry.unref();
-    void st.exited.then(() => {
-      if (this.pool.get(key) === st) {
-        this.pool.delete(key);
+    this.pool.replenish(spec, () => {
+      const st = this.start(spec, true);
+      void st.exited.then(() => { if (this.pool.release(st)) void this.finish(st); });
+      st.onKill = () => {
+        this.pool.release(st);
+        st.killed = true;
         void this.finish(st);
-      }
+      };
+      this.watchUp(st);
+      return st;
     });
-    st.onKill = () => {
-      if (this.pool.get(key) === st) this.pool.delete(key);
-      st.killed = true;
-      void this.finish(st);
-    };
-    this.pool.set(key, st);
-    this.watchUp(st);
   }
 
   /** Marks a pre-start as preparing until its container's processes exist (or it ended). */
@@ -343,30 +338,22 @@ export class OciRuntime implements Runtime {
     setTimeout(tick, 5).unref();
   }
 
-  private take(spec: RunSpec): Started | undefined {
-    if (!this.warmOpts) return undefined;
-    const key = shapeKey(spec);
-    const st = this.pool.get(key);
-    if (!st) { this.misses++; return undefined; }
-    this.pool.delete(key);
-    clearTimeout(st.expiry);
-    if (st.proc.exitCode !== null || st.proc.signalCode !== null) {
-      void this.finish(st);
-      this.misses++;
-      return undefined;
-    }
-    this.hits++;
+  /** The pre-started container for this run, now the run's (its labels, its kill), or the reason it was passed over. */
+  private take(spec: RunSpec): { st?: Started; passedOver?: string } {
+    const { unit: st, passedOver } = this.pool.take(spec, (u) => (u.plan ? passOverWhileImporting(u.plan, u.frame, spec) : null));
+    if (!st) return { passedOver };
     st.labels = spec.labels;
     st.onKill = () => { st.killed = true; void this.killContainer(st); };
-    return st;
+    return { st };
   }
 
-  prestartStats(): { ready: number; hits: number; misses: number } {
-    return { ready: this.pool.size, hits: this.hits, misses: this.misses };
+  /** Pre-started containers waiting, and how often a run found one (metrics). */
+  prestartStats(): ReturnType<UnitPool<Started>["stats"]> {
+    return this.pool.stats();
   }
 
   noPrestartFor(sandboxId: string): () => void {
-    return this.gate.quietFor(sandboxId);
+    return this.pool.gate.quietFor(sandboxId);
   }
 
   /** runc and crun connect to host Unix sockets natively; runsc is started with --host-uds=open. */
@@ -376,27 +363,35 @@ export class OciRuntime implements Runtime {
   }
 
   async run(spec: RunSpec): Promise<RunResult> {
-    return this.gate.track(() => this.runOnce(spec));
+    return this.pool.gate.track(() => this.runOnce(spec));
   }
 
   private async runOnce(spec: RunSpec): Promise<RunResult> {
     const t0 = performance.now();
-    const st = this.take(spec) ?? this.start(spec, false);
+    const taken = this.take(spec);
+    const st = taken.st ?? this.start(spec, false);
     // A pre-started unit is followed from its hand-over on (a cold one since before its spawn).
     // The container's cgroup is <run>/c, level 3 below the petri-… parent.
     spec.tracer?.attach(this.cgroupOf(st.id));
     const timings = st.timings;
     if (st.warm) timings.warm = 1;
-    const stdout = new CappedBuffer(spec.outputLimitBytes);
-    const stderr = new CappedBuffer(spec.outputLimitBytes);
-    st.sink.out = (b) => { stdout.push(b); spec.onStdout?.(b); };
-    st.sink.err = (b) => { stderr.push(b); spec.onStderr?.(b); };
+    const output = new RunOutput(spec);
+    const toOut = output.out;
+    if (!st.frame) st.sink.out = toOut;
+    st.sink.err = output.err;
     let timedOut = false;
     let timer: NodeJS.Timeout | undefined;
     const onAbort = () => st.onKill();
+    const frame = st.frame;
     let result: RunResult;
     try {
-      if (st.warm) st.proc.stdin!.write(launchLine(spec));
+      // A pre-started unit's own start (and a warm interpreter's imports) is not the run's CPU time.
+      const cpuBefore = st.warm ? st.cg.usage().cpuTimeMs : null;
+      if (st.plan) {
+        const h = handover(st.plan, spec);
+        frame?.handover(toOut, h.inProcess);
+        st.proc.stdin!.write(h.bytes);
+      }
       if (st.proc.stdin) void feedStdin(st.proc.stdin, spec);
       const startedAt = performance.now();
       timings.handover = startedAt - t0;
@@ -411,9 +406,13 @@ export class OciRuntime implements Runtime {
       clearTimeout(timer);
       timings.wait = finishedAt - t0;
       await Promise.race([st.outputDone, sleep(2000)]);
+      frame?.end();
+      if (frame?.status) timings.interp = frame.status.warm ? 1 : 0;
+      if (frame?.importWaitMs !== undefined) timings.importWait = frame.importWaitMs;
       const killed = st.killed;
       if ((exit as { error?: Error }).error) throw new OciSetupError(`could not start ${this.bin}: ${(exit as { error?: Error }).error!.message}`);
       const usage = st.cg.usage();
+      if (usage.cpuTimeMs !== null && cpuBefore !== null) usage.cpuTimeMs = Math.max(0, usage.cpuTimeMs - cpuBefore);
       // The OOM kill is counted in the container's own cgroup, which the runtime has removed;
       // the kernel's log names the run's cgroup as the one whose limit was hit.
       const died = signalFromExitCode(exit.code) === "SIGKILL" || exit.code === null;
@@ -424,7 +423,7 @@ export class OciRuntime implements Runtime {
         throw new EngineLostError(`the ${this.kind} process of this run was killed (${exit.signal}) from outside Petri; the program did not finish on its own`);
       }
       if (!timedOut && !killed && !oom && exit.code !== 0) {
-        const failure = this.setupFailure(st, stderr);
+        const failure = this.setupFailure(st, output.stderr);
         if (failure) throw new OciSetupError(failure);
       }
       const code = exit.code;
@@ -435,16 +434,12 @@ export class OciRuntime implements Runtime {
         timedOut,
         oomKilled: oom,
         killed: killed && !timedOut,
-        stdout: stdout.toBuffer(),
-        stderr: stderr.toBuffer(),
-        stdoutTruncated: stdout.truncated,
-        stderrTruncated: stderr.truncated,
-        stdoutCutBytes: stdout.cutBytes,
-        stderrCutBytes: stderr.cutBytes,
+        ...output.fields(),
         durationMs: Math.round(finishedAt - startedAt),
         cpuTimeMs: usage.cpuTimeMs,
         peakMemoryBytes: usage.peakMemoryBytes,
         timings,
+        ...warmFallbackOf(frame, taken.passedOver),
       };
     } catch (e) {
       await this.finish(st);
@@ -490,7 +485,7 @@ export class OciRuntime implements Runtime {
     await Promise.all(this.removing);
     let n = 0;
     const mine = [...this.live.values()].filter((r) => labelsMatch(r.labels, labels));
-    for (const [key, st] of this.pool) if (mine.includes(st)) this.pool.delete(key);
+    for (const st of mine) this.pool.release(st);
     for (const st of mine) st.onKill();
     await Promise.all(mine.map((st) => st.done));
     n += mine.length;
@@ -546,9 +541,8 @@ export class OciRuntime implements Runtime {
   }
 
   async close(): Promise<void> {
-    this.closed = true;
+    this.pool.close();
     const all = [...this.live.values()];
-    this.pool.clear();
     for (const st of all) st.onKill();
     await Promise.all(all.map((st) => st.done));
     await Promise.all(this.removing);

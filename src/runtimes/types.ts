@@ -231,3 +231,39 @@ export class CappedBuffer {
 export function cutMarker(bytes: number): string {
   return `\n[petri: ${bytes} bytes cut from the middle of this output]\n`;
 }
+
+/**
+ * A run's stdout and stderr: kept capped for the result, and passed on as they come to the
+ * spec's listeners. One place for what every runtime puts in the result's output fields.
+ */
+export class RunOutput {
+  readonly stdout: CappedBuffer;
+  readonly stderr: CappedBuffer;
+
+  constructor(private readonly spec: Pick<RunSpec, "outputLimitBytes" | "onStdout" | "onStderr">) {
+    this.stdout = new CappedBuffer(spec.outputLimitBytes);
+    this.stderr = new CappedBuffer(spec.outputLimitBytes);
+  }
+
+  readonly out = (b: Buffer): void => {
+    this.stdout.push(b);
+    this.spec.onStdout?.(b);
+  };
+
+  readonly err = (b: Buffer): void => {
+    this.stderr.push(b);
+    this.spec.onStderr?.(b);
+  };
+
+  /** The result's output fields. */
+  fields(): Pick<RunResult, "stdout" | "stderr" | "stdoutTruncated" | "stderrTruncated" | "stdoutCutBytes" | "stderrCutBytes"> {
+    return {
+      stdout: this.stdout.toBuffer(),
+      stderr: this.stderr.toBuffer(),
+      stdoutTruncated: this.stdout.truncated,
+      stderrTruncated: this.stderr.truncated,
+      stdoutCutBytes: this.stdout.cutBytes,
+      stderrCutBytes: this.stderr.cutBytes,
+    };
+  }
+}

@@ -141,9 +141,14 @@ export function warmEquivalenceSuite(name: string, make: () => Promise<WarmSubje
       assert.equal(r.exitCode, 0, describeRun(r));
     });
 
-    /** Docker creates a pre-started container in the background: wait until it is in the pool. */
+    /**
+     * Docker creates a pre-started container in the background: wait until it is in the pool, and
+     * until its interpreter has imported what it imports (a run arriving earlier may pass it over:
+     * that path has its own test below).
+     */
     async function unitReady(): Promise<void> {
-      for (let i = 0; i < 600 && (subject.warm.prestartStats?.().ready ?? 1) === 0; i++) await new Promise((r) => setTimeout(r, 100));
+      const s = () => (subject.warm.prestartStats?.() ?? { ready: 1 }) as { ready: number; importing?: number };
+      for (let i = 0; i < 1200 && (s().ready === 0 || (s().importing ?? 0) > 0); i++) await new Promise((r) => setTimeout(r, 50));
     }
     after(async () => {
       await subject?.warm.close?.();
@@ -202,5 +207,39 @@ export function warmEquivalenceSuite(name: string, make: () => Promise<WarmSubje
         assert.equal(warm.signal, cold.signal, describeRun(warm));
       });
     }
+
+    /** Waits (bounded) until the waiting unit says it is importing the data stack. */
+    async function unitImporting(): Promise<void> {
+      const stats = () => subject.warm.prestartStats!() as { importing?: number };
+      for (let end = Date.now() + 60_000; (stats().importing ?? 0) === 0 && Date.now() < end;) await new Promise((r) => setTimeout(r, 10));
+      assert.ok((stats().importing ?? 0) > 0, `the pre-started unit never said it was importing: ${JSON.stringify(stats())}`);
+    }
+
+    test("a run arriving while the unit imports the data stack: one that uses it waits for the imports, one that does not starts cold at once", { skip: opts.datascience ? false : "needs the data stack (datascience image)" }, async () => {
+      write({ title: "", argv: [], path: true, remove: ["linecache.py", "numpy", "pandas.py"] });
+      const stats = () => subject.warm.prestartStats!() as { hits: number; ready: number; passedOver?: number };
+      // Take the waiting unit: the next one is pre-started, and imports.
+      await unitReady();
+      const first = await subject.warm.run(specFor(["python3", "-c", "import numpy; print(numpy.int64(2) + 1)"]));
+      assert.equal(first.stdout.toString(), "3\n", describeRun(first));
+      await unitImporting();
+      const uses = await subject.warm.run(specFor(["python3", "-c", "import pandas as pd; print(pd.Series([1, 2, 3]).sum())"]));
+      assert.equal(uses.stdout.toString(), "6\n", describeRun(uses));
+      assert.equal(uses.exitCode, 0, describeRun(uses));
+      assert.equal(uses.timings?.warm, 1, `served by the unit still importing\n${describeRun(uses)}`);
+      assert.equal(uses.timings?.interp, 1, `ran in its interpreter once the imports were done\n${describeRun(uses)}`);
+      assert.equal(typeof uses.timings?.importWait, "number", `the wait for the imports is recorded\n${describeRun(uses)}`);
+      await unitImporting();
+      const before = stats();
+      const other = await subject.warm.run(specFor(["python3", "-c", "print(6 * 7)"]));
+      assert.equal(other.stdout.toString(), "42\n", describeRun(other));
+      assert.equal(other.exitCode, 0, describeRun(other));
+      assert.equal(other.timings?.warm, undefined, `started cold, not in the unit\n${describeRun(other)}`);
+      assert.match(other.warmFallback ?? "", /still importing .* does not import: started cold at once/, describeRun(other));
+      const after = stats();
+      assert.equal(after.passedOver, (before.passedOver ?? 0) + 1, JSON.stringify(after));
+      assert.equal(after.hits, before.hits, "the unit was not used");
+      assert.equal(after.ready, 1, "the unit stays for the next run");
+    });
   });
 }

@@ -7,8 +7,10 @@
  * (argv, orig_argv, path, environment, cwd, __main__, tracebacks, exit status), or, when that
  * cannot be guaranteed, execs the run's argv exactly as the plain launcher does (the cold path).
  *
- * Before running in-process it writes one status line to stdout, `\0petri-warm:1\n` (ran warm)
- * or `\0petri-warm:0 REASON\n` (went cold), which the runtime strips before the run's output.
+ * While it starts it writes `\0petri-warm:importing\n` (when it has modules to import) and
+ * `\0petri-warm:ready\n` (waiting for the hand-over) to stdout; before running in-process, one
+ * status line, `\0petri-warm:1\n` (ran warm) or `\0petri-warm:0 REASON\n` (went cold). The
+ * runtime reads all of them off stdout (warm.ts StatusFrame) before the run's output.
  * Nothing the program can observe of the bootstrap remains but what docs/warm.md lists.
  */
 import { HANDOVER_MODE } from "../tracing/program.js";
@@ -35,6 +37,9 @@ def _petri_warm():
     finder = sys.modules["_frozen_importlib_external"].PathFinder
     preload = [m for m in preload if finder.find_spec(m.split(".")[0], image_path) is not None]
     if preload:
+        # The host reads this (and "ready" below) while the unit waits: a run arriving before
+        # "ready" knows the unit is importing, and may start cold instead of waiting (warm.ts).
+        os.write(1, b"\0petri-warm:importing\n")
         saved, cwd0 = sys.path[:], os.getcwd()
         sys.path[:] = image_path
         os.chdir("/")
@@ -59,6 +64,8 @@ def _petri_warm():
             taint = taint or "the preload imported petri_display"
         if "matplotlib" in sys.modules and mpl_configs(os.environ, cwd0):
             taint = taint or "a matplotlibrc existed while matplotlib was imported"
+
+    os.write(1, b"\0petri-warm:ready\n")
 
     def read_exact(n):
         b = b""

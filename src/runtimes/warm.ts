@@ -118,28 +118,67 @@ export function handover(unit: UnitPlan, spec: RunSpec): { bytes: Buffer; inProc
 const FRAME = "\0petri-warm:";
 
 /**
- * Takes the unit's status line off the front of a run's stdout and passes the rest on. Status:
- * "1" ran in the pre-started interpreter; "0 REASON" went cold. Output that does not begin with
- * the frame is passed on untouched.
+ * Reads a warm unit's frames off the front of its stdout and passes the rest on. Before the
+ * hand-over the unit says how far its start has come: `importing` (the preload began) and
+ * `ready` (it waits for a run); the host reads them while the unit waits in the pool, so a run
+ * can tell a unit still importing from one that is ready (docs/warm.md, "A run that arrives
+ * during the imports"). After the hand-over, an in-process run's status: "1" ran in the
+ * pre-started interpreter; "0 REASON" went cold. Frames the host has not read yet when the run
+ * arrives are taken off the run's output as well. Output that does not begin with a frame is
+ * passed on untouched, and nothing is taken off once the frames the unit owes are read.
  */
 export class StatusFrame {
   private pending: Buffer | null = Buffer.alloc(0);
   status: { warm: boolean; reason?: string } | null = null;
+  /** How far the unit's start has come, as it said. */
+  phase: "starting" | "importing" | "ready" = "starting";
+  /** When the unit said `ready`, and when the run was handed over (performance.now()). */
+  readyAt?: number;
+  handedOverAt?: number;
+  private expectStatus = false;
 
-  constructor(private readonly pass: (b: Buffer) => void) {}
+  constructor(private pass: (b: Buffer) => void) {}
+
+  /** The run is handed over: its output goes to `pass`; a status frame follows when it runs in-process. */
+  handover(pass: (b: Buffer) => void, expectStatus: boolean): void {
+    this.pass = pass;
+    this.expectStatus = expectStatus;
+    this.handedOverAt = performance.now();
+    this.phaseAtHandover = this.phase;
+    if (this.done() && this.pending !== null) this.flush(this.pending);
+  }
+
+  /** The unit's phase when the run was handed over. */
+  phaseAtHandover?: "starting" | "importing" | "ready";
+
+  /** How long a run handed over while the unit was importing waited for the imports (ms), else undefined. */
+  get importWaitMs(): number | undefined {
+    if (this.phaseAtHandover !== "importing" || this.handedOverAt === undefined) return undefined;
+    return this.readyAt === undefined ? performance.now() - this.handedOverAt : this.readyAt - this.handedOverAt;
+  }
+
+  private done(): boolean {
+    if (this.status) return true;
+    return this.handedOverAt !== undefined && this.phase === "ready" && !this.expectStatus;
+  }
 
   push(b: Buffer): void {
     if (this.pending === null) return this.pass(b);
-    const all = Buffer.concat([this.pending, b]);
+    let all = this.pending.length ? Buffer.concat([this.pending, b]) : b;
     const prefix = Buffer.from(FRAME, "utf8");
-    const n = Math.min(all.length, prefix.length);
-    if (!all.subarray(0, n).equals(prefix.subarray(0, n))) return this.flush(all);
-    const nl = all.indexOf(0x0a);
-    if (nl < 0) { this.pending = all; return; }
-    const line = all.subarray(prefix.length, nl).toString("utf8");
-    this.status = line.startsWith("1") ? { warm: true } : { warm: false, reason: line.slice(2) };
-    this.pending = null;
-    if (all.length > nl + 1) this.pass(all.subarray(nl + 1));
+    while (!this.done()) {
+      const n = Math.min(all.length, prefix.length);
+      if (n === 0) { this.pending = all; return; }
+      if (!all.subarray(0, n).equals(prefix.subarray(0, n))) return this.flush(all);
+      const nl = all.indexOf(0x0a);
+      if (nl < 0) { this.pending = all; return; }
+      const line = all.subarray(prefix.length, nl).toString("utf8");
+      all = all.subarray(nl + 1);
+      if (line === "importing") this.phase = "importing";
+      else if (line === "ready") { this.phase = "ready"; this.readyAt = performance.now(); }
+      else this.status = line.startsWith("1") ? { warm: true } : { warm: false, reason: line.slice(2) };
+    }
+    this.flush(all);
   }
 
   /** Passes on whatever was held back (at the end of the run). */
@@ -152,4 +191,42 @@ export class StatusFrame {
     this.pending = null;
     if (all.length) this.pass(all);
   }
+}
+
+/** Top-level names a Python source imports (the same reading as the bootstrap's, warm-python.ts). */
+function pyImports(source: string): Set<string> {
+  const used = new Set<string>();
+  for (const m of source.matchAll(/^[ \t]*(?:from[ \t]+([\w.]+)|import[ \t]+([^\n#;]+))/gm)) {
+    for (const part of (m[1] ?? m[2]).split(",")) used.add(part.trim().split(" ")[0].split(".")[0]);
+  }
+  return used;
+}
+
+/**
+ * Whether a run arriving while the unit still imports the data stack should pass it over and
+ * start cold at once (the reason), or wait for the imports (null): it waits only when it would
+ * run in that interpreter and use the stack — then the rest of the import costs less than a cold
+ * start's full import. A run that would exec cold anyway (other env, cwd, form), or a snippet
+ * that imports none of the stack, gains nothing by waiting. A file's imports are read by the
+ * unit at hand-over (the host does not read workspace files), so a file run waits.
+ */
+export function passOverWhileImporting(unit: UnitPlan, frame: StatusFrame | undefined, spec: RunSpec): string | null {
+  if (unit.kind !== "python" || frame?.phase !== "importing") return null;
+  const why = "the pre-started interpreter was still importing the data stack";
+  if (!inProcess(unit, spec)) return `${why}, and this run would not run in it: started cold at once`;
+  const a = spec.argv;
+  if (a[1] === "-c") {
+    const stack = new Set([...(spec.interpreter?.preload ?? []), ...(spec.interpreter?.triggers ?? [])].map((m) => m.split(".")[0]));
+    if (![...pyImports(a[2])].some((m) => stack.has(m))) return `${why}, which this snippet does not import: started cold at once`;
+  }
+  return null;
+}
+
+/**
+ * What a result says of a warm interpreter it did not run in: the reason the interpreter handed
+ * the run to a cold start, or the reason the run passed over a unit still importing.
+ */
+export function warmFallbackOf(frame: StatusFrame | undefined, passedOver: string | undefined): { warmFallback?: string } {
+  if (frame?.status && !frame.status.warm) return { warmFallback: frame.status.reason ?? "" };
+  return passedOver !== undefined ? { warmFallback: passedOver } : {};
 }
