@@ -6,8 +6,9 @@ import type { Readable, Writable } from "node:stream";
 import { readNumber } from "./cgroups.js";
 import { LABEL_WARM } from "./launcher.js";
 import { UnitPool } from "./unit-pool.js";
-import { StatusFrame, handover, passOverWhileImporting, unitPlan, warmFallbackOf, type UnitPlan } from "./warm.js";
-import { EngineLostError, RunOutput, signalFromExitCode, type RunLimits, type RunResult, type RunSpec, type Runtime } from "./types.js";
+import { RunOutput, connectRun, endRun, feedStdin, readFrames } from "./run-io.js";
+import { passOverWhileImporting, unitPlan, type StatusFrame, type UnitPlan } from "./warm.js";
+import { EngineLostError, signalFromExitCode, type RunLimits, type RunResult, type RunSpec, type Runtime } from "./types.js";
 
 /**
  * BwrapRuntime: each run is a bubblewrap sandbox (new user/pid/net/ipc/uts/mount/cgroup
@@ -522,10 +523,7 @@ export class BwrapRuntime implements Runtime {
       const wantsStdin = warm || spec.stdin !== undefined || spec.stdinStream !== undefined;
       const stdio: StdioOptions = [wantsStdin ? "pipe" : "ignore", "pipe", "pipe", "pipe", this.seccomp ? "pipe" : "ignore"];
       if (warm) st.plan = unitPlan(spec, { interpreters: true });
-      if (st.plan?.kind === "python") {
-        const f = (st.frame = new StatusFrame(() => undefined));
-        st.sink.out = (b) => f.push(b);
-      }
+      readFrames(st);
       const inner = st.plan ? { ...spec, argv: st.plan.argv, env: st.plan.env, cwd: st.plan.startCwd } : spec;
       const args = [
         "-c", ENTER_SCRIPT, "petri-enter", ...(cg?.procsFiles ?? []), "--",
@@ -625,9 +623,6 @@ export class BwrapRuntime implements Runtime {
     const timings = st.timings;
     if (st.warm) timings.warm = 1;
     const output = new RunOutput(spec);
-    const toOut = output.out;
-    if (!st.frame) st.sink.out = toOut;
-    st.sink.err = output.err;
     let timedOut = false;
     let timer: NodeJS.Timeout | undefined;
     const onAbort = () => st.onKill();
@@ -637,11 +632,7 @@ export class BwrapRuntime implements Runtime {
     try {
       // A pre-started unit's own start (and a warm interpreter's imports) is not the run's CPU time.
       const cpuBefore = st.warm ? st.cg?.usage().cpuTimeMs ?? null : null;
-      if (st.plan) {
-        const h = handover(st.plan, spec);
-        frame?.handover(toOut, h.inProcess);
-        st.proc.stdin!.write(h.bytes);
-      }
+      connectRun(st, spec, output, (b) => st.proc.stdin!.write(b));
       if (st.proc.stdin) void feedStdin(st.proc.stdin, spec);
       const startedAt = performance.now();
       timings.handover = startedAt - t0;
@@ -661,9 +652,7 @@ export class BwrapRuntime implements Runtime {
       // pid 1 of the namespace is gone, so the kernel is killing the rest; make sure of it.
       if (st.cg) await st.cg.killAll();
       await Promise.race([st.outputDone, sleep(2000)]);
-      frame?.end();
-      if (frame?.status) timings.interp = frame.status.warm ? 1 : 0;
-      if (frame?.importWaitMs !== undefined) timings.importWait = frame.importWaitMs;
+      const fallback = endRun(frame, timings, taken.passedOver);
 
       const killed = st.killed;
       const status = parseStatus(st.status);
@@ -696,7 +685,7 @@ export class BwrapRuntime implements Runtime {
         cpuTimeMs: usage.cpuTimeMs,
         peakMemoryBytes: usage.peakMemoryBytes,
         timings,
-        ...warmFallbackOf(frame, taken.passedOver),
+        ...fallback,
       };
     } finally {
       clearTimeout(timer);
@@ -862,22 +851,4 @@ function withHint(msg: string): string {
     return `${msg} (bwrap runs as the sandbox uid: every directory above a mount source must be searchable by it, e.g. chmod o+x)`;
   }
   return msg;
-}
-
-async function feedStdin(stdin: Writable, spec: RunSpec): Promise<void> {
-  stdin.on("error", () => undefined); // EPIPE when the program exits without reading
-  try {
-    if (spec.stdinStream) {
-      for await (const chunk of spec.stdinStream) {
-        if (stdin.destroyed) break;
-        if (!stdin.write(chunk)) await new Promise((r) => { stdin.once("drain", r); stdin.once("close", r); });
-      }
-    } else if (spec.stdin !== undefined && spec.stdin.length > 0) {
-      stdin.write(spec.stdin);
-    }
-  } catch {
-    /* the run ended before stdin was consumed */
-  } finally {
-    stdin.end();
-  }
 }

@@ -2,8 +2,9 @@ import { Duplex } from "node:stream";
 import Docker from "dockerode";
 import { LABEL_WARM } from "./launcher.js";
 import { UnitPool } from "./unit-pool.js";
-import { StatusFrame, handover, passOverWhileImporting, unitPlan, warmFallbackOf, type UnitPlan } from "./warm.js";
-import { EngineLostError, RunOutput, signalFromExitCode, type RunResult, type RunSpec, type Runtime } from "./types.js";
+import { RunOutput, connectRun, endRun, readFrames } from "./run-io.js";
+import { passOverWhileImporting, unitPlan, type StatusFrame, type UnitPlan } from "./warm.js";
+import { EngineLostError, signalFromExitCode, type RunResult, type RunSpec, type Runtime } from "./types.js";
 import { seccompSecurityOpt } from "./seccomp.js";
 import { readGvisorTrace } from "./gvisor-trace.js";
 import { gvisorHostPidsLimit, isGvisor } from "./gvisor-limits.js";
@@ -269,12 +270,9 @@ export class DockerRuntime implements Runtime {
         exited.catch(() => undefined);
         timings.start = performance.now() - t0;
       }
-      let frame: StatusFrame | undefined;
-      if (plan?.kind === "python") {
-        const f = (frame = new StatusFrame(() => undefined));
-        sink.out = (b) => f.push(b);
-      }
-      return Object.assign(prepared, { container, stream, outputDone, sink, cgroupRel, warm, plan, frame, timings, exited });
+      const unit = Object.assign(prepared, { container, stream, outputDone, sink, cgroupRel, warm, plan, timings, exited }) as Prepared;
+      readFrames(unit);
+      return unit;
     } catch (e) {
       await container.remove({ force: true, v: true }).then(() => this.owned.delete(container.id), () => this.owned.delete(container.id));
       removeCgroup(this.layout, cgroupRel);
@@ -332,9 +330,6 @@ export class DockerRuntime implements Runtime {
     if (prep.warm) timings.warm = 1;
     spec.tracer?.attach(prep.cgroupRel);
     const output = new RunOutput(spec);
-    const toOut = output.out;
-    if (!prep.frame) prep.sink.out = toOut;
-    prep.sink.err = output.err;
     const frame = prep.frame;
     let cpuBefore: number | null = null;
     let timedOut = false;
@@ -351,13 +346,8 @@ export class DockerRuntime implements Runtime {
       const waitP = prep.exited ?? (container.wait({ condition: "next-exit" }) as Promise<{ StatusCode: number }>);
       // A pre-started container's own start (and a warm interpreter's imports) is not the run's CPU time.
       cpuBefore = prep.warm ? readUsage(this.layout, prep.cgroupRel).cpuTimeMs : null;
-      if (prep.plan) {
-        const h = handover(prep.plan, spec);
-        frame?.handover(toOut, h.inProcess);
-        stream.write(h.bytes);
-      } else {
-        await container.start();
-      }
+      connectRun(prep, spec, output, (b) => stream.write(b));
+      if (!prep.plan) await container.start();
       const startedAt = performance.now();
       timings.start = startedAt - t0;
       timer = setTimeout(() => { timedOut = true; void kill(); }, spec.timeoutMs);
@@ -394,9 +384,7 @@ export class DockerRuntime implements Runtime {
       // Output can trail the exit by a moment; don't let a stuck stream hold the result.
       await Promise.race([prep.outputDone, new Promise((r) => setTimeout(r, 2000))]);
       stream.destroy();
-      frame?.end();
-      if (frame?.status) timings.interp = frame.status.warm ? 1 : 0;
-      if (frame?.importWaitMs !== undefined) timings.importWait = frame.importWaitMs;
+      const fallback = endRun(frame, timings, taken.passedOver);
 
       const info = await Promise.race([
         container.inspect().catch(() => null),
@@ -430,7 +418,7 @@ export class DockerRuntime implements Runtime {
         cpuTimeMs: null,
         peakMemoryBytes: null,
         timings,
-        ...warmFallbackOf(frame, taken.passedOver),
+        ...fallback,
       };
     } catch (e) {
       this.removeLater(prep);

@@ -2,16 +2,16 @@ import { spawn, type ChildProcess, type StdioOptions } from "node:child_process"
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import type { Writable } from "node:stream";
 import { RunCgroup, hostCgroupPlan, prepareCgroupParent, type CgroupPlan } from "./bwrap.js";
 import { LABEL_WARM } from "./launcher.js";
 import { UnitPool } from "./unit-pool.js";
-import { StatusFrame, handover, passOverWhileImporting, unitPlan, warmFallbackOf, type UnitPlan } from "./warm.js";
+import { RunOutput, connectRun, endRun, feedStdin, readFrames } from "./run-io.js";
+import { passOverWhileImporting, unitPlan, type StatusFrame, type UnitPlan } from "./warm.js";
 import { ociConfig } from "./oci-spec.js";
 import { RootfsLayers } from "./oci-rootfs.js";
 import { petriSeccompProfile } from "./seccomp.js";
 import { gvisorHostPidsLimit } from "./gvisor-limits.js";
-import { EngineLostError, RunOutput, signalFromExitCode, type CappedBuffer, type RunResult, type RunSpec, type Runtime } from "./types.js";
+import { EngineLostError, signalFromExitCode, type CappedBuffer, type RunResult, type RunSpec, type Runtime } from "./types.js";
 
 /**
  * OciRuntime: Docker-class isolation without dockerd in the path. Each run is one call of the
@@ -257,10 +257,7 @@ export class OciRuntime implements Runtime {
       killed: false, onKill: () => undefined, done: undefined as never, markDone: () => undefined,
     };
     st.done = new Promise<void>((r) => { st.markDone = r; });
-    if (plan?.kind === "python") {
-      const f = (st.frame = new StatusFrame(() => undefined));
-      st.sink.out = (b) => f.push(b);
-    }
+    readFrames(st);
     proc.stdout!.on("data", (b: Buffer) => st.sink.out(b));
     proc.stderr!.on("data", (b: Buffer) => st.sink.err(b));
     proc.stdin?.on("error", () => undefined);
@@ -376,9 +373,6 @@ export class OciRuntime implements Runtime {
     const timings = st.timings;
     if (st.warm) timings.warm = 1;
     const output = new RunOutput(spec);
-    const toOut = output.out;
-    if (!st.frame) st.sink.out = toOut;
-    st.sink.err = output.err;
     let timedOut = false;
     let timer: NodeJS.Timeout | undefined;
     const onAbort = () => st.onKill();
@@ -387,11 +381,7 @@ export class OciRuntime implements Runtime {
     try {
       // A pre-started unit's own start (and a warm interpreter's imports) is not the run's CPU time.
       const cpuBefore = st.warm ? st.cg.usage().cpuTimeMs : null;
-      if (st.plan) {
-        const h = handover(st.plan, spec);
-        frame?.handover(toOut, h.inProcess);
-        st.proc.stdin!.write(h.bytes);
-      }
+      connectRun(st, spec, output, (b) => st.proc.stdin!.write(b));
       if (st.proc.stdin) void feedStdin(st.proc.stdin, spec);
       const startedAt = performance.now();
       timings.handover = startedAt - t0;
@@ -406,9 +396,7 @@ export class OciRuntime implements Runtime {
       clearTimeout(timer);
       timings.wait = finishedAt - t0;
       await Promise.race([st.outputDone, sleep(2000)]);
-      frame?.end();
-      if (frame?.status) timings.interp = frame.status.warm ? 1 : 0;
-      if (frame?.importWaitMs !== undefined) timings.importWait = frame.importWaitMs;
+      const fallback = endRun(frame, timings, taken.passedOver);
       const killed = st.killed;
       if ((exit as { error?: Error }).error) throw new OciSetupError(`could not start ${this.bin}: ${(exit as { error?: Error }).error!.message}`);
       const usage = st.cg.usage();
@@ -439,7 +427,7 @@ export class OciRuntime implements Runtime {
         cpuTimeMs: usage.cpuTimeMs,
         peakMemoryBytes: usage.peakMemoryBytes,
         timings,
-        ...warmFallbackOf(frame, taken.passedOver),
+        ...fallback,
       };
     } catch (e) {
       await this.finish(st);
@@ -681,24 +669,6 @@ async function removeRunCgroups(rel: string): Promise<void> {
     }
     if (left === 0) return;
     await sleep(i < 10 ? 2 : 20);
-  }
-}
-
-async function feedStdin(stdin: Writable, spec: RunSpec): Promise<void> {
-  stdin.on("error", () => undefined);
-  try {
-    if (spec.stdinStream) {
-      for await (const chunk of spec.stdinStream) {
-        if (stdin.destroyed) break;
-        if (!stdin.write(chunk)) await new Promise((r) => { stdin.once("drain", r); stdin.once("close", r); });
-      }
-    } else if (spec.stdin !== undefined && spec.stdin.length > 0) {
-      stdin.write(spec.stdin);
-    }
-  } catch {
-    /* the run ended before stdin was consumed */
-  } finally {
-    stdin.end();
   }
 }
 

@@ -98,7 +98,9 @@ export interface RunResult {
   timings?: Record<string, number>;
   /**
    * Set when a pre-started interpreter was offered the run but handed it to a cold start (exec),
-   * with the reason (docs/warm.md); `timings.interp` is 1 when the run ran in that interpreter.
+   * or the run passed over a unit still importing and started cold at once, with the reason
+   * (docs/warm.md); `timings.interp` is 1 when the run ran in that interpreter, and
+   * `timings.importWait` the ms it waited for the unit's imports.
    */
   warmFallback?: string;
   /** What the program opened and executed, when the runtime traces it (gVisor as runsc-trace). */
@@ -126,8 +128,11 @@ export interface Runtime {
    * brokers are reached that way): null if it can, else why not and how to fix it.
    */
   hostSockets?(): Promise<string | null>;
-  /** Pre-started units waiting now, and runs that found one ready (hits) or not (misses). */
-  prestartStats?(): { ready: number; hits: number; misses: number };
+  /**
+   * Pre-started units waiting now (of which still importing), and runs that found one ready (hits),
+   * none (misses), or passed one over while it imported (docs/warm.md).
+   */
+  prestartStats?(): { ready: number; hits: number; misses: number; passedOver?: number; importing?: number };
   /**
    * Until the returned function is called, runs of this sandbox leave nothing pre-started behind
    * (a throw-away sandbox of a one-request run has no next run to serve).
@@ -230,40 +235,4 @@ export class CappedBuffer {
 /** The line put where output was cut; clients and tests can rely on its shape. */
 export function cutMarker(bytes: number): string {
   return `\n[petri: ${bytes} bytes cut from the middle of this output]\n`;
-}
-
-/**
- * A run's stdout and stderr: kept capped for the result, and passed on as they come to the
- * spec's listeners. One place for what every runtime puts in the result's output fields.
- */
-export class RunOutput {
-  readonly stdout: CappedBuffer;
-  readonly stderr: CappedBuffer;
-
-  constructor(private readonly spec: Pick<RunSpec, "outputLimitBytes" | "onStdout" | "onStderr">) {
-    this.stdout = new CappedBuffer(spec.outputLimitBytes);
-    this.stderr = new CappedBuffer(spec.outputLimitBytes);
-  }
-
-  readonly out = (b: Buffer): void => {
-    this.stdout.push(b);
-    this.spec.onStdout?.(b);
-  };
-
-  readonly err = (b: Buffer): void => {
-    this.stderr.push(b);
-    this.spec.onStderr?.(b);
-  };
-
-  /** The result's output fields. */
-  fields(): Pick<RunResult, "stdout" | "stderr" | "stdoutTruncated" | "stderrTruncated" | "stdoutCutBytes" | "stderrCutBytes"> {
-    return {
-      stdout: this.stdout.toBuffer(),
-      stderr: this.stderr.toBuffer(),
-      stdoutTruncated: this.stdout.truncated,
-      stderrTruncated: this.stderr.truncated,
-      stdoutCutBytes: this.stdout.cutBytes,
-      stderrCutBytes: this.stderr.cutBytes,
-    };
-  }
 }

@@ -221,12 +221,3 @@ export function passOverWhileImporting(unit: UnitPlan, frame: StatusFrame | unde
   }
   return null;
 }
-
-/**
- * What a result says of a warm interpreter it did not run in: the reason the interpreter handed
- * the run to a cold start, or the reason the run passed over a unit still importing.
- */
-export function warmFallbackOf(frame: StatusFrame | undefined, passedOver: string | undefined): { warmFallback?: string } {
-  if (frame?.status && !frame.status.warm) return { warmFallback: frame.status.reason ?? "" };
-  return passedOver !== undefined ? { warmFallback: passedOver } : {};
-}

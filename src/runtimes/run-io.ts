@@ -1,0 +1,103 @@
+import type { Writable } from "node:stream";
+import { CappedBuffer, type RunResult, type RunSpec } from "./types.js";
+import { StatusFrame, handover, type UnitPlan } from "./warm.js";
+
+// A run's input and output as every runtime handles them: the output kept capped for the result
+// and passed on live, stdin fed from the spec, and the hand-over to a pre-started unit.
+
+/**
+ * A run's stdout and stderr: kept capped for the result, and passed on as they come to the
+ * spec's listeners. One place for what every runtime puts in the result's output fields.
+ */
+export class RunOutput {
+  readonly stdout: CappedBuffer;
+  readonly stderr: CappedBuffer;
+
+  constructor(private readonly spec: Pick<RunSpec, "outputLimitBytes" | "onStdout" | "onStderr">) {
+    this.stdout = new CappedBuffer(spec.outputLimitBytes);
+    this.stderr = new CappedBuffer(spec.outputLimitBytes);
+  }
+
+  readonly out = (b: Buffer): void => {
+    this.stdout.push(b);
+    this.spec.onStdout?.(b);
+  };
+
+  readonly err = (b: Buffer): void => {
+    this.stderr.push(b);
+    this.spec.onStderr?.(b);
+  };
+
+  /** The result's output fields. */
+  fields(): Pick<RunResult, "stdout" | "stderr" | "stdoutTruncated" | "stderrTruncated" | "stdoutCutBytes" | "stderrCutBytes"> {
+    return {
+      stdout: this.stdout.toBuffer(),
+      stderr: this.stderr.toBuffer(),
+      stdoutTruncated: this.stdout.truncated,
+      stderrTruncated: this.stderr.truncated,
+      stdoutCutBytes: this.stdout.cutBytes,
+      stderrCutBytes: this.stderr.cutBytes,
+    };
+  }
+}
+
+/** Writes the spec's stdin (bytes or a live stream) to the run, then closes it. */
+export async function feedStdin(stdin: Writable, spec: RunSpec): Promise<void> {
+  stdin.on("error", () => undefined); // EPIPE when the program exits without reading
+  try {
+    if (spec.stdinStream) {
+      for await (const chunk of spec.stdinStream) {
+        if (stdin.destroyed) break;
+        if (!stdin.write(chunk)) await new Promise((r) => { stdin.once("drain", r); stdin.once("close", r); });
+      }
+    } else if (spec.stdin !== undefined && spec.stdin.length > 0) {
+      stdin.write(spec.stdin);
+    }
+  } catch {
+    /* the run ended before stdin was consumed */
+  } finally {
+    stdin.end();
+  }
+}
+
+/** What runs the spec: a unit's plan (pre-started), its frame reader (warm interpreter), and where its output goes. */
+export interface RunUnit {
+  plan?: UnitPlan;
+  frame?: StatusFrame;
+  sink: { out: (b: Buffer) => void; err: (b: Buffer) => void };
+}
+
+/** A pre-started warm interpreter's stdout is read from its start: it says when its imports are done. */
+export function readFrames(u: RunUnit): void {
+  if (u.plan?.kind !== "python") return;
+  const f = (u.frame = new StatusFrame(() => undefined));
+  u.sink.out = (b) => f.push(b);
+}
+
+/**
+ * Connects the run's output to the unit and, for a pre-started one, hands the run over with
+ * `write` (its stdin). A warm interpreter's output goes through its frame reader, which passes
+ * the run's own output on once the unit's frames are read.
+ */
+export function connectRun(u: RunUnit, spec: RunSpec, output: RunOutput, write: (b: Buffer) => void): void {
+  if (!u.frame) u.sink.out = output.out;
+  u.sink.err = output.err;
+  if (!u.plan) return;
+  const h = handover(u.plan, spec);
+  u.frame?.handover(output.out, h.inProcess);
+  write(h.bytes);
+}
+
+/**
+ * After the run: passes on what the frame reader held back, and records in `timings` whether the
+ * run ran in the pre-started interpreter (`interp`) and how long it waited for the unit's imports
+ * (`importWait`). Returns the result's `warmFallback`: why a warm interpreter handed the run to a
+ * cold start, or why the run passed a unit over (`passedOver`).
+ */
+export function endRun(frame: StatusFrame | undefined, timings: Record<string, number>, passedOver: string | undefined): { warmFallback?: string } {
+  frame?.end();
+  if (frame?.status) timings.interp = frame.status.warm ? 1 : 0;
+  if (frame?.importWaitMs !== undefined) timings.importWait = frame.importWaitMs;
+  if (frame?.status && !frame.status.warm) return { warmFallback: frame.status.reason ?? "" };
+  return passedOver !== undefined ? { warmFallback: passedOver } : {};
+}
