@@ -218,20 +218,21 @@ export function warmEquivalenceSuite(name: string, make: () => Promise<WarmSubje
     /**
      * Starts a run that takes the waiting unit (a new one is pre-started at its hand-over), and
      * returns, with that run still going, once the new unit says it is importing: the run the test
-     * makes next arrives during those imports. Returns the first run, to be awaited.
+     * makes next arrives during those imports. Returns the first run, to be awaited (wrapped: a
+     * promise returned from an async function would be awaited with it).
      */
-    async function freshImportingUnit(): Promise<Promise<RunResult>> {
+    async function freshImportingUnit(): Promise<{ first: Promise<RunResult> }> {
       await unitReady();
       const first = subject.warm.run(specFor(["python3", "-c", "import numpy; print(numpy.int64(2) + 1)"]));
       first.catch(() => undefined);
       await unitImporting();
-      return first;
+      return { first };
     }
 
     test("a run arriving while the unit imports the data stack: one that uses it waits for the imports, one that does not starts cold at once", { skip: opts.datascience ? false : "needs the data stack (datascience image)" }, async () => {
       write({ title: "", argv: [], path: true, remove: ["linecache.py", "numpy", "pandas.py"] });
       const stats = () => subject.warm.prestartStats!() as { hits: number; ready: number; passedOver?: number };
-      let first = await freshImportingUnit();
+      let { first } = await freshImportingUnit();
       const uses = await subject.warm.run(specFor(["python3", "-c", "import pandas as pd; print(pd.Series([1, 2, 3]).sum())"]));
       assert.equal((await first).stdout.toString(), "3\n");
       assert.equal(uses.stdout.toString(), "6\n", describeRun(uses));
@@ -239,7 +240,7 @@ export function warmEquivalenceSuite(name: string, make: () => Promise<WarmSubje
       assert.equal(uses.timings?.warm, 1, `served by the unit still importing\n${describeRun(uses)}`);
       assert.equal(uses.timings?.interp, 1, `ran in its interpreter once the imports were done\n${describeRun(uses)}`);
       assert.equal(typeof uses.timings?.importWait, "number", `the wait for the imports is recorded\n${describeRun(uses)}`);
-      first = await freshImportingUnit();
+      ({ first } = await freshImportingUnit());
       const before = stats();
       const other = await subject.warm.run(specFor(["python3", "-c", "print(6 * 7)"]));
       assert.equal((await first).stdout.toString(), "3\n");
