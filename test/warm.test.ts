@@ -15,13 +15,12 @@ async function unitUp(t: TestServer, runtime: string): Promise<void> {
 
 /**
  * Pre-started containers: single-use, as isolated as cold ones, and gone once a sandbox idles.
- * The audit tracer is off here: runs it follows go cold on purpose (docs/warm.md), and these
- * tests check that a pre-started unit and its warm interpreter really serve the runs.
+ * A sandbox's runs are checked to be really served by a pre-started unit and its warm interpreter.
  */
 for (const runtime of ["runc", "bwrap", "runc-direct", "crun-direct", "runsc-direct"]) describe(`pre-started (warm) sandboxes: ${runtime}`, () => {
   let t: TestServer;
   const INIT = runtime === "bwrap" ? "/usr/bin/bwrap" : "/sbin/docker-init";
-  before(async () => { t = await startTestServer({ PETRI_WARM_IDLE_MS: "3000", PETRI_RUNTIMES: runtime, PETRI_AUDIT_TRACE: "off" }); });
+  before(async () => { t = await startTestServer({ PETRI_WARM_IDLE_MS: "3000", PETRI_RUNTIMES: runtime }); });
   after(async () => {
     await t.close();
     assert.equal(await containersOf(t.server.instanceId), 0, "closing removes pre-started containers");
