@@ -3,6 +3,7 @@ import path from "node:path";
 import { createRequire } from "node:module";
 import { NO_NETWORK } from "./explain.js";
 import { TS_LOADER } from "./typescript-loader.js";
+import { NODE_BOOT, NODE_BOOT_FILE } from "../runtimes/warm-node.js";
 
 /**
  * Small helpers mounted read-only into every run at /petri/agent, so what the code does behaves
@@ -174,6 +175,8 @@ export function prepareAgentFiles(dataDir: string): string {
   fs.writeFileSync(path.join(tmp, "python", "petri_display.py"), PY_DISPLAY, { mode: 0o644 });
   fs.writeFileSync(path.join(tmp, "node", "preload.cjs"), NODE_PRELOAD, { mode: 0o644 });
   fs.writeFileSync(path.join(tmp, "node", "typescript.cjs"), TS_LOADER, { mode: 0o644 });
+  // The hold of pre-started Node units (warm interpreters): its path is fixed in warm-node.ts.
+  fs.writeFileSync(path.join(tmp, path.relative(AGENT_MOUNT, NODE_BOOT_FILE)), NODE_BOOT, { mode: 0o644 });
   // undici (the npm package, pure JavaScript) for the fetch() proxy dispatcher.
   const undiciDir = path.dirname(createRequire(import.meta.url).resolve("undici/package.json"));
   const target = path.join(tmp, "node", "undici");

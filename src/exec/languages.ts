@@ -91,6 +91,8 @@ export const LANGUAGES: Readonly<Record<string, Language>> = Object.freeze({
     snippet: { filename: "snippet.js", argv: ["node", "-e", NODE_SNIPPET_LOADER, "{file}"] },
     env: { NODE_PATH: "/workspace/node_modules:/usr/share/nodejs" },
     dependencies: "node_modules/ in the workspace (uploaded), or Debian's node-* packages in the image",
+    // node started ahead, held in its last preload until the run (runtimes/warm-node.ts).
+    warm: { kind: "node" },
   },
   typescript: {
     name: "typescript",
@@ -106,6 +108,8 @@ export const LANGUAGES: Readonly<Record<string, Language>> = Object.freeze({
     snippet: { filename: "snippet.ts", argv: ["node", "--require", TS_LOADER_FILE, "--experimental-transform-types", "--disable-warning=ExperimentalWarning", "-e", NODE_SNIPPET_LOADER, "{file}"] },
     env: { NODE_PATH: "/workspace/node_modules:/usr/share/nodejs", PETRI_TS_CACHE: `${CACHE_DIR}/typescript` },
     dependencies: "node_modules/ in the workspace (uploaded), or Debian's node-* packages in the image",
+    // As Node's, with the TypeScript loader (and esbuild's wrapper) already loaded.
+    warm: { kind: "node" },
   },
   go: {
     name: "go",

@@ -71,7 +71,8 @@ export interface RunSpec {
 }
 
 export interface InterpreterHint {
-  kind: "python";
+  /** "node": Node and TypeScript runs (warm-node.ts); the unit takes the form of the run it follows. */
+  kind: "python" | "node";
   preload?: string[];
   triggers?: string[];
 }

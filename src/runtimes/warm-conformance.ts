@@ -5,6 +5,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { LANGUAGES } from "../exec/languages.js";
 import type { RunResult, RunSpec, Runtime } from "./types.js";
+import { nodeWarmSection } from "./warm-conformance-node.js";
 
 /**
  * Warm and cold paths of one runtime, side by side (docs/warm.md): every probe runs once in a
@@ -127,6 +128,9 @@ function describeRun(r: RunResult): string {
 }
 
 export function warmEquivalenceSuite(name: string, make: () => Promise<WarmSubject>, opts: { skip?: string | false; datascience: boolean }): void {
+  // Node and TypeScript (warm-conformance-node.ts): on the standard image; the datascience image
+  // has the same node, BOOT and loader (its data stack is Python's), so CI time goes elsewhere.
+  if (!opts.datascience) nodeWarmSection(name, make, { skip: opts.skip });
   describe(`warm and cold paths agree: ${name}`, { concurrency: 1, skip: opts.skip || false }, () => {
     let subject: WarmSubject;
     let ws: string;

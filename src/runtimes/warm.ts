@@ -1,5 +1,6 @@
 import { LAUNCHER_ARGV, launchLine } from "./launcher.js";
 import type { Mount, RunSpec } from "./types.js";
+import { nodeRunFits, nodeUnit } from "./warm-node.js";
 import { PY_BOOT } from "./warm-python.js";
 
 /**
@@ -13,7 +14,7 @@ import { PY_BOOT } from "./warm-python.js";
 
 /** What a pre-started unit runs, and what it was started with. */
 export interface UnitPlan {
-  kind: "launcher" | "python";
+  kind: "launcher" | "python" | "node";
   argv: string[];
   /** The environment the unit's process was started with. */
   env: Record<string, string>;
@@ -27,6 +28,8 @@ export interface UnitPlan {
    * before the request (the run's cwd is entered at hand-over).
    */
   startCwd: string;
+  /** Node units: the node options (up to `-e CODE`) the unit started with; the next run must have the same (warm-node.ts). */
+  nodeOpts?: string[];
 }
 
 /** Per-run variables a warm run may set at hand-over: nothing reads them at start-up or import. */
@@ -76,6 +79,12 @@ const CMDLINE_ROOM = 16 * 1024;
 export function unitPlan(spec: RunSpec, opts: { interpreters: boolean }): UnitPlan {
   const launcher: UnitPlan = { kind: "launcher", argv: LAUNCHER_ARGV, env: { PATH: "/usr/bin:/bin" }, predicted: spec.env, cwd: spec.cwd, startCwd: spec.cwd };
   const hint = spec.interpreter;
+  // The host audit tracer learns a warm program's start from the hand-over mark, a syscall node
+  // cannot make (warm-node.ts): a traced Node run goes cold, from the plain launcher.
+  if (opts.interpreters && hint?.kind === "node") {
+    const unit = spec.tracer ? null : nodeUnit(spec, (p) => readOnlyPath(p, spec.mounts));
+    return unit ? { kind: "node", argv: unit.argv, env: { ...spec.env }, predicted: spec.env, cwd: spec.cwd, startCwd: "/", nodeOpts: unit.opts } : launcher;
+  }
   if (!opts.interpreters || hint?.kind !== "python" || !startupSafe(spec.env)) return launcher;
   const pp = plainEntries(spec.env.PYTHONPATH);
   if (pp === null) return launcher;
@@ -93,11 +102,12 @@ export function unitPlan(spec: RunSpec, opts: { interpreters: boolean }): UnitPl
 
 /** Whether the run can be executed in the unit's pre-started interpreter (else the unit execs it). */
 export function inProcess(unit: UnitPlan, spec: RunSpec): boolean {
-  if (unit.kind !== "python" || spec.interpreter?.kind !== "python" || spec.cwd !== unit.cwd) return false;
+  if (unit.kind === "launcher" || spec.interpreter?.kind !== unit.kind || spec.cwd !== unit.cwd) return false;
+  if (unit.kind === "node" && spec.tracer) return false;
   const a = spec.argv;
-  const form = a[0] === "python3" && ((a[1] === "-c" && a.length >= 3) || (a.length >= 2 && a[1] !== "" && !a[1].startsWith("-")));
+  const form = unit.kind === "node" ? nodeRunFits(unit.nodeOpts ?? [], spec) : a[0] === "python3" && ((a[1] === "-c" && a.length >= 3) || (a.length >= 2 && a[1] !== "" && !a[1].startsWith("-")));
   if (!form) return false;
-  if (plainEntries(spec.env.PYTHONPATH) === null) return false;
+  if (unit.kind === "python" && plainEntries(spec.env.PYTHONPATH) === null) return false;
   const keys = new Set([...Object.keys(unit.predicted), ...Object.keys(spec.env)]);
   for (const k of keys) if (!LATE_ENV.has(k) && unit.predicted[k] !== spec.env[k]) return false;
   return true;
