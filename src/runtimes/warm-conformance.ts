@@ -130,7 +130,7 @@ function describeRun(r: RunResult): string {
 export function warmEquivalenceSuite(name: string, make: () => Promise<WarmSubject>, opts: { skip?: string | false; datascience: boolean }): void {
   // Node and TypeScript (warm-conformance-node.ts): on the standard image; the datascience image
   // has the same node, BOOT and loader (its data stack is Python's), so CI time goes elsewhere.
-  if (!opts.datascience) nodeWarmSection(name, make, { skip: opts.skip });
+  if (!opts.datascience) nodeWarmSection(name, make, { skip: opts.skip, gvisor: /runsc/.test(name) });
   describe(`warm and cold paths agree: ${name}`, { concurrency: 1, skip: opts.skip || false }, () => {
     let subject: WarmSubject;
     let ws: string;
