@@ -149,3 +149,63 @@ for (const runtime of ["runc", "bwrap", "runc-direct", "crun-direct", "runsc-dir
     assert.equal(await live(), 0);
   });
 });
+
+/**
+ * Warm Node through the API (docs/warm.md, "Node"): production runs (plan.ts: agent helpers,
+ * NODE_OPTIONS preload, snippet mount) of a sandbox that keeps running go to a pre-started node,
+ * and print what the cold first runs printed. The host audit tracer is off here: a traced run
+ * never goes warm (docs/warm.md, rule 4), and this test is about the runs that do.
+ */
+for (const runtime of ["bwrap", "runc"]) describe(`warm Node and TypeScript through the API: ${runtime}`, () => {
+  let t: TestServer;
+  const interp: (number | undefined)[] = [];
+  before(async () => {
+    t = await startTestServer({ PETRI_WARM_IDLE_MS: "120000", PETRI_RUNTIMES: runtime, PETRI_AUDIT_TRACE: "off" });
+    for (const rt of t.server.runtimes.values()) {
+      const run = rt.run.bind(rt);
+      rt.run = async (spec) => {
+        const r = await run(spec);
+        interp.push(r.timings?.interp);
+        return r;
+      };
+    }
+  });
+  after(async () => { await t.close(); });
+
+  async function unitReady(): Promise<void> {
+    for (let i = 0; i < 300; i++) {
+      let ready = 0;
+      for (const rt of t.server.runtimes.values()) ready += rt.prestartStats?.().ready ?? 0;
+      if (ready > 0) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  const REPORT = "console.log(require.main === module, process.argv.slice(2), process.execArgv.length, __filename, process.cwd(), require('fs').readFileSync(0, 'utf8'), process.env.ONLY, Object.keys(require.cache));\n";
+  const cases = [
+    { language: "node", file: "main.js", content: REPORT },
+    { language: "typescript", file: "main.ts", content: "const n: number = 1;\n" + REPORT },
+    { language: "node", code: "console.log(typeof require, module.id, __filename, process.argv.slice(1), require('fs').readFileSync(0, 'utf8'))" },
+    { language: "typescript", code: "const s: string = 'ts';\nconsole.log(s, typeof require, process.argv.slice(1), require('fs').readFileSync(0, 'utf8'))" },
+  ];
+  for (const c of cases) {
+    it(`${c.language} ${c.file ? "file" : "snippet"}: from the third run on in a pre-started node, printing what the cold runs printed`, async () => {
+      const sb = await createSandbox(t, { language: c.language, runtime });
+      if (c.file) await putFile(t, sb, c.file, c.content!);
+      const outs: string[] = [];
+      interp.length = 0;
+      for (let i = 0; i < 4; i++) {
+        if (i >= 2) await unitReady();
+        const r = await exec(t, sb, { ...(c.file ? { filename: c.file } : { code: c.code }), args: ["a", "b c"], stdin: "input", env: { ONLY: "1" } });
+        assert.equal(r.json.exit_code, 0, r.text);
+        outs.push(r.json.stdout);
+      }
+      // The first run of a sandbox leaves no unit; the second pre-starts one, used by the third, and so on.
+      assert.deepEqual(interp, [undefined, undefined, 1, 1], `runs 3 and 4 ran in the pre-started node: ${JSON.stringify(interp)}`);
+      for (const o of outs) assert.equal(o, outs[0]);
+      assert.match(outs[0], /input/);
+      // Its unit goes with it, so the next case waits for its own unit only.
+      assert.equal((await t.api("DELETE", `/v1/sandboxes/${sb}`)).status, 204);
+    });
+  }
+});
