@@ -11,7 +11,8 @@
  *   BENCH_DOCKER_RUN_N         `docker run --rm` runs per OCI runtime (default 20)
  *   BENCH_CONCURRENCY_SECONDS  duration of the concurrency phase per row (default 20; 0 skips it)
  *   BENCH_CLIENTS              parallel clients in that phase (default 8, as peers are compared)
- *   BENCH_PEER_N               runs of each peer-comparable script per warm-on row: node hello, CPU-bound, pandas (default 10; 0 skips)
+ *   BENCH_PEER_N               runs of each peer-comparable script per row (warm on and off): node hello, CPU-bound, pandas (default 10; 0 skips)
+ *   BENCH_PEERS                comma list of substrings: only the peer scripts whose name has one (default: all), e.g. "node,typescript"
  *   BENCH_INTERLEAVED_N        rounds of the interleaved phase: one server with every runtime, one hello exec per runtime per round (default 20; 0 skips)
  *   BENCH_CREATE_N             timed sandbox creations (default 200)
  *   BENCH_IDLE_SANDBOXES       idle sandboxes to create (default 10000; 0 skips the phase)
@@ -67,6 +68,7 @@ const PEER_SCRIPTS = [
 
 const settings = {
   runtimes: (process.env.BENCH_RUNTIMES ?? "").split(",").map((s) => s.trim()).filter(Boolean),
+  peers: (process.env.BENCH_PEERS ?? "").split(",").map((s) => s.trim()).filter(Boolean),
   n: intEnv("BENCH_N", 100, 1, 100_000),
   warmup: intEnv("BENCH_WARMUP", 5, 0, 1000),
   b2bN: intEnv("BENCH_B2B_N", 20, 0, 100_000),
@@ -642,7 +644,7 @@ interface Row {
   backToBack?: SeqResult;
   /** Cold one-request runs: POST /v1/run with main.py inline (sandbox created, run, deleted). */
   oneShot?: { latency: Summary; errors: string[] };
-  /** Peer-comparable scripts (warm-on rows), each with the 1-minute load average when it started. */
+  /** Peer-comparable scripts (warm on and off rows), each with the 1-minute load average when it started. */
   peers?: { name: string; latency: Summary; errors: string[]; loadavg: number[]; interpHits: number }[];
   concurrency?: ConcurrencyResult;
 }
@@ -723,9 +725,10 @@ async function runtimeRow(runtime: string, warm: boolean): Promise<Row> {
       await settle(b.runtime);
       row.oneShot = await oneShots(b, runtime, settings.oneShotN);
     }
-    if (warm && settings.peerN > 0) {
+    // Warm off too: the cold reference of each script (a warm interpreter's saving is the difference).
+    if (settings.peerN > 0) {
       row.peers = [];
-      for (const script of PEER_SCRIPTS) {
+      for (const script of PEER_SCRIPTS.filter((p) => settings.peers.length === 0 || settings.peers.some((f) => p.name.includes(f)))) {
         log(`${label}: ${settings.peerN} × ${script.name}`);
         const loadStart = loadavg();
         row.peers.push({ name: script.name, ...await peerScript(b, runtime, script, settings.peerN), loadavg: loadStart });
@@ -838,7 +841,7 @@ function report(r: { interleaved?: Awaited<ReturnType<typeof interleavedPhase>> 
   }
   const peerRows = r.rows.filter((x) => x.peers?.length);
   if (peerRows.length) {
-    out.push("## Peer-comparable scripts: existing sandbox, warm on, through HTTP (ms)");
+    out.push("## Peer-comparable scripts: existing sandbox, through HTTP (ms)");
     out.push("");
     out.push(mdTable(["runtime", "script", "load", "n", "median", "p90", "p99", "warm interpreter", "errors"], peerRows.flatMap((x) => x.peers!.map((p) => [x.label, p.name,
       fmt(p.loadavg[0]!), String(p.latency.n), p.latency.median, p.latency.p90, p.latency.p99, warmPct(x, p.interpHits, p.latency.n),

@@ -30,6 +30,8 @@ interface NodeProbe {
   env?: Record<string, string>;
   /** true: must run in the pre-started node; a RegExp: must go cold with that reason; "exec": handed over as an exec. */
   path: true | RegExp | "exec";
+  /** Also run under gVisor (where every run goes cold). */
+  gvisor?: boolean;
 }
 
 const REPORT = `const fs = require('fs');
@@ -48,10 +50,10 @@ console.log(JSON.stringify({
 `;
 
 const PROBES: NodeProbe[] = [
-  { title: "a file: require.main, argv, execArgv, __filename, cwd, env, TZ, locale, cmdline, stdin, require.cache", form: "node", files: { "probe.js": REPORT }, program: "probe.js", args: ["a b", "-x"], stdin: "in\nput", path: true },
+  { title: "a file: require.main, argv, execArgv, __filename, cwd, env, TZ, locale, cmdline, stdin, require.cache", form: "node", files: { "probe.js": REPORT }, program: "probe.js", args: ["a b", "-x"], stdin: "in\nput", gvisor: true, path: true },
   {
     title: "an uncaught exception: the same stderr (source line, stack) and exit status 1",
-    form: "node", files: { "boom.js": "console.log('before');\nfunction f(x) {\n  if (!x) throw new TypeError('bad ' + x);\n}\nf(0);\n" }, program: "boom.js", path: true,
+    form: "node", files: { "boom.js": "console.log('before');\nfunction f(x) {\n  if (!x) throw new TypeError('bad ' + x);\n}\nf(0);\n" }, program: "boom.js", gvisor: true, path: true,
   },
   { title: "process.exit(n) and process.exitCode", form: "node", files: { "exit.js": "process.exitCode = 4;\nconsole.log('o');\nsetTimeout(() => process.exit(3), 5);\n" }, program: "exit.js", path: true },
   { title: "an unhandled rejection ends the run as a cold start's does", form: "node", files: { "rej.js": "setTimeout(() => console.log('never'), 1000);\nPromise.reject(new RangeError('nope'));\n" }, program: "rej.js", path: true },
@@ -88,15 +90,15 @@ const PROBES: NodeProbe[] = [
     program: "threads.js", path: true,
   },
   { title: "a missing program goes cold and fails as a cold start does", form: "node", program: "missing.js", path: /cannot find the program/ },
-  { title: "a snippet (CommonJS): require, module, [eval] names, argv, execArgv, cmdline, env, stdin", form: "node-snippet", program: REPORT, args: ["s1"], stdin: "snippet input", path: "exec" },
-  { title: "a snippet again: now in the pre-started node (a unit takes the form of the run it follows)", form: "node-snippet", program: REPORT, args: ["s2"], stdin: "", path: true },
+  { title: "a snippet (CommonJS): require, module, [eval] names, argv, execArgv, cmdline, env, stdin", form: "node-snippet", program: REPORT, args: ["s1"], stdin: "snippet input", gvisor: true, path: "exec" },
+  { title: "a snippet again: now in the pre-started node (a unit takes the form of the run it follows)", form: "node-snippet", program: REPORT, args: ["s2"], stdin: "", gvisor: true, path: true },
   { title: "an ES module snippet (import, top-level await)", form: "node-snippet", program: "import os from 'node:os';\nconst v = await Promise.resolve(typeof os.cpus);\nconsole.log(v, typeof require, import.meta.url, process.argv.slice(1));\n", args: ["e"], path: true },
   { title: "a snippet's uncaught exception", form: "node-snippet", program: "const o = null;\nconsole.log('start');\no.x;\n", path: true },
-  { title: "TypeScript: the first run after a node run execs cold (the unit was a node one)", form: "ts", files: { "t.ts": "enum E { A = 1 }\nconst n: number = E.A;\nconsole.log(n, require.main === module, process.execArgv, process.argv.slice(1));\n" }, program: "t.ts", args: ["x"], path: "exec" },
+  { title: "TypeScript: the first run after a node run execs cold (the unit was a node one)", form: "ts", files: { "t.ts": "enum E { A = 1 }\nconst n: number = E.A;\nconsole.log(n, require.main === module, process.execArgv, process.argv.slice(1));\n" }, program: "t.ts", args: ["x"], gvisor: true, path: "exec" },
   {
     title: "TypeScript: a file in the pre-started node with the loader, its stack on the TypeScript lines",
     form: "ts", files: { "t2.ts": "interface P { x: number }\nconst p: P = { x: 1 };\nconsole.log(p.x, require.main === module, __filename);\nfunction fail(v: P): never {\n  throw new Error('ts ' + v.x);\n}\nfail(p);\n" },
-    program: "t2.ts", path: true,
+    program: "t2.ts", gvisor: true, path: true,
   },
   { title: "TypeScript: an ES module file (.mts)", form: "ts", files: { "m.mts": "const x: string = 'mts';\nconsole.log(x, import.meta.filename, typeof require);\n" }, program: "m.mts", path: true },
   { title: "TypeScript: the report of a .ts file (argv, execArgv, cmdline, env, stdin)", form: "ts", files: { "r.ts": REPORT }, program: "r.ts", stdin: "ts in", path: true },
@@ -199,7 +201,9 @@ export function nodeWarmSection(name: string, make: () => Promise<WarmSubject>, 
     }
 
     for (const probe of PROBES) {
-      test(probe.title, async () => {
+      // Under gVisor every run goes cold (above): a few probes show it, the rest would cost CI time only.
+      const skip = opts.gvisor && !probe.gvisor ? "gVisor: every Node run goes cold, shown by the probes marked for it" : false;
+      test(probe.title, { skip }, async () => {
         const id = `ex_${++n}`;
         write(probe.files ?? {}, probe.remove);
         await unitReady();
