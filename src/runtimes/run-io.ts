@@ -67,9 +67,9 @@ export interface RunUnit {
   sink: { out: (b: Buffer) => void; err: (b: Buffer) => void };
 }
 
-/** A pre-started warm interpreter's stdout is read from its start: it says when its imports are done. */
+/** A pre-started warm interpreter's stdout is read from its start: it says when its imports are done (Python) or it is ready (both). */
 export function readFrames(u: RunUnit): void {
-  if (u.plan?.kind !== "python") return;
+  if (u.plan?.kind !== "python" && u.plan?.kind !== "node") return;
   const f = (u.frame = new StatusFrame(() => undefined));
   u.sink.out = (b) => f.push(b);
 }

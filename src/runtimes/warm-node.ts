@@ -104,7 +104,7 @@ export function nodeRunFits(unitOpts: string[], spec: RunSpec): boolean {
 
 /**
  * BOOT, the last preload of a warm Node unit (written to the agent helpers by agent-files.ts).
- * It reads the same length-prefixed hand-over as the Python bootstrap (warm.ts), then either
+ * It says `ready` (a frame), reads the same length-prefixed hand-over as the Python bootstrap (warm.ts), then either
  * execs the run's argv (`exec`, or `run` when a rule says cold: status `0 REASON`) or sets up
  * what a cold start would have and returns (status `1`), letting node run the program.
  */
@@ -145,6 +145,8 @@ export const NODE_BOOT = String.raw`'use strict';
     return b;
   }
 
+  // The frame every warm unit writes once it waits for a run (warm.ts, StatusFrame).
+  fs.writeSync(1, '\0petri-warm:ready\n');
   const n = parseInt(readExact(9).toString('latin1', 0, 8), 16);
   const f = readExact(n).toString('utf8').split('\0');
   const mode = f[0], cwd = f[1];
