@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { canonicalJson, GENESIS_HASH, recordHash } from "./canonical.js";
+import { GENESIS_HASH, hashedRecordJson } from "./canonical.js";
 import { loadOrCreateSigningKey, signStatement, type CheckpointStatement, type SigningKey } from "./keys.js";
 import { acquireLock, LOCK_FILE, LOG_FILE, readAt, readLines, writeAll } from "./logfile.js";
 import { RecordIndex, type QueryFilter } from "./recordindex.js";
@@ -377,9 +377,10 @@ export class AuditLog implements LogSource {
     let prev = this.headHash;
     for (const fields of list) {
       const unhashed = { id: `au_${randomBytes(12).toString("hex")}`, seq: ++seq, time, ...fields, prev_hash: prev };
-      const rec: AuditRecord = { ...unhashed, hash: recordHash(unhashed) };
+      const { hash, json } = hashedRecordJson(unhashed);
+      const rec: AuditRecord = { ...unhashed, hash };
       recs.push(rec);
-      bufs.push(Buffer.from(canonicalJson(rec) + "\n", "utf8"));
+      bufs.push(Buffer.from(json + "\n", "utf8"));
       prev = rec.hash;
     }
     const buf = bufs.length === 1 ? bufs[0]! : Buffer.concat(bufs);

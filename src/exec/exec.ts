@@ -192,7 +192,7 @@ export class ExecService {
     let error: ExecResult["error"] = null;
     let broker: BrokerSession | null = null;
     const traceSession = run.auditCtx.auditLevel.level === "ebpf" ? this.d.tracer?.begin(run.auditCtx.argv) ?? null : null;
-    let trace: RunTrace | undefined;
+    let tracing: Promise<RunTrace> | undefined;
     try {
       if (plan.egress.secrets.length || plan.egress.allowHosts.length) broker = await this.openBroker(run);
       run.runtimeCalledAt = Date.now();
@@ -204,12 +204,14 @@ export class ExecService {
       error = startFailure(e, spec.image);
     } finally {
       await capture.stop();
-      trace = traceSession ? await traceSession.finish().catch((e: Error) => ({ summary: null, complete: false, reason: e.message })) : undefined;
+      // The tracer's catching up (its barriers and the drain of the kernel's open counts) overlaps
+      // the workspace's after-scan: neither needs the other.
+      tracing = traceSession?.finish().catch((e: Error) => ({ summary: null, complete: false, reason: e.message }));
       await broker?.close().catch(() => undefined);
       handle.closeStdin();
       this.removeRunFiles(run);
     }
-    const changes = await capture.finish();
+    const [changes, trace] = await Promise.all([capture.finish(), tracing]);
     if (changes.quotaHit) {
       error = {
         code: "WORKSPACE_QUOTA_EXCEEDED",

@@ -62,6 +62,22 @@ export function openFlags(flags: number): { access: TracedFile["access"]; names:
   return { access, names };
 }
 
+// A run opens thousands of files with a handful of distinct flag values.
+const FLAGS_CACHE = new Map<number, ReturnType<typeof openFlags>>();
+function cachedFlags(flags: number): ReturnType<typeof openFlags> {
+  let f = FLAGS_CACHE.get(flags);
+  if (!f) {
+    f = openFlags(flags);
+    if (FLAGS_CACHE.size < 4096) FLAGS_CACHE.set(flags, f);
+  }
+  return f;
+}
+
+function isLibrary(p: string): boolean {
+  for (const x of LIBRARY_PREFIXES) if (p.startsWith(x)) return true;
+  return false;
+}
+
 /** Display text and, when the bytes are not UTF-8, the bytes themselves (the agreed path/path_b64 scheme). */
 export function displayPath(b: Buffer): { path: string; path_b64?: string } {
   const s = b.toString("utf8");
@@ -191,15 +207,15 @@ export class RunTraceAggregator {
   }
 
   private countOpen(ev: Extract<TraceEvent, { t: "open" }>, n: number): void {
-    const { access, names } = openFlags(ev.flags);
+    const { access, names } = cachedFlags(ev.flags);
     const errno = errnoName(ev.ret);
     const p = ev.path.toString("latin1");
-    if (access === "read" && errno === null && LIBRARY_PREFIXES.some((x) => p.startsWith(x))) {
+    if (access === "read" && errno === null && isLibrary(p)) {
       this.libCount += n;
-      if (!this.libs.has(p) && this.libs.size < this.caps.libraryPaths * 50) this.libs.set(p, 1);
+      if (this.libs.size < this.caps.libraryPaths * 50) this.libs.set(p, 1);
       return;
     }
-    this.add(this.files, this.caps.files, JSON.stringify([p, access, errno]), () => ({ ...displayPath(ev.path), access, flags: names, count: 1, errno, pid: ev.pid }), n);
+    this.add(this.files, this.caps.files, `${access}\0${errno}\0${p}`, () => ({ ...displayPath(ev.path), access, flags: names, count: 1, errno, pid: ev.pid }), n);
   }
 
   summary(): TraceSummary {

@@ -77,26 +77,49 @@ function parseOpenMap(line: string): TraceEvent | null {
   i++;
   const entries: OpenEntry[] = [];
   let size = 0;
+  let nextBs = line.indexOf("\\", i);
+  let raw: Buffer | undefined;
+  // A drained map can hold tens of thousands of keys in one line: keys without an escape (nearly
+  // all) are sliced as they are; only the others go through decodeBpftraceString.
   while (i < line.length) {
-    if (line[i] === "}") break;
-    if (line[i] === "," || line[i] === " ") { i++; continue; }
-    if (line[i] !== '"') return null;
-    // The key ends at the first quote not escaped by an odd run of backslashes.
-    let j = i + 1;
-    for (; j < line.length; j++) {
-      if (line[j] === "\\") { j++; continue; }
-      if (line[j] === '"') break;
+    const c = line.charCodeAt(i);
+    if (c === 0x7d /* } */) break;
+    if (c === 0x2c /* , */ || c === 0x20) { i++; continue; }
+    if (c !== 0x22 /* " */) return null;
+    let j = line.indexOf('"', i + 1);
+    // The next backslash of the line, searched again only once passed (not once per key).
+    if (nextBs !== -1 && nextBs <= i) nextBs = line.indexOf("\\", i + 1);
+    const bs = nextBs;
+    let key: Buffer | string | null;
+    if (bs === -1 || bs > j) {
+      key = line.slice(i + 1, j);
+    } else {
+      // The key ends at the first quote not escaped by an odd run of backslashes.
+      for (j = i + 1; j < line.length; j++) {
+        const d = line.charCodeAt(j);
+        if (d === 0x5c) { j++; continue; }
+        if (d === 0x22) break;
+      }
+      key = decodeBpftraceString(line.slice(i + 1, j));
     }
-    const key = decodeBpftraceString(line.slice(i + 1, j));
-    const m = /^: (\d+)/.exec(line.slice(j + 1, j + 24));
-    if (!key || !m) return null;
-    i = j + 1 + m[0].length;
+    if (j === -1 || key === null || line.charCodeAt(j + 1) !== 0x3a /* : */) return null;
+    const i0 = i;
+    let k = j + 2;
+    while (line.charCodeAt(k) === 0x20) k++;
+    let count = 0;
+    const digits = k;
+    for (let d = line.charCodeAt(k); d >= 0x30 && d <= 0x39; d = line.charCodeAt(++k)) count = count * 10 + (d - 0x30);
+    if (k === digits) return null;
+    i = k;
     size++;
-    const parts = key.toString("latin1").split(",", 5);
-    if (parts.length < 5) continue;
-    const pathStart = parts.join(",").length + 1;
-    entries.push({ t: "open", run: parts[0], pid: int(parts[1]), execId: int(parts[2]), ret: int(parts[3]), flags: int(parts[4]),
-      path: key.subarray(pathStart), count: Number(m[1]) });
+    // "run,pid,exec id,result,flags,path": the path last, so its own commas are harmless.
+    const text = typeof key === "string" ? key : key.toString("latin1");
+    const c1 = text.indexOf(","), c2 = text.indexOf(",", c1 + 1), c3 = text.indexOf(",", c2 + 1), c4 = text.indexOf(",", c3 + 1), c5 = text.indexOf(",", c4 + 1);
+    if (c1 < 0 || c2 < 0 || c3 < 0 || c4 < 0 || c5 < 0) continue;
+    // A view into one copy of the whole line (latin1: one byte per character), not a copy per key.
+    const path = typeof key === "string" ? (raw ??= Buffer.from(line, "latin1")).subarray(i0 + 1 + c5 + 1, i0 + 1 + key.length) : key.subarray(c5 + 1);
+    entries.push({ t: "open", run: text.slice(0, c1), pid: int(text.slice(c1 + 1, c2)), execId: int(text.slice(c2 + 1, c3)), ret: int(text.slice(c3 + 1, c4)),
+      flags: int(text.slice(c4 + 1, c5)), path, count });
   }
   return { t: "open_map", entries, size };
 }
