@@ -261,13 +261,13 @@ async function startTracer(config: Readonly<Config>, runtimes: Map<string, Runti
   // getaddrinfo is traced in the images' own libc: bwrap's root filesystems and Docker's layers.
   // Both are keyed by the image's Docker reference (petri/standard:<hash>), not its catalog name.
   const refs = [...new Set(o.images.names().map((n) => o.images.ref(n)))];
-  const imageRoots = refs.map((ref) => rootfsDirFor(config.imageDir, ref));
+  const images: { ref: string; rootfs: string[]; layers: string[] }[] = [];
   for (const ref of refs) {
     const info = await o.docker.getImage(ref).inspect().catch(() => null);
     const data = (info?.GraphDriver?.Data ?? {}) as Record<string, string | undefined>;
-    for (const d of [data.UpperDir, ...(data.LowerDir ?? "").split(":")]) if (d) imageRoots.push(d);
+    images.push({ ref, rootfs: [rootfsDirFor(config.imageDir, ref)], layers: [data.UpperDir, ...(data.LowerDir ?? "").split(":")].filter((d): d is string => Boolean(d)) });
   }
-  const tracer = new TracerService({ log: logger, imageRoots });
+  const tracer = new TracerService({ log: logger, images });
   const served = [...runtimes.keys()].filter((r) => r !== "runsc" && r !== "runsc-direct");
   if (config.auditTrace === "off") tracer.markOff("PETRI_AUDIT_TRACE=off");
   else if (served.length === 0) tracer.markOff("no runtime it traces (runc, crun, bwrap, runc-direct, crun-direct) is offered");

@@ -191,7 +191,9 @@ export class ExecService {
     let raw: RunResult | null = null;
     let error: ExecResult["error"] = null;
     let broker: BrokerSession | null = null;
-    const traceSession = run.auditCtx.auditLevel.level === "ebpf" ? this.d.tracer?.begin(run.auditCtx.argv) ?? null : null;
+    // runc and crun run Docker's image layers; bwrap and the direct OCI runtimes the root filesystem.
+    const via = sandbox.runtime === "runc" || sandbox.runtime === "crun" ? "layers" as const : "rootfs" as const;
+    const traceSession = run.auditCtx.auditLevel.level === "ebpf" ? this.d.tracer?.begin(run.auditCtx.argv, { image: spec.image, via }) ?? null : null;
     let tracing: Promise<RunTrace> | undefined;
     try {
       if (plan.egress.secrets.length || plan.egress.allowHosts.length) broker = await this.openBroker(run);

@@ -4,6 +4,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { parseTraceLine, type TraceEvent } from "./events.js";
 import { BARRIER_BASE, DRAIN_BASE, ID_HI_SPAN, ID_LO_BASE, ID_LO_BITS, REGISTER_BASE, STRLEN, UNREGISTER_BASE, tracerProgram } from "./program.js";
+import { DnsCoverage, type Via } from "./dns-coverage.js";
 import { RunTraceAggregator, type TraceCaps, type TraceSummary } from "./aggregate.js";
 
 /**
@@ -36,6 +37,11 @@ export interface TracerOptions {
   startTimeoutMs?: number;
   /** Directories that may hold a run image's root filesystem, searched for libc (getaddrinfo names). */
   imageRoots?: string[];
+  /**
+   * The same per image (Docker reference): its root filesystem (bwrap, direct OCI runtimes) and
+   * its Docker layers (runc, crun), so each run can say whether its image's libc is probed.
+   */
+  images?: { ref: string; rootfs: string[]; layers: string[] }[];
   caps?: TraceCaps;
   /** How long a run's end waits for its last events, ms. */
   flushTimeoutMs?: number;
@@ -93,6 +99,7 @@ export class TracerService {
   private st: TracerStatus = { state: "off", reason: null, probes: 0, lost_events: 0, runs_traced: 0, foreign_events: 0 };
   /** Runs registered lately (bounded), so late events of a finished run are not counted as foreign. */
   private readonly ours = new Set<string>();
+  private readonly dns = new DnsCoverage();
   private v2 = "";
   private closing = false;
   private started: Promise<TracerStatus> | null = null;
@@ -137,7 +144,12 @@ export class TracerService {
       return this.status();
     }
     this.v2 = pre.v2;
-    const libcs = (this.o.imageRoots ?? []).flatMap((root) => LIBC_PATHS.map((p) => path.join(root, p))).filter((f) => fs.existsSync(f));
+    const libcsIn = (roots: string[]) => roots.flatMap((root) => LIBC_PATHS.map((p) => path.join(root, p))).filter((f) => fs.existsSync(f));
+    for (const im of this.o.images ?? []) {
+      this.dns.record(im.ref, "rootfs", libcsIn(im.rootfs));
+      this.dns.record(im.ref, "layers", libcsIn(im.layers));
+    }
+    const libcs = libcsIn([...(this.o.imageRoots ?? []), ...(this.o.images ?? []).flatMap((im) => [...im.rootfs, ...im.layers])]);
     const program = tracerProgram({ serverPid: process.pid, tag: this.tag, libcs: [...new Set(libcs.map((f) => fs.realpathSync(f)))] });
     const proc = spawn(bin, ["-B", "line", "-f", "json", "-e", program], {
       stdio: ["ignore", "pipe", "pipe"],
@@ -278,8 +290,9 @@ export class TracerService {
   }
 
   /** Starts collecting for one run; `programArgv` is the argv the run executes (before any Petri wrapper). */
-  begin(programArgv: string[]): RunTraceSession | null {
+  begin(programArgv: string[], opts: { image?: string; via?: Via } = {}): RunTraceSession | null {
     if (!this.active) return null;
+    const dnsGap = opts.image && opts.via && this.o.images ? this.dns.gap(opts.image, opts.via) : null;
     const agg = new RunTraceAggregator(programArgv, this.o.caps);
     let key: string | null = null;
     let attachError: string | null = null;
@@ -318,6 +331,7 @@ export class TracerService {
         }
         for (const [tid, a] of this.execOwner) if (a === agg) this.execOwner.delete(tid);
         const summary = agg.summary();
+        if (dnsGap && complete) { complete = false; reason ??= dnsGap; }
         if (summary.lost_events > 0) {
           complete = false;
           reason ??= `the kernel dropped ${summary.lost_events} trace events while this run was live`;
