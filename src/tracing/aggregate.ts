@@ -38,6 +38,8 @@ export interface TraceSummary {
 export interface TraceCaps { files: number; execs: number; net: number; dns: number; libraryPaths: number }
 export const DEFAULT_CAPS: TraceCaps = { files: 1000, execs: 300, net: 300, dns: 100, libraryPaths: 200 };
 
+/** Events of processes not yet known as the program's, kept per run (see hold). */
+const HELD_MAX = 20_000;
 /** Distinct (process, path, access, result) open counts kept per run until its summary. */
 const MAX_RAW_OPENS = 200_000;
 
@@ -101,6 +103,8 @@ export class RunTraceAggregator {
   private dropped = 0;
   /** Warm hand-overs not followed by an exec of the program: each is the program's exec record. */
   private readonly handedOver = new Map<number, TracedExec>();
+  private readonly held = new Map<number, (() => void)[]>();
+  private heldCount = 0;
   lost = 0;
 
   constructor(private readonly programArgv: string[], private readonly caps: TraceCaps = DEFAULT_CAPS) {}
@@ -127,7 +131,8 @@ export class RunTraceAggregator {
   push(ev: TraceEvent): void {
     switch (ev.t) {
       case "fork":
-        if (this.user.has(ev.parent)) this.user.set(ev.child, 0);
+        if (this.user.has(ev.parent)) this.adopt(ev.child);
+        else this.hold(ev.parent, () => this.push(ev));
         return;
       case "exec":
         this.pending.set(ev.tid, { path: ev.path, uid: ev.uid, args: [], more: false });
@@ -147,7 +152,10 @@ export class RunTraceAggregator {
         this.pending.delete(ev.tid);
         if (!p) return;
         if (!this.user.has(ev.tid)) {
-          if (ev.ret !== 0 || !this.isProgram(p.args)) return;
+          if (ev.ret !== 0 || !this.isProgram(p.args)) {
+            this.hold(ev.tid, () => { this.pending.set(ev.tid, p); this.push(ev); });
+            return;
+          }
           this.user.set(ev.tid, (ev.execId ?? 0) * 2);
         }
         // A warm interpreter that went cold after its mark execs the program: that exec is the record.
@@ -176,7 +184,7 @@ export class RunTraceAggregator {
       }
       case "net":
       case "unix": {
-        if (!this.user.has(ev.pid)) return;
+        if (!this.user.has(ev.pid)) { this.hold(ev.pid, () => this.push(ev)); return; }
         const errno = errnoName(ev.ret);
         const address = ev.t === "net" ? ev.address : displayPath(ev.path).path;
         const port = ev.t === "net" ? ev.port : null;
@@ -185,7 +193,7 @@ export class RunTraceAggregator {
         return;
       }
       case "dns": {
-        if (!this.user.has(ev.pid)) return;
+        if (!this.user.has(ev.pid)) { this.hold(ev.pid, () => this.push(ev)); return; }
         const name = ev.name.toString("utf8");
         this.add(this.dns, this.caps.dns, name, () => ({ name, count: 1, pid: ev.pid }));
         return;
@@ -204,6 +212,31 @@ export class RunTraceAggregator {
       default:
         return;
     }
+  }
+
+  /**
+   * Events of a process not (yet) known as the program's, kept in case it turns out to be: the
+   * kernel hands events over per CPU, so a child's exec can be read before its parent's fork.
+   * Replayed when a fork from a process of the program is read (everything a child does follows
+   * its fork); never for a process that becomes the program by executing it (before that, it was
+   * Petri's launcher). Bounded: past HELD_MAX, held events are dropped and counted.
+   */
+  private hold(pid: number, replay: () => void): void {
+    if (this.heldCount >= HELD_MAX) { this.dropped++; return; }
+    this.heldCount++;
+    const list = this.held.get(pid);
+    if (list) list.push(replay);
+    else this.held.set(pid, [replay]);
+  }
+
+  private adopt(pid: number): void {
+    if (this.user.has(pid)) return;
+    this.user.set(pid, 0);
+    const list = this.held.get(pid);
+    if (!list) return;
+    this.held.delete(pid);
+    this.heldCount -= list.length;
+    for (const replay of list) replay();
   }
 
   private countOpen(ev: Extract<TraceEvent, { t: "open" }>, n: number): void {

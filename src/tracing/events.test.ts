@@ -115,6 +115,19 @@ describe("per-run aggregation", () => {
     assert.deepEqual(parseTraceLine(line("H 5 99 1000 4 /usr/bin/py thon")), { t: "handover", pid: 5, run: "99", uid: 1000, execId: 4, path: Buffer.from("/usr/bin/py thon") });
   });
 
+  test("a child's exec read before its parent's fork (per-CPU buffers) still counts; a launcher's earlier activity does not", () => {
+    const s = feed(new RunTraceAggregator(["python3", "main.py"]), [
+      "N 5 99 c -101 4 80 10.9.9.9", // the launcher, before it executes the program
+      "E 5 99 1000 /usr/bin/python3", "A 5 0 python3", "A 5 1 main.py", "X 5 99 0 3",
+      // pid 8's exec and connect arrive before the fork 5 → 8 that made it
+      "E 8 99 1000 /usr/bin/getent", "A 8 0 getent", "A 8 1 ahosts", "X 8 99 0 4", "N 8 99 c -101 4 53 10.0.0.53", "F 8 9 99",
+      "F 5 8 99",
+      "E 9 99 1000 /bin/true", "A 9 0 /bin/true", "X 9 99 0 5",
+    ]);
+    assert.deepEqual(s.execs.map((e) => e.argv), [["python3", "main.py"], ["getent", "ahosts"], ["/bin/true"]]);
+    assert.deepEqual(s.net.map((n) => n.address), ["10.0.0.53"]);
+  });
+
   test("a file name that is not UTF-8 is kept losslessly", () => {
     const s = feed(new RunTraceAggregator(["p"]), ["E 1 9 0 /p", "A 1 0 p", "X 1 9 0", "O 1 9 3 577 /tmp/caf\\uffffffe9"]);
     assert.equal(Buffer.from(s.files[0].path_b64!, "base64").toString("latin1"), "/tmp/caf\xe9");
