@@ -12,6 +12,10 @@ import type { Mount, RunSpec } from "./types.js";
  * computed from the run's command line before that point: cwd, argv, execArgv, environment,
  * /proc/self/cmdline, and the main module's path (an entry in node's resolution cache for the
  * placeholder MAIN that node resolved at start).
+ *
+ * A run the host audit tracer follows is never warm here (warm.ts): the tracer learns where a
+ * warm program begins from access(path, 0x7e7e0) (src/tracing/program.ts), and node cannot make
+ * that call (fs.access and its binding refuse modes beyond R|W|X; node has no raw system calls).
  */
 
 /** Where the agent helpers are mounted (agent-files.ts writes BOOT there). */
