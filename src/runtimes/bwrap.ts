@@ -6,8 +6,8 @@ import type { Readable, Writable } from "node:stream";
 import { readNumber } from "./cgroups.js";
 import { LABEL_WARM } from "./launcher.js";
 import { UnitPool } from "./unit-pool.js";
-import { RunOutput, connectRun, endRun, feedStdin, readFrames } from "./run-io.js";
-import { passOverWhileImporting, unitPlan, type StatusFrame, type UnitPlan } from "./warm.js";
+import { RunOutput, connectRun, endRun, feedStdin, readFrames, type ChildUnit } from "./run-io.js";
+import { passOverWhileImporting, unitPlan } from "./warm.js";
 import { EngineLostError, signalFromExitCode, type RunLimits, type RunResult, type RunSpec, type Runtime } from "./types.js";
 
 /**
@@ -405,26 +405,12 @@ interface LiveRun {
 }
 
 /** A spawned sandbox, before and during the run it serves. */
-interface Started {
+interface Started extends ChildUnit {
   runName: string;
   cg: RunCgroup | null;
-  warm: boolean;
-  /** What a pre-started sandbox runs (launcher or warm interpreter). */
-  plan?: UnitPlan;
-  /** A warm interpreter's frames on stdout (warm.ts). */
-  frame?: StatusFrame;
-  labels: Record<string, string>;
-  proc: ChildProcess;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  outputDone: Promise<void>;
-  sink: { out: (b: Buffer) => void; err: (b: Buffer) => void };
+  /** bwrap's --json-status-fd output. */
   status: string;
-  done: Promise<void>;
-  markDone: () => void;
-  killed: boolean;
-  onKill: () => void;
   killTree: () => void;
-  timings: Record<string, number>;
 }
 
 let runSeq = 0;

@@ -1,12 +1,12 @@
-import { spawn, type ChildProcess, type StdioOptions } from "node:child_process";
+import { spawn, type StdioOptions } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { RunCgroup, hostCgroupPlan, prepareCgroupParent, type CgroupPlan } from "./bwrap.js";
 import { LABEL_WARM } from "./launcher.js";
 import { UnitPool } from "./unit-pool.js";
-import { RunOutput, connectRun, endRun, feedStdin, readFrames } from "./run-io.js";
-import { passOverWhileImporting, unitPlan, type StatusFrame, type UnitPlan } from "./warm.js";
+import { RunOutput, connectRun, endRun, feedStdin, readFrames, type ChildUnit } from "./run-io.js";
+import { passOverWhileImporting, unitPlan } from "./warm.js";
 import { ociConfig } from "./oci-spec.js";
 import { RootfsLayers } from "./oci-rootfs.js";
 import { petriSeccompProfile } from "./seccomp.js";
@@ -91,25 +91,10 @@ export function findBinary(kind: OciKind): string | null {
 let runSeq = 0;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-interface Started {
+interface Started extends ChildUnit {
   id: string;
   bundle: string;
   cg: RunCgroup;
-  warm: boolean;
-  /** What a pre-started container runs (launcher or warm interpreter). */
-  plan?: UnitPlan;
-  /** A warm interpreter's frames on stdout (warm.ts). */
-  frame?: StatusFrame;
-  labels: Record<string, string>;
-  proc: ChildProcess;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  outputDone: Promise<void>;
-  sink: { out: (b: Buffer) => void; err: (b: Buffer) => void };
-  killed: boolean;
-  onKill: () => void;
-  done: Promise<void>;
-  markDone: () => void;
-  timings: Record<string, number>;
 }
 
 function labelsMatch(have: Record<string, string>, want: Record<string, string>): boolean {

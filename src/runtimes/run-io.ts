@@ -1,3 +1,4 @@
+import type { ChildProcess } from "node:child_process";
 import type { Writable } from "node:stream";
 import { CappedBuffer, type RunResult, type RunSpec } from "./types.js";
 import { StatusFrame, handover, type UnitPlan } from "./warm.js";
@@ -65,6 +66,22 @@ export interface RunUnit {
   plan?: UnitPlan;
   frame?: StatusFrame;
   sink: { out: (b: Buffer) => void; err: (b: Buffer) => void };
+}
+
+/** A unit that is a child process of Petri's: a bwrap sandbox, or an OCI runtime run in the foreground. */
+export interface ChildUnit extends RunUnit {
+  /** Pre-started (a unit of the pool), or started for its run. */
+  warm: boolean;
+  labels: Record<string, string>;
+  proc: ChildProcess;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  outputDone: Promise<void>;
+  killed: boolean;
+  onKill: () => void;
+  /** Resolved once everything of the unit is removed. */
+  done: Promise<void>;
+  markDone: () => void;
+  timings: Record<string, number>;
 }
 
 /** A pre-started warm interpreter's stdout is read from its start: it says when its imports are done (Python) or it is ready (both). */
