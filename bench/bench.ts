@@ -18,6 +18,9 @@
  *   BENCH_IDLE_SANDBOXES       idle sandboxes to create (default 10000; 0 skips the phase)
  *   BENCH_LOOKUP_N             GET/list requests per measurement (default 200)
  *   BENCH_PAUSE_MS             untimed pause before each sequential exec, after background work settled (default 50)
+ *   BENCH_WS_N                 paced execs per workspace size and runtime in the workspace-size phase (default 20; 0 skips it)
+ *   BENCH_WS_SIZES             the sizes: comma list of file counts, or NNNmb for one workspace of that many MB (default 0,1000,20000,50000,500mb)
+ *   BENCH_ONLY                 "workspace": run only the workspace-size phase
  *   BENCH_OUT                  JSON output (default bench/results/latest.json)
  * PETRI_* variables are passed to the servers, except the ones the benchmark sets per row
  * (data dir, admin token, port, log level, runtimes, default runtime, warm containers).
@@ -83,6 +86,9 @@ const settings = {
   idleSandboxes: intEnv("BENCH_IDLE_SANDBOXES", 10_000, 0, 1_000_000),
   lookupN: intEnv("BENCH_LOOKUP_N", 200, 1, 100_000),
   pauseMs: intEnv("BENCH_PAUSE_MS", 50, 0, 60_000),
+  wsN: intEnv("BENCH_WS_N", 20, 0, 100_000),
+  wsSizes: (process.env.BENCH_WS_SIZES ?? "0,1000,20000,50000,500mb").split(",").map((x) => x.trim()).filter(Boolean),
+  only: process.env.BENCH_ONLY ?? "",
   out: process.env.BENCH_OUT || path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "bench", "results", "latest.json"),
 };
 if (settings.runtimes.length === 0) settings.runtimes = [...RUNTIME_NAMES];
@@ -759,6 +765,89 @@ async function concurrencyRow(row: Row): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Workspace size: does a run cost more in a big project than in an empty one?
+
+interface WorkspaceRow {
+  runtime: string;
+  size: string;
+  files: number;
+  bytes: number;
+  /** Time to put the files in place (not measured by the exec numbers). */
+  populateMs: number;
+  latency: Summary;
+  /** Petri's own share: request to Runtime.run(), and Runtime.run() returning to the answer read. */
+  beforeRuntime: Summary;
+  afterRuntime: Summary;
+  warmHits: number;
+  errors: string[];
+}
+
+/**
+ * Fills a workspace like a project whose dependencies are in: `files` small files under
+ * node_modules/pkgN/ (100 per package, a few hundred bytes each), or `mb` MB in 1 MiB files.
+ * Written straight into the workspace directory, owned by the sandbox user, before the first run.
+ */
+function populate(dir: string, spec: string, uid: number, gid: number): { files: number; bytes: number } {
+  let files = 0;
+  let bytes = 0;
+  const mk = (p: string) => { fs.mkdirSync(p, { recursive: true }); fs.chownSync(p, uid, gid); };
+  const put = (p: string, data: Buffer | string) => { fs.writeFileSync(p, data); fs.chownSync(p, uid, gid); files++; bytes += Buffer.byteLength(data); };
+  const mb = /^(\d+)mb$/i.exec(spec);
+  if (mb) {
+    const chunk = Buffer.alloc(1024 * 1024, 0x61);
+    mk(path.join(dir, "data"));
+    for (let i = 0; i < Number(mb[1]); i++) put(path.join(dir, "data", `blob${i}.bin`), chunk);
+    return { files, bytes };
+  }
+  const n = Number(spec);
+  for (let i = 0; i < n; i++) {
+    const pkg = path.join(dir, "node_modules", `pkg${Math.floor(i / 100)}`);
+    if (i % 100 === 0) mk(path.join(pkg, "lib"));
+    put(path.join(pkg, i % 2 ? "lib" : "", `f${i}.js`), `module.exports = ${JSON.stringify("x".repeat(200 + (i % 300)))};\n`);
+  }
+  return { files, bytes };
+}
+
+async function workspaceRows(runtime: string): Promise<WorkspaceRow[]> {
+  const out: WorkspaceRow[] = [];
+  const b = await startServer([runtime], warmOnMs);
+  try {
+    if (!b.runtime) return out;
+    const cfg = loadConfig({ ...petriEnvFromProcess(), PETRI_DATA_DIR: b.dataDir });
+    for (const size of settings.wsSizes) {
+      const { id } = await createSandbox(b, runtime);
+      const up = await request(b.url, "PUT", `/v1/sandboxes/${id}/files/main.py`, { key: b.key, raw: HELLO_PY, timeoutMs: REQUEST_TIMEOUT_MS });
+      if (up.status !== 201) throw new Error(`upload main.py: ${up.status}`);
+      const t0 = performance.now();
+      const { files, bytes } = populate(path.join(cfg.workspaceRoot, id), size, cfg.sandboxUid, cfg.sandboxGid);
+      const populateMs = Math.round(performance.now() - t0);
+      log(`${runtime}: workspace of ${size} (${files} files, ${Math.round(bytes / 1e6)} MB): ${settings.wsN} execs`);
+      for (let i = 0; i < settings.warmup; i++) { await settle(b.runtime); await sleep(settings.pauseMs); await execHello(b, id); }
+      const seq = await sequential(b, id, settings.wsN, true);
+      out.push({ runtime, size, files, bytes, populateMs, latency: seq.latency, beforeRuntime: seq.beforeRuntime, afterRuntime: seq.afterRuntime, warmHits: seq.warmHits, errors: seq.errors.slice(0, 3) });
+      log(`${runtime}, ${size}: p50 ${fmt(seq.latency.median)} ms, p90 ${fmt(seq.latency.p90)} ms, warm ${seq.warmHits}/${seq.latency.n}${seq.errors.length ? `, errors: ${seq.errors[0]}` : ""}`);
+    }
+  } finally {
+    await b.close();
+  }
+  return out;
+}
+
+function workspaceReport(rows: WorkspaceRow[]): string {
+  if (rows.length === 0) return "";
+  const lines = ["## Exec latency by workspace size (python hello world, warm on)", ""];
+  const body = rows.map((r) => {
+    const empty = rows.find((x) => x.runtime === r.runtime && x.files === 0);
+    const d = empty ? r.latency.median - empty.latency.median : NaN;
+    return [r.runtime, r.size, String(r.files), `${(r.bytes / 1e6).toFixed(1)} MB`, String(r.latency.n), fmt(r.latency.median), fmt(r.latency.p90),
+      `${fmt(r.beforeRuntime.median)} / ${fmt(r.afterRuntime.median)}`,
+      Number.isFinite(d) ? `${d >= 0 ? "+" : ""}${d.toFixed(1)}` : "–", `${Math.round((r.warmHits / Math.max(1, r.latency.n)) * 100)}%`, r.errors.length ? r.errors.join("; ").slice(0, 120) : ""];
+  });
+  lines.push(mdTable(["runtime", "workspace", "files", "bytes", "n", "p50 ms", "p90 ms", "Petri before / after the runtime, p50 ms", "p50 vs empty, ms", "warm", "errors"], body));
+  return lines.join("\n");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Report
 
 function warmPct(row: Row, hits: number, n: number): string {
@@ -914,7 +1003,20 @@ function report(r: { interleaved?: Awaited<ReturnType<typeof interleavedPhase>> 
 
 // ---------------------------------------------------------------------------------------------
 
+async function workspaceOnly(): Promise<void> {
+  const m = machine();
+  log(`workspace-size phase only: ${m.nproc} CPUs, load ${m.loadavg.join(" ")}, runtimes ${settings.runtimes.join(",")}`);
+  const rows: WorkspaceRow[] = [];
+  for (const rt of settings.runtimes) rows.push(...await workspaceRows(rt));
+  const md = [`Load average at start ${m.loadavg.join(" ")}, at end ${loadavg().join(" ")}; ${m.nproc} CPUs.`, "", workspaceReport(rows)].join("\n");
+  fs.mkdirSync(path.dirname(settings.out), { recursive: true });
+  fs.writeFileSync(settings.out, JSON.stringify({ machine: m, settings, workspace: rows, loadavgEnd: loadavg(), markdown: md }, null, 2) + "\n");
+  process.stdout.write(md + "\n");
+  log(`wrote ${settings.out}`);
+}
+
 async function main(): Promise<void> {
+  if (settings.only === "workspace") return workspaceOnly();
   const started = performance.now();
   const m = machine();
   log(`start: ${m.nproc} CPUs, load ${m.loadavg.join(" ")}, runtimes ${settings.runtimes.join(",")}`);
@@ -957,6 +1059,9 @@ async function main(): Promise<void> {
   // Saturating phases last: their after-effects (teardown, the load average) stay out of the latency rows.
   if (settings.concurrencySeconds > 0) for (const row of rows.filter((r) => r.available)) await concurrencyRow(row);
 
+  const workspace: WorkspaceRow[] = [];
+  if (settings.wsN > 0) for (const rt of settings.runtimes) if (rows.some((r) => r.runtime === rt && r.available)) workspace.push(...await workspaceRows(rt));
+
   log(`bare interpreter again: ${settings.bareN} runs`);
   const bareEnd = await bareBaseline(rootfs, settings.bareN);
   const bare = summarize([...bareStart.samples, ...bareEnd.samples]);
@@ -976,8 +1081,9 @@ async function main(): Promise<void> {
     rows,
     interleaved,
     idle,
+    workspace,
   };
-  const md = report(result);
+  const md = report(result) + "\n\n" + workspaceReport(workspace);
   fs.mkdirSync(path.dirname(settings.out), { recursive: true });
   fs.writeFileSync(settings.out, JSON.stringify({ ...result, markdown: md }, null, 2) + "\n");
   process.stdout.write(md + "\n");

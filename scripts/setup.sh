@@ -24,7 +24,7 @@ fi
 
 PACKAGES=(docker.io crun runsc bubblewrap mmdebstrap debootstrap uidmap iproute2 openssl ca-certificates
           postgresql rsyslog rsyslog-gnutls python3 python3-pytest python3-setuptools python3-wheel
-          prometheus docker-compose curl bpftrace tini runc)
+          prometheus docker-compose curl bpftrace tini runc e2fsprogs util-linux mount)
 if [ "${PETRI_SETUP_HOST:-}" = skip ]; then
   log "PETRI_SETUP_HOST=skip: leaving packages, Docker, cgroups and /etc alone"
 else

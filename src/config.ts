@@ -88,6 +88,12 @@ export interface Config {
   /** How long a pre-started single-use container waits for a sandbox's next run; 0 disables. */
   warmIdleMs: number;
   /**
+   * Where a run's writes land (exec/overlay/view.ts): `loop` a loop-mounted ext4 of the quota's
+   * size, `tmpfs` a tmpfs of that size (also counted against the run's memory), `auto` loop when
+   * loop devices work (probed at start), else tmpfs. Either way the kernel enforces the quota.
+   */
+  runScratch: "auto" | "loop" | "tmpfs";
+  /**
    * The operator's bounds on runs' network destinations (PETRI_EGRESS_ALLOW_HOSTS,
    * PETRI_EGRESS_PRIVATE_HOSTS; docs/vault.md): tenants' allow_hosts and secret hosts stay inside.
    */
@@ -311,6 +317,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     sandboxTtlMs: int(env, "PETRI_SANDBOX_TTL_MS", 24 * 60 * 60 * 1000, 1000),
     reaperIntervalMs: int(env, "PETRI_REAPER_INTERVAL_MS", 30_000, 100),
     warmIdleMs: int(env, "PETRI_WARM_IDLE_MS", 60_000, 0),
+    runScratch: oneOf(env, "PETRI_RUN_SCRATCH", "auto", ["auto", "loop", "tmpfs"]) as Config["runScratch"],
     apiKey: env.PETRI_API_KEY || undefined,
     masterKey: env.PETRI_MASTER_KEY || undefined,
     masterKeyFile: path.resolve(cwd, env.PETRI_MASTER_KEY_FILE || path.join(dataDir, "master.key")),

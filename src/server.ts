@@ -11,6 +11,7 @@ import { QuotaService } from "./auth/quotas.js";
 import { WorkspaceStore } from "./workspaces/workspaces.js";
 import { SandboxService } from "./sandboxes/sandboxes.js";
 import { ExecService } from "./exec/exec.js";
+import { ViewPool } from "./exec/views.js";
 import { DockerRuntime } from "./runtimes/docker.js";
 import { BwrapRuntime } from "./runtimes/bwrap.js";
 import { describeChoice, detectRuntimes, dockerStrategy, strategyFor, type RuntimeProbe } from "./runtimes/detect.js";
@@ -164,6 +165,13 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   let startupReaped = 0;
   for (const rt of runtimes.values()) startupReaped += await rt.reap(mine).catch(() => 0);
   const interrupted = exec.recoverInterrupted();
+  // Workspace views (overlay mounts) a crash left behind: unmounted before anything runs.
+  const leftoverViews = await ViewPool.cleanup(ExecService.viewRoot(config)).catch((e: unknown) => {
+    logger.error({ err: String(e) }, "could not remove leftover workspace views");
+    return 0;
+  });
+  if (leftoverViews) logger.warn({ mounts: leftoverViews }, "unmounted workspace views left by an unclean stop");
+  await exec.probeScratch();
   fs.rmSync(path.join(config.dataDir, "runs"), { recursive: true, force: true });
   // Deletions a crash interrupted are finished before anything else sees the disk; then every
   // workspace's byte counter is measured once (asynchronously: the walk never blocks the loop).

@@ -49,7 +49,8 @@ describe("audit records of the engine", () => {
     assert.ok(finish.detail.env_names.includes("API_TOKEN"));
     assert.equal(finish.detail.exit_code, 0);
     assert.equal(finish.detail.stdout_bytes, Buffer.byteLength(r.json.stdout));
-    assert.notEqual(finish.detail.workspace_sha256_before, finish.detail.workspace_sha256_after);
+    assert.match(finish.detail.changes_sha256, /^[0-9a-f]{64}$/, "the change set's hash (whole-workspace hashes needed a walk)");
+    assert.equal(finish.detail.changes_committed, true);
     assert.equal(finish.detail.runtime, "runc");
     assert.equal(typeof finish.detail.peak_memory_bytes, "number");
     assert.deepEqual(byAction("file.create").map((x) => x.detail.path), ["new.txt"]);

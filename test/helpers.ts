@@ -30,7 +30,7 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "petri-test-"));
   const adminKey = `pk_test_${Math.random().toString(36).slice(2)}${Date.now().toString(36)}`;
   const config = loadConfig({ PETRI_DATA_DIR: dataDir, PETRI_ADMIN_TOKEN: adminKey, PETRI_PORT: "0", PETRI_LOG_LEVEL: "silent", PETRI_WARM_IDLE_MS: "0", PETRI_RUNTIMES: "runc", ...(TEST_DOCKER_SOCKET ? { PETRI_DOCKER_SOCKET: TEST_DOCKER_SOCKET } : {}), ...env });
-  const server = await createServer(config, { logger: pino({ level: "silent" }) });
+  const server = await createServer(config, { logger: pino({ level: env.PETRI_LOG_LEVEL === "debug" ? "error" : "silent" }) });
   await server.app.listen({ host: "127.0.0.1", port: 0 });
   const addr = server.app.server.address();
   const url = `http://127.0.0.1:${typeof addr === "object" && addr ? addr.port : 0}`;

@@ -8,6 +8,21 @@ import { startTestServer, createSandbox, putFile, exec, containersOf, whileHealt
  * Hostile suite, workspace part (issue 9 findings 3, 4 and 10; issue 11 item 6): a tenant's code
  * shapes the workspace to escape the quota, break deletion or stall the server.
  */
+/** A chain of `depth` directories named "d" below `root`, made by chdir (paths get too long). */
+function deepChain(root: string, depth: number): void {
+  const start = process.cwd();
+  try {
+    process.chdir(root);
+    for (let i = 0; i < depth; i++) {
+      fs.mkdirSync("d");
+      process.chdir("d");
+    }
+    fs.writeFileSync("leaf", "x");
+  } finally {
+    process.chdir(start);
+  }
+}
+
 describe("hostile workspaces", () => {
   let t: TestServer;
   let names: string[];
@@ -24,27 +39,27 @@ describe("hostile workspaces", () => {
   const wsDir = (sb: string) => path.join(t.dataDir, "workspaces", sb);
 
   for (const rt of ["runc", "crun", "runsc", "bwrap"]) {
-    it(`${rt}: 5 MiB at depth 70 count against a 1 MB quota, and are listed (were: uncounted, unlisted)`, async (ctx) => {
+    it(`${rt}: 5 MiB written at depth 70 under a 1 MB quota: stopped while writing, nothing lands, all reported (were: uncounted, unlisted)`, async (ctx) => {
       if (!names.includes(rt)) return ctx.skip(`${rt} not available on this host`);
       const sb = await createSandbox(t, { language: "python", runtime: rt, limits: { workspace_mb: 1 } });
       try {
+        await putFile(t, sb, "before.txt", "kept");
         const r = await exec(t, sb, {
           // Each file stays under the file-size limit; together they pass the quota.
-          code: "import os\np = '/'.join(['d'] * 70)\nos.makedirs(p)\nfor i in range(5):\n    open(f'{p}/part{i}.bin', 'wb').write(b'x' * (1 << 20))\nprint('wrote')\n",
+          code: "import os\np = '/'.join(['d'] * 70)\nos.makedirs(p)\ntry:\n    for i in range(5):\n        open(f'{p}/part{i}.bin', 'wb').write(b'x' * (1 << 20))\nexcept OSError as e:\n    print('stopped', e.errno)\n",
         });
         assert.equal(r.status, 200, r.text);
         assert.equal(r.json.workspace_quota_exceeded, true, r.text);
         assert.equal(r.json.error?.code, "WORKSPACE_QUOTA_EXCEEDED");
-        assert.ok(r.json.workspace_bytes > 1 << 20, `workspace_bytes ${r.json.workspace_bytes}`);
+        assert.match(r.json.stdout, /^stopped 28\n/, "the kernel refused the writes past the allowance (ENOSPC)");
+        assert.equal(r.json.committed, false, "over the quota: nothing of the run is committed");
         const deep = `${Array(70).fill("d").join("/")}/part0.bin`;
+        assert.ok(r.json.files.created.includes(deep), "the change set still reports what the run wrote, at depth 70");
+        assert.equal(fs.existsSync(path.join(wsDir(sb), "d")), false, "nothing beyond the quota landed");
+        assert.equal(r.json.workspace_bytes, 4);
         const l = await t.api("GET", `/v1/sandboxes/${sb}/files?hashes=false`);
         assert.equal(l.json.complete, true);
-        assert.equal(l.json.files.find((f: { path: string }) => f.path === deep)?.size, 1 << 20, "the deep file is listed with its size");
-        const listed = l.json.files.reduce((n: number, f: { type: string; size: number }) => n + (f.type === "file" ? f.size : 0), 0);
-        assert.equal(listed, r.json.workspace_bytes, "the listing accounts for every byte the quota counted");
-        const up = await putFile(t, sb, "more.txt", "x");
-        assert.equal(up.status, 413, up.text);
-        assert.equal(up.json.error.code, "WORKSPACE_QUOTA_EXCEEDED");
+        assert.deepEqual(l.json.files.map((f: { path: string }) => f.path), ["before.txt"]);
       } finally {
         await t.api("DELETE", `/v1/sandboxes/${sb}`);
       }
@@ -78,16 +93,22 @@ describe("hostile workspaces", () => {
     assert.equal((await t.api("GET", `/v1/sandboxes/${sb}`)).status, 404);
   });
 
-  it("a 30,000-level directory chain: DELETE of the directory and of the sandbox both finish (was: 500, workspace orphaned)", async () => {
+  it("a 30,000-level directory chain: a run's is refused with a clear error, and one on disk deletes (was: 500, workspace orphaned)", async () => {
     const sb = await createSandbox(t, { language: "python", limits: { timeout_ms: 300000 } });
     const chain = "import os\nfor i in range(30000):\n    os.mkdir('d')\n    os.chdir('d')\nopen('leaf', 'w').write('x')\nprint('made')\n";
-    let r = await exec(t, sb, { code: chain, timeout_ms: 300000 });
+    // A run's changes are read from its overlay by path: deeper than PATH_MAX they cannot be
+    // read, so they are not committed (and the run says so), instead of half-landing.
+    const r = await exec(t, sb, { code: chain, timeout_ms: 300000 });
     assert.match(r.json.stdout, /made/, r.text);
+    assert.equal(r.json.committed, false, r.text);
+    assert.equal(r.json.error?.code, "CHANGES_NOT_COMMITTED");
+    assert.deepEqual(fs.readdirSync(wsDir(sb)), []);
+    // Such a chain on disk (a workspace from before, or the host's doing) still deletes, both ways.
+    deepChain(wsDir(sb), 30000);
     const del = await t.api("DELETE", `/v1/sandboxes/${sb}/files/d?recursive=true`);
     assert.equal(del.status, 204, del.text);
     assert.deepEqual(fs.readdirSync(wsDir(sb)), []);
-    r = await exec(t, sb, { code: chain, timeout_ms: 300000 });
-    assert.match(r.json.stdout, /made/, r.text);
+    deepChain(wsDir(sb), 30000);
     const gone = await t.api("DELETE", `/v1/sandboxes/${sb}`);
     assert.equal(gone.status, 204, gone.text);
     assert.equal(fs.existsSync(wsDir(sb)), false, "the workspace is gone from disk");

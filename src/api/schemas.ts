@@ -104,7 +104,28 @@ export const ExecBody = Type.Object({
   tty: Type.Optional(Type.Boolean({ description: "Run on a pseudo-terminal (stdout and stderr arrive merged on stdout)" })),
   dependencies: Type.Optional(Dependencies),
   auto_detect_dependencies: Type.Optional(AutoDetect),
+  commit: Type.Optional(Type.Union([Type.Literal("always"), Type.Literal("on_success"), Type.Literal("never")], {
+    description: "When the run's workspace changes are kept: always (default), on_success (exit 0), never (dry run)",
+  })),
 }, { additionalProperties: false });
+
+export const ChangeSetSchema = Type.Object({
+  id: Type.String(),
+  status: Type.String(),
+  committed: Type.Union([Type.Boolean(), Type.Null()]),
+  changes: Type.Union([Type.Array(Type.Object({
+    path: Type.String(),
+    path_b64: Type.Optional(Type.String()),
+    action: Type.String({ description: "created, modified, deleted" }),
+    type: Type.String({ description: "file, dir, symlink, other" }),
+    size: Type.Number(),
+    sha256: Type.Optional(Type.String()),
+    before_size: Type.Optional(Type.Number()),
+    before_sha256: Type.Optional(Type.String()),
+    before_type: Type.Optional(Type.String()),
+    conflict: Type.Optional(Type.Boolean()),
+  })), Type.Null()]),
+});
 
 const FileChangesSchema = Type.Object({
   created: Type.Array(Type.String()),
@@ -136,6 +157,10 @@ export const ExecResultSchema = Type.Object({
   cpu_time_ms: Type.Optional(Type.Union([Type.Number(), Type.Null()])),
   peak_memory_bytes: Type.Optional(Type.Union([Type.Number(), Type.Null()])),
   files: Type.Optional(FileChangesSchema),
+  commit: Type.Optional(Type.String({ description: "always, on_success, never" })),
+  committed: Type.Optional(Type.Boolean({ description: "whether the run's changes are now in the workspace" })),
+  not_committed_reason: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+  conflicts: Type.Optional(Type.Array(Type.String(), { description: "paths an upload changed during the run (the upload's version stays)" })),
   workspace_bytes: Type.Optional(Type.Number()),
   workspace_quota_bytes: Type.Optional(Type.Number()),
   workspace_quota_exceeded: Type.Optional(Type.Boolean()),

@@ -101,7 +101,10 @@ export async function snapshotWorkspace(root: string, opts: SnapshotOptions = {}
 export interface WorkspaceChange {
   action: "file.create" | "file.modify" | "file.delete" | "file.rename";
   path: string;
+  /** The raw name, base64, when it is not UTF-8 (`path` then shows invalid bytes as U+FFFD). */
+  path_b64?: string;
   new_path?: string;
+  new_path_b64?: string;
   type: FileState["type"];
   size?: number;
   sha256?: string;
@@ -150,20 +153,6 @@ export function diffSnapshots(before: WorkspaceSnapshot, after: WorkspaceSnapsho
   return out.sort((x, y) => (x.path < y.path ? -1 : x.path > y.path ? 1 : 0));
 }
 
-/**
- * Snapshot keys of names that are not UTF-8: this prefix, then base64 of the raw bytes (NUL never
- * occurs in a real path, so it cannot collide with a UTF-8 name). Records carry `path` for display
- * and `path_b64` with the exact bytes (src/workspaces/names.ts).
- */
-export const RAW_KEY = "\0b64:";
-
-function nameFields(key: string | undefined, field: "path" | "new_path"): Record<string, string | undefined> {
-  if (key === undefined) return {};
-  if (!key.startsWith(RAW_KEY)) return { [field]: key };
-  const b64 = key.slice(RAW_KEY.length);
-  return { [field]: Buffer.from(b64, "base64").toString("utf8"), [`${field}_b64`]: b64 };
-}
-
 /** One audit event (kind "file", OCSF 1001) per change, attributed to a run. */
 export function fileEvents(
   changes: WorkspaceChange[],
@@ -174,6 +163,9 @@ export function fileEvents(
     action: c.action,
     outcome: "success",
     ...ctx,
-    detail: { source: "workspace_diff", ...nameFields(c.path, "path"), ...nameFields(c.new_path, "new_path"), type: c.type, size: c.size, sha256: c.sha256, before_sha256: c.before_sha256 },
+    detail: {
+      source: "workspace_diff", path: c.path, new_path: c.new_path, type: c.type, size: c.size, sha256: c.sha256, before_sha256: c.before_sha256,
+      ...(c.path_b64 ? { path_b64: c.path_b64 } : {}), ...(c.new_path_b64 ? { new_path_b64: c.new_path_b64 } : {}),
+    },
   }));
 }

@@ -1,8 +1,8 @@
 import { createHash } from "node:crypto";
 import type { AuditEvent } from "../audit/types.js";
-import { diffSnapshots as contentDiff, fileEvents, RAW_KEY, type FileState, type WorkspaceSnapshot } from "../audit/workspace-diff.js";
+import { diffSnapshots as contentDiff, fileEvents, type FileState, type WorkspaceChange, type WorkspaceSnapshot } from "../audit/workspace-diff.js";
 import { canonicalJson, sha256Hex } from "../audit/canonical.js";
-import type { FileEntry } from "../workspaces/workspaces.js";
+import type { ChangeEntry } from "./overlay/changes.js";
 import type { Limits } from "../config.js";
 import type { GvisorTrace } from "../runtimes/gvisor-trace.js";
 import type { Runtime } from "../runtimes/types.js";
@@ -14,15 +14,34 @@ import { DEFAULT_CAPS, LIBRARY_PREFIXES, type TracedNet, type TraceSummary } fro
  * it did to the workspace (hashes before/after, one record per file change) and how it ended.
  * Environment values never enter a record: only names.
  */
-export function toAuditSnapshot(entries: FileEntry[]): WorkspaceSnapshot {
-  const files = new Map<string, FileState>();
+/**
+ * The audit's view of a change set: the touched entries before and after the run, keyed by path
+ * (plus the raw name in base64 after a NUL when the name is not UTF-8), so the audit's diff finds
+ * creations, modifications, deletions and renames among exactly what changed.
+ */
+export function toAuditChanges(entries: ChangeEntry[]): { changes: WorkspaceChange[]; sha256: string } {
+  const before = new Map<string, FileState>();
+  const after = new Map<string, FileState>();
   for (const e of entries) {
-    const type = e.type === "directory" ? "dir" : e.type;
-    // Keyed exactly: two names that differ only in bytes that are not UTF-8 stay two files.
-    files.set(e.path_b64 === undefined ? e.path : `${RAW_KEY}${e.path_b64}`, { type, size: e.type === "directory" ? 0 : e.size, ...(e.sha256 ? { sha256: e.sha256 } : {}) });
+    const key = e.path_b64 ? `${e.path}\0${e.path_b64}` : e.path;
+    const t = (x: string) => (x === "dir" ? "dir" : x) as FileState["type"];
+    if (e.action !== "created" || e.before_type) {
+      before.set(key, { type: t(e.before_type ?? e.type), size: e.before_size ?? e.size, ...(e.before_sha256 ? { sha256: e.before_sha256 } : {}) });
+    }
+    if (e.action !== "deleted") after.set(key, { type: t(e.type), size: e.size, ...(e.sha256 ? { sha256: e.sha256 } : {}) });
   }
-  const list = [...files.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return { files, truncated: false, sha256: sha256Hex(canonicalJson(list)) };
+  const snap = (files: Map<string, FileState>): WorkspaceSnapshot => ({ files, truncated: false, sha256: "" });
+  const changes = contentDiff(snap(before), snap(after)).map((c) => {
+    const [p, b64] = c.path.split("\0");
+    const out: WorkspaceChange = { ...c, path: p, ...(b64 ? { path_b64: b64 } : {}) };
+    if (c.new_path) {
+      const [np, nb64] = c.new_path.split("\0");
+      out.new_path = np;
+      if (nb64) out.new_path_b64 = nb64;
+    }
+    return out;
+  });
+  return { changes, sha256: sha256Hex(canonicalJson(entries.map((e) => [e.path, e.path_b64 ?? null, e.action, e.type, e.size, e.sha256 ?? null, e.before_sha256 ?? null]))) };
 }
 
 const sha = (b: Buffer | string) => createHash("sha256").update(b).digest("hex");
@@ -80,14 +99,14 @@ export function runAuditLevel(runtimeName: string, runtime: Runtime, tracer?: Tr
 /** What the tracer saw of a run: the host tracer's summary, or gVisor's strace. */
 export type RunTrace = { summary: TraceSummary | null; complete: boolean; reason: string | null } | { gvisor: GvisorTrace };
 
-export function runStartEvent(c: RunAuditContext, before: WorkspaceSnapshot): AuditEvent {
+export function runStartEvent(c: RunAuditContext): AuditEvent {
   return {
     kind: "exec", action: "exec.start", outcome: "success",
     tenant_id: c.tenant_id, key_id: c.key_id, sandbox_id: c.sandbox_id, exec_id: c.exec_id,
     detail: {
       language: c.language, runtime: c.runtime, image: c.image, argv: clip(c.argv), entry: c.entry,
       code_sha256: c.code !== undefined ? sha(c.code) : c.entrySha256 ?? null,
-      env_names: c.envNames, limits: c.limits, workspace_sha256_before: before.sha256,
+      env_names: c.envNames, limits: c.limits,
       audit_level: c.auditLevel.level, audit_level_reason: c.auditLevel.reason, audit_fail_mode: c.auditFailMode ?? null,
     },
   };
@@ -126,8 +145,9 @@ export function runOutcome(o: RunOutcome): { outcome: "success" | "failure"; cod
   return { outcome: "success", code: null, reason: null };
 }
 
-export function runFinishEvents(c: RunAuditContext, before: WorkspaceSnapshot, after: WorkspaceSnapshot, o: RunOutcome, trace?: RunTrace): AuditEvent[] {
-  const changes = contentDiff(before, after);
+/** `committed`: whether the run's changes were applied to the workspace (commit mode, quota, failure). */
+export function runFinishEvents(c: RunAuditContext, cs: { entries: ChangeEntry[]; committed: boolean }, o: RunOutcome, trace?: RunTrace): AuditEvent[] {
+  const { changes, sha256: changesSha } = toAuditChanges(cs.entries);
   const ctx = { tenant_id: c.tenant_id, key_id: c.key_id, sandbox_id: c.sandbox_id, exec_id: c.exec_id };
   const result = runOutcome(o);
   const traced = trace && "gvisor" in trace ? { summary: gvisorSummary(trace.gvisor), complete: !trace.gvisor.truncated, reason: trace.gvisor.truncated ? "gVisor's trace held more distinct entries than are kept" : null } : trace;
@@ -148,7 +168,7 @@ export function runFinishEvents(c: RunAuditContext, before: WorkspaceSnapshot, a
       duration_ms: o.duration_ms, cpu_time_ms: o.cpu_time_ms, peak_memory_bytes: o.peak_memory_bytes,
       stdout_sha256: sha(o.stdout), stdout_bytes: o.stdout.length, stdout_truncated: o.stdout_truncated,
       stderr_sha256: sha(o.stderr), stderr_bytes: o.stderr.length, stderr_truncated: o.stderr_truncated,
-      workspace_sha256_before: before.sha256, workspace_sha256_after: after.sha256,
+      changes_sha256: changesSha, changes_committed: cs.committed,
       files_changed: changes.length,
       reason: result.reason,
       audit_level: level.level, audit_level_reason: level.reason ?? traced?.reason ?? null, audit_fail_mode: c.auditFailMode ?? null,
@@ -159,7 +179,10 @@ export function runFinishEvents(c: RunAuditContext, before: WorkspaceSnapshot, a
       } : null,
     },
   };
-  return [finish, ...fileEvents(changes, ctx), ...(s ? traceEvents(s, ctx) : [])];
+  const files = fileEvents(changes, ctx);
+  // A change set that was not committed is still recorded: what the run did, marked as not kept.
+  if (!cs.committed) for (const f of files) f.detail = { ...f.detail, committed: false };
+  return [finish, ...files, ...(s ? traceEvents(s, ctx) : [])];
 }
 
 // Errors that mean the sandbox's policy stopped the attempt (no network, seccomp), not the peer.

@@ -16,11 +16,13 @@ import type { TracerService } from "../tracing/tracer.js";
 import { RunHandle } from "./handle.js";
 import { planRun, type RunPlan } from "./plan.js";
 import { RunRecorder, buildResult, startFailure } from "./recorder.js";
-import { WorkspaceCapture, type CapturedChanges } from "./capture.js";
+import { CacheBook, NO_CHANGES, sha256OfFd, type CapturedChanges, type RunWorkspace } from "./capture.js";
+import { LABEL_VIEW, ViewPool } from "./views.js";
 import type { ExecRequest, ExecResult } from "./types.js";
 import type { PreparedDeps } from "../deps/service.js";
 import { layerEnv, prepareAgentFiles, prepareDisplayDirs } from "./agent-files.js";
 import { BlockedHosts, agentFields } from "./agent-result.js";
+import type { ChangeEntry } from "./overlay/changes.js";
 
 export type { ExecRequest, ExecResult, ExecStatus } from "./types.js";
 export { RunHandle, type ExecEvents } from "./handle.js";
@@ -75,10 +77,40 @@ interface ActiveRun {
  */
 export class ExecService {
   private readonly running = new Map<string, RunHandle>();
+  /** Every run's whole course, past its result too (its view is unmounted after the result). */
+  private readonly executing = new Map<Promise<void>, string>();
   private readonly recorder: RunRecorder;
+  /** Per sandbox: the last run's turn (runs of one sandbox take turns). */
+  private readonly turns = new Map<string, Promise<void>>();
+  private readonly caches: CacheBook;
+  private readonly views: ViewPool;
 
   constructor(private readonly d: ExecDeps) {
     this.recorder = new RunRecorder({ db: d.db, audit: d.audit, log: d.log });
+    this.caches = new CacheBook();
+    this.views = new ViewPool({
+      root: ExecService.viewRoot(d.config), workspaces: d.workspaces, cacheDirFor: (id) => d.sandboxes.cacheDirFor(id),
+      uid: d.config.sandboxUid, gid: d.config.sandboxGid, idleMs: d.config.warmIdleMs, log: d.log,
+      labels: { "io.jhansi.petri.instance": d.instanceId },
+    });
+  }
+
+  /**
+   * Picks how runs' writes are bounded (PETRI_RUN_SCRATCH; loop devices, else tmpfs) and says so
+   * in the log: once, at start, before any run.
+   */
+  async probeScratch(): Promise<void> {
+    const r = await this.views.probe(this.d.config.runScratch);
+    if (r.kind === "loop") this.d.log.info({ scratch: "loop" }, "runs write into loop-mounted ext4 scratches of their quota's size (kernel-enforced quota)");
+    else {
+      this.d.log.warn({ scratch: "tmpfs", reason: r.reason },
+        "runs write into a tmpfs of their quota's size: the quota is still enforced by the kernel, but what a run writes also counts against its memory limit (loop devices would avoid that; see docs/workspace-changes.md)");
+    }
+  }
+
+  /** Where runs' workspace views are mounted (overlay/view.ts). */
+  static viewRoot(config: Readonly<Config>): string {
+    return path.join(config.dataDir, "views");
   }
 
   /** Per sandbox, so the mounts (and a pre-started container's shape) stay the same from run to run. */
@@ -133,6 +165,8 @@ export class ExecService {
       ...plan.spec,
       stdinStream: opts.interactiveStdin ? handle.stdinIterator() : undefined,
       signal: handle.abort.signal,
+      // Each run has its own workspace view: the next run's unit is pre-started on the next view.
+      prestart: false,
       onStdout: (b) => handle.emit("stdout", b),
       onStderr: (b) => handle.emit("stderr", b),
     };
@@ -150,7 +184,8 @@ export class ExecService {
       },
     };
     // Nothing a run does may become an unhandled rejection: an unexpected throw fails this run.
-    this.execute(run).catch((e: unknown) => this.failUnexpectedly(run, e));
+    const p = this.execute(run).catch((e: unknown) => this.failUnexpectedly(run, e)).finally(() => this.executing.delete(p));
+    this.executing.set(p, sandbox.id);
     return handle;
   }
 
@@ -175,52 +210,107 @@ export class ExecService {
     fs.mkdirSync(snippetDir, { recursive: true, mode: 0o755 });
   }
 
-  private async execute(run: ActiveRun): Promise<void> {
-    const { handle, plan, spec, sandbox } = run;
-    const quotaBytes = plan.limits.workspace_mb * 1024 * 1024;
-    if (plan.snippet) {
-      fs.mkdirSync(run.snippetRunDir, { mode: 0o755 });
-      fs.writeFileSync(path.join(run.snippetRunDir, plan.snippet.filename), plan.snippet.code, { mode: 0o644 });
+  /** Runs of one sandbox take turns (README: consistency): each sees the commits of those before it. */
+  private async takeTurn(sandboxId: string, handle: RunHandle): Promise<(() => void) | null> {
+    const prev = this.turns.get(sandboxId) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((r) => (release = r));
+    const chain = prev.then(() => mine);
+    this.turns.set(sandboxId, chain);
+    void chain.then(() => { if (this.turns.get(sandboxId) === chain) this.turns.delete(sandboxId); });
+    const aborted = new Promise<void>((r) => handle.abort.signal.addEventListener("abort", () => r(), { once: true }));
+    await Promise.race([prev, aborted]);
+    if (handle.abort.signal.aborted) {
+      // Cancelled while waiting: give the turn on once the runs before have had theirs.
+      void prev.then(release);
+      return null;
     }
-    run.agent.displayRunDir = prepareDisplayDirs(this.displayDirFor(sandbox.id), handle.id, this.d.config.sandboxUid, this.d.config.sandboxGid);
-    const capture = await WorkspaceCapture.begin(this.d.workspaces, sandbox.id, { quotaBytes, audit: this.recorder.auditing });
-    if (plan.entry !== "<snippet>") run.auditCtx.entrySha256 = capture.sha256Before(plan.entry);
-    this.recorder.started(run.auditCtx, capture.auditBefore);
-    capture.watchQuota(() => handle.cancel("quota"));
+    return release;
+  }
 
-    let raw: RunResult | null = null;
-    let error: ExecResult["error"] = null;
-    let broker: BrokerSession | null = null;
-    // runc and crun run Docker's image layers; bwrap and the direct OCI runtimes the root filesystem.
-    const via = sandbox.runtime === "runc" || sandbox.runtime === "crun" ? "layers" as const : "rootfs" as const;
-    const traceSession = run.auditCtx.auditLevel.level === "ebpf" ? this.d.tracer?.begin(run.auditCtx.argv, { image: spec.image, via }) ?? null : null;
-    let tracing: Promise<RunTrace> | undefined;
+  private async execute(run: ActiveRun): Promise<void> {
+    const { handle, plan, sandbox } = run;
+    const quotaBytes = plan.limits.workspace_mb * 1024 * 1024;
+    const endTurn = await this.takeTurn(sandbox.id, handle);
+    if (!endTurn) {
+      this.finishRun(run, { raw: null, error: null, changes: { ...NO_CHANGES, usage: this.d.workspaces.usage(sandbox.id) }, broker: null, quotaBytes });
+      return;
+    }
+    let ws: RunWorkspace | null = null;
     try {
-      if (plan.egress.secrets.length || plan.egress.allowHosts.length) broker = await this.openBroker(run);
-      run.runtimeCalledAt = Date.now();
-      if (traceSession) spec.tracer = traceSession;
-      spec.auditArgv = run.auditCtx.argv;
-      raw = await run.runtime.run(spec);
-    } catch (e) {
-      this.d.log.error({ err: (e as Error)?.message ?? String(e), exec: handle.id }, "run failed to start");
-      error = startFailure(e, spec.image);
+      if (plan.snippet) {
+        fs.mkdirSync(run.snippetRunDir, { mode: 0o755 });
+        fs.writeFileSync(path.join(run.snippetRunDir, plan.snippet.filename), plan.snippet.code, { mode: 0o644 });
+      }
+      run.agent.displayRunDir = prepareDisplayDirs(this.displayDirFor(sandbox.id), handle.id, this.d.config.sandboxUid, this.d.config.sandboxGid);
+      // /cache is bounded like the workspace: past the workspace quota it is emptied (it is only a cache).
+      this.caches.prepare(sandbox.id, this.d.sandboxes.cacheDirFor(sandbox.id), { uid: this.d.config.sandboxUid, gid: this.d.config.sandboxGid, maxBytes: quotaBytes });
+      const usageBefore = this.d.workspaces.usage(sandbox.id);
+      ws = await this.views.take(sandbox.id, quotaBytes);
+      run.spec.mounts = ws.mounts(run.spec.mounts);
+      run.spec.labels = { ...run.spec.labels, [LABEL_VIEW]: ws.view.opts.id };
+      if (plan.entry !== "<snippet>" && this.recorder.auditing) run.auditCtx.entrySha256 = this.entrySha256(sandbox.id, plan.entry);
+      this.recorder.started(run.auditCtx);
+
+      let raw: RunResult | null = null;
+      let error: ExecResult["error"] = null;
+      let broker: BrokerSession | null = null;
+      // runc and crun run Docker's image layers; bwrap and the direct OCI runtimes the root filesystem.
+      const via = sandbox.runtime === "runc" || sandbox.runtime === "crun" ? "layers" as const : "rootfs" as const;
+      const traceSession = run.auditCtx.auditLevel.level === "ebpf" ? this.d.tracer?.begin(run.auditCtx.argv, { image: run.spec.image, via }) ?? null : null;
+      let tracing: Promise<RunTrace> | undefined;
+      try {
+        if (plan.egress.secrets.length || plan.egress.allowHosts.length) broker = await this.openBroker(run);
+        run.runtimeCalledAt = Date.now();
+        if (traceSession) run.spec.tracer = traceSession;
+        run.spec.auditArgv = run.auditCtx.argv;
+        raw = await run.runtime.run(run.spec);
+      } catch (e) {
+        this.d.log.error({ err: (e as Error)?.message ?? String(e), exec: handle.id }, "run failed to start");
+        error = startFailure(e, run.spec.image);
+      } finally {
+        // The tracer's catching up (its barriers and the drain of the kernel's open counts) overlaps
+        // reading the change set: neither needs the other.
+        tracing = traceSession?.finish().catch((e: Error) => ({ summary: null, complete: false, reason: e.message }));
+        await broker?.close().catch(() => undefined);
+        handle.closeStdin();
+        this.removeRunFiles(run);
+      }
+      const ok = raw !== null && raw.exitCode === 0 && !raw.timedOut && !raw.killed && !raw.oomKilled && !error;
+      const commit = plan.commit === "always" ? raw !== null : plan.commit === "on_success" ? ok : false;
+      const whyNot = plan.commit === "never" ? "the run asked for commit: never" : raw === null ? "the run did not start" : "the run did not succeed (commit: on_success)";
+      const [changes, trace] = await Promise.all([ws.finish({ commit, whyNot, usageBefore }), tracing]);
+      this.caches.add(sandbox.id, changes.cacheDelta);
+      // The workspace's byte counter learns the commit's delta: no walk.
+      if (changes.committed) this.d.workspaces.adjustUsage(sandbox.id, changes.usage - usageBefore);
+      if (changes.tooDeep) error = { code: "CHANGES_NOT_COMMITTED", message: `${changes.notCommitted}; nothing of this run was committed` };
+      if (changes.quotaHit) {
+        error = {
+          code: "WORKSPACE_QUOTA_EXCEEDED",
+          message: changes.notCommitted && changes.committed === false && commit
+            ? `${changes.notCommitted}; they were not committed`
+            : `the run reached its write allowance (the workspace quota of ${quotaBytes} bytes plus a margin): writes beyond it failed with "no space left"`,
+        };
+      }
+      // The result does not wait for the view's unmount (the sandbox's next run does).
+      this.finishRun(run, { raw, error, changes, broker, quotaBytes, trace: trace ?? (raw?.trace ? { gvisor: raw.trace } : undefined) });
+      await ws.close();
+      ws = null;
+      // The next run of this sandbox will find its view, and perhaps a container, ready.
+      this.views.prepareNext(sandbox.id, run.runtime, run.spec, quotaBytes);
     } finally {
-      await capture.stop();
-      // The tracer's catching up (its barriers and the drain of the kernel's open counts) overlaps
-      // the workspace's after-scan: neither needs the other.
-      tracing = traceSession?.finish().catch((e: Error) => ({ summary: null, complete: false, reason: e.message }));
-      await broker?.close().catch(() => undefined);
-      handle.closeStdin();
-      this.removeRunFiles(run);
+      endTurn();
+      if (ws) await ws.close().catch((e: unknown) => this.d.log.error({ err: String(e), exec: handle.id }, "could not remove a run's workspace view"));
     }
-    const [changes, trace] = await Promise.all([capture.finish(), tracing]);
-    if (changes.quotaHit) {
-      error = {
-        code: "WORKSPACE_QUOTA_EXCEEDED",
-        message: `the run grew the workspace to ${changes.usage} bytes, beyond its quota of ${quotaBytes} bytes${handle.cancelReason === "quota" ? "; the run was stopped" : ""}`,
-      };
+  }
+
+  private entrySha256(sandboxId: string, entry: string): string | undefined {
+    try {
+      const { fd } = this.d.workspaces.openRead(sandboxId, entry);
+      return sha256OfFd(fd);
+    } catch {
+      return undefined;
     }
-    this.finishRun(run, { raw, error, changes, broker, quotaBytes, trace: trace ?? (raw?.trace ? { gvisor: raw.trace } : undefined) });
   }
 
   /** Redacts the output, builds and records the result, frees the run's slot, settles the handle. */
@@ -240,9 +330,8 @@ export class ExecService {
     const result = buildResult({
       execId: handle.id, sandboxId: sandbox.id, language: sandbox.language, runtime: sandbox.runtime, entry: plan.entry,
       raw: o.raw, cancelled: handle.cancelReason === "cancel" || handle.cancelReason === "shutdown",
-      stdout, stderr, redactions: [...redactions], files: o.changes.files, dependencies: handle.dependencies,
-      workspaceBytes: o.changes.usage, quotaBytes: o.quotaBytes, quotaHit: o.changes.quotaHit,
-      error: o.error, createdAt: run.createdAt, finishedAt: Date.now(),
+      stdout, stderr, redactions: [...redactions], changes: o.changes, commit: plan.commit, dependencies: handle.dependencies,
+      quotaBytes: o.quotaBytes, error: o.error, createdAt: run.createdAt, finishedAt: Date.now(),
     });
     Object.assign(result, agentFields({
       language: sandbox.language, raw: o.raw, error: o.error, stdout: result.stdout, stderr: result.stderr, limits: plan.limits, cancelReason: handle.cancelReason, quotaHit: o.changes.quotaHit,
@@ -251,7 +340,7 @@ export class ExecService {
       redact: o.broker ? (b) => o.broker!.redactor.redactBuffer(b).data : undefined,
     }));
     if (run.agent.displayRunDir) fs.rmSync(run.agent.displayRunDir, { recursive: true, force: true });
-    this.recorder.finished(result, { ctx: run.auditCtx, before: o.changes.auditBefore, after: o.changes.auditAfter, stdout, stderr, trace: o.trace });
+    this.recorder.finished(result, o.changes.entries, { ctx: run.auditCtx, stdout, stderr, trace: o.trace });
     try {
       this.d.onRunFinished?.({ result, timings: o.raw?.timings, runtimeCalledAt: run.runtimeCalledAt, createdAt: run.createdAt });
     } catch { /* metrics never fail a run */ }
@@ -273,11 +362,14 @@ export class ExecService {
       const result = buildResult({
         execId: handle.id, sandboxId: sandbox.id, language: sandbox.language, runtime: sandbox.runtime, entry: plan.entry,
         raw: null, cancelled: false, stdout: Buffer.alloc(0), stderr: Buffer.alloc(0), redactions: [],
-        files: { created: [], modified: [], deleted: [] }, workspaceBytes: 0, quotaBytes: plan.limits.workspace_mb * 1024 * 1024, dependencies: handle.dependencies,
-        quotaHit: false, error, createdAt: run.createdAt, finishedAt: Date.now(),
+        changes: { ...NO_CHANGES, notCommitted: "Petri failed while handling this run" }, commit: plan.commit, dependencies: handle.dependencies,
+        quotaBytes: plan.limits.workspace_mb * 1024 * 1024, error, createdAt: run.createdAt, finishedAt: Date.now(),
       });
+      // Whatever happened to the workspace, its size is measured again (in the background).
+      this.d.workspaces.bumpGeneration(sandbox.id);
+      void this.d.workspaces.reconcile(sandbox.id).catch(() => undefined);
       if (handle.result) return;
-      this.recorder.finished(result, null);
+      this.recorder.finished(result, [], null);
       this.recorder.append({
         kind: "exec", action: "exec.finish", outcome: "failure", error_code: "INTERNAL",
         tenant_id: run.auth.tenantId, key_id: run.auth.keyId, sandbox_id: sandbox.id, exec_id: handle.id,
@@ -382,15 +474,30 @@ export class ExecService {
     for (const h of hs) h.cancel("cancel");
     await Promise.all(hs.map((h) => h.done));
     fs.rmSync(this.displayDirFor(sandboxId), { recursive: true, force: true });
+    // Their views are unmounted after their results: wait for that too.
+    await Promise.all([...this.executing].filter(([, sb]) => sb === sandboxId).map(([p]) => p));
     for (const rt of this.d.runtimes.values()) {
       await rt.reap({ "io.jhansi.petri.instance": this.d.instanceId, "io.jhansi.petri.sandbox": sandboxId }).catch(() => 0);
     }
+    await this.views.forget(sandboxId);
+    this.caches.forget(sandboxId);
+  }
+
+  /** A run's change set: every entry it created, modified or deleted, with sizes and hashes. */
+  changes(auth: AuthContext, sandboxId: string, execId: string): { id: string; status: string; committed: boolean | null; changes: ChangeEntry[] | null } {
+    const row = this.d.db.prepare("SELECT status, result_json, changes_json FROM execs WHERE id = ? AND sandbox_id = ? AND tenant_id = ?").get(execId, sandboxId, auth.tenantId) as
+      { status: string; result_json: string | null; changes_json: string | null } | undefined;
+    if (!row) throw new PetriError("EXEC_NOT_FOUND", `run ${execId} not found`);
+    const res = row.result_json ? (JSON.parse(row.result_json) as Partial<ExecResult>) : null;
+    return { id: execId, status: row.status, committed: res?.committed ?? null, changes: row.changes_json ? (JSON.parse(row.changes_json) as ChangeEntry[]) : null };
   }
 
   async shutdown(): Promise<void> {
     const hs = [...this.running.values()];
     for (const h of hs) h.cancel("shutdown");
     await Promise.all(hs.map((h) => h.done));
+    await Promise.all(this.executing.keys());
+    await this.views.close();
   }
 
   /** Runs left "running" by a crash are closed with a clear status, never silently dropped. */

@@ -46,13 +46,14 @@ export interface RunPlan {
   limits: Limits;
   /** Workspace path of the file run, or "<snippet>". */
   entry: string;
+  commit: "always" | "on_success" | "never";
   image: string;
   /** A snippet is written to `snippetDir/<execId>/<filename>` before the run, never put in argv. */
   snippet: { filename: string; code: string } | null;
   /** Secrets and hosts of the vault this run uses (sandbox's plus the request's). */
   egress: { secrets: string[]; allowHosts: string[] };
   /** What the DB keeps of the request (no code, no env values). */
-  requestRecord: { filename: string | null; code_bytes: number | null; args: string[]; env_names: string[]; limits: Limits; tty?: boolean };
+  requestRecord: { filename: string | null; code_bytes: number | null; args: string[]; env_names: string[]; limits: Limits; tty?: boolean; commit: string };
   /** The run as the runtime receives it, less the per-run callbacks the orchestrator adds. */
   spec: Omit<RunSpec, "signal" | "onStdout" | "onStderr" | "stdinStream">;
 }
@@ -70,6 +71,10 @@ export function planRun(p: PlanInput): RunPlan {
   const limits = resolveLimits(sandbox.limits, config.maxLimits, { ...(req.limits ?? {}), ...(req.timeout_ms !== undefined ? { timeout_ms: req.timeout_ms } : {}) });
   for (const k of Object.keys(req.env ?? {})) {
     if (!ENV_NAME.test(k)) throw new PetriError("VALIDATION_ERROR", `env name "${k}" is not a valid variable name`);
+  }
+  const commit = req.commit ?? "always";
+  if (!["always", "on_success", "never"].includes(commit)) {
+    throw new PetriError("VALIDATION_ERROR", 'commit must be one of "always", "on_success", "never"');
   }
   const egress = {
     secrets: [...new Set([...sandbox.secrets, ...(req.secrets ?? [])])],
@@ -108,10 +113,11 @@ export function planRun(p: PlanInput): RunPlan {
     language: lang,
     limits,
     entry,
+    commit,
     image,
     snippet,
     egress,
-    requestRecord: { filename: req.filename ?? null, code_bytes: req.code?.length ?? null, args: req.args ?? [], env_names: Object.keys(req.env ?? {}), limits, ...(req.tty ? { tty: true } : {}) },
+    requestRecord: { filename: req.filename ?? null, code_bytes: req.code?.length ?? null, args: req.args ?? [], env_names: Object.keys(req.env ?? {}), limits, ...(req.tty ? { tty: true } : {}), commit },
     spec: {
       image,
       rootfs: p.rootfs,

@@ -1,9 +1,9 @@
 import type { DB } from "../store/db.js";
 import { PetriError } from "../errors.js";
 import type { AuditEvent } from "../audit/types.js";
-import type { WorkspaceSnapshot } from "../audit/workspace-diff.js";
 import { EngineLostError, type RunResult } from "../runtimes/types.js";
-import type { FileChanges } from "../workspaces/workspaces.js";
+import type { CapturedChanges } from "./capture.js";
+import type { ChangeEntry } from "./overlay/changes.js";
 import { runFinishEvents, runStartEvent, type RunAuditContext, type RunTrace } from "./audit-events.js";
 import type { ExecResult } from "./types.js";
 
@@ -24,10 +24,9 @@ export interface ResultInput {
   stderr: Buffer;
   redactions: string[];
   dependencies: ExecResult["dependencies"];
-  files: FileChanges;
-  workspaceBytes: number;
+  changes: CapturedChanges;
+  commit: ExecResult["commit"];
   quotaBytes: number;
-  quotaHit: boolean;
   error: ExecResult["error"];
   createdAt: number;
   finishedAt: number;
@@ -38,7 +37,7 @@ export function buildResult(i: ResultInput): ExecResult {
   return {
     id: i.execId,
     sandbox_id: i.sandboxId,
-    status: raw === null ? "failed" : i.cancelled ? "cancelled" : "completed",
+    status: i.cancelled ? "cancelled" : raw === null ? "failed" : "completed",
     language: i.language,
     runtime: i.runtime,
     entry: i.entry,
@@ -55,10 +54,14 @@ export function buildResult(i: ResultInput): ExecResult {
     cancelled: i.cancelled,
     cpu_time_ms: raw?.cpuTimeMs ?? null,
     peak_memory_bytes: raw?.peakMemoryBytes ?? null,
-    files: i.files,
-    workspace_bytes: i.workspaceBytes,
+    files: i.changes.files,
+    commit: i.commit,
+    committed: i.changes.committed,
+    not_committed_reason: i.changes.committed ? null : i.changes.notCommitted,
+    conflicts: i.changes.conflicts,
+    workspace_bytes: i.changes.usage,
     workspace_quota_bytes: i.quotaBytes,
-    workspace_quota_exceeded: i.quotaHit,
+    workspace_quota_exceeded: i.changes.quotaHit,
     redactions: [...i.redactions].sort(),
     dependencies: i.dependencies,
     error: i.error,
@@ -95,23 +98,22 @@ export class RunRecorder {
       .run(r.execId, r.sandboxId, r.tenantId, JSON.stringify(r.request), r.createdAt);
   }
 
-  started(ctx: RunAuditContext, before: WorkspaceSnapshot | null): void {
-    if (before) this.append(runStartEvent(ctx, before));
+  started(ctx: RunAuditContext): void {
+    if (this.d.audit) this.append(runStartEvent(ctx));
   }
 
-  /** Stores the result; appends the finish and per-file audit events (given both snapshots). */
-  finished(result: ExecResult, audit: {
-    ctx: RunAuditContext; before: WorkspaceSnapshot | null; after: WorkspaceSnapshot | null; stdout: Buffer; stderr: Buffer; trace?: RunTrace;
-  } | null): void {
+  /** Stores the result and the change set; appends the finish and per-file audit events. */
+  finished(result: ExecResult, changes: ChangeEntry[], audit: { ctx: RunAuditContext; stdout: Buffer; stderr: Buffer; trace?: RunTrace } | null): void {
     try {
-      this.d.db.prepare("UPDATE execs SET status = ?, result_json = ?, finished_at = ? WHERE id = ?")
-        .run(result.status, JSON.stringify(result), Date.now(), result.id);
+      this.d.db.prepare("UPDATE execs SET status = ?, result_json = ?, changes_json = ?, finished_at = ? WHERE id = ?")
+        .run(result.status, JSON.stringify(result), JSON.stringify(changes), Date.now(), result.id);
     } catch (e) {
       this.d.log.error({ err: (e as Error).message, exec: result.id }, "could not record run result");
     }
-    if (!audit?.before || !audit.after) return;
+    if (!audit || !this.d.audit) return;
     try {
-      const evs = runFinishEvents(audit.ctx, audit.before, audit.after, { ...result, stdout: audit.stdout, stderr: audit.stderr }, audit.trace);
+      const cs = { entries: changes, committed: result.committed };
+      const evs = runFinishEvents(audit.ctx, cs, { ...result, stdout: audit.stdout, stderr: audit.stderr }, audit.trace);
       // One write and one sync for all of them (a traced run can have a thousand records).
       if (this.d.audit?.appendMany) this.d.audit.appendMany(evs);
       else for (const ev of evs) this.append(ev);

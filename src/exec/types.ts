@@ -23,6 +23,11 @@ export interface ExecRequest {
   auto_detect_dependencies?: boolean;
   /** Run the program on a pseudo-terminal (stdout and stderr arrive merged on stdout). */
   tty?: boolean;
+  /**
+   * When the run's workspace changes are kept: "always" (default), "on_success" (exit 0, no
+   * timeout, kill or OOM) or "never" (a dry run: the changes are reported, not kept).
+   */
+  commit?: "always" | "on_success" | "never";
 }
 
 export type ExecStatus = "running" | "completed" | "failed" | "cancelled";
@@ -48,6 +53,13 @@ export interface ExecResult {
   cpu_time_ms: number | null;
   peak_memory_bytes: number | null;
   files: FileChanges;
+  /** The commit mode the run used, and whether its changes are now in the workspace. */
+  commit: "always" | "on_success" | "never";
+  committed: boolean;
+  /** Why the changes were not kept (commit mode, quota, a failed start), or null. */
+  not_committed_reason: string | null;
+  /** Paths the run changed that an upload changed too while it ran: the upload's version stays. */
+  conflicts: string[];
   workspace_bytes: number;
   workspace_quota_bytes: number;
   workspace_quota_exceeded: boolean;

@@ -557,20 +557,30 @@ export class BwrapRuntime implements Runtime {
     st.markDone();
   }
 
+  wantsPrestartAfter(spec: RunSpec): boolean {
+    return this.pool.enabled(spec) && this.pool.gate.allowsAfter(spec);
+  }
+
+  prestart(spec: RunSpec): void {
+    if (this.pool.enabled(spec) && this.pool.gate.allows) this.pool.fill(spec, () => this.startUnit(spec));
+  }
+
   /** Keeps one pre-started sandbox of this shape ready for `idleMs`. */
   private replenish(spec: RunSpec): void {
-    this.pool.replenish(spec, () => {
-      const st = this.start(spec, true);
-      // A pre-started sandbox that dies on its own (setup failure) is simply dropped.
-      void st.exited.then(() => { if (this.pool.release(st)) void this.finish(st); }, () => undefined);
-      st.onKill = () => {
-        this.pool.release(st);
-        st.killed = true;
-        st.killTree();
-        void this.finish(st);
-      };
-      return st;
-    });
+    this.pool.replenish(spec, () => this.startUnit(spec));
+  }
+
+  private startUnit(spec: RunSpec): Started {
+    const st = this.start(spec, true);
+    // A pre-started sandbox that dies on its own (setup failure) is simply dropped.
+    void st.exited.then(() => { if (this.pool.release(st)) void this.finish(st); }, () => undefined);
+    st.onKill = () => {
+      this.pool.release(st);
+      st.killed = true;
+      st.killTree();
+      void this.finish(st);
+    };
+    return st;
   }
 
   /** The pre-started sandbox for this run, now the run's (its labels, its kill), or the reason it was passed over. */
@@ -623,7 +633,7 @@ export class BwrapRuntime implements Runtime {
       const startedAt = performance.now();
       timings.handover = startedAt - t0;
       // The next run of this shape will find a sandbox already started.
-      this.replenish(spec);
+      if (spec.prestart !== false) this.replenish(spec);
 
       timer = setTimeout(() => { timedOut = true; st.killTree(); }, spec.timeoutMs);
       if (spec.signal) {

@@ -1,6 +1,6 @@
 import { Duplex } from "node:stream";
 import Docker from "dockerode";
-import { LABEL_WARM } from "./launcher.js";
+import { LABEL_WARM, shapeKey } from "./launcher.js";
 import { UnitPool } from "./unit-pool.js";
 import { RunOutput, connectRun, endRun, readFrames } from "./run-io.js";
 import { passOverWhileImporting, unitPlan, type StatusFrame, type UnitPlan } from "./warm.js";
@@ -280,6 +280,14 @@ export class DockerRuntime implements Runtime {
     }
   }
 
+  wantsPrestartAfter(spec: RunSpec): boolean {
+    return this.pool.enabled(spec) && this.pool.gate.allowsAfter(spec);
+  }
+
+  prestart(spec: RunSpec): void {
+    if (this.pool.enabled(spec) && this.pool.gate.allows) this.pool.fill(spec, () => this.prepare(spec, true));
+  }
+
   /** Keeps one pre-started container of this shape ready, for `idleMs`. */
   private replenish(spec: RunSpec): void {
     this.pool.replenish(spec, () => this.prepare(spec, true));
@@ -324,7 +332,14 @@ export class DockerRuntime implements Runtime {
   private async runOnce(spec: RunSpec): Promise<RunResult> {
     this.watchEngine();
     const t0 = performance.now();
-    const taken = this.pool.take(spec, (u) => (u.plan ? passOverWhileImporting(u.plan, u.frame, spec) : null));
+    const passOver = (u: Prepared) => (u.plan ? passOverWhileImporting(u.plan, u.frame, spec) : null);
+    let taken = this.pool.take(spec, passOver);
+    // One being pre-started for this very shape (on the next run's workspace view) is nearer to ready than a new one.
+    const starting = taken.unit || taken.passedOver ? undefined : this.pool.preparing.get(shapeKey(spec));
+    if (starting) {
+      await starting;
+      taken = this.pool.take(spec, passOver);
+    }
     const prep = taken.unit ?? await this.prepare(spec, false);
     const { container, stream, timings } = prep;
     if (prep.warm) timings.warm = 1;
@@ -367,7 +382,7 @@ export class DockerRuntime implements Runtime {
       }
       if (prep.warm || spec.stdin !== undefined || spec.stdinStream !== undefined) void this.feedStdin(stream, spec);
       // The next run of this shape will find a container already started.
-      this.replenish(spec);
+      if (spec.prestart !== false) this.replenish(spec);
 
       let waited: { StatusCode?: number };
       try {

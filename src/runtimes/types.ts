@@ -57,6 +57,11 @@ export interface RunSpec {
    * modules' top-level packages or a `triggers` package (else the imports only cost memory).
    */
   interpreter?: InterpreterHint;
+  /**
+   * false: the runtime does not pre-start a unit of this run's shape on its own (the caller
+   * does, through Runtime.prestart, e.g. once the next run's mounts exist).
+   */
+  prestart?: boolean;
   /** Called with output as it is produced (before truncation is applied to the result). */
   onStdout?: (chunk: Buffer) => void;
   onStderr?: (chunk: Buffer) => void;
@@ -119,6 +124,17 @@ export interface RuntimeInfo {
 export interface Runtime {
   readonly name: string;
   run(spec: RunSpec): Promise<RunResult>;
+  /**
+   * Pre-starts one single-use unit of this shape (mounts, limits, labels), kept for the runtime's
+   * idle time, for the next run of that shape. A no-op when pre-starting is off or does not pay.
+   */
+  prestart?(spec: RunSpec): void;
+  /**
+   * Called once after each run whose spec said `prestart: false`: records the run for the
+   * pre-start policy (launcher.ts PrestartGate) and says whether a unit should follow it, so the
+   * caller mounts nothing for a sandbox that will get no pre-started unit.
+   */
+  wantsPrestartAfter?(spec: RunSpec): boolean;
   /** Removes everything carrying these labels (crash leftovers). Returns how many were removed. */
   reap(labels: Record<string, string>): Promise<number>;
   /** How many live units (containers/processes) carry these labels. */

@@ -96,6 +96,10 @@ const MIGRATIONS: string[] = [
   `
   ALTER TABLE sandboxes ADD COLUMN image TEXT;
   `,
+  // A run's change set (every created, modified, deleted entry with sizes and hashes).
+  `
+  ALTER TABLE execs ADD COLUMN changes_json TEXT;
+  `,
 ];
 
 /** The schema version this code writes; a store at a higher one was written by a newer Petri. */

@@ -128,12 +128,28 @@ export class WorkspaceStore {
   readonly trash: Trash;
   private readonly hashCache = new Map<string, string>();
   private readonly counters = new Map<string, UsageInfo>();
+  private readonly generations = new Map<string, number>();
 
   constructor(private readonly opts: { root: string; uid: number; gid: number }) {
     fs.mkdirSync(opts.root, { recursive: true, mode: 0o711 });
     this.stagingDir = path.join(opts.root, ".staging");
     fs.mkdirSync(this.stagingDir, { recursive: true, mode: 0o700 });
     this.trash = new Trash(opts.root);
+  }
+
+  /**
+   * Bumped by every change made to a workspace from outside a run (upload, delete, chmod, a
+   * run's commit): a run's view prepared ahead of time is usable only if nothing changed since
+   * (an overlay's lower layer must not change under it).
+   */
+  generation(sandboxId: string): number {
+    return this.generations.get(sandboxId) ?? 0;
+  }
+
+  bumpGeneration(sandboxId: string): number {
+    const g = this.generation(sandboxId) + 1;
+    this.generations.set(sandboxId, g);
+    return g;
   }
 
   dirFor(sandboxId: string): string {
@@ -156,6 +172,7 @@ export class WorkspaceStore {
    * settles when its bytes are gone. If the process dies in between, `trash.drain()` finishes.
    */
   async destroy(sandboxId: string): Promise<void> {
+    this.bumpGeneration(sandboxId);
     this.counters.delete(sandboxId);
     let job: string;
     try {
@@ -306,6 +323,7 @@ export class WorkspaceStore {
    */
   commit(sandboxId: string, files: { parts: WsPath; staged: StagedFile }[], quotaBytes: number): FileEntry[] {
     const root = this.dirFor(sandboxId);
+    this.bumpGeneration(sandboxId);
     // A later part for the same path wins; the earlier one is dropped.
     const byKey = new Map<string, { parts: WsPath; staged: StagedFile }>();
     for (const f of files) {
@@ -450,6 +468,7 @@ export class WorkspaceStore {
    * then emptied there, however deep; the promise settles when its bytes are gone.
    */
   async remove(sandboxId: string, p: PathArg, recursive: boolean): Promise<void> {
+    this.bumpGeneration(sandboxId);
     let job: string | undefined;
     await this.inParent(sandboxId, p, (dirfd, name) => {
       const st = fs.lstatSync(fdPath(dirfd, name));
@@ -468,6 +487,7 @@ export class WorkspaceStore {
 
   /** Sets a file's mode (only the executable bits are a client's choice). */
   async chmod(sandboxId: string, p: PathArg, mode: 0o755 | 0o644): Promise<void> {
+    this.bumpGeneration(sandboxId);
     await this.inParent(sandboxId, p, (dirfd, name) => {
       const fd = fs.openSync(fdPath(dirfd, name), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
       try {

@@ -106,6 +106,7 @@ ERROR_CLASSES: Dict[str, Type[PetriException]] = {
     "DIRECTORY_NOT_EMPTY": ConflictException,
     "CONFLICT": ConflictException,
     "EXEC_NOT_RUNNING": ConflictException,
+    "CHANGES_NOT_COMMITTED": ConflictException,
     "PAYLOAD_TOO_LARGE": QuotaExceededException,
     "WORKSPACE_QUOTA_EXCEEDED": QuotaExceededException,
     "QUOTA_EXCEEDED": QuotaExceededException,

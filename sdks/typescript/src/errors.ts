@@ -88,6 +88,7 @@ export const ERROR_CLASSES: Readonly<Record<string, ErrorClass>> = Object.freeze
   DIRECTORY_NOT_EMPTY: ConflictError,
   CONFLICT: ConflictError,
   EXEC_NOT_RUNNING: ConflictError,
+  CHANGES_NOT_COMMITTED: ConflictError,
   PAYLOAD_TOO_LARGE: QuotaExceededError,
   WORKSPACE_QUOTA_EXCEEDED: QuotaExceededError,
   QUOTA_EXCEEDED: QuotaExceededError,

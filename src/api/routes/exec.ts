@@ -4,7 +4,7 @@ import { Type, type Static } from "@sinclair/typebox";
 import type { Config } from "../../config.js";
 import type { AppDeps } from "../app.js";
 import { PetriError } from "../../errors.js";
-import { ExecBody, ExecResultSchema, SandboxParams, errorResponses } from "../schemas.js";
+import { ChangeSetSchema, ExecBody, ExecResultSchema, SandboxParams, errorResponses } from "../schemas.js";
 
 const ExecParams = Type.Object({ id: Type.String({ maxLength: 64 }), execId: Type.String({ maxLength: 64 }) });
 
@@ -80,6 +80,18 @@ export async function execRoutes(app: FastifyInstance, _config: Readonly<Config>
   }, async (req) => {
     const sb = sandboxes.get(req.auth, req.params.id);
     return exec.get(req.auth, sb.id, req.params.execId);
+  });
+
+  app.get<{ Params: Static<typeof ExecParams> }>("/v1/sandboxes/:id/exec/:execId/changes", {
+    schema: {
+      summary: "A run's change set: every entry it created, modified or deleted, with sizes and SHA-256 hashes",
+      description: "`changes` is null while the run is in progress. `path` shows bytes that are not UTF-8 as U+FFFD; `path_b64` then carries the exact name. `conflict: true` marks a change not applied because an upload changed the same path during the run.",
+      params: ExecParams,
+      response: { 200: ChangeSetSchema, ...errorResponses(401, 404) },
+    },
+  }, async (req) => {
+    const sb = sandboxes.get(req.auth, req.params.id);
+    return exec.changes(req.auth, sb.id, req.params.execId);
   });
 
   app.post<{ Params: Static<typeof ExecParams>; Body: { data?: string; close?: boolean } }>("/v1/sandboxes/:id/exec/:execId/stdin", {

@@ -1,0 +1,253 @@
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { isMounted, mountsUnder, overlayArgs, sh, unmount } from "./mounts.js";
+import { removeTree } from "./changes.js";
+
+/**
+ * A run's view of its sandbox: the workspace and /cache, each an overlay whose lower layer is
+ * the real directory and whose upper layer takes every write the run makes. Both upper layers
+ * live on one small ext4 filesystem of exactly the run's write allowance (a sparse image,
+ * loop-mounted: a "scratch"), so the quota is enforced by the kernel while the run writes: past
+ * it, writes fail with ENOSPC and nothing more lands. Why not a tmpfs: its pages are shmem
+ * charged to the writing run's memory cgroup (a 400 MB file in a 512 MB run would be OOM-killed)
+ * and live in RAM until committed; the ext4 image costs page cache only, reclaimable, on disk.
+ *
+ * After the run the upper layers ARE the change set (changes.ts reads them); the view is then
+ * committed or dropped, and closed: its overlays unmounted and its scratch emptied (O(changed
+ * files)) and kept for another run of the same allowance, so formatting and loop-mounting an
+ * image (tens of ms) is paid rarely, not per run.
+ *
+ *   <root>/scratch/<sid>/img   sparse image          <root>/<view id>/ws      workspace overlay
+ *   <root>/scratch/<sid>/fs/   its ext4: ws/{upper,work}, cache/{upper,work}, .reserve
+ *   <root>/<view id>/cache     cache overlay
+ */
+export interface ViewOptions {
+  /** Where views live (a folder of the data directory, searchable by the sandbox uid). */
+  root: string;
+  id: string;
+  lowerWorkspace: string;
+  lowerCache: string;
+  /** What the run may write, bytes (4 KiB blocks: a small file costs a block). */
+  limitBytes: number;
+  uid: number;
+  gid: number;
+}
+
+const BLOCK = 4096;
+const LAYERS = ["ws", "cache"] as const;
+
+/**
+ * `loop`: a loop-mounted ext4 image (on disk, page cache only). `tmpfs`: the fallback where loop
+ * devices do not work (some containers, hosts without the loop module): still a filesystem of
+ * exactly the allowance, so the kernel still enforces the quota, but its pages are shmem charged
+ * to the writing run's memory cgroup: a run can then write at most min(quota, memory limit).
+ */
+export type ScratchKind = "loop" | "tmpfs";
+
+/** One scratch filesystem of a fixed allowance, reusable once emptied. */
+export class Scratch {
+  private constructor(readonly dir: string, readonly limit: number) {}
+
+  get fs(): string { return path.join(this.dir, "fs"); }
+
+  /**
+   * Which kind works here: `loop` when a 1 MiB loop scratch can be made and mounted, else
+   * `tmpfs` (with the reason loop failed). Throws when neither works (no run could be bounded).
+   */
+  static async probe(root: string, owner: { uid: number; gid: number }, want: "auto" | ScratchKind): Promise<{ kind: ScratchKind; reason: string | null }> {
+    let reason: string | null = null;
+    for (const kind of want === "auto" ? (["loop", "tmpfs"] as const) : [want]) {
+      try {
+        const s = await Scratch.create(root, 1024 * 1024, owner, kind);
+        await s.destroy();
+        return { kind, reason };
+      } catch (e) {
+        reason = `${kind} scratch failed: ${String((e as Error).message ?? e).replace(/\s+/g, " ").slice(0, 300)}`;
+      }
+    }
+    throw new Error(`no run scratch filesystem can be mounted here (${reason}); runs' writes could not be bounded`);
+  }
+
+  static async create(root: string, limitBytes: number, owner: { uid: number; gid: number }, kind: ScratchKind = "loop"): Promise<Scratch> {
+    const limit = Math.max(BLOCK, Math.ceil(limitBytes / BLOCK) * BLOCK);
+    // The views' root must stay searchable by the sandbox uid (bwrap binds as that uid).
+    fs.mkdirSync(root, { recursive: true, mode: 0o711 });
+    fs.mkdirSync(path.join(root, "scratch"), { recursive: true, mode: 0o700 });
+    const dir = path.join(root, "scratch", randomBytes(8).toString("hex"));
+    fs.mkdirSync(dir, { mode: 0o700 });
+    const s = new Scratch(dir, limit);
+    if (kind === "tmpfs") {
+      try {
+        fs.mkdirSync(s.fs, { mode: 0o700 });
+        // One inode per block, as the ext4 scratch has.
+        await sh("mount", ["-t", "tmpfs", "-o", `size=${limit},nr_inodes=${Math.max(1024, limit / BLOCK)},mode=0700,nosuid,nodev`, "petri-scratch", s.fs]);
+        s.reset(owner);
+        return s;
+      } catch (e) {
+        await s.destroy().catch(() => undefined);
+        throw e;
+      }
+    }
+    try {
+      // One inode per block (a file needs a block anyway) at 256 bytes each, plus metadata slack;
+      // the .reserve file then takes whatever is free beyond the allowance.
+      const size = Math.ceil((limit + limit / 16 + 8 * 1024 * 1024) / BLOCK) * BLOCK;
+      const img = path.join(dir, "img");
+      fs.writeFileSync(img, "", { mode: 0o600 });
+      fs.truncateSync(img, size);
+      fs.mkdirSync(s.fs, { mode: 0o700 });
+      await sh("sh", ["-ec", `mkfs.ext4 -q -F -b ${BLOCK} -i ${BLOCK} -I 256 -m 0 -O ^has_journal,^resize_inode -E lazy_itable_init=1,nodiscard,root_owner=0:0 "$1"; mount -o loop,noatime,nosuid,nodev "$1" "$2"`, "petri-scratch", img, s.fs]);
+      s.reset(owner);
+      const st = fs.statfsSync(s.fs);
+      const spare = Math.floor((st.bavail * st.bsize - limit) / BLOCK) * BLOCK;
+      if (spare > 0) await sh("fallocate", ["-l", String(spare), path.join(s.fs, ".reserve")]);
+      return s;
+    } catch (e) {
+      await s.destroy().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** Empty upper and work directories, the upper roots looking like the workspace root to a run. */
+  reset(owner: { uid: number; gid: number }): void {
+    for (const name of LAYERS) {
+      const layer = path.join(this.fs, name);
+      if (fs.existsSync(layer)) removeTree(Buffer.from(layer));
+      fs.mkdirSync(layer, { mode: 0o700 });
+      fs.mkdirSync(path.join(layer, "work"), { mode: 0o700 });
+      const upper = path.join(layer, "upper");
+      fs.mkdirSync(upper, { mode: 0o755 });
+      fs.chownSync(upper, owner.uid, owner.gid);
+      fs.chmodSync(upper, 0o755);
+    }
+  }
+
+  freeBytes(): number {
+    const st = fs.statfsSync(this.fs);
+    return st.bavail * st.bsize;
+  }
+
+  async destroy(): Promise<void> {
+    for (let i = 0; i < 5 && isMounted(this.fs); i++) await unmount(this.fs);
+    if (mountsUnder(this.dir).length) throw new Error(`cannot remove ${this.dir}: still mounted`);
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Emptied scratches by allowance, for the next views (a few per size, for a while). */
+export class ScratchPool {
+  private readonly idle = new Map<number, { s: Scratch; timer: NodeJS.Timeout }[]>();
+  private closed = false;
+
+  /** Set from the start-up probe (Scratch.probe); loop until then. */
+  kind: ScratchKind = "loop";
+
+  constructor(private readonly root: string, private readonly opts: { keep: number; idleMs: number }) {}
+
+  async take(limitBytes: number, owner: { uid: number; gid: number }): Promise<Scratch> {
+    const limit = Math.max(BLOCK, Math.ceil(limitBytes / BLOCK) * BLOCK);
+    const list = this.idle.get(limit);
+    const got = list?.pop();
+    if (got) {
+      clearTimeout(got.timer);
+      return got.s;
+    }
+    return Scratch.create(this.root, limit, owner, this.kind);
+  }
+
+  /** Takes back a scratch whose layers are unmounted; empties it, or destroys it if unsure. */
+  async give(s: Scratch, owner: { uid: number; gid: number }): Promise<void> {
+    const list = this.idle.get(s.limit) ?? [];
+    try {
+      if (this.closed || list.length >= this.opts.keep) throw new Error("not kept");
+      s.reset(owner);
+      // Back to the full allowance (a leftover would shrink the next run's): else not reusable.
+      if (s.freeBytes() < s.limit) throw new Error("not empty");
+    } catch {
+      await s.destroy();
+      return;
+    }
+    const timer = setTimeout(() => {
+      const l = this.idle.get(s.limit);
+      const i = l?.findIndex((x) => x.s === s) ?? -1;
+      if (i >= 0) l!.splice(i, 1);
+      void s.destroy().catch(() => undefined);
+    }, this.opts.idleMs);
+    timer.unref();
+    list.push({ s, timer });
+    this.idle.set(s.limit, list);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const all = [...this.idle.values()].flat();
+    this.idle.clear();
+    for (const x of all) {
+      clearTimeout(x.timer);
+      await x.s.destroy().catch(() => undefined);
+    }
+  }
+}
+
+export class WorkspaceView {
+  /** When the overlays were mounted: a lower entry changed after this was changed by someone else. */
+  readonly mountedAtMs: number;
+  private closed = false;
+
+  private constructor(readonly dir: string, readonly opts: ViewOptions, readonly scratch: Scratch, mountedAtMs: number) {
+    this.mountedAtMs = mountedAtMs;
+  }
+
+  get workspace(): string { return path.join(this.dir, "ws"); }
+  get cache(): string { return path.join(this.dir, "cache"); }
+  get workspaceUpper(): string { return path.join(this.scratch.fs, "ws", "upper"); }
+  get cacheUpper(): string { return path.join(this.scratch.fs, "cache", "upper"); }
+
+  static async open(o: ViewOptions, pool: ScratchPool): Promise<WorkspaceView> {
+    const scratch = await pool.take(o.limitBytes, o);
+    const dir = path.join(o.root, o.id);
+    try {
+      fs.mkdirSync(dir, { mode: 0o711 });
+      for (const name of LAYERS) fs.mkdirSync(path.join(dir, name), { mode: 0o755 });
+      const t = Date.now();
+      const lowers = { ws: o.lowerWorkspace, cache: o.lowerCache };
+      const cmds = LAYERS.map((name) => overlayArgs({
+        lower: lowers[name], upper: path.join(scratch.fs, name, "upper"), work: path.join(scratch.fs, name, "work"), target: path.join(dir, name),
+      }));
+      // Both overlays in one process: a spawn costs more than a mount.
+      await sh("sh", ["-ec", 'mount "$1" "$2" "$3" "$4" "$5" "$6"; shift 6; mount "$@"', "petri-view", ...cmds[0], ...cmds[1]]);
+      return new WorkspaceView(dir, o, scratch, t);
+    } catch (e) {
+      for (const name of LAYERS) if (isMounted(path.join(dir, name))) await unmount(path.join(dir, name)).catch(() => undefined);
+      if (mountsUnder(dir).length === 0) fs.rmSync(dir, { recursive: true, force: true });
+      await scratch.destroy().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** Bytes the run could still write. */
+  freeBytes(): number {
+    return this.scratch.freeBytes();
+  }
+
+  /** Unmounts the overlays and gives the scratch back. Safe to call twice. */
+  async close(pool: ScratchPool): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const targets = LAYERS.map((n) => path.join(this.dir, n)).filter((p) => isMounted(p));
+    if (targets.length) {
+      try {
+        await sh("umount", targets);
+      } catch {
+        for (const p of targets) if (isMounted(p)) await unmount(p);
+      }
+    }
+    // Never remove through a mount: through the workspace overlay that would delete the workspace.
+    const left = mountsUnder(this.dir);
+    if (left.length) throw new Error(`cannot remove ${this.dir}: still mounted: ${left.join(", ")}`);
+    fs.rmSync(this.dir, { recursive: true, force: true });
+    // Emptied and kept, or destroyed when it does not come back to its full allowance.
+    await pool.give(this.scratch, this.opts);
+  }
+}
