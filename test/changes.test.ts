@@ -138,7 +138,7 @@ for (const warm of ["0", "60000"]) {
         assert.equal(fs.readFileSync(path.join(ws, "mod.txt"), "utf8"), "before and after");
         assert.equal(fs.readFileSync(Buffer.concat([Buffer.from(ws + "/"), BAD_NAME]), "utf8"), "bad");
         assert.ok(!fs.existsSync(path.join(ws, "gone")) && fs.existsSync(path.join(ws, "old")));
-        assert.equal(fs.statSync(path.join(ws, "new.txt")).uid, 1000, "committed files belong to the sandbox user");
+        assert.equal(fs.statSync(path.join(ws, "new.txt")).uid, loadConfig({}, "/srv").sandboxUid, "committed files belong to the sandbox user");
 
         // The change set, with sizes and hashes; the non-UTF-8 name carried exactly.
         const cs = (await t.api("GET", `/v1/sandboxes/${sb}/exec/${r.json.id}/changes`)).json;
