@@ -9,7 +9,7 @@ import { createServer } from "../src/server.js";
 import { ScratchPool, WorkspaceView } from "../src/exec/overlay/view.js";
 import { startTestServer, createSandbox, putFile, exec, type TestServer } from "./helpers.js";
 
-const RUNTIMES = ["runc", "crun", "runsc", "bwrap"];
+const RUNTIMES = ["runc", "crun", "runsc", "bwrap", "runc-direct", "crun-direct", "runsc-direct"];
 const BAD_NAME = Buffer.from([0x62, 0x61, 0x64, 0xff, 0xfe, 0x2e, 0x74, 0x78, 0x74]); // "bad\xff\xfe.txt"
 const DEEP = Array.from({ length: 100 }, (_, i) => `d${i}`).join("/");
 
@@ -129,6 +129,8 @@ for (const warm of ["0", "60000"]) {
           created: [`${DEEP}/deep.txt`, badDisplay, "new.txt", "new/name.txt"].sort(),
           modified: ["mod.txt"],
           deleted: ["del.txt", "gone/a.txt", "gone/sub/b.txt", "old/name.txt"],
+          // The exact bytes of the name that is not UTF-8.
+          non_utf8: [{ change: "created", path: badDisplay, path_b64: BAD_NAME.toString("base64") }],
         });
         // The workspace on disk is what the program left.
         const disk = filesOnDisk(ws);
@@ -283,7 +285,7 @@ describe("run changes with the tmpfs scratch (no loop devices)", () => {
       assert.deepEqual(r.json.files.created, ["a.txt"], r.text);
       assert.equal(fs.readFileSync(path.join(t.dataDir, "workspaces", sb, "a.txt"), "utf8"), "hi\n");
       // The run's scratch is kept mounted (emptied) for the sandbox's next run: it is a tmpfs.
-      const scratches = fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n").filter((l) => l.includes(t.dataDir) && l.includes("/views/scratch/"));
+      const scratches = fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n").filter((l) => l.split(" ")[4]?.includes(`${t.dataDir}/views/scratch/`));
       assert.ok(scratches.length > 0 && scratches.every((l) => / - tmpfs /.test(l)), scratches.join("\n"));
       await quotaIsEnforced(t, rt);
     });

@@ -291,19 +291,29 @@ export class OciRuntime implements Runtime {
     });
   }
 
+  wantsPrestartAfter(spec: RunSpec): boolean {
+    return this.pool.enabled(spec) && this.pool.gate.allowsAfter(spec);
+  }
+
+  prestart(spec: RunSpec): void {
+    if (this.pool.enabled(spec) && this.pool.gate.allows) this.pool.fill(spec, () => this.startUnit(spec));
+  }
+
   /** Keeps one pre-started container of this shape ready for `idleMs`. */
   private replenish(spec: RunSpec): void {
-    this.pool.replenish(spec, () => {
-      const st = this.start(spec, true);
-      void st.exited.then(() => { if (this.pool.release(st)) void this.finish(st); });
-      st.onKill = () => {
-        this.pool.release(st);
-        st.killed = true;
-        void this.finish(st);
-      };
-      this.watchUp(st);
-      return st;
-    });
+    this.pool.replenish(spec, () => this.startUnit(spec));
+  }
+
+  private startUnit(spec: RunSpec): Started {
+    const st = this.start(spec, true);
+    void st.exited.then(() => { if (this.pool.release(st)) void this.finish(st); });
+    st.onKill = () => {
+      this.pool.release(st);
+      st.killed = true;
+      void this.finish(st);
+    };
+    this.watchUp(st);
+    return st;
   }
 
   /** Marks a pre-start as preparing until its container's processes exist (or it ended). */
@@ -370,7 +380,8 @@ export class OciRuntime implements Runtime {
       if (st.proc.stdin) void feedStdin(st.proc.stdin, spec);
       const startedAt = performance.now();
       timings.handover = startedAt - t0;
-      this.replenish(spec);
+      // The next run of this shape will find a unit already started (unless the caller does it).
+      if (spec.prestart !== false) this.replenish(spec);
       timer = setTimeout(() => { timedOut = true; void this.killContainer(st); }, spec.timeoutMs);
       if (spec.signal) {
         if (spec.signal.aborted) onAbort();
