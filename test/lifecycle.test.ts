@@ -7,6 +7,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
 import { startTestServer, createSandbox, putFile, exec, containersOf, docker, freePort, waitHealthy } from "./helpers.js";
+import { ViewPool } from "../src/exec/views.js";
 import { LABEL_INSTANCE } from "../src/server.js";
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -66,6 +67,8 @@ describe("lifecycle", () => {
       for (const c of left.filter((c) => c.Labels["io.jhansi.petri.sandbox"] && fs.existsSync(path.join(dataDir, "workspaces", c.Labels["io.jhansi.petri.sandbox"])))) {
         await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
       }
+      // A SIGKILLed server leaves its runs' workspace views mounted (a restart unmounts them).
+      await ViewPool.cleanup(path.join(dataDir, "views")).catch(() => undefined);
       fs.rmSync(dataDir, { recursive: true, force: true });
     }
   });

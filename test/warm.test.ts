@@ -84,8 +84,12 @@ for (const runtime of ["runc", "bwrap", "runc-direct", "crun-direct", "runsc-dir
       const env = /env (\[.*\])/.exec(o)![1];
       assert.ok(env.includes("'ONLY'") && !env.includes("SUDO") , env);
     }
+    // The next run's workspace view, and the unit on it, are made ready after the result is sent.
     let waiting = 0;
-    for (const rt of t.server.runtimes.values()) waiting += await rt.count({ "io.jhansi.petri.sandbox": sb });
+    for (const until = Date.now() + 15000; waiting === 0 && Date.now() < until; await new Promise((r) => setTimeout(r, 200))) {
+      waiting = 0;
+      for (const rt of t.server.runtimes.values()) waiting += await rt.count({ "io.jhansi.petri.sandbox": sb });
+    }
     assert.ok(waiting >= 1, "a pre-started sandbox waits for the next run");
   });
 

@@ -476,10 +476,11 @@ export class ExecService {
     fs.rmSync(this.displayDirFor(sandboxId), { recursive: true, force: true });
     // Their views are unmounted after their results: wait for that too.
     await Promise.all([...this.executing].filter(([, sb]) => sb === sandboxId).map(([p]) => p));
+    // The next run's view (and the unit pre-started on it) first, then whatever else is left.
+    await this.views.forget(sandboxId);
     for (const rt of this.d.runtimes.values()) {
       await rt.reap({ "io.jhansi.petri.instance": this.d.instanceId, "io.jhansi.petri.sandbox": sandboxId }).catch(() => 0);
     }
-    await this.views.forget(sandboxId);
     this.caches.forget(sandboxId);
   }
 

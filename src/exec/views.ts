@@ -129,6 +129,9 @@ export class ViewPool {
 
   /** Drops a sandbox's ready view (before the sandbox is deleted). */
   async forget(sandboxId: string): Promise<void> {
+    // A view being made ready now would otherwise become ready (with a unit on it) after this.
+    const pending = this.preparing.get(sandboxId);
+    if (pending) await pending;
     const r = this.ready.get(sandboxId);
     if (r) {
       this.ready.delete(sandboxId);
