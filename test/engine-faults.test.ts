@@ -49,6 +49,12 @@ describe("engine faults are told as they are (own dockerd, stopped and started d
     // The run takes the pre-started container (a hit), then the program sleeps.
     const hits = rt.prestartStats!().hits;
     await until("the run to take the pre-started container", () => rt.prestartStats!().hits > hits);
+    // A pre-started container waiting through the outage: a unit is pre-started after a run's
+    // result (on the next run's workspace view), so the sleeping run has none behind it yet;
+    // another sandbox's two finished runs leave one.
+    const sb2 = await createSandbox(t, { language: "python" });
+    for (let i = 0; i < 2; i++) assert.equal((await exec(t, sb2, { code: "print(2)" })).json.exit_code, 0);
+    await until("a pre-started container for the other sandbox", () => (rt.prestartStats?.().ready ?? 0) > 0);
     await sleep(1500);
     await engine.stop();
     const lost = await running;
@@ -75,6 +81,8 @@ describe("engine faults are told as they are (own dockerd, stopped and started d
     assert.equal(next.json.exit_code, 0, next.text);
     assert.equal(next.json.stdout, "after the restart\n");
     assert.equal(next.json.error, null);
+    const next2 = await exec(t, sb2, { code: "print('other after the restart')" });
+    assert.equal(next2.json.stdout, "other after the restart\n", next2.text);
 
     const metrics = (await t.api("GET", "/metrics", { key: null })).text;
     assert.match(metrics, /petri_engine_faults_total\{runtime="runc",kind="run_lost"\} [1-9]/);
