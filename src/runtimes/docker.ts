@@ -511,10 +511,15 @@ export class DockerRuntime implements Runtime {
   }
 
   async reap(labels: Record<string, string>): Promise<number> {
+    const matches = (key: string) => Object.entries(labels).every(([k, v]) => key.includes(JSON.stringify(k) + ":" + JSON.stringify(v)));
+    // A unit still being created would land in the pool (and live on) after this reap: wait for it.
+    await Promise.all([...this.pool.preparing].filter(([key]) => matches(key)).map(([, p]) => p));
     await Promise.all(this.removing);
+    // Waiting units are disposed of (attach stream, container, cgroup), not just forgotten.
     for (const [key, prep] of this.pool.waiting()) {
-      if (Object.entries(labels).every(([k, v]) => key.includes(JSON.stringify(k) + ":" + JSON.stringify(v)))) this.pool.release(prep);
+      if (matches(key) && this.pool.release(prep)) this.removeLater(prep);
     }
+    await Promise.all(this.removing);
     const list = await this.docker.listContainers({ all: true, filters: { label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) } });
     await Promise.all(list.map((c) => this.docker.getContainer(c.Id).remove({ force: true, v: true }).then(() => this.owned.delete(c.Id), () => undefined)));
     return list.length;
