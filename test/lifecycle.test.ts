@@ -92,6 +92,40 @@ describe("lifecycle", () => {
     }
   });
 
+  it("idle expiry never removes a sandbox with a run in flight or queued; it expires once they are done", async () => {
+    const t = await startTestServer({ PETRI_REAPER_INTERVAL_MS: "200", PETRI_WARM_IDLE_MS: "0" });
+    try {
+      const sb = await createSandbox(t, { language: "bash", idle_timeout_ms: 1000 });
+      const ws = path.join(t.dataDir, "workspaces", sb);
+      // The first run outlives the idle timeout several times over; the second waits for its turn.
+      const first = await exec(t, sb, { code: "sleep 4; echo one > one.txt", detach: true });
+      const second = await exec(t, sb, { code: "cat one.txt > two.txt", detach: true });
+      assert.equal(first.status, 202, first.text);
+      assert.equal(second.status, 202, second.text);
+      const results: Record<string, any> = {};
+      for (const until = Date.now() + 120_000; Object.keys(results).length < 2 && Date.now() < until;) {
+        assert.equal((await t.api("GET", `/v1/sandboxes/${sb}`)).status, 200, "the sandbox stays while a run is in flight or queued");
+        for (const id of [first.json.id, second.json.id]) {
+          const r = await t.api("GET", `/v1/sandboxes/${sb}/exec/${id}`);
+          if (r.json.status !== "running") results[id] = r.json;
+        }
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.equal(results[first.json.id]?.exit_code, 0, JSON.stringify(results));
+      assert.equal(results[second.json.id]?.exit_code, 0, JSON.stringify(results));
+      assert.equal(results[second.json.id].committed, true);
+      assert.equal(fs.readFileSync(path.join(ws, "two.txt"), "utf8"), "one\n", "the queued run saw the first run's commit");
+      // Once idle, it expires as any other sandbox.
+      const until = Date.now() + 15000;
+      while ((await t.api("GET", `/v1/sandboxes/${sb}`)).status === 200 && Date.now() < until) await new Promise((r) => setTimeout(r, 200));
+      assert.equal((await t.api("GET", `/v1/sandboxes/${sb}`)).status, 404, "an idle sandbox expires");
+      assert.equal(fs.existsSync(ws), false);
+      assert.deepEqual(fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n").filter((l) => l.includes(t.dataDir + "/views/vw_")), [], "no view of it stays mounted");
+    } finally {
+      await t.close();
+    }
+  });
+
   it("activity pushes the idle expiry out, never past the TTL", async () => {
     const t = await startTestServer();
     try {
