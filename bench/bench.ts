@@ -251,7 +251,9 @@ function instrument(rt: Runtime, sink: RunRecord[]): void {
  * private collections; if they are not there (another runtime, or they were renamed), this
  * does not wait.
  */
-async function settle(rt: Runtime | undefined, maxMs = 5000): Promise<void> {
+async function settle(rt: Runtime | undefined, maxMs = 5000, b?: BenchServer): Promise<void> {
+  // The next run's workspace view is mounted, and its unit asked for, after a result is sent.
+  if (b) await Promise.race([b.server.exec.settled(), sleep(maxMs)]);
   if (!rt) return;
   const inner = rt as unknown as { preparing?: unknown; removing?: unknown };
   const size = (x: unknown) => (x instanceof Map || x instanceof Set ? x.size : 0);
@@ -359,7 +361,7 @@ async function sequential(b: BenchServer, sb: string, n: number, paced: boolean)
   const deadline = performance.now() + PHASE_MAX_MS;
   for (let i = 0; i < n && performance.now() < deadline; i++) {
     if (paced) {
-      await settle(b.runtime);
+      await settle(b.runtime, 5000, b);
       await sleep(settings.pauseMs);
     }
     const before = b.runs.length;
@@ -612,7 +614,7 @@ async function interleavedPhase(runtimes: string[], n: number): Promise<{ loadSt
     for (const rt of offered) sbs.set(rt, await pythonSandbox(b, rt));
     const lat = new Map<string, number[]>(offered.map((r) => [r, []]));
     const errors = new Map<string, string[]>(offered.map((r) => [r, []]));
-    const settleAll = async () => { for (const rt of offered) await settle(b.server.runtimes.get(rt)); };
+    const settleAll = async () => { for (const rt of offered) await settle(b.server.runtimes.get(rt), 5000, b); };
     // Two unmeasured rounds: every sandbox has run code and has its pre-started unit.
     for (let round = -2; round < n; round++) {
       const order = [...offered].sort(() => Math.random() - 0.5);
@@ -668,7 +670,7 @@ async function peerScript(b: BenchServer, runtime: string, script: (typeof PEER_
   // Two unmeasured runs: the sandbox has run code before, as in the main.py row (and from its
   // second run on, a sandbox gets pre-started units: the pre-start policy).
   for (let i = -1; i <= n; i++) {
-    await settle(b.runtime);
+    await settle(b.runtime, 5000, b);
     await sleep("pauseMs" in script ? script.pauseMs : settings.pauseMs);
     const before = b.runs.length;
     // The unmeasured first runs may compile (Go): they get more time than the default.
@@ -716,19 +718,19 @@ async function runtimeRow(runtime: string, warm: boolean): Promise<Row> {
       row.label = `${runtime} (as ${variant}), warm ${warm ? "on" : "off"}`;
     }
     const sb = await pythonSandbox(b, runtime);
-    for (let i = 0; i < settings.warmup; i++) { await settle(b.runtime); await sleep(settings.pauseMs); await execHello(b, sb); }
+    for (let i = 0; i < settings.warmup; i++) { await settle(b.runtime, 5000, b); await sleep(settings.pauseMs); await execHello(b, sb); }
     log(`${label}: ${settings.n} sequential execs`);
     const cpu = cpuTimes();
     row.paced = await sequential(b, sb, settings.n, true);
     row.hostCpuBusy = cpuBusySince(cpu);
     if (settings.b2bN > 0) {
       log(`${label}: ${settings.b2bN} back-to-back execs`);
-      await settle(b.runtime);
+      await settle(b.runtime, 5000, b);
       row.backToBack = await sequential(b, sb, settings.b2bN, false);
     }
     if (settings.oneShotN > 0) {
       log(`${label}: ${settings.oneShotN} cold one-request runs`);
-      await settle(b.runtime);
+      await settle(b.runtime, 5000, b);
       row.oneShot = await oneShots(b, runtime, settings.oneShotN);
     }
     // Warm off too: the cold reference of each script (a warm interpreter's saving is the difference).
@@ -808,24 +810,49 @@ function populate(dir: string, spec: string, uid: number, gid: number): { files:
   return { files, bytes };
 }
 
+/**
+ * The workspace-size axis, interleaved: one sandbox per size on one server, then round after
+ * round one paced exec in each, so a shared machine's load drifts into every size alike.
+ */
 async function workspaceRows(runtime: string): Promise<WorkspaceRow[]> {
   const out: WorkspaceRow[] = [];
   const b = await startServer([runtime], warmOnMs);
   try {
     if (!b.runtime) return out;
     const cfg = loadConfig({ ...petriEnvFromProcess(), PETRI_DATA_DIR: b.dataDir });
+    const boxes: { size: string; id: string; files: number; bytes: number; populateMs: number; lat: number[]; before: number[]; after: number[]; warm: number; errors: string[] }[] = [];
     for (const size of settings.wsSizes) {
       const { id } = await createSandbox(b, runtime);
       const up = await request(b.url, "PUT", `/v1/sandboxes/${id}/files/main.py`, { key: b.key, raw: HELLO_PY, timeoutMs: REQUEST_TIMEOUT_MS });
       if (up.status !== 201) throw new Error(`upload main.py: ${up.status}`);
       const t0 = performance.now();
       const { files, bytes } = populate(path.join(cfg.workspaceRoot, id), size, cfg.sandboxUid, cfg.sandboxGid);
-      const populateMs = Math.round(performance.now() - t0);
-      log(`${runtime}: workspace of ${size} (${files} files, ${Math.round(bytes / 1e6)} MB): ${settings.wsN} execs`);
-      for (let i = 0; i < settings.warmup; i++) { await settle(b.runtime); await sleep(settings.pauseMs); await execHello(b, id); }
-      const seq = await sequential(b, id, settings.wsN, true);
-      out.push({ runtime, size, files, bytes, populateMs, latency: seq.latency, beforeRuntime: seq.beforeRuntime, afterRuntime: seq.afterRuntime, warmHits: seq.warmHits, errors: seq.errors.slice(0, 3) });
-      log(`${runtime}, ${size}: p50 ${fmt(seq.latency.median)} ms, p90 ${fmt(seq.latency.p90)} ms, warm ${seq.warmHits}/${seq.latency.n}${seq.errors.length ? `, errors: ${seq.errors[0]}` : ""}`);
+      boxes.push({ size, id, files, bytes, populateMs: Math.round(performance.now() - t0), lat: [], before: [], after: [], warm: 0, errors: [] });
+      log(`${runtime}: workspace of ${size} (${files} files, ${Math.round(bytes / 1e6)} MB) made`);
+    }
+    for (const x of boxes) for (let i = 0; i < settings.warmup; i++) { await settle(b.runtime, 5000, b); await sleep(settings.pauseMs); await execHello(b, x.id); }
+    log(`${runtime}: ${settings.wsN} rounds, one paced exec per workspace size each`);
+    const deadline = performance.now() + PHASE_MAX_MS;
+    for (let i = 0; i < settings.wsN && performance.now() < deadline; i++) {
+      for (const x of boxes) {
+        await settle(b.runtime, 5000, b);
+        await sleep(settings.pauseMs);
+        const n0 = b.runs.length;
+        const r = await execHello(b, x.id);
+        if (r.error) { x.errors.push(r.error); continue; }
+        x.lat.push(r.ms);
+        const rec = b.runs.length > n0 ? b.runs[b.runs.length - 1]! : undefined;
+        if (rec) {
+          x.before.push(rec.start - r.start);
+          x.after.push(r.start + r.ms - rec.end);
+          if (rec.warm) x.warm++;
+        }
+      }
+    }
+    for (const x of boxes) {
+      const latency = summarize(x.lat);
+      out.push({ runtime, size: x.size, files: x.files, bytes: x.bytes, populateMs: x.populateMs, latency, beforeRuntime: summarize(x.before), afterRuntime: summarize(x.after), warmHits: x.warm, errors: x.errors.slice(0, 3) });
+      log(`${runtime}, ${x.size}: p50 ${fmt(latency.median)} ms, p90 ${fmt(latency.p90)} ms, warm ${x.warm}/${latency.n}${x.errors.length ? `, errors: ${x.errors[0]}` : ""}`);
     }
   } finally {
     await b.close();
@@ -835,7 +862,7 @@ async function workspaceRows(runtime: string): Promise<WorkspaceRow[]> {
 
 function workspaceReport(rows: WorkspaceRow[]): string {
   if (rows.length === 0) return "";
-  const lines = ["## Exec latency by workspace size (python hello world, warm on)", ""];
+  const lines = ["## Exec latency by workspace size (python hello world, warm on; sizes interleaved round by round on one server)", ""];
   const body = rows.map((r) => {
     const empty = rows.find((x) => x.runtime === r.runtime && x.files === 0);
     const d = empty ? r.latency.median - empty.latency.median : NaN;

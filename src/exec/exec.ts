@@ -484,6 +484,15 @@ export class ExecService {
     this.caches.forget(sandboxId);
   }
 
+  /**
+   * Resolves once the work that follows runs' results is done: their views unmounted, the next
+   * runs' views mounted and their units asked for (a benchmark's "the user came back later").
+   */
+  async settled(): Promise<void> {
+    await Promise.all(this.executing.keys());
+    await this.views.settled();
+  }
+
   /** A run's change set: every entry it created, modified or deleted, with sizes and hashes. */
   changes(auth: AuthContext, sandboxId: string, execId: string): { id: string; status: string; committed: boolean | null; changes: ChangeEntry[] | null } {
     const row = this.d.db.prepare("SELECT status, result_json, changes_json FROM execs WHERE id = ? AND sandbox_id = ? AND tenant_id = ?").get(execId, sandboxId, auth.tenantId) as

@@ -127,6 +127,11 @@ export class ViewPool {
     this.closing.add(p);
   }
 
+  /** Resolves once no view is being made ready or removed (background work after results). */
+  async settled(): Promise<void> {
+    while (this.preparing.size || this.closing.size) await Promise.all([...this.preparing.values(), ...this.closing]);
+  }
+
   /** Drops a sandbox's ready view (before the sandbox is deleted). */
   async forget(sandboxId: string): Promise<void> {
     // A view being made ready now would otherwise become ready (with a unit on it) after this.
