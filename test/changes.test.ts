@@ -174,6 +174,71 @@ for (const warm of ["0", "60000"]) {
         assert.deepEqual((await auditFiles(t, idle.json.id)), []);
       });
 
+      it(`${rt}: at depth 100 and under names that are not UTF-8, modifications, renames and deletions are exact`, async (ctx) => {
+        if (!names.includes(rt)) return ctx.skip(`${rt} not available on this host`);
+        const sb = await createSandbox(t, { language: "python", runtime: rt });
+        const ws = path.join(t.dataDir, "workspaces", sb);
+        const raw = (prefix: string) => Buffer.concat([Buffer.from(prefix), BAD_NAME]);
+        const py = (prefix: string) => `b'${[...raw(prefix)].map((b) => `\\x${b.toString(16).padStart(2, "0")}`).join("")}'`;
+        const shown = (prefix: string) => raw(prefix).toString("utf8");
+        // What the files are before the run under test (made by a run: such names cannot be uploaded).
+        const setup = await exec(t, sb, {
+          code: [
+            "import os",
+            `os.makedirs('${DEEP}')`,
+            `for n in ('mod', 'ren', 'del'): open('${DEEP}/' + n + '.txt', 'w').write(n)`,
+            `for p, c in ((${py("mod-")}, 'mod'), (${py("ren-")}, 'ren'), (${py("del-")}, 'del')): open(p, 'w').write(c)`,
+          ].join("\n"),
+        });
+        assert.equal(setup.json.exit_code, 0, setup.text);
+        const r = await exec(t, sb, {
+          code: [
+            "import os",
+            `open('${DEEP}/mod.txt', 'a').write('+more')`,
+            `os.rename('${DEEP}/ren.txt', '${DEEP}/renamed.txt')`,
+            `os.remove('${DEEP}/del.txt')`,
+            `open(${py("mod-")}, 'a').write('+more')`,
+            `os.rename(${py("ren-")}, ${py("moved-")})`,
+            `os.remove(${py("del-")})`,
+          ].join("\n"),
+        });
+        assert.equal(r.json.exit_code, 0, r.text);
+        assert.equal(r.json.committed, true);
+        const sorted = (a: string[]) => [...a].sort();
+        assert.deepEqual(sorted(r.json.files.created), sorted([`${DEEP}/renamed.txt`, shown("moved-")]));
+        assert.deepEqual(sorted(r.json.files.modified), sorted([`${DEEP}/mod.txt`, shown("mod-")]));
+        assert.deepEqual(sorted(r.json.files.deleted), sorted([`${DEEP}/del.txt`, `${DEEP}/ren.txt`, shown("del-"), shown("ren-")]));
+        assert.deepEqual(
+          sorted(r.json.files.non_utf8.map((x: { change: string; path_b64: string }) => `${x.change} ${Buffer.from(x.path_b64, "base64").toString("hex")}`)),
+          sorted([["created", "moved-"], ["modified", "mod-"], ["deleted", "del-"], ["deleted", "ren-"]].map(([c, p]) => `${c} ${raw(p).toString("hex")}`)),
+        );
+        // The workspace on disk is what the program left.
+        assert.deepEqual([...filesOnDisk(ws).keys()].sort(), [
+          latin1(`${DEEP}/mod.txt`), latin1(`${DEEP}/renamed.txt`), raw("mod-").toString("latin1"), raw("moved-").toString("latin1"),
+        ].sort());
+        assert.equal(fs.readFileSync(path.join(ws, DEEP, "mod.txt"), "utf8"), "mod+more");
+        assert.equal(fs.readFileSync(Buffer.concat([Buffer.from(ws + "/"), raw("mod-")]), "utf8"), "mod+more");
+        assert.equal(fs.readFileSync(Buffer.concat([Buffer.from(ws + "/"), raw("moved-")]), "utf8"), "ren");
+
+        // The audit: the moves as renames (exact bytes for the name that is not UTF-8), the rest one record each.
+        const recs = await auditFiles(t, r.json.id);
+        const hexOf = (x: Record<string, any>, k: "path" | "new_path") => x[`${k}_b64`] ? Buffer.from(x[`${k}_b64`], "base64").toString("hex") : Buffer.from(x[k]).toString("hex");
+        assert.deepEqual(sorted(recs.map((x) => `${x.action} ${hexOf(x, "path")}${x.new_path ? ` ${hexOf(x, "new_path")}` : ""}`)), sorted([
+          `file.rename ${Buffer.from(`${DEEP}/ren.txt`).toString("hex")} ${Buffer.from(`${DEEP}/renamed.txt`).toString("hex")}`,
+          `file.rename ${raw("ren-").toString("hex")} ${raw("moved-").toString("hex")}`,
+          `file.modify ${Buffer.from(`${DEEP}/mod.txt`).toString("hex")}`,
+          `file.modify ${raw("mod-").toString("hex")}`,
+          `file.delete ${Buffer.from(`${DEEP}/del.txt`).toString("hex")}`,
+          `file.delete ${raw("del-").toString("hex")}`,
+        ]));
+        // The change set agrees, with the sizes the program left.
+        const cs = (await t.api("GET", `/v1/sandboxes/${sb}/exec/${r.json.id}/changes`)).json;
+        const mod = cs.changes.find((c: { path_b64?: string }) => c.path_b64 && Buffer.from(c.path_b64, "base64").equals(raw("mod-")));
+        assert.equal(mod.action, "modified");
+        assert.equal(mod.size, "mod+more".length);
+        assert.equal(cs.changes.find((c: { path: string }) => c.path === `${DEEP}/mod.txt`).size, "mod+more".length);
+      });
+
       it(`${rt}: commit always, on_success and never`, async (ctx) => {
         if (!names.includes(rt)) return ctx.skip(`${rt} not available on this host`);
         const sb = await createSandbox(t, { language: "bash", runtime: rt });
@@ -208,17 +273,45 @@ for (const warm of ["0", "60000"]) {
         if (!names.includes(rt)) return ctx.skip(`${rt} not available on this host`);
         const sb = await createSandbox(t, { language: "python", runtime: rt });
         const ws = path.join(t.dataDir, "workspaces", sb);
+        await putFile(t, sb, "old.txt", "old");
+        await putFile(t, sb, "gone.txt", "gone");
+        await putFile(t, sb, "grow.txt", "start");
+        // A move, a deletion, then two files written in turn until the timeout kills the program.
         const r = await exec(t, sb, {
-          code: "import time\nf = open('partial.bin', 'wb')\nprint('go', flush=True)\nwhile True:\n    f.write(b'y' * 4096); f.flush(); time.sleep(0.001)",
+          code: [
+            "import os, time",
+            "os.rename('old.txt', 'new.txt')",
+            "os.remove('gone.txt')",
+            "g = open('grow.txt', 'a')",
+            "f = open('partial.bin', 'wb')",
+            "print('go', flush=True)",
+            "while True:",
+            "    f.write(b'y' * 4096); f.flush(); g.write('z'); g.flush(); time.sleep(0.001)",
+          ].join("\n"),
           timeout_ms: 1500,
         });
         assert.equal(r.json.timed_out, true, r.text);
-        assert.deepEqual(r.json.files.created, ["partial.bin"]);
-        const size = fs.statSync(path.join(ws, "partial.bin")).size;
+        assert.deepEqual(r.json.files, { created: ["new.txt", "partial.bin"], modified: ["grow.txt"], deleted: ["gone.txt", "old.txt"] });
+        const partial = fs.readFileSync(path.join(ws, "partial.bin"));
+        const chunks = partial.length / 4096;
+        assert.ok(Number.isInteger(chunks) && chunks > 0 && partial.every((b) => b === 0x79), `whole 4 KiB writes of 'y' only: ${partial.length} bytes`);
+        // Killed between the two writes or after both: one 'z' per chunk, or one fewer.
+        const grow = fs.readFileSync(path.join(ws, "grow.txt"), "utf8");
+        assert.match(grow, /^startz*$/);
+        assert.ok([chunks - 1, chunks].includes(grow.length - 5), `${grow.length - 5} z for ${chunks} chunks`);
+        assert.equal(fs.readFileSync(path.join(ws, "new.txt"), "utf8"), "old");
+        assert.deepEqual([...filesOnDisk(ws).keys()].sort(), ["grow.txt", "new.txt", "partial.bin"]);
         const cs = (await t.api("GET", `/v1/sandboxes/${sb}/exec/${r.json.id}/changes`)).json;
-        assert.equal(cs.changes[0].size, size);
+        const sizeOf = (p: string) => cs.changes.find((c: { path: string }) => c.path === p)?.size;
+        assert.equal(sizeOf("partial.bin"), partial.length);
+        assert.equal(sizeOf("grow.txt"), grow.length);
         const recs = await auditFiles(t, r.json.id);
-        assert.deepEqual(recs.map((x) => [x.action, x.path, x.size]), [["file.create", "partial.bin", size]]);
+        assert.deepEqual(recs.map((x) => [x.action, x.path, x.new_path ?? null, x.action === "file.delete" ? null : x.size ?? null]).sort(), [
+          ["file.create", "partial.bin", null, partial.length],
+          ["file.delete", "gone.txt", null, null],
+          ["file.modify", "grow.txt", null, grow.length],
+          ["file.rename", "old.txt", "new.txt", 3],
+        ]);
       });
     }
 
