@@ -23,7 +23,9 @@ describe("engine faults are told as they are (own dockerd, stopped and started d
   before(async () => {
     await engine.start();
     await engine.ensureImage(DEFAULT_IMAGE);
-    t = await startTestServer({ PETRI_DOCKER_SOCKET: engine.socket, PETRI_RUNTIMES: "runc", PETRI_WARM_IDLE_MS: "120000" });
+    // The periodic reaper is what the test calls at its end (reapNow): its own timer must not tick
+    // first and remove the dead containers the test checks the engine kept (a slow run did).
+    t = await startTestServer({ PETRI_DOCKER_SOCKET: engine.socket, PETRI_RUNTIMES: "runc", PETRI_WARM_IDLE_MS: "120000", PETRI_REAPER_INTERVAL_MS: "3600000" });
   });
   after(async () => {
     await engine.start().catch(() => undefined);
