@@ -111,7 +111,7 @@ export class ViewPool {
       this.ready.set(sandboxId, { ws, runtime, generation, quotaBytes, timer });
       runtime.prestart!({
         ...spec, mounts: ws.mounts(spec.mounts), labels: { ...spec.labels, [LABEL_VIEW]: ws.view.opts.id },
-        signal: undefined, stdinStream: undefined, onStdout: undefined, onStderr: undefined,
+        signal: undefined, stdinStream: undefined, onStdout: undefined, onStderr: undefined, tracer: undefined,
       });
     })().catch((e: unknown) => this.d.log.warn({ err: String(e), sandbox: sandboxId }, "could not prepare the next run's workspace view"))
       .finally(() => { if (this.preparing.get(sandboxId) === p) this.preparing.delete(sandboxId); });
