@@ -23,8 +23,12 @@ export class QuotaService {
   /** `measure` gives a workspace's current size; it is asked once per sandbox after a restart. */
   constructor(private readonly db: DB, private readonly config: Readonly<Config>, private readonly measure: (sandboxId: string) => number) {}
 
+  /** Prepared once: a sync asks for the tenant's quotas once per file it stores. */
+  private quotasStmt?: ReturnType<DB["prepare"]>;
+
   get(tenantId: string): TenantQuotas {
-    const row = this.db.prepare("SELECT quotas_json FROM tenants WHERE id = ?").get(tenantId) as { quotas_json: string } | undefined;
+    this.quotasStmt ??= this.db.prepare("SELECT quotas_json FROM tenants WHERE id = ?");
+    const row = this.quotasStmt.get(tenantId) as { quotas_json: string } | undefined;
     const set = row ? (JSON.parse(row.quotas_json) as Partial<TenantQuotas>) : {};
     return { ...this.config.tenantDefaults, ...set };
   }

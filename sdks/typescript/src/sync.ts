@@ -55,7 +55,8 @@ async function tarOf(files: LocalFile[]): Promise<Blob> {
   const chunks: Buffer[] = [];
   const collected = (async () => { for await (const c of pack) chunks.push(c as Buffer); })();
   for (const f of files) {
-    const data = await fs.promises.readFile(f.abs);
+    // Synchronously: each is small (≤ TAR_MAX_FILE), and an async read per file is a thread-pool round trip.
+    const data = fs.readFileSync(f.abs);
     // The file may have changed since it was hashed: the server then refuses the batch (sha256).
     await new Promise<void>((resolve, reject) => pack.entry({ name: f.path, size: data.length, mode: f.mode & 0o777 }, data, (e) => (e ? reject(e) : resolve())));
   }

@@ -21,8 +21,15 @@ const cache = new Map<string, CacheEntry>();
 /** Filesystems with whole-second timestamps need a wider racy window than nanosecond ones. */
 const racyWindowMs = (mtimeMs: number) => (mtimeMs % 1000 === 0 ? 2_000 : 50);
 
-async function hashFile(abs: string): Promise<string> {
+/**
+ * Files up to this size are read whole, synchronously: a 1 MiB stream buffer, or a thread-pool
+ * round trip, per small file cost more than reading and hashing it (5,000 files: 3.3 s before).
+ */
+const READ_WHOLE = 1 << 20;
+
+async function hashFile(abs: string, size: number): Promise<string> {
   const h = createHash("sha256");
+  if (size <= READ_WHOLE) return h.update(fs.readFileSync(abs)).digest("hex");
   const stream = fs.createReadStream(abs, { highWaterMark: 1 << 20 });
   for await (const chunk of stream) h.update(chunk as Buffer);
   return h.digest("hex");
@@ -34,7 +41,7 @@ export async function sha256Of(f: LocalFile): Promise<string> {
     return c.sha256;
   }
   const hashedAt = Date.now();
-  const sha256 = f.size === 0 ? createHash("sha256").digest("hex") : await hashFile(f.abs);
+  const sha256 = f.size === 0 ? createHash("sha256").digest("hex") : await hashFile(f.abs, f.size);
   cache.set(f.abs, { size: f.size, mtimeMs: f.mtimeMs, ctimeMs: f.ctimeMs, ino: f.ino, hashedAt, sha256 });
   return sha256;
 }
