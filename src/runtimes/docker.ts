@@ -255,8 +255,10 @@ export class DockerRuntime implements Runtime {
     });
     timings.create = performance.now() - t0;
     this.owned.add(container.id);
+    let attached: Duplex | undefined;
     try {
       const stream = (await container.attach({ stream: true, stdin: withStdin, stdout: true, stderr: true, hijack: withStdin })) as unknown as Duplex;
+      attached = stream;
       const sink = { out: (_b: Buffer) => undefined as void, err: (_b: Buffer) => undefined as void };
       const outputDone = demux(stream, { out: (b) => sink.out(b), err: (b) => sink.err(b) });
       const prepared = { ended: false };
@@ -274,6 +276,8 @@ export class DockerRuntime implements Runtime {
       readFrames(unit);
       return unit;
     } catch (e) {
+      // The attach stream is a socket to the engine: left open it would outlive its container.
+      attached?.destroy();
       await container.remove({ force: true, v: true }).then(() => this.owned.delete(container.id), () => this.owned.delete(container.id));
       removeCgroup(this.layout, cgroupRel);
       throw e;
