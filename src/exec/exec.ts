@@ -255,12 +255,16 @@ export class ExecService {
       let raw: RunResult | null = null;
       let error: ExecResult["error"] = null;
       let broker: BrokerSession | null = null;
+      let wantsNext = false;
       // runc and crun run Docker's image layers; bwrap and the direct OCI runtimes the root filesystem.
       const via = sandbox.runtime === "runc" || sandbox.runtime === "crun" ? "layers" as const : "rootfs" as const;
       const traceSession = run.auditCtx.auditLevel.level === "ebpf" ? this.d.tracer?.begin(run.auditCtx.argv, { image: run.spec.image, via }) ?? null : null;
       let tracing: Promise<RunTrace> | undefined;
       try {
         if (plan.egress.secrets.length || plan.egress.allowHosts.length) broker = await this.openBroker(run);
+        // The pre-start policy counts runs as they start (as a runtime that pre-starts by itself does):
+        // a unit for the next run follows this one when the sandbox runs again within the warm period.
+        wantsNext = run.runtime.wantsPrestartAfter?.(run.spec) ?? false;
         run.runtimeCalledAt = Date.now();
         if (traceSession) run.spec.tracer = traceSession;
         run.spec.auditArgv = run.auditCtx.argv;
@@ -297,7 +301,7 @@ export class ExecService {
       await ws.close();
       ws = null;
       // The next run of this sandbox will find its view, and perhaps a container, ready.
-      this.views.prepareNext(sandbox.id, run.runtime, run.spec, quotaBytes);
+      this.views.prepareNext(sandbox.id, run.runtime, run.spec, quotaBytes, { wanted: wantsNext });
     } finally {
       endTurn();
       if (ws) await ws.close().catch((e: unknown) => this.d.log.error({ err: String(e), exec: handle.id }, "could not remove a run's workspace view"));

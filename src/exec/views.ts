@@ -90,10 +90,10 @@ export class ViewPool {
    * After a run has committed: mounts the next run's view and asks the runtime to pre-start a
    * container of the finished run's shape on it. Never throws; never delays the result.
    */
-  prepareNext(sandboxId: string, runtime: Runtime, spec: RunSpec, quotaBytes: number): void {
-    // Asked first and always: it records the run for the pre-start policy (a sandbox used once
-    // gets no unit, so no view is mounted for it either).
-    const wanted = runtime.wantsPrestartAfter?.(spec) ?? false;
+  prepareNext(sandboxId: string, runtime: Runtime, spec: RunSpec, quotaBytes: number, o: { wanted: boolean }): void {
+    // `wanted`: the pre-start policy's answer, asked when the run started (Runtime.wantsPrestartAfter
+    // records the run; a sandbox used once gets no unit, so no view is mounted for it either).
+    const wanted = o.wanted;
     if (!wanted || this.d.idleMs <= 0 || !runtime.prestart || this.closed || this.ready.has(sandboxId) || this.preparing.has(sandboxId)) return;
     const generation = this.d.workspaces.generation(sandboxId);
     const p = (async () => {

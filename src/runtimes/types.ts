@@ -130,7 +130,7 @@ export interface Runtime {
    */
   prestart?(spec: RunSpec): void;
   /**
-   * Called once after each run whose spec said `prestart: false`: records the run for the
+   * Called once per run whose spec says `prestart: false`, as it starts: records the run for the
    * pre-start policy (launcher.ts PrestartGate) and says whether a unit should follow it, so the
    * caller mounts nothing for a sandbox that will get no pre-started unit.
    */
