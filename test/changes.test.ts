@@ -176,6 +176,8 @@ for (const warm of ["0", "60000"]) {
 
       it(`${rt}: at depth 100 and under names that are not UTF-8, modifications, renames and deletions are exact`, async (ctx) => {
         if (!names.includes(rt)) return ctx.skip(`${rt} not available on this host`);
+        // How a run's unit started does not change how its writes are captured: one mode is enough.
+        if (warm !== "0") return ctx.skip("run with pre-starting off only (capture does not depend on it)");
         const sb = await createSandbox(t, { language: "python", runtime: rt });
         const ws = path.join(t.dataDir, "workspaces", sb);
         const raw = (prefix: string) => Buffer.concat([Buffer.from(prefix), BAD_NAME]);
