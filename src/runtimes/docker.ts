@@ -2,7 +2,7 @@ import { Duplex } from "node:stream";
 import Docker from "dockerode";
 import { LABEL_WARM, shapeKey } from "./launcher.js";
 import { UnitPool } from "./unit-pool.js";
-import { RunOutput, connectRun, endRun, readFrames } from "./run-io.js";
+import { RunOutput, connectRun, endRun, readFrames, type RunUnit } from "./run-io.js";
 import { passOverWhileImporting, unitPlan, type StatusFrame, type UnitPlan } from "./warm.js";
 import { EngineLostError, signalFromExitCode, type RunResult, type RunSpec, type Runtime } from "./types.js";
 import { seccompSecurityOpt } from "./seccomp.js";
@@ -260,6 +260,9 @@ export class DockerRuntime implements Runtime {
       const stream = (await container.attach({ stream: true, stdin: withStdin, stdout: true, stderr: true, hijack: withStdin })) as unknown as Duplex;
       attached = stream;
       const sink = { out: (_b: Buffer) => undefined as void, err: (_b: Buffer) => undefined as void };
+      // Before the start: a warm interpreter's first frame ("importing") can come at once.
+      const io: RunUnit = { plan, sink };
+      readFrames(io);
       const outputDone = demux(stream, { out: (b) => sink.out(b), err: (b) => sink.err(b) });
       const prepared = { ended: false };
       void outputDone.then(() => { prepared.ended = true; });
@@ -272,9 +275,7 @@ export class DockerRuntime implements Runtime {
         exited.catch(() => undefined);
         timings.start = performance.now() - t0;
       }
-      const unit = Object.assign(prepared, { container, stream, outputDone, sink, cgroupRel, warm, plan, timings, exited }) as Prepared;
-      readFrames(unit);
-      return unit;
+      return Object.assign(prepared, { container, stream, outputDone, sink, cgroupRel, warm, plan, frame: io.frame, timings, exited });
     } catch (e) {
       // The attach stream is a socket to the engine: left open it would outlive its container.
       attached?.destroy();
