@@ -135,6 +135,70 @@ describe("host tracer: the audit shows what the program did", { skip: pre.ok ? f
 });
 
 /**
+ * The same for Node, whose warm units mark the hand-over with a refused open (warm-node.ts): the
+ * third run runs in a pre-started node, and the audit must still match the program's own log.
+ */
+const NODE_PROGRAM = String.raw`
+const fs = require("fs"), net = require("net"), cp = require("child_process");
+const truth = { opened: [], programs: [], connects: [] };
+for (let i = 0; i < 5; i++) { const p = "/workspace/in" + i + ".txt"; fs.readFileSync(p); truth.opened.push([p, "read"]); }
+for (let i = 0; i < 3; i++) { const p = "/tmp/nout" + i + ".txt"; fs.writeFileSync(p, "x"); truth.opened.push([p, "write"]); }
+for (const argv of [["/bin/true"], ["/bin/echo", "hi there"]]) { cp.spawnSync(argv[0], argv.slice(1)); truth.programs.push(argv); }
+const s = net.connect(8443, "10.1.2.3");
+s.on("error", (e) => { truth.connects.push(["10.1.2.3", 8443, e.code]); console.log(JSON.stringify(truth)); });
+`;
+
+describe("host tracer: warm Node runs are recorded like cold ones", { skip: pre.ok ? false : `host cannot trace: ${(pre as { reason: string }).reason}` }, () => {
+  let t: TestServer;
+  before(async () => {
+    t = await startTestServer({ PETRI_RUNTIMES: "runc,crun,bwrap,runc-direct,crun-direct", PETRI_AUDIT_TRACE: "required", PETRI_WARM_IDLE_MS: "60000" });
+  });
+  after(async () => { await t?.close(); });
+
+  for (const runtime of ["runc", "crun", "bwrap", "runc-direct", "crun-direct"]) {
+    it(`${runtime}: files, programs and connections of a warm node run match its own log`, async (ctx) => {
+      if (!t.server.runtimes.has(runtime)) return ctx.skip(`${runtime} is not available on this host`);
+      const sb = await createSandbox(t, { language: "node", runtime });
+      for (let i = 0; i < 5; i++) await putFile(t, sb, `in${i}.txt`, `input ${i}`);
+      await putFile(t, sb, "main.js", NODE_PROGRAM);
+      const rt = t.server.runtimes.get(runtime) as any;
+      let last: any = null;
+      const orig = rt.run;
+      rt.run = async (spec: unknown) => { last = await orig.call(rt, spec); return last; };
+      try {
+        for (const round of [1, 2, 3]) {
+          if (round === 3) {
+            const until = Date.now() + 90_000;
+            while (!(rt.prestartStats?.().ready > 0) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+          }
+          const r = await exec(t, sb, { filename: "main.js" });
+          assert.equal(r.json.exit_code, 0, r.text);
+          if (round === 3) assert.equal(last?.timings?.interp, 1, `the third run ran in the warm node: ${JSON.stringify(last?.timings)} ${last?.warmFallback ?? ""}`);
+          const truth = JSON.parse(r.json.stdout.trim().split("\n").pop());
+          const recs = (await t.api("GET", `/v1/audit?exec_id=${r.json.id}&limit=1000`)).json.items as any[];
+          const finish = recs.find((x) => x.action === "exec.finish");
+          assert.equal(finish.detail.trace_complete, true, finish.detail.audit_level_reason);
+          const opens = recs.filter((x) => x.action === "file.open" && !x.detail.path.startsWith("["));
+          for (const [p, access] of truth.opened) {
+            assert.ok(opens.some((o) => o.detail.path === p && o.detail.access === access), `round ${round}: ${p} ${access} in ${JSON.stringify(opens.map((o) => o.detail.path))}`);
+          }
+          assert.ok(!opens.some((o) => o.detail.flags?.includes("O_DIRECTORY") && o.detail.flags?.includes("O_CREAT")), "the hand-over mark is not an open of the program");
+          const execs = recs.filter((x) => x.action === "process.exec");
+          const argvs = execs.map((e) => JSON.stringify(e.detail.argv));
+          assert.ok(argvs.includes(JSON.stringify(["node", "main.js"])), `round ${round}: the program itself: ${argvs}`);
+          for (const argv of truth.programs) assert.ok(argvs.includes(JSON.stringify(argv)), `round ${round}: ${JSON.stringify(argv)} in ${argvs}`);
+          assert.equal(execs.length, 1 + truth.programs.length, `round ${round}: only the program and what it ran: ${argvs}`);
+          const connects = recs.filter((x) => x.action === "net.connect" && x.detail.family === "inet");
+          assert.ok(connects.some((c) => c.detail.ip === "10.1.2.3" && c.detail.port === 8443), `round ${round}: ${JSON.stringify(connects.map((x) => x.detail))}`);
+        }
+      } finally {
+        rt.run = orig;
+      }
+    });
+  }
+});
+
+/**
  * Two servers on one host (here in one process, as parallel tests or CI would have them): each
  * tracer follows only the runs its own server registered. Both run a program at the same time;
  * each audit holds its own program's files and none of the other's, and neither tracer received

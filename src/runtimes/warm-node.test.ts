@@ -47,7 +47,6 @@ describe("warm Node units", () => {
       { env: { ...ENV, NODE_EXTRA_CA_CERTS: "/workspace/ca.pem" } },
       { env: { ...ENV, OPENSSL_CONF: "/workspace/openssl.cnf" } },
       { mounts: [{ source: "/srv/ws", target: "/workspace", readonly: false }] },
-      { tracer: { attach() {} } },
       { interpreter: undefined },
     ];
     for (const c of cases) assert.equal(unitPlan(spec(argv, c), { interpreters: true }).kind, "launcher", JSON.stringify(c.env ?? c.mounts ?? c));

@@ -1,4 +1,5 @@
 import type { Mount, RunSpec } from "./types.js";
+import { HANDOVER_OPEN_FLAGS } from "../tracing/program.js";
 
 /**
  * Warm Node interpreters (docs/warm.md, "Node"). A pre-started Node unit is the run's own command
@@ -230,6 +231,10 @@ export const NODE_BOOT = String.raw`'use strict';
     cold('cannot set /proc/self/cmdline: ' + e.message);
   }
 
+  // The hand-over mark for the host audit tracer (src/tracing/program.ts): an open the kernel
+  // refuses before touching anything, by which the tracer knows this process is the run's program
+  // from here on. Everything above was Petri's and is not recorded.
+  try { fs.closeSync(fs.openSync(process.execPath, ${HANDOVER_OPEN_FLAGS})); } catch (e) { /* refused, as intended */ }
   for (const k of Object.keys(process.env)) if (!(k in full)) delete process.env[k];
   for (const k of Object.keys(full)) if (process.env[k] !== full[k]) process.env[k] = full[k];
   // What a cold start of the run's command line has: [node, the program (absolute for a file), args].

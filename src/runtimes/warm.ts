@@ -79,10 +79,8 @@ const CMDLINE_ROOM = 16 * 1024;
 export function unitPlan(spec: RunSpec, opts: { interpreters: boolean }): UnitPlan {
   const launcher: UnitPlan = { kind: "launcher", argv: LAUNCHER_ARGV, env: { PATH: "/usr/bin:/bin" }, predicted: spec.env, cwd: spec.cwd, startCwd: spec.cwd };
   const hint = spec.interpreter;
-  // The host audit tracer learns a warm program's start from the hand-over mark, a syscall node
-  // cannot make (warm-node.ts): a traced Node run goes cold, from the plain launcher.
   if (opts.interpreters && hint?.kind === "node") {
-    const unit = spec.tracer ? null : nodeUnit(spec, (p) => readOnlyPath(p, spec.mounts));
+    const unit = nodeUnit(spec, (p) => readOnlyPath(p, spec.mounts));
     return unit ? { kind: "node", argv: unit.argv, env: { ...spec.env }, predicted: spec.env, cwd: spec.cwd, startCwd: "/", nodeOpts: unit.opts } : launcher;
   }
   if (!opts.interpreters || hint?.kind !== "python" || !startupSafe(spec.env)) return launcher;
@@ -103,7 +101,6 @@ export function unitPlan(spec: RunSpec, opts: { interpreters: boolean }): UnitPl
 /** Whether the run can be executed in the unit's pre-started interpreter (else the unit execs it). */
 export function inProcess(unit: UnitPlan, spec: RunSpec): boolean {
   if (unit.kind === "launcher" || spec.interpreter?.kind !== unit.kind || spec.cwd !== unit.cwd) return false;
-  if (unit.kind === "node" && spec.tracer) return false;
   const a = spec.argv;
   const form = unit.kind === "node" ? nodeRunFits(unit.nodeOpts ?? [], spec) : a[0] === "python3" && ((a[1] === "-c" && a.length >= 3) || (a.length >= 2 && a[1] !== "" && !a[1].startsWith("-")));
   if (!form) return false;

@@ -56,6 +56,13 @@ export const ID_HI_SPAN = 200_000_000;
  * exec id (exec id * 2 + 1) and the mark is printed as an exec of the run's argv would be.
  */
 export const HANDOVER_MODE = 0x7e7e0;
+/**
+ * The same mark for interpreters that cannot make that call (Node validates access()'s mode):
+ * openat(interpreter, HANDOVER_OPEN_FLAGS) — O_WRONLY|O_CREAT|O_EXCL|O_TRUNC|O_DIRECTORY on an
+ * existing file, refused (EINVAL for O_CREAT|O_DIRECTORY, else EEXIST) before anything is created
+ * or truncated; O_CLOEXEC (which libuv adds) is ignored. Not counted as an open.
+ */
+export const HANDOVER_OPEN_FLAGS = 0o1 | 0o100 | 0o200 | 0o1000 | 0o200000;
 const ENOENT = 2;
 
 // The run key and the scope test, inlined into every probe (bpftrace 0.17 has no macros).
@@ -104,7 +111,12 @@ function openProbe(sys: "open" | "openat" | "openat2" | "creat"): string {
   const flags = sys === "creat" ? "0x241" /* O_CREAT|O_WRONLY|O_TRUNC */ : sys === "openat2" ? "*(uint64 *)args->how" : "args->flags";
   const file = sys === "creat" ? "args->pathname" : "args->filename";
   return `
-tracepoint:syscalls:sys_enter_${sys} ${NS} {${SCOPE}
+tracepoint:syscalls:sys_enter_${sys} ${NS} {${SCOPE}${sys === "openat" ? `
+  if ($in && ((uint64)args->flags & ${(~0o2000000 >>> 0)}) == ${HANDOVER_OPEN_FLAGS}) {
+    @hand[pid] = 1;
+    printf("H %d %llu %d %llu %s\\n", pid, $run, uid, curtask->self_exec_id, str(args->filename));
+    $in = 0;
+  }` : ""}
   if ($in) { @of[tid] = (uint64)${file}; @ofl[tid] = (uint64)${flags}; @orun[tid] = $run; }
 }
 tracepoint:syscalls:sys_exit_${sys} /@orun[tid]/ {
