@@ -330,9 +330,15 @@ export async function setupRuntimes(config: Readonly<Config>, docker: Docker, in
     } else if (direct) {
       // State (bundles, runtime state, root overlays) under /run: none of it survives a reboot,
       // and neither do the containers it describes. Per instance, so the reaper takes only ours.
+      // runsc-direct: traced by gVisor's strace when the probe's test run showed it works.
+      const gvisorTrace = direct === "runsc" && Boolean(p.trace?.ok);
+      if (direct === "runsc") {
+        if (gvisorTrace) logger.info("audit: runsc-direct runs are traced by gVisor's strace (programs, files opened, connects)");
+        else logger.error({ reason: p.trace?.reason }, "audit: gVisor's strace did not work with runsc-direct, so its runs are NOT traced (their records hold only workspace changes)");
+      }
       runtimes.set(p.id, new OciRuntime({
         kind: direct, name: p.id, stateDir: path.join(OCI_STATE_ROOT, instanceId, p.id), cgroupParent: `petri-${p.id}-${instanceId}`,
-        warm: { idleMs: config.warmIdleMs, images: warmImages },
+        warm: { idleMs: config.warmIdleMs, images: warmImages }, gvisorTrace,
       }));
     } else {
       const oci = p.variant ?? p.id.split("/")[1];

@@ -45,7 +45,7 @@ const pre = tracerPrerequisites();
 describe("host tracer: the audit shows what the program did", { skip: pre.ok ? false : `host cannot trace: ${(pre as { reason: string }).reason}` }, () => {
   let t: TestServer;
   before(async () => {
-    t = await startTestServer({ PETRI_RUNTIMES: "runc,crun,bwrap,runc-direct,crun-direct,runsc", PETRI_AUDIT_TRACE: "required", PETRI_WARM_IDLE_MS: "60000" });
+    t = await startTestServer({ PETRI_RUNTIMES: "runc,crun,bwrap,runc-direct,crun-direct,runsc,runsc-direct", PETRI_AUDIT_TRACE: "required", PETRI_WARM_IDLE_MS: "60000" });
     const st = await t.server.tracer.ready();
     assert.equal(st.state, "active", st.reason ?? "");
     // Whether runsc runs are traced is asked of Docker's own runtime list, never of the audit under test.
@@ -55,15 +55,18 @@ describe("host tracer: the audit shows what the program did", { skip: pre.ok ? f
   let runscTraceArgs: string[] | null = null;
   after(async () => { await t?.close(); });
 
-  // runsc is traced by gVisor's own strace (runsc-trace), which has no host pids or uids and sees
-  // no getaddrinfo names; connects only when runsc-trace's --strace-syscalls lists connect.
-  for (const runtime of ["runc", "crun", "bwrap", "runc-direct", "crun-direct", "runsc"]) {
+  // runsc is traced by gVisor's own strace (runsc-trace through Docker; runsc-direct passes the
+  // same flags per run), which has no host pids or uids and sees no getaddrinfo names; under
+  // Docker connects only when runsc-trace's --strace-syscalls lists connect (runsc-direct always does).
+  for (const runtime of ["runc", "crun", "bwrap", "runc-direct", "crun-direct", "runsc", "runsc-direct"]) {
     it(`${runtime}: files, programs, connections and names match the program's own log`, async (ctx) => {
       if (!t.server.runtimes.has(runtime)) return ctx.skip(`${runtime} is not available on this host`);
-      const gvisor = runtime === "runsc";
-      if (gvisor && !runscTraceArgs) return ctx.skip("runsc-trace is not registered with Docker (run scripts/setup.sh)");
-      const gvisorConnects = Boolean(runscTraceArgs?.some((a) => a.startsWith("--strace-syscalls=") && a.includes("connect")));
-      if (gvisor) ctx.diagnostic(`runsc: pids, uids and DNS names are not checked (gVisor's strace has none)${gvisorConnects ? "" : "; connects are not checked: runsc-trace's --strace-syscalls lacks connect here (scripts/setup.sh adds it)"}`);
+      const gvisor = runtime === "runsc" || runtime === "runsc-direct";
+      if (runtime === "runsc" && !runscTraceArgs) return ctx.skip("runsc-trace is not registered with Docker (run scripts/setup.sh)");
+      const gvisorConnects = runtime === "runsc-direct" || Boolean(runscTraceArgs?.some((a) => a.startsWith("--strace-syscalls=") && a.includes("connect")));
+      if (gvisor) ctx.diagnostic(`${runtime}: pids, uids and DNS names are not checked (gVisor's strace has none)${gvisorConnects ? "" : "; connects are not checked: runsc-trace's --strace-syscalls lacks connect here (scripts/setup.sh adds it)"}`);
+      // Docker's runsc-trace keeps no pre-started units; runsc-direct's third run takes one (a plain launcher).
+      const prestarts = runtime !== "runsc";
       const sb = await createSandbox(t, { language: "python", runtime });
       for (let i = 0; i < 5; i++) await putFile(t, sb, `in${i}.txt`, `input ${i}`);
       await putFile(t, sb, "main.py", PROGRAM);
@@ -72,13 +75,13 @@ describe("host tracer: the audit shows what the program did", { skip: pre.ok ? f
       // Where units are warm interpreters (all but runsc-trace), the third run must really run in one:
       // seen from the runtime's own result, not from the audit under test.
       const rt = t.server.runtimes.get(runtime) as any;
-      const warmCapable = ["runc", "crun", "bwrap", "runc-direct", "crun-direct"].includes(runtime);
+      const warmCapable = ["runc", "crun", "bwrap", "runc-direct", "crun-direct", "runsc-direct"].includes(runtime);
       let last: any = null;
       const orig = rt.run;
       rt.run = async (spec: unknown) => { last = await orig.call(rt, spec); return last; };
       try {
       for (const round of [1, 2, 3]) {
-        if (round === 3 && !gvisor) {
+        if (round === 3 && prestarts) {
           const until = Date.now() + 90_000;
           while (!(rt.prestartStats?.().ready > 0) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
           assert.ok(rt.prestartStats().ready > 0, "a unit was pre-started for the third run");
@@ -86,7 +89,7 @@ describe("host tracer: the audit shows what the program did", { skip: pre.ok ? f
         const hitsBefore = rt.prestartStats?.().hits ?? 0;
         const r = await exec(t, sb, { filename: "main.py" });
         assert.equal(r.json.exit_code, 0, r.text);
-        if (round === 3 && !gvisor) {
+        if (round === 3 && prestarts) {
           assert.equal(rt.prestartStats().hits, hitsBefore + 1, "the third run took the pre-started unit");
           if (warmCapable) assert.equal(last?.timings?.interp, 1, `the third run ran in the warm interpreter: ${JSON.stringify(last?.timings)} ${last?.warmFallback ?? ""}`);
         }

@@ -73,7 +73,7 @@ export interface RunAuditContext {
 /**
  * How much of a run the audit sees, said in each run's record:
  *   ebpf            programs executed, files opened, network attempts and DNS names (host tracer)
- *   gvisor-strace   programs executed, files opened, connections (gVisor's own strace, runsc-trace)
+ *   gvisor-strace   programs executed, files opened, connections (gVisor's own strace: runsc-trace, runsc-direct)
  *   workspace-diff  only what changed in the workspace: the reason says why nothing more
  */
 export interface AuditLevel {
@@ -83,8 +83,11 @@ export interface AuditLevel {
 
 export function runAuditLevel(runtimeName: string, runtime: Runtime, tracer?: TracerService): AuditLevel {
   const variant = (runtime as { variant?: string }).variant;
-  if (runtimeName === "runsc-direct") {
-    return { level: "workspace-diff", reason: "runsc-direct runs are not traced: the host tracer would see gVisor's kernel, not the program, and gVisor's strace is read only through Docker's runsc-trace" };
+  if (runtimeName === "runsc-direct" || variant === "runsc-direct") {
+    // The host tracer would see gVisor's kernel, not the program: gVisor's own strace, per run.
+    return (runtime as { gvisorTrace?: boolean }).gvisorTrace
+      ? { level: "gvisor-strace", reason: null }
+      : { level: "workspace-diff", reason: "gVisor's strace did not work with runsc-direct at start: its runs are not traced" };
   }
   if (runtimeName === "runsc" || variant === "runsc" || variant === "runsc-trace") {
     return variant === "runsc-trace"
@@ -251,7 +254,7 @@ function gvisorSummary(g: GvisorTrace): TraceSummary {
   }
   return {
     source: "gvisor-strace",
-    execs: g.execs.map((e) => ({ path: e.path, argv: e.argv, argv_truncated: false, count: e.count ?? 1, errno: null, pid: 0, uid: 0 })),
+    execs: g.execs.map((e) => ({ path: e.path, argv: e.argv, argv_truncated: false, count: e.count ?? 1, errno: null, pid: 0, uid: 0, ...(e.warm ? { warm: true } : {}) })),
     files,
     libraries: { count: libCount, distinct: libs.size, paths: [...libs].slice(0, DEFAULT_CAPS.libraryPaths) },
     net: (g.connects ?? []).map((n) => ({ op: "connect", family: n.family, address: n.address, port: n.port, count: n.count, errno: n.errno, pid: 0 })),

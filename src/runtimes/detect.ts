@@ -23,6 +23,8 @@ export interface RuntimeProbe extends RuntimeInfo {
   fix?: string;
   /** How long the probe took, ms. */
   probeMs?: number;
+  /** runsc-direct: whether the test container's run was traced by gVisor's strace, and if not why. */
+  trace?: { ok: boolean; reason: string };
 }
 
 export interface RuntimeStrategy {
@@ -266,6 +268,7 @@ export function ociDirectStrategy(kind: OciKind, opts: DetectOptions = {}): Runt
       const tr = performance.now();
       const tag = `${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
       let rt: OciRuntime | undefined;
+      let trace: RuntimeProbe["trace"];
       try {
         rt = new OciRuntime({ kind, name: id, stateDir: `/run/petri/probe-${tag}/${id}`, cgroupParent: `petri-probe-${tag}`, cgroupPlan: plan });
         const r = await withTimeout(rt.run({
@@ -281,8 +284,15 @@ export function ociDirectStrategy(kind: OciKind, opts: DetectOptions = {}): Runt
           uid: opts.sandboxUid ?? 65600,
           gid: opts.sandboxGid ?? 65600,
           labels: { "io.jhansi.petri.probe": "1" },
+          auditArgv: ["true"],
         }), opts.probeTimeoutMs ?? 30_000, `${kind} test container`);
         if (r.exitCode !== 0) return no(`a test container under ${kind} exited with ${r.exitCode ?? r.signal}: ${r.stderr.toString().trim().slice(0, 300)}`);
+        // The audit's claim for runsc-direct rests on this: the test run's own exec was in its strace.
+        if (rt.gvisorTrace) {
+          trace = r.trace?.execs.some((e) => e.argv[0] === "true")
+            ? { ok: true, reason: "gVisor's strace recorded the test container's program" }
+            : { ok: false, reason: r.trace ? "gVisor's strace of the test container did not show its program" : "the test container left no gVisor strace log" };
+        }
       } catch (e) {
         const msg = firstLine(e);
         return no(`a test container under ${kind} failed: ${msg}`, /hybrid mode not supported/.test(msg) ? CRUN_HYBRID_FIX : undefined);
@@ -290,7 +300,7 @@ export function ociDirectStrategy(kind: OciKind, opts: DetectOptions = {}): Runt
         await rt?.close().catch(() => undefined);
         fs.rmSync(`/run/petri/probe-${tag}`, { recursive: true, force: true });
       }
-      return { ...base, available: true, reason: `${version}, no dockerd; test container ran in ${Math.round(performance.now() - tr)} ms`, probeMs: Math.round(performance.now() - t0) };
+      return { ...base, available: true, reason: `${version}, no dockerd; test container ran in ${Math.round(performance.now() - tr)} ms`, probeMs: Math.round(performance.now() - t0), ...(trace ? { trace } : {}) };
     },
   };
 }

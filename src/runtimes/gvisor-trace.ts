@@ -1,6 +1,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { HANDOVER_MODE } from "../tracing/program.js";
 
 /**
  * What a run under gVisor opened and executed, read from the strace gVisor's sentry writes to its
@@ -25,6 +26,8 @@ export interface TracedExec {
   path: string;
   argv: string[];
   count: number;
+  /** The run was handed to a pre-started interpreter (its hand-over mark), not exec'd. */
+  warm?: boolean;
 }
 
 /** A connect() the program made (only when runsc-trace's --strace-syscalls lists connect). */
@@ -59,14 +62,33 @@ export interface ParseOptions {
    * before it (the forwarder's socat, say) stay Petri's and are left out. Wins over startAtExec.
    */
   programArgv?: string[];
+  /**
+   * A pre-started warm interpreter serves the run: the program also starts at its bootstrap's
+   * hand-over mark, access(<interpreter>, HANDOVER_MODE) refused with EINVAL (warm-python.ts),
+   * recorded as the program's exec (the interpreter's path, programArgv, warm). Only with
+   * programArgv, and only for units that are warm interpreters: before the hand-over only Petri's
+   * bootstrap runs there, so the program cannot forge the mark to hide anything.
+   */
+  warmMark?: boolean;
 }
 
 export const GVISOR_TRACE_DIR = "/var/log/petri/runsc";
+/** What gVisor's strace prints: the syscalls parseGvisorStrace reads (same list as runsc-trace's registration). */
+export const GVISOR_STRACE_SYSCALLS = ["open", "openat", "creat", "execve", "execveat", "connect", "access", "faccessat"];
+
+/**
+ * runsc's global flags that make a sandbox's boot process write this strace to a log in
+ * `logDir` (runc-style runtimes called directly pass them per run, as Docker's runsc-trace does
+ * for every container).
+ */
+export function gvisorStraceFlags(logDir: string): string[] {
+  return ["--strace", `--strace-syscalls=${GVISOR_STRACE_SYSCALLS.join(",")}`, `--debug-log=${logDir.replace(/\/*$/, "/")}`, "--debug-command=boot"];
+}
 const DEFAULT_LIMIT = 1000;
 
 // glog header, then gVisor's strace "exit" line: [pid:tid] comm X syscall(args) = rv (0x..) [errno=..] (duration)
 const GLOG = /^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+(\d+) (\S+)\] (.*)$/;
-const STRACE_EXIT = /^\[\s*(\d+):\s*\d+\] .*? X (open|openat|creat|execve|execveat|connect)\((.*)\) = (-?\d+) \(0x[0-9a-f]+\)( errno=(\d+)[^)]*\))? \([0-9.hmµns]+\)$/;
+const STRACE_EXIT = /^\[\s*(\d+):\s*\d+\] .*? X (open|openat|creat|execve|execveat|connect|access|faccessat)\((.*)\) = (-?\d+) \(0x[0-9a-f]+\)( errno=(\d+)[^)]*\))? \([0-9.hmµns]+\)$/;
 // gVisor prints a socket address as {Family: AF_INET, Addr: 10.0.0.1, Port: 80} (AF_UNIX: Addr: "path").
 const CONNECT_ARGS = /^0x[0-9a-f]+ \S+, 0x[0-9a-f]+ \{Family: (AF_INET6?|AF_UNIX), Addr: (.*?)(?:, Port: (\d+))?\}, (?:0x)?[0-9a-f]+$/;
 const FLAGS = String.raw`((?:[A-Z][A-Z0-9_]*|0x[0-9a-f]+)(?:\|(?:[A-Z][A-Z0-9_]*|0x[0-9a-f]+))*)`;
@@ -176,6 +198,10 @@ export function parseGvisorStrace(text: string, opts: ParseOptions = {}): Gvisor
   let truncated = false;
   let execsSeen = 0;
   let pid: string | undefined;
+  // The warm hand-over's record, and its process: a later exec of the run's argv there (the
+  // bootstrap went cold after all) is the record instead, as with the host tracer.
+  let mark: { pid: string; exec: TracedExec } | undefined;
+  const markMode = "0o" + HANDOVER_MODE.toString(8);
   const add = <T extends { count: number }>(map: Map<string, T>, key: string, v: T) => {
     const e = map.get(key);
     if (e) { e.count++; return; }
@@ -190,6 +216,15 @@ export function parseGvisorStrace(text: string, opts: ParseOptions = {}): Gvisor
     const m = STRACE_EXIT.exec(g[3]);
     if (!m) continue;
     const [, sandboxPid, name, args, rv, failed, errnoNum] = m;
+    if (name === "access" || name === "faccessat") {
+      if (started || !want || !opts.warmMark || Number(errnoNum) !== EINVAL) continue;
+      const a = name === "access" ? /^0x[0-9a-f]+ (.*), (0o[0-7]+)$/.exec(args) : /^\S+ (?:\S*), 0x[0-9a-f]+ (.*), (0o[0-7]+)(?:, \S+)?$/.exec(args);
+      if (!a || a[2] !== markMode) continue;
+      started = true;
+      helperPids.delete(sandboxPid);
+      mark = { pid: sandboxPid, exec: { path: a[1], argv: [...want], count: 1, warm: true } };
+      continue;
+    }
     if (name === "connect") {
       if (!started || helperPids.has(sandboxPid)) continue;
       const c = parseConnect(args, failed ? Number(errnoNum) : Number(rv) < 0 ? -Number(rv) : 0);
@@ -207,6 +242,7 @@ export function parseGvisorStrace(text: string, opts: ParseOptions = {}): Gvisor
         if (!started) { helperPids.add(sandboxPid); continue; }
         helperPids.delete(sandboxPid);
       } else if (helperPids.has(sandboxPid)) continue;
+      if (mark && mark.pid === sandboxPid && sameArgv(ex.argv, want ?? [])) mark = undefined;
       add(execs, ex.path + "\0" + JSON.stringify(ex.argv), ex);
     } else if (started && !helperPids.has(sandboxPid)) {
       // A refused open is an attempt worth recording (EACCES on /etc/shadow); a miss is a lookup.
@@ -218,7 +254,7 @@ export function parseGvisorStrace(text: string, opts: ParseOptions = {}): Gvisor
       }
     }
   }
-  return { opens: [...opens.values()], execs: [...execs.values()], connects: [...connects.values()], truncated };
+  return { opens: [...opens.values()], execs: [...(mark ? [mark.exec] : []), ...execs.values()], connects: [...connects.values()], truncated };
 }
 
 /** gVisor cuts long strings (and marks them "..."): a cut argument matches what it starts. */
@@ -229,6 +265,7 @@ function sameArgv(seen: string[], want: string[]): boolean {
 
 const ERRNO_NAMES = new Map(Object.entries(os.constants.errno).map(([k, v]) => [v as number, k]));
 const ENOENT = os.constants.errno.ENOENT;
+const EINVAL = os.constants.errno.EINVAL;
 
 function parseConnect(args: string, errno: number): TracedConnect | null {
   const m = CONNECT_ARGS.exec(args);

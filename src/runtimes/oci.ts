@@ -11,6 +11,7 @@ import { ociConfig } from "./oci-spec.js";
 import { RootfsLayers } from "./oci-rootfs.js";
 import { petriSeccompProfile } from "./seccomp.js";
 import { gvisorHostPidsLimit } from "./gvisor-limits.js";
+import { GVISOR_TRACE_DIR, gvisorStraceFlags, readGvisorTrace } from "./gvisor-trace.js";
 import { EngineLostError, signalFromExitCode, type CappedBuffer, type RunResult, type RunSpec, type Runtime } from "./types.js";
 
 /**
@@ -50,6 +51,14 @@ export interface OciRuntimeOptions {
   warm?: { idleMs: number; images: Set<string> };
   /** Extra global flags for runsc (default: ptrace platform, no network, host Unix sockets open). */
   runscFlags?: string[];
+  /**
+   * runsc only: trace each run with gVisor's own strace (opens, execs, connects), read into
+   * `RunResult.trace` as Docker's runsc-trace does (default true). The host tracer cannot: it
+   * would see gVisor's kernel, not the program.
+   */
+  gvisorTrace?: boolean;
+  /** Where each traced run's boot log is written, one directory per run (default /var/log/petri/runsc/direct). */
+  traceDir?: string;
   cgroupPlan?: CgroupPlan;
 }
 
@@ -114,6 +123,9 @@ export class OciRuntime implements Runtime {
   private readonly initSource: string | null;
   private readonly seccomp;
   private readonly globalFlags: string[];
+  /** Runs are traced by gVisor's strace (runsc only). */
+  readonly gvisorTrace: boolean;
+  private readonly traceDir: string;
   private readonly pool: UnitPool<Started>;
   private readonly live = new Map<string, Started>();
   /** Pre-starts whose container is not up yet, and removals still running (the benchmark waits for both). */
@@ -140,6 +152,10 @@ export class OciRuntime implements Runtime {
     // Under gVisor the Sentry applies the profile itself (runsc --oci-seccomp, in RUNSC_FLAGS).
     this.seccomp = petriSeccompProfile(process.arch, { gvisor: opts.kind === "runsc" });
     this.globalFlags = opts.kind === "runsc" ? (opts.runscFlags ?? RUNSC_FLAGS) : [];
+    this.gvisorTrace = opts.kind === "runsc" && opts.gvisorTrace !== false;
+    // On disk, not beside the bundle: /run is often a tmpfs, and an open-flooding program's
+    // strace would fill memory.
+    this.traceDir = opts.traceDir ?? path.join(GVISOR_TRACE_DIR, "direct");
     this.pool = new UnitPool<Started>(opts.warm, {
       alive: (st) => st.proc.exitCode === null && st.proc.signalCode === null,
       discard: (st) => void this.finish(st),
@@ -155,6 +171,11 @@ export class OciRuntime implements Runtime {
 
   private runtimeArgs(...args: string[]): string[] {
     return ["--root", this.stateRoot, ...this.globalFlags, ...args];
+  }
+
+  /** A traced run's own log directory: it holds the run's environment values, so it is 0700 and removed with the run. */
+  private traceDirOf(id: string): string {
+    return path.join(this.traceDir, id);
   }
 
   /** The run's cgroup, relative to the hierarchy roots (what the audit tracer scopes to). */
@@ -230,7 +251,13 @@ export class OciRuntime implements Runtime {
     const stdio: StdioOptions = [wantsStdin ? "pipe" : "ignore", "pipe", "pipe"];
     const logFile = path.join(bundle, "runtime.log");
     const logArgs = this.kind === "runc" ? ["--log", logFile, "--log-format", "json"] : this.kind === "crun" ? [`--log=file:${logFile}`, "--log-format=json"] : [];
-    const proc = spawn(this.bin, [...logArgs, ...this.runtimeArgs("run", "--bundle", bundle, id)], { stdio, env: { PATH: HOST_PATH } });
+    let traceArgs: string[] = [];
+    if (this.gvisorTrace) {
+      fs.mkdirSync(this.traceDir, { recursive: true, mode: 0o700 });
+      fs.mkdirSync(this.traceDirOf(id), { mode: 0o700 });
+      traceArgs = gvisorStraceFlags(this.traceDirOf(id));
+    }
+    const proc = spawn(this.bin, [...logArgs, ...this.runtimeArgs(...traceArgs, "run", "--bundle", bundle, id)], { stdio, env: { PATH: HOST_PATH } });
     const st: Started = {
       id, bundle, cg, warm, plan, labels, proc, timings,
       exited: new Promise((resolve) => {
@@ -279,6 +306,7 @@ export class OciRuntime implements Runtime {
     if (fs.existsSync(path.join(this.stateRoot, st.id))) await this.forceDelete(st.id);
     await removeRunCgroups(this.cgroupOf(st.id));
     fs.rmSync(st.bundle, { recursive: true, force: true });
+    if (this.gvisorTrace) fs.rmSync(this.traceDirOf(st.id), { recursive: true, force: true });
     this.live.delete(st.id);
     st.markDone();
   }
@@ -425,6 +453,14 @@ export class OciRuntime implements Runtime {
         timings,
         ...fallback,
       };
+      // The sandbox's boot process has exited, so its log is complete. The trace starts at the
+      // exec of the run's own argv (a pre-started launcher's exec) or, in a warm interpreter, at
+      // its bootstrap's hand-over mark.
+      if (this.gvisorTrace) {
+        result.trace = (await readGvisorTrace(st.id, {
+          dir: this.traceDirOf(st.id), startAtExec: st.warm ? 2 : 1, programArgv: spec.auditArgv, warmMark: st.warm && st.plan?.kind === "python",
+        }).catch(() => null)) ?? undefined;
+      }
     } catch (e) {
       await this.finish(st);
       throw e;
@@ -508,6 +544,7 @@ export class OciRuntime implements Runtime {
     await this.forceDelete(id);
     await removeRunCgroups(this.cgroupOf(id));
     fs.rmSync(path.join(this.bundles, id), { recursive: true, force: true });
+    fs.rmSync(this.traceDirOf(id), { recursive: true, force: true });
   }
 
   async count(labels: Record<string, string>): Promise<number> {

@@ -17,7 +17,12 @@ export function auditDoctorText(probes: RuntimeProbe[], runscTrace?: RuntimeProb
       ? "  runsc: gVisor strace (programs, files opened, connects) through runsc-trace"
       : `  runsc: workspace changes only — NOT traced: runsc-trace does not work (${runscTrace?.reason ?? "not probed"}; run scripts/setup.sh)`);
   }
-  if (ok("runsc-direct")) lines.push("  runsc-direct: workspace changes only — gVisor runs without Docker are not traced (use runsc through Docker with runsc-trace)");
+  const direct = probes.find((p) => p.available && p.id === "runsc-direct");
+  if (direct) {
+    lines.push(direct.trace?.ok
+      ? "  runsc-direct: gVisor strace (programs, files opened, connects), per run"
+      : `  runsc-direct: workspace changes only — NOT traced: ${direct.trace?.reason ?? "gVisor's strace was not tried"}`);
+  }
   if (lines.length === 1) lines.push("  no runtime works here");
   return lines.join("\n");
 }
