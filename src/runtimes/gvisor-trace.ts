@@ -6,8 +6,8 @@ import { HANDOVER_MODE } from "../tracing/program.js";
 /**
  * What a run under gVisor opened and executed, read from the strace gVisor's sentry writes to its
  * boot log when the OCI runtime is registered as `runsc-trace` (scripts/docker-daemon-json.mjs:
- * `--strace --strace-syscalls=open,openat,creat,execve,execveat --debug-log=/var/log/petri/runsc/
- * --debug-command=boot`). Paths are as the program saw them inside the container. Environment
+ * `--strace --strace-syscalls=open,openat,creat,execve,execveat,connect --debug-log=/var/log/petri/runsc/
+ * --debug-command=boot`), or when runsc-direct passes the same flags per run (gvisorStraceFlags). Paths are as the program saw them inside the container. Environment
  * values (printed by gVisor for every execve) never leave this module.
  */
 export interface TracedOpen {
