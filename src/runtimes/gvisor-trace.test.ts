@@ -116,3 +116,39 @@ describe("readGvisorTrace", () => {
     }
   });
 });
+
+describe("parseGvisorStrace: a run handed to a pre-started warm interpreter (runsc-direct)", () => {
+  // Lines as this gVisor prints them (captured from a runsc-direct run): the unit's bootstrap is
+  // exec'd by docker-init, imports, then marks the hand-over with access(python3, 0x7e7e0) = EINVAL.
+  const L = (s: string) => `I1130 14:43:52.180349    6691 strace.go:602] ${s}`;
+  const log = [
+    "I1130 14:43:51.885220    6691 main.go:217] Args: [runsc-sandbox boot r-1]",
+    L(`[   2:   2] docker-init X execve(0x7f82df5d8870 /usr/bin/python3, 0x4b56d0 ["python3", "-c", "boot"], 0x7f82df5d8df0 ["A=1"]) = 0 (0x0) (383.488µs)`),
+    L("[   2:   2] python3 X openat(AT_FDCWD /, 0x7f2c54f27500 /usr/lib/python3.11/json/__init__.py, O_RDONLY|O_CLOEXEC, 0o0) = 3 (0x3) (10µs)"),
+    L("[   2:   2] python3 X access(0x7f2c54983750 /usr/bin/python3, 0o4) = 0 (0x0) (1.152µs)"),
+    L("[   2:   2] python3 X access(0x7f2c54983750 /usr/bin/python3, 0o1763740) = 0 (0x0) errno=22 (invalid argument) (1.152µs)"),
+    L("[   2:   2] python3 X openat(AT_FDCWD /workspace, 0x7f2c54f27500 /workspace/main.py, O_RDONLY|O_CLOEXEC, 0o0) = 3 (0x3) (10µs)"),
+    L(`[   3:   3] python3 X execve(0x7f82df5d8870 /bin/true, 0x4b56d0 ["/bin/true"], 0x7f82df5d8df0 ["A=1"]) = 0 (0x0) (383.488µs)`),
+  ];
+
+  test("the mark starts the program: recorded as its exec (warm), the bootstrap's imports left out", () => {
+    const t = parseGvisorStrace(log.join("\n"), { programArgv: ["python3", "main.py"], warmMark: true });
+    assert.deepEqual(t.execs, [
+      { path: "/usr/bin/python3", argv: ["python3", "main.py"], count: 1, warm: true },
+      { path: "/bin/true", argv: ["/bin/true"], count: 1 },
+    ]);
+    assert.deepEqual(t.opens.map((o) => o.path), ["/workspace/main.py"]);
+  });
+
+  test("without warmMark (a plain launcher, or Docker's runsc-trace) the mark starts nothing", () => {
+    const t = parseGvisorStrace(log.join("\n"), { programArgv: ["python3", "main.py"] });
+    assert.deepEqual(t.execs, []);
+    assert.deepEqual(t.opens, []);
+  });
+
+  test("a bootstrap that went cold after its mark: the program's own exec is the record", () => {
+    const cold = [...log.slice(0, 5), L(`[   2:   2] python3 X execve(0x7f82df5d8870 /usr/bin/python3, 0x4b56d0 ["python3", "main.py"], 0x7f82df5d8df0 ["A=1"]) = 0 (0x0) (383.488µs)`)];
+    const t = parseGvisorStrace(cold.join("\n"), { programArgv: ["python3", "main.py"], warmMark: true });
+    assert.deepEqual(t.execs, [{ path: "/usr/bin/python3", argv: ["python3", "main.py"], count: 1 }]);
+  });
+});
