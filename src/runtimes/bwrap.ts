@@ -6,7 +6,7 @@ import type { Readable, Writable } from "node:stream";
 import { readNumber } from "./cgroups.js";
 import { LABEL_WARM } from "./launcher.js";
 import { UnitPool } from "./unit-pool.js";
-import { RunOutput, connectRun, endRun, feedStdin, readFrames, type ChildUnit } from "./run-io.js";
+import { RunOutput, armTimeLimit, connectRun, endRun, feedStdin, readFrames, type ChildUnit } from "./run-io.js";
 import { passOverWhileImporting, unitPlan } from "./warm.js";
 import { EngineLostError, signalFromExitCode, type RunLimits, type RunResult, type RunSpec, type Runtime } from "./types.js";
 
@@ -603,7 +603,7 @@ export class BwrapRuntime implements Runtime {
   }
 
   async run(spec: RunSpec): Promise<RunResult> {
-    return this.pool.gate.track(() => this.runOnce(spec));
+    return this.pool.gate.track(() => this.runOnce(spec), spec);
   }
 
   private async runOnce(spec: RunSpec): Promise<RunResult> {
@@ -620,14 +620,14 @@ export class BwrapRuntime implements Runtime {
     if (st.warm) timings.warm = 1;
     const output = new RunOutput(spec);
     let timedOut = false;
-    let timer: NodeJS.Timeout | undefined;
+    let timer: { clear: () => void } | undefined;
     const onAbort = () => st.onKill();
     const frame = st.frame;
 
     let result: RunResult;
     try {
       // A pre-started unit's own start (and a warm interpreter's imports) is not the run's CPU time.
-      const cpuBefore = st.warm ? st.cg?.usage().cpuTimeMs ?? null : null;
+      let cpuBefore = st.warm ? st.cg?.usage().cpuTimeMs ?? null : null;
       connectRun(st, spec, output, (b) => st.proc.stdin!.write(b));
       if (st.proc.stdin) void feedStdin(st.proc.stdin, spec);
       const startedAt = performance.now();
@@ -635,7 +635,7 @@ export class BwrapRuntime implements Runtime {
       // The next run of this shape will find a sandbox already started.
       if (spec.prestart !== false) this.replenish(spec);
 
-      timer = setTimeout(() => { timedOut = true; st.killTree(); }, spec.timeoutMs);
+      timer = armTimeLimit(frame, spec.timeoutMs, () => { timedOut = true; st.killTree(); }, () => { cpuBefore = st.cg?.usage().cpuTimeMs ?? null; });
       if (spec.signal) {
         if (spec.signal.aborted) onAbort();
         else spec.signal.addEventListener("abort", onAbort, { once: true });
@@ -643,7 +643,7 @@ export class BwrapRuntime implements Runtime {
 
       const { code, signal: exitSignal } = await st.exited;
       const finishedAt = performance.now();
-      clearTimeout(timer);
+      timer?.clear();
       timings.wait = finishedAt - t0;
       // pid 1 of the namespace is gone, so the kernel is killing the rest; make sure of it.
       if (st.cg) await st.cg.killAll();
@@ -684,7 +684,7 @@ export class BwrapRuntime implements Runtime {
         ...fallback,
       };
     } finally {
-      clearTimeout(timer);
+      timer?.clear();
       spec.signal?.removeEventListener("abort", onAbort);
       const tr = performance.now();
       await this.finish(st);

@@ -2,8 +2,8 @@ import { Duplex } from "node:stream";
 import Docker from "dockerode";
 import { LABEL_WARM, shapeKey } from "./launcher.js";
 import { UnitPool } from "./unit-pool.js";
-import { RunOutput, connectRun, endRun, readFrames, type RunUnit } from "./run-io.js";
-import { passOverWhileImporting, unitPlan, type StatusFrame, type UnitPlan } from "./warm.js";
+import { RunOutput, armTimeLimit, connectRun, endRun, readFrames, type RunUnit } from "./run-io.js";
+import { IMPORT_WAIT_MAX_MS, passOverWhileImporting, unitPlan, type StatusFrame, type UnitPlan } from "./warm.js";
 import { EngineLostError, signalFromExitCode, type RunResult, type RunSpec, type Runtime } from "./types.js";
 import { seccompSecurityOpt } from "./seccomp.js";
 import { readGvisorTrace } from "./gvisor-trace.js";
@@ -331,7 +331,7 @@ export class DockerRuntime implements Runtime {
   }
 
   async run(spec: RunSpec): Promise<RunResult> {
-    return this.pool.gate.track(() => this.runOnce(spec));
+    return this.pool.gate.track(() => this.runOnce(spec), spec);
   }
 
   private async runOnce(spec: RunSpec): Promise<RunResult> {
@@ -354,7 +354,7 @@ export class DockerRuntime implements Runtime {
     let cpuBefore: number | null = null;
     let timedOut = false;
     let killed = false;
-    let timer: NodeJS.Timeout | undefined;
+    let timer: { clear: () => void } | undefined;
     const kill = () => {
       this.selfKilled.add(container.id);
       return container.kill({ signal: "SIGKILL" }).catch(() => undefined);
@@ -370,7 +370,9 @@ export class DockerRuntime implements Runtime {
       if (!prep.plan) await container.start();
       const startedAt = performance.now();
       timings.start = startedAt - t0;
-      timer = setTimeout(() => { timedOut = true; void kill(); }, spec.timeoutMs);
+      timer = armTimeLimit(frame, spec.timeoutMs, () => { timedOut = true; void kill(); }, () => {
+        cpuBefore = readUsage(this.layout, prep.cgroupRel).cpuTimeMs;
+      });
       // If the engine never reports the exit (a wedged OCI runtime), the run still ends: well
       // after the timeout it is given up on and its container force-removed.
       let giveUp: NodeJS.Timeout | undefined;
@@ -378,7 +380,7 @@ export class DockerRuntime implements Runtime {
         giveUp = setTimeout(() => {
           timedOut = true;
           resolve({ StatusCode: 137 });
-        }, spec.timeoutMs + HARD_DEADLINE_GRACE_MS);
+        }, spec.timeoutMs + (frame ? IMPORT_WAIT_MAX_MS : 0) + HARD_DEADLINE_GRACE_MS);
       });
       void waitP.finally(() => clearTimeout(giveUp));
       if (spec.signal) {
@@ -399,7 +401,7 @@ export class DockerRuntime implements Runtime {
       }
       clearTimeout(giveUp);
       const finishedAt = performance.now();
-      clearTimeout(timer);
+      timer?.clear();
       timings.wait = finishedAt - t0;
       // Output can trail the exit by a moment; don't let a stuck stream hold the result.
       await Promise.race([prep.outputDone, new Promise((r) => setTimeout(r, 2000))]);
@@ -444,7 +446,7 @@ export class DockerRuntime implements Runtime {
       this.removeLater(prep);
       throw e;
     } finally {
-      clearTimeout(timer);
+      timer?.clear();
       spec.signal?.removeEventListener("abort", onAbort);
     }
     // Every process of the run is gone, so the parent cgroup's counters are final (cgroups.ts).

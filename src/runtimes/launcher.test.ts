@@ -21,6 +21,22 @@ describe("pre-start policy (PrestartGate)", () => {
     assert.equal(gate.allowsAfter(specOf("sb_a"), 31_000), true);
   });
 
+  test("a run counts as the sandbox's use until it ends: a run right after a long one pre-starts", () => {
+    const gate = new PrestartGate(10_000);
+    gate.allowsAfter(specOf("sb_a"), 0);
+    gate.allowsAfter(specOf("sb_a"), 1_000);
+    // That second run lasted three windows and ended at 31 s.
+    gate.noteEnd(specOf("sb_a"), 31_000);
+    assert.equal(gate.allowsAfter(specOf("sb_a"), 32_000), true, "used until a second ago");
+  });
+
+  test("track() records the run's end", async () => {
+    const gate = new PrestartGate(10_000);
+    gate.allowsAfter(specOf("sb_a"), Date.now() - 60_000);
+    await gate.track(async () => undefined, specOf("sb_a"));
+    assert.equal(gate.allowsAfter(specOf("sb_a")), true);
+  });
+
   test("a quiet sandbox (one-request run) never pre-starts, whatever its pattern", () => {
     const gate = new PrestartGate(10_000);
     const done = gate.quietFor("sb_q");

@@ -23,13 +23,27 @@ export class PrestartGate {
 
   constructor(private readonly repeatWithinMs = 60_000, private readonly maxTracked = 100_000) {}
 
-  async track<T>(fn: () => Promise<T>): Promise<T> {
+  /** Runs `fn` as a run in flight; the run of `spec` counts as its sandbox's use until it ends. */
+  async track<T>(fn: () => Promise<T>, spec?: RunSpec): Promise<T> {
     this.inflight++;
     try {
       return await fn();
     } finally {
       this.inflight--;
+      if (spec) this.noteEnd(spec);
     }
+  }
+
+  /**
+   * A run's end is the sandbox's latest use: a sandbox whose run lasted longer than the window
+   * and that runs again at once is in use (recorded at the start only, the next run found its
+   * sandbox idle and pre-started nothing; found by hostile-workspace's pre-start-on pass).
+   */
+  noteEnd(spec: RunSpec, now = Date.now()): void {
+    const sb = spec.labels[LABEL_SANDBOX];
+    if (sb === undefined) return;
+    this.lastRun.delete(sb);
+    this.lastRun.set(sb, now);
   }
 
   get allows(): boolean {

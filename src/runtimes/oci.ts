@@ -5,7 +5,7 @@ import path from "node:path";
 import { RunCgroup, hostCgroupPlan, prepareCgroupParent, type CgroupPlan } from "./bwrap.js";
 import { LABEL_WARM } from "./launcher.js";
 import { UnitPool } from "./unit-pool.js";
-import { RunOutput, connectRun, endRun, feedStdin, readFrames, type ChildUnit } from "./run-io.js";
+import { RunOutput, armTimeLimit, connectRun, endRun, feedStdin, readFrames, type ChildUnit } from "./run-io.js";
 import { passOverWhileImporting, unitPlan } from "./warm.js";
 import { ociConfig } from "./oci-spec.js";
 import { RootfsLayers } from "./oci-rootfs.js";
@@ -383,7 +383,7 @@ export class OciRuntime implements Runtime {
   }
 
   async run(spec: RunSpec): Promise<RunResult> {
-    return this.pool.gate.track(() => this.runOnce(spec));
+    return this.pool.gate.track(() => this.runOnce(spec), spec);
   }
 
   private async runOnce(spec: RunSpec): Promise<RunResult> {
@@ -397,27 +397,27 @@ export class OciRuntime implements Runtime {
     if (st.warm) timings.warm = 1;
     const output = new RunOutput(spec);
     let timedOut = false;
-    let timer: NodeJS.Timeout | undefined;
+    let timer: { clear: () => void } | undefined;
     const onAbort = () => st.onKill();
     const frame = st.frame;
     let result: RunResult;
     try {
       // A pre-started unit's own start (and a warm interpreter's imports) is not the run's CPU time.
-      const cpuBefore = st.warm ? st.cg.usage().cpuTimeMs : null;
+      let cpuBefore = st.warm ? st.cg.usage().cpuTimeMs : null;
       connectRun(st, spec, output, (b) => st.proc.stdin!.write(b));
       if (st.proc.stdin) void feedStdin(st.proc.stdin, spec);
       const startedAt = performance.now();
       timings.handover = startedAt - t0;
       // The next run of this shape will find a unit already started (unless the caller does it).
       if (spec.prestart !== false) this.replenish(spec);
-      timer = setTimeout(() => { timedOut = true; void this.killContainer(st); }, spec.timeoutMs);
+      timer = armTimeLimit(frame, spec.timeoutMs, () => { timedOut = true; void this.killContainer(st); }, () => { cpuBefore = st.cg.usage().cpuTimeMs; });
       if (spec.signal) {
         if (spec.signal.aborted) onAbort();
         else spec.signal.addEventListener("abort", onAbort, { once: true });
       }
       const exit = await st.exited;
       const finishedAt = performance.now();
-      clearTimeout(timer);
+      timer?.clear();
       timings.wait = finishedAt - t0;
       await Promise.race([st.outputDone, sleep(2000)]);
       const fallback = endRun(frame, timings, taken.passedOver);
@@ -465,7 +465,7 @@ export class OciRuntime implements Runtime {
       await this.finish(st);
       throw e;
     } finally {
-      clearTimeout(timer);
+      timer?.clear();
       spec.signal?.removeEventListener("abort", onAbort);
     }
     // Every process of the run is gone and its counters are read: the rest of the clean-up does

@@ -1,7 +1,7 @@
 import type { ChildProcess } from "node:child_process";
 import type { Writable } from "node:stream";
 import { CappedBuffer, type RunResult, type RunSpec } from "./types.js";
-import { StatusFrame, handover, type UnitPlan } from "./warm.js";
+import { IMPORT_WAIT_MAX_MS, StatusFrame, handover, type UnitPlan } from "./warm.js";
 
 // A run's input and output as every runtime handles them: the output kept capped for the result
 // and passed on live, stdin fed from the spec, and the hand-over to a pre-started unit.
@@ -117,4 +117,33 @@ export function endRun(frame: StatusFrame | undefined, timings: Record<string, n
   if (frame?.importWaitMs !== undefined) timings.importWait = frame.importWaitMs;
   if (frame?.status && !frame.status.warm) return { warmFallback: frame.status.reason ?? "" };
   return passedOver !== undefined ? { warmFallback: passedOver } : {};
+}
+
+/**
+ * Arms the run's time limit once it is handed over. A run handed to a warm interpreter still
+ * importing starts its program only when the imports are done (`ready`): its limit starts there,
+ * as a cold run's starts with its program, and `onProgramStart` is told (CPU time is counted from
+ * there too); the wait before is bounded apart (IMPORT_WAIT_MAX_MS). Before, the wait counted
+ * against the limit: a 1.5 s run handed to a datascience unit still importing on a loaded machine
+ * timed out before its program began (the conformance suite's pre-start-on pass).
+ */
+export function armTimeLimit(frame: StatusFrame | undefined, timeoutMs: number, onTimeout: () => void, onProgramStart?: () => void): { clear: () => void } {
+  let fired = false;
+  const fire = () => { fired = true; onTimeout(); };
+  const waiting = frame !== undefined && frame.handedOverAt !== undefined && frame.phase !== "ready";
+  let timer = setTimeout(fire, timeoutMs + (waiting ? IMPORT_WAIT_MAX_MS : 0));
+  if (waiting) {
+    frame.onReady = () => {
+      if (fired) return;
+      clearTimeout(timer);
+      timer = setTimeout(fire, timeoutMs);
+      onProgramStart?.();
+    };
+  }
+  return {
+    clear: () => {
+      clearTimeout(timer);
+      if (frame) frame.onReady = undefined;
+    },
+  };
 }

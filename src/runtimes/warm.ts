@@ -143,6 +143,8 @@ export class StatusFrame {
   readyAt?: number;
   handedOverAt?: number;
   private expectStatus = false;
+  /** Called when the unit says `ready` (its imports are done; a run handed over before starts now). */
+  onReady?: () => void;
 
   constructor(private pass: (b: Buffer) => void) {}
 
@@ -182,7 +184,7 @@ export class StatusFrame {
       const line = all.subarray(prefix.length, nl).toString("utf8");
       all = all.subarray(nl + 1);
       if (line === "importing") this.phase = "importing";
-      else if (line === "ready") { this.phase = "ready"; this.readyAt = performance.now(); }
+      else if (line === "ready") { this.phase = "ready"; this.readyAt = performance.now(); this.onReady?.(); }
       else this.status = line.startsWith("1") ? { warm: true } : { warm: false, reason: line.slice(2) };
     }
     this.flush(all);
@@ -199,6 +201,13 @@ export class StatusFrame {
     if (all.length) this.pass(all);
   }
 }
+
+/**
+ * How long a run handed to a warm interpreter still importing may wait for the imports, on top of
+ * its own time limit, which starts with its program (run-io.ts armTimeLimit). Imports of the
+ * image's own modules take seconds at worst; the bound only ends a unit that hangs.
+ */
+export const IMPORT_WAIT_MAX_MS = 60_000;
 
 /** Top-level names a Python source imports (the same reading as the bootstrap's, warm-python.ts). */
 function pyImports(source: string): Set<string> {
