@@ -35,8 +35,7 @@ for (const prestart of [false, true]) for (const [i, runtime] of RUNTIMES.entrie
     const primer = await execOnce(tt, id, { code: "pass", ...(body.limits ? { limits: body.limits } : {}) });
     assert.equal(primer.json.exit_code, 0, primer.text);
     // The unit for this shape is being pre-started after the primer: wait until it is ready.
-    const preparing = (rt as unknown as { preparing?: Map<unknown, unknown> }).preparing;
-    for (let end = Date.now() + 60_000; (preparing?.size ?? 0) > 0 && Date.now() < end;) await new Promise((r) => setTimeout(r, 50));
+    await rt.prestartSettled?.();
     const hits = rt.prestartStats!().hits;
     const r = await execOnce(tt, id, body);
     assert.equal(rt.prestartStats!().hits, hits + 1, `the run did not start in a pre-started unit: ${JSON.stringify(rt.prestartStats!())}`);

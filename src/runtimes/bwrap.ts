@@ -594,6 +594,10 @@ export class BwrapRuntime implements Runtime {
   }
 
   /** Pre-started sandboxes waiting, and how often a run found one (metrics). */
+  prestartSettled(): Promise<void> {
+    return this.pool.settled();
+  }
+
   prestartStats(): ReturnType<UnitPool<Started>["stats"]> {
     return this.pool.stats();
   }

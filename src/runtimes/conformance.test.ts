@@ -91,19 +91,25 @@ for (const name of TESTED_IMAGES) {
     );
   }
 
-  // Pre-starting on, as in production (issue 9), for a subset that keeps CI time modest: every
-  // run is made to start in a pre-started unit and checked to have done so (conformance.ts).
-  if (name === "standard") {
+  // Pre-starting on, as in production (issue 9), on every runtime and image: every run is made to
+  // start in a pre-started unit and checked to have done so, and every Python run to have run in
+  // that unit's warm interpreter (conformance.ts).
+  {
     const warm = { idleMs: 60_000, images: new Set([image]) };
-    const tag = `${process.pid}-crun-prestart`;
-    runtimeConformanceSuite(`docker/runc [${name}], pre-start on`,
-      async () => ({ runtime: new DockerRuntime({ docker: docker!, ociRuntime: "runc", warm }), baseSpec: spec }),
-      { skip: skipReason(p.runc), prestart: true });
-    runtimeConformanceSuite(`bwrap [${name}], pre-start on`, async () => ({ runtime: new BwrapRuntime({ warm }), baseSpec: spec }), { skip: skipReason(p.bwrap), prestart: true });
-    const crunDirect = direct.crun;
-    runtimeConformanceSuite(`crun-direct [${name}], pre-start on`,
-      async () => ({ runtime: new OciRuntime({ kind: "crun", warm, stateDir: `/run/petri/conformance-${tag}/crun-direct`, cgroupParent: `petri-conformance-${tag}` }), baseSpec: spec }),
-      { skip: skipReason(crunDirect), prestart: true });
+    const on = { prestart: true, slowCases: false, dataStack: name === "datascience" };
+    for (const oci of ["runc", "crun", "runsc"] as const) {
+      runtimeConformanceSuite(`docker/${oci} [${name}], pre-start on`,
+        async () => ({ runtime: new DockerRuntime({ docker: docker!, ociRuntime: oci, warm }), baseSpec: spec }),
+        { ...on, skip: skipReason(p[oci]), warmInterpreters: true });
+    }
+    runtimeConformanceSuite(`bwrap [${name}], pre-start on`, async () => ({ runtime: new BwrapRuntime({ warm }), baseSpec: spec }),
+      { ...on, skip: skipReason(p.bwrap), warmInterpreters: true });
+    for (const kind of ["runc", "crun", "runsc"] as OciKind[]) {
+      const tag = `${process.pid}-${kind}-${name}-prestart`;
+      runtimeConformanceSuite(`${kind}-direct [${name}], pre-start on`,
+        async () => ({ runtime: new OciRuntime({ kind, warm, stateDir: `/run/petri/conformance-${tag}/${kind}-direct`, cgroupParent: `petri-conformance-${tag}` }), baseSpec: spec }),
+        { ...on, skip: skipReason(direct[kind]), warmInterpreters: true });
+    }
   }
 
   // Warm interpreters: each runtime's warm path against its cold path (docs/warm.md).
@@ -128,7 +134,9 @@ for (const name of TESTED_IMAGES) {
 }
 
 // Said in the test output, not as a test (it has nothing to check): which suites run in which mode.
-console.log(`pre-start modes: on and off for docker/runc, bwrap, crun-direct [${TESTED_IMAGES[0]}]; pre-start off only: docker/crun, docker/runsc, runc-direct, runsc-direct [${TESTED_IMAGES[0]}] and every runtime on ${TESTED_IMAGES.slice(1).join(", ")}`);
+console.log(`pre-start modes: on and off for docker/runc, docker/crun, docker/runsc, bwrap, runc-direct, crun-direct, runsc-direct on ${TESTED_IMAGES.join(", ")}; `
+  + "with pre-start on, every run must start in a pre-started unit and every Python run in its warm interpreter; "
+  + `on ${TESTED_IMAGES.slice(1).join(", ")} the pre-start-on pass runs the Python cases only (programs import numpy, so they run in the interpreter that pre-imported the data stack), the rest of its cases being the first image's`);
 
 describe("docker/runsc really is gVisor", { skip: skipReason(probes.runsc) }, () => {
   test("the guest kernel is gVisor's, and a runsc sandbox process exists on the host while it runs", async () => {

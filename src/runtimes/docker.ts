@@ -181,6 +181,10 @@ export class DockerRuntime implements Runtime {
   }
 
   /** Pre-started containers waiting, and how often a run found one. */
+  prestartSettled(): Promise<void> {
+    return this.pool.settled();
+  }
+
   prestartStats(): ReturnType<UnitPool<Prepared>["stats"]> {
     return this.pool.stats();
   }

@@ -368,6 +368,10 @@ export class OciRuntime implements Runtime {
   }
 
   /** Pre-started containers waiting, and how often a run found one (metrics). */
+  prestartSettled(): Promise<void> {
+    return this.pool.settled();
+  }
+
   prestartStats(): ReturnType<UnitPool<Started>["stats"]> {
     return this.pool.stats();
   }

@@ -150,6 +150,8 @@ export interface Runtime {
    * none (misses), or passed one over while it imported (docs/warm.md).
    */
   prestartStats?(): { ready: number; hits: number; misses: number; passedOver?: number; importing?: number };
+  /** Resolves once no pre-started unit is still being started (tests wait for the unit a run left). */
+  prestartSettled?(): Promise<void>;
   /**
    * Until the returned function is called, runs of this sandbox leave nothing pre-started behind
    * (a throw-away sandbox of a one-request run has no next run to serve).

@@ -129,6 +129,11 @@ export class UnitPool<U extends object> {
   }
 
   /** Units waiting, how often a run found one, and how often a waiting one was passed over. */
+  /** Resolves once no unit is being started (asynchronous starts run in the background). */
+  async settled(): Promise<void> {
+    while (this.preparing.size > 0) await Promise.all(this.preparing.values());
+  }
+
   stats(): { ready: number; hits: number; misses: number; passedOver: number; importing: number } {
     const importing = [...this.units.values()].filter((u) => this.hooks.importing?.(u)).length;
     return { ready: this.units.size, hits: this.hits, misses: this.misses, passedOver: this.passed, importing };
