@@ -256,8 +256,8 @@ export function runtimeConformanceSuite(
       nodeTest(title, opts.knownGaps?.[title] ? { todo: opts.knownGaps[title] } : {}, fn);
     /**
      * Cases whose outcome the data stack's warm interpreter cannot change: a property of the
-     * unit's container (set up exactly as for the first image), or a run exec'd by a plain
-     * launcher. With the stack pre-imported they are left to the first image's pre-start-on pass.
+     * unit's container (set up exactly as for the first image), or a run that is not Python's.
+     * With the stack pre-imported they are left to the first image's pre-start-on pass.
      */
     const containerCase = (title: string, fn: (t: TestContext) => Promise<void>) =>
       test(title, async (t) => {
@@ -643,7 +643,7 @@ export function runtimeConformanceSuite(
     for (const lang of Object.values(LANGUAGES)) {
       const program = stack && lang.name === "python" ? STACK_IMPORT + HELLO.python : HELLO[lang.name];
       if (stack && lang.name !== "python") {
-        nodeTest(`${lang.name}: the file and snippet forms run`, { skip: `pre-start on, data stack: ${lang.name} runs are exec'd by a plain launcher, as on the first image, whose pre-start-on pass of this runtime runs them` }, () => undefined);
+        nodeTest(`${lang.name}: the file and snippet forms run`, { skip: `pre-start on, data stack: ${lang.name} runs start in units set up as on the first image (only Python's interpreter imports the data stack), whose pre-start-on pass of this runtime runs them` }, () => undefined);
         continue;
       }
       if (!program) {
