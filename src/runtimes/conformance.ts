@@ -290,6 +290,16 @@ export function runtimeConformanceSuite(
       assert.equal(r.exitCode, null);
     });
 
+    // Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec: a pre-started unit's
+    // Python launcher must give them back before it execs the program (yes | head would say
+    // 'Broken pipe' and a write past the file-size limit would not kill).
+    test("a program starts with no signal ignored (yes | head ends quietly)", async () => {
+      const r = await run(["sh", "-c", "yes | head -1; grep SigIgn /proc/self/status"]);
+      assert.equal(out(r), "y\nSigIgn:\t0000000000000000\n", describeResult(r));
+      assert.equal(r.stderr.toString(), "", describeResult(r));
+      assert.equal(r.exitCode, 0, describeResult(r));
+    });
+
     // As pid 1 of a pid namespace, a program ignores every signal it has no handler for
     // (SIGTERM, SIGINT from itself or its children) and must reap orphans: surprising for code
     // written for a normal process. Runtimes put an init (bwrap's reaper, docker --init) above it.

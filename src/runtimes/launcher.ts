@@ -101,7 +101,7 @@ export const LABEL_SANDBOX = "io.jhansi.petri.sandbox";
  * remains after the exec; the sandbox is used for that one run and never again.
  */
 const LAUNCHER = [
-  "import os, json",
+  "import os, json, signal",
   "b = b''",
   "while not b.endswith(b'\\n'):",
   "    c = os.read(0, 1)",
@@ -110,6 +110,9 @@ const LAUNCHER = [
   "    b += c",
   "s = json.loads(b)",
   "os.chdir(s['cwd'])",
+  // Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec: without
+  // this, `yes | head` in a pre-started run would print 'Broken pipe' where a cold run is silent.
+  "signal.signal(signal.SIGPIPE, signal.SIG_DFL); signal.signal(signal.SIGXFSZ, signal.SIG_DFL)",
   "try:",
   "    os.execvpe(s['argv'][0], s['argv'], s['env'])",
   "except OSError as e:",

@@ -96,6 +96,10 @@ def _petri_warm():
             os.write(1, ("\0petri-warm:0 %s\n" % reason.replace("\n", " ")).encode("utf-8", "replace"))
         try:
             os.chdir(cwd)
+            # Python ignores SIGPIPE and SIGXFSZ; ignored signals survive exec (see launcher.ts).
+            import _signal
+            _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
+            _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
             os.execvpe(argv[0], argv, full)
         except OSError as e:
             os.write(2, ("petri: cannot execute %s: %s\n" % (argv[0], e.strerror)).encode())
