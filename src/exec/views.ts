@@ -74,16 +74,27 @@ export class ViewPool {
 
   /** The view for a run starting now: the ready one if still current, else a fresh one. */
   async take(sandboxId: string, quotaBytes: number): Promise<RunWorkspace> {
+    const r = await this.claimReady(sandboxId);
+    if (r) {
+      if (r.generation === this.d.workspaces.generation(sandboxId) && r.quotaBytes === quotaBytes) return r.ws;
+      this.drop(r.ws, r.runtime);
+    }
+    return this.open(sandboxId, quotaBytes);
+  }
+
+  /**
+   * Takes a sandbox's ready view out of the pool (its expiry cancelled), once a view being made
+   * ready for it now has settled — otherwise that one would become ready (with a unit on it) after.
+   */
+  private async claimReady(sandboxId: string) {
     const pending = this.preparing.get(sandboxId);
     if (pending) await pending;
     const r = this.ready.get(sandboxId);
     if (r) {
       this.ready.delete(sandboxId);
       clearTimeout(r.timer);
-      if (r.generation === this.d.workspaces.generation(sandboxId) && r.quotaBytes === quotaBytes) return r.ws;
-      this.drop(r.ws, r.runtime);
     }
-    return this.open(sandboxId, quotaBytes);
+    return r;
   }
 
   /**
@@ -134,15 +145,8 @@ export class ViewPool {
 
   /** Drops a sandbox's ready view (before the sandbox is deleted). */
   async forget(sandboxId: string): Promise<void> {
-    // A view being made ready now would otherwise become ready (with a unit on it) after this.
-    const pending = this.preparing.get(sandboxId);
-    if (pending) await pending;
-    const r = this.ready.get(sandboxId);
-    if (r) {
-      this.ready.delete(sandboxId);
-      clearTimeout(r.timer);
-      this.drop(r.ws, r.runtime);
-    }
+    const r = await this.claimReady(sandboxId);
+    if (r) this.drop(r.ws, r.runtime);
     await Promise.all(this.closing);
   }
 

@@ -7,6 +7,7 @@ import { AGENT_MOUNT, prepareAgentFiles } from "../exec/agent-files.js";
 import { LANGUAGES, SNIPPET_DIR } from "../exec/languages.js";
 import type { RunResult, RunSpec } from "./types.js";
 import type { WarmSubject } from "./warm-conformance.js";
+import { assertWarmMatchesCold, describeRun } from "./warm-compare.js";
 
 /**
  * The Node and TypeScript half of the warm/cold equivalence suite (docs/warm.md, "Node"): each
@@ -108,17 +109,6 @@ const PROBES: NodeProbe[] = [
   { title: "a bash run after a TypeScript run execs cold, with no signal left ignored (yes | head)", form: "other", program: ["bash", "-c", "yes | head -2; grep SigIgn /proc/self/status"], path: "exec" },
 ];
 
-function describeRun(r: RunResult): string {
-  return `exit ${r.exitCode} signal ${r.signal} warm ${r.timings?.warm} interp ${r.timings?.interp} fallback ${r.warmFallback}\nstdout: ${r.stdout.toString().slice(0, 3000)}\nstderr: ${r.stderr.toString().slice(0, 2000)}`;
-}
-
-function lineDiff(a: string, b: string): string {
-  const x = a.split("\n");
-  const y = b.split("\n");
-  const out: string[] = [];
-  for (let i = 0; i < Math.max(x.length, y.length); i++) if (x[i] !== y[i]) out.push(`line ${i + 1}:\n  warm: ${x[i]?.slice(0, 400)}\n  cold: ${y[i]?.slice(0, 400)}`);
-  return out.join("\n");
-}
 
 /** The Node section of warmEquivalenceSuite: its own runtimes, workspace and mounts (a shape of its own). */
 export function nodeWarmSection(name: string, make: () => Promise<WarmSubject>, opts: { skip?: string | false; gvisor?: boolean }): void {
@@ -209,21 +199,10 @@ export function nodeWarmSection(name: string, make: () => Promise<WarmSubject>, 
         await unitReady();
         const warm = await subject.warm.run(specFor(probe, id));
         const cold = await subject.cold.run(specFor(probe, id));
-        assert.equal(warm.timings?.warm, 1, `a pre-started unit served the warm run\n${describeRun(warm)}`);
         // gVisor lets no process write its own memory (/proc/self/mem), so /proc/self/cmdline cannot
         // show the run's command line: there every run goes cold, and says so (docs/warm.md).
         const expected = probe.path === true && opts.gvisor ? /cannot set \/proc\/self\/cmdline/ : probe.path;
-        if (expected === true) assert.equal(warm.timings?.interp, 1, `ran in the pre-started node\n${describeRun(warm)}`);
-        else if (expected === "exec") assert.equal(warm.timings?.interp, undefined, `handed over as an exec\n${describeRun(warm)}`);
-        else {
-          assert.equal(warm.timings?.interp, 0, `went cold\n${describeRun(warm)}`);
-          assert.match(warm.warmFallback ?? "", expected);
-        }
-        assert.equal(cold.timings?.warm, undefined, "the cold run was cold");
-        assert.equal(warm.stdout.toString(), cold.stdout.toString(), `stdout differs\n${lineDiff(warm.stdout.toString(), cold.stdout.toString())}`);
-        assert.equal(warm.stderr.toString(), cold.stderr.toString(), `stderr differs\n${lineDiff(warm.stderr.toString(), cold.stderr.toString())}`);
-        assert.equal(warm.exitCode, cold.exitCode, describeRun(warm));
-        assert.equal(warm.signal, cold.signal, describeRun(warm));
+        assertWarmMatchesCold(warm, cold, expected);
       });
     }
   });

@@ -6,6 +6,7 @@ import { after, before, describe, test } from "node:test";
 import { LANGUAGES } from "../exec/languages.js";
 import type { RunResult, RunSpec, Runtime } from "./types.js";
 import { nodeWarmSection } from "./warm-conformance-node.js";
+import { assertWarmMatchesCold, describeRun } from "./warm-compare.js";
 
 /**
  * Warm and cold paths of one runtime, side by side (docs/warm.md): every probe runs once in a
@@ -114,19 +115,6 @@ const PROBES: Probe[] = [
     remove: ["linecache.py", "numpy"], argv: ["python3", "-c", "import os; print(os.environ['EXTRA'])"], env: { EXTRA: "1" }, path: "exec", both: true,
   },];
 
-/** The lines that differ, for a readable failure. */
-function lineDiff(a: string, b: string): string {
-  const x = a.split("\n");
-  const y = b.split("\n");
-  const out: string[] = [];
-  for (let i = 0; i < Math.max(x.length, y.length); i++) if (x[i] !== y[i]) out.push(`line ${i + 1}:\n  warm: ${x[i]?.slice(0, 400)}\n  cold: ${y[i]?.slice(0, 400)}`);
-  return out.join("\n");
-}
-
-function describeRun(r: RunResult): string {
-  return `exit ${r.exitCode} signal ${r.signal} interp ${r.timings?.interp} fallback ${r.warmFallback}\nstdout: ${r.stdout.toString().slice(0, 1500)}\nstderr: ${r.stderr.toString().slice(0, 1500)}`;
-}
-
 export function warmEquivalenceSuite(name: string, make: () => Promise<WarmSubject>, opts: { skip?: string | false; datascience: boolean }): void {
   // Node and TypeScript (warm-conformance-node.ts): on the standard image; the datascience image
   // has the same node, BOOT and loader (its data stack is Python's), so CI time goes elsewhere.
@@ -197,18 +185,7 @@ export function warmEquivalenceSuite(name: string, make: () => Promise<WarmSubje
         await unitReady();
         const warm = await subject.warm.run(specFor(probe.argv, probe));
         const cold = await subject.cold.run(specFor(probe.argv, probe));
-        assert.equal(warm.timings?.warm, 1, `a pre-started unit served the warm run\n${describeRun(warm)}`);
-        if (expected === true) assert.equal(warm.timings?.interp, 1, `ran in the pre-started interpreter\n${describeRun(warm)}`);
-        else if (expected === "exec") assert.equal(warm.timings?.interp, undefined, `handed over as an exec\n${describeRun(warm)}`);
-        else {
-          assert.equal(warm.timings?.interp, 0, `went cold\n${describeRun(warm)}`);
-          assert.match(warm.warmFallback ?? "", expected);
-        }
-        assert.equal(cold.timings?.warm, undefined, "the cold run was cold");
-        assert.equal(warm.stdout.toString(), cold.stdout.toString(), `stdout differs\n${lineDiff(warm.stdout.toString(), cold.stdout.toString())}`);
-        assert.equal(warm.stderr.toString(), cold.stderr.toString(), `stderr differs\n${lineDiff(warm.stderr.toString(), cold.stderr.toString())}`);
-        assert.equal(warm.exitCode, cold.exitCode, describeRun(warm));
-        assert.equal(warm.signal, cold.signal, describeRun(warm));
+        assertWarmMatchesCold(warm, cold, expected);
       });
     }
 
