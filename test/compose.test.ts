@@ -35,6 +35,7 @@ describe("Docker Compose: Debian's docker-compose brings Petri up, restarts it, 
   const compose = (...args: string[]) => sh("docker-compose", ["--env-file", envFile, "-p", project, "-f", "docker-compose.yml", ...args]);
   after(() => {
     if (fs.existsSync(envFile)) compose("down", "--remove-orphans", "-t", "30");
+    sh("umount", ["-R", `${base}/data`]);
     fs.rmSync(base, { recursive: true, force: true });
   });
 
@@ -49,6 +50,14 @@ describe("Docker Compose: Debian's docker-compose brings Petri up, restarts it, 
     const port = await freePort();
     const token = `pk_compose_${randomBytes(12).toString("hex")}`;
     fs.mkdirSync(base, { recursive: true, mode: 0o700 });
+    // The data directory must sit on a shared mount (README, Compose): the runs' workspace views
+    // Petri mounts in its container reach the host's dockerd through it. systemd hosts have / shared;
+    // this one may not, so the test makes the directory a shared mount of its own, as the README says.
+    fs.mkdirSync(`${base}/data`, { recursive: true, mode: 0o700 });
+    for (const args of [["--bind", `${base}/data`, `${base}/data`], ["--make-rshared", `${base}/data`]]) {
+      const m = sh("mount", args);
+      assert.equal(m.status, 0, m.out);
+    }
     fs.writeFileSync(envFile, [
       `PETRI_PUBLISH=127.0.0.1:${port}`, `PETRI_DATA_DIR=${base}/data`, `PETRI_WORKSPACE_ROOT=${base}/workspaces`,
       `PETRI_KEYS_DIR=${base}/keys`, `PETRI_ADMIN_TOKEN=${token}`, "PETRI_RUNTIMES=runc,runsc", "",
