@@ -5,6 +5,7 @@ import path from "node:path";
 import { startTestServer, createSandbox, putFile, exec as execOnce, containersOf, whileHealthzPolled, type TestServer } from "./helpers.js";
 import { LABEL_INSTANCE } from "../src/server.js";
 import { LABEL_SANDBOX } from "../src/runtimes/launcher.js";
+import { deepChain } from "../src/workspaces/deep-chain.js";
 
 /**
  * Hostile suite, workspace part (issue 9 findings 3, 4 and 10; issue 11 item 6): a tenant's code
@@ -14,21 +15,6 @@ import { LABEL_SANDBOX } from "../src/runtimes/launcher.js";
  * a unit pre-started for its sandbox's shape (a run of the same shape first, the unit waited
  * for) and is checked to have done so; a deleted sandbox must leave no unit behind.
  */
-/** A chain of `depth` directories named "d" below `root`, made by chdir (paths get too long). */
-function deepChain(root: string, depth: number): void {
-  const start = process.cwd();
-  try {
-    process.chdir(root);
-    for (let i = 0; i < depth; i++) {
-      fs.mkdirSync("d");
-      process.chdir("d");
-    }
-    fs.writeFileSync("leaf", "x");
-  } finally {
-    process.chdir(start);
-  }
-}
-
 for (const prestart of [false, true]) describe(`hostile workspaces, pre-start ${prestart ? "on" : "off"}`, () => {
   let t: TestServer;
   let names: string[];
@@ -155,11 +141,11 @@ for (const prestart of [false, true]) describe(`hostile workspaces, pre-start ${
     assert.equal(r.json.error?.code, "CHANGES_NOT_COMMITTED");
     assert.deepEqual(fs.readdirSync(wsDir(sb)), []);
     // Such a chain on disk (a workspace from before, or the host's doing) still deletes, both ways.
-    deepChain(wsDir(sb), 30000);
+    deepChain(wsDir(sb), 30000, { name: "leaf", bytes: 1 });
     const del = await t.api("DELETE", `/v1/sandboxes/${sb}/files/d?recursive=true`);
     assert.equal(del.status, 204, del.text);
     assert.deepEqual(fs.readdirSync(wsDir(sb)), []);
-    deepChain(wsDir(sb), 30000);
+    deepChain(wsDir(sb), 30000, { name: "leaf", bytes: 1 });
     const gone = await deleteSandbox(sb);
     assert.equal(gone.status, 204, gone.text);
     assert.equal(fs.existsSync(wsDir(sb)), false, "the workspace is gone from disk");

@@ -5,21 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { entryPath, walkTree } from "./walk.js";
 import { displayPath } from "./names.js";
-
-/** Makes a chain of `depth` directories named "d" below `root` (by chdir: paths get too long). */
-function deepChain(root: string, depth: number, leaf?: { name: string; bytes: number }): void {
-  const start = process.cwd();
-  try {
-    process.chdir(root);
-    for (let i = 0; i < depth; i++) {
-      fs.mkdirSync("d");
-      process.chdir("d");
-    }
-    if (leaf) fs.writeFileSync(leaf.name, Buffer.alloc(leaf.bytes, 1));
-  } finally {
-    process.chdir(start);
-  }
-}
+import { deepChain } from "./deep-chain.js";
 
 describe("walkTree", () => {
   it("walks any depth and counts a file at depth 70 in full (was: 1 byte past depth 64)", async () => {

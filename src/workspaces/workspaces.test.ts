@@ -6,21 +6,7 @@ import path from "node:path";
 import { Readable } from "node:stream";
 import { WorkspaceStore } from "./workspaces.js";
 import { PetriError } from "../errors.js";
-
-/** Makes a chain of `depth` directories named "d" below `root` (by chdir: the path gets too long). */
-function deepChain(root: string, depth: number, leaf?: { name: string; bytes: number }): void {
-  const start = process.cwd();
-  try {
-    process.chdir(root);
-    for (let i = 0; i < depth; i++) {
-      fs.mkdirSync("d");
-      process.chdir("d");
-    }
-    if (leaf) fs.writeFileSync(leaf.name, Buffer.alloc(leaf.bytes, 1));
-  } finally {
-    process.chdir(start);
-  }
-}
+import { deepChain } from "./deep-chain.js";
 
 const uid = process.getuid?.() ?? 0;
 const gid = process.getgid?.() ?? 0;
