@@ -453,6 +453,7 @@ export class BwrapRuntime implements Runtime {
       alive: (st) => st.proc.exitCode === null && st.proc.signalCode === null,
       discard: (st) => void this.finish(st),
       importing: (st) => st.frame?.phase === "importing",
+      starting: (st) => st.frame !== undefined && st.frame.phase !== "ready",
     });
   }
 

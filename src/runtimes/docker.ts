@@ -119,6 +119,7 @@ export class DockerRuntime implements Runtime {
         else this.removeLater(prep);
       },
       importing: (prep) => prep.frame?.phase === "importing",
+      starting: (prep) => prep.frame !== undefined && prep.frame.phase !== "ready",
     });
     this.trace = opts.trace ?? false;
     this.onEngineFault = opts.onEngineFault ?? (() => undefined);

@@ -160,6 +160,7 @@ export class OciRuntime implements Runtime {
       alive: (st) => st.proc.exitCode === null && st.proc.signalCode === null,
       discard: (st) => void this.finish(st),
       importing: (st) => st.frame?.phase === "importing",
+      starting: (st) => st.frame !== undefined && st.frame.phase !== "ready",
     });
     fs.mkdirSync(this.stateRoot, { recursive: true, mode: 0o700 });
     fs.mkdirSync(this.bundles, { recursive: true, mode: 0o700 });

@@ -146,10 +146,11 @@ export interface Runtime {
    */
   hostSockets?(): Promise<string | null>;
   /**
-   * Pre-started units waiting now (of which still importing), and runs that found one ready (hits),
-   * none (misses), or passed one over while it imported (docs/warm.md).
+   * Pre-started units waiting now (of which still importing; of which not yet ready: still starting
+   * or importing), and runs that found one ready (hits), none (misses), or passed one over while it
+   * imported (docs/warm.md).
    */
-  prestartStats?(): { ready: number; hits: number; misses: number; passedOver?: number; importing?: number };
+  prestartStats?(): { ready: number; hits: number; misses: number; passedOver?: number; importing?: number; starting?: number };
   /** Resolves once no pre-started unit is still being started (tests wait for the unit a run left). */
   prestartSettled?(): Promise<void>;
   /**

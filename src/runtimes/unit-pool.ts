@@ -15,6 +15,8 @@ export interface UnitHooks<U> {
   discard(u: U, why: "expired" | "dead" | "closed"): void;
   /** Whether a waiting unit is still importing (warm interpreters; for the stats). */
   importing?(u: U): boolean;
+  /** Whether a waiting unit has not said it is ready yet (warm interpreters: still starting or importing). */
+  starting?(u: U): boolean;
 }
 
 /**
@@ -134,8 +136,10 @@ export class UnitPool<U extends object> {
     while (this.preparing.size > 0) await Promise.all(this.preparing.values());
   }
 
-  stats(): { ready: number; hits: number; misses: number; passedOver: number; importing: number } {
-    const importing = [...this.units.values()].filter((u) => this.hooks.importing?.(u)).length;
-    return { ready: this.units.size, hits: this.hits, misses: this.misses, passedOver: this.passed, importing };
+  stats(): { ready: number; hits: number; misses: number; passedOver: number; importing: number; starting: number } {
+    const units = [...this.units.values()];
+    const importing = units.filter((u) => this.hooks.importing?.(u)).length;
+    const starting = units.filter((u) => this.hooks.starting?.(u)).length;
+    return { ready: this.units.size, hits: this.hits, misses: this.misses, passedOver: this.passed, importing, starting };
   }
 }
