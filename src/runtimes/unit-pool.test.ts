@@ -31,7 +31,7 @@ describe("pre-started units (UnitPool)", () => {
     assert.deepEqual(p.take(spec({ cwd: "/x", mounts: [] })), {}, "another shape misses");
     assert.equal(p.take(spec()).unit?.n, 1);
     assert.deepEqual(p.take(spec()), {}, "used once");
-    assert.deepEqual(p.stats(), { ready: 0, hits: 1, misses: 2, passedOver: 0, importing: 0 });
+    assert.deepEqual(p.stats(), { ready: 0, hits: 1, misses: 2, passedOver: 0, importing: 0, starting: 0 });
   });
 
   test("a dead unit is discarded and the run misses; an idle one expires", async () => {
@@ -52,7 +52,23 @@ describe("pre-started units (UnitPool)", () => {
     p.replenish(spec(), start);
     assert.deepEqual(p.take(spec(), () => "busy"), { passedOver: "busy" });
     assert.equal(p.take(spec(), () => null).unit?.n, 1);
-    assert.deepEqual(p.stats(), { ready: 0, hits: 1, misses: 0, passedOver: 1, importing: 0 });
+    assert.deepEqual(p.stats(), { ready: 0, hits: 1, misses: 0, passedOver: 1, importing: 0, starting: 0 });
+  });
+
+  test("units that have not said ready are counted as starting until they do", () => {
+    const frames = new Map<number, StatusFrame>();
+    let n = 0;
+    const p = new UnitPool<Unit>({ idleMs: 60_000, images: new Set(["img"]) }, {
+      alive: () => true, discard: () => undefined,
+      importing: (u) => frames.get(u.n)?.phase === "importing",
+      starting: (u) => frames.get(u.n)?.phase !== "ready",
+    });
+    p.replenish(spec(), () => { frames.set(++n, new StatusFrame(() => undefined)); return { n }; });
+    assert.deepEqual([p.stats().starting, p.stats().importing], [1, 0], "spawned, interpreter not up");
+    frames.get(1)!.push(Buffer.from("\0petri-warm:importing\n"));
+    assert.deepEqual([p.stats().starting, p.stats().importing], [1, 1]);
+    frames.get(1)!.push(Buffer.from("\0petri-warm:ready\n"));
+    assert.deepEqual([p.stats().starting, p.stats().importing], [0, 0], "ready");
   });
 
   test("asynchronous starts are tracked while preparing; a unit that arrives after close is discarded", async () => {
