@@ -59,11 +59,7 @@ describe("host tracer: the audit shows what the program did", { skip: pre.ok ? f
   // same flags per run), which has no host pids or uids and sees no getaddrinfo names; under
   // Docker connects only when runsc-trace's --strace-syscalls lists connect (runsc-direct always does).
   for (const runtime of ["runc", "crun", "bwrap", "runc-direct", "crun-direct", "runsc", "runsc-direct"]) {
-    // KNOWN DEFECT (issue 12, open): now and then every open of a run is missing from its audit while
-    // the trace says complete (seen on bwrap round 2, Python and Node, and crun-direct round 1, Node).
-    // Reported as TODO on the host-traced runtimes until found (gVisor's strace stays strict): the case
-    // runs and prints its failure, but does not fail CI.
-    it(`${runtime}: files, programs, connections and names match the program's own log`, { todo: runtime.startsWith("runsc") ? false : "intermittent: a run's opens can be missing from the host trace (issue 12, open)" }, async (ctx) => {
+    it(`${runtime}: files, programs, connections and names match the program's own log`, async (ctx) => {
       if (!t.server.runtimes.has(runtime)) return ctx.skip(`${runtime} is not available on this host`);
       const gvisor = runtime === "runsc" || runtime === "runsc-direct";
       if (runtime === "runsc" && !runscTraceArgs) return ctx.skip("runsc-trace is not registered with Docker (run scripts/setup.sh)");
@@ -163,11 +159,7 @@ describe("host tracer: warm Node runs are recorded like cold ones", { skip: pre.
   after(async () => { await t?.close(); });
 
   for (const runtime of ["runc", "crun", "bwrap", "runc-direct", "crun-direct"]) {
-    // KNOWN DEFECT (issue 12, open): now and then a Node run's opens are all missing from its audit
-    // while the trace says complete (seen on bwrap round 2 and crun-direct round 1, cold and warm;
-    // never for the Python program above). Reported as TODO until found: the case still runs and
-    // its failure is printed, but it does not fail CI.
-    it(`${runtime}: files, programs and connections of a warm node run match its own log`, { todo: "intermittent: a Node run's opens can be missing from the trace (issue 12, open)" }, async (ctx) => {
+    it(`${runtime}: files, programs and connections of a warm node run match its own log`, async (ctx) => {
       if (!t.server.runtimes.has(runtime)) return ctx.skip(`${runtime} is not available on this host`);
       const sb = await createSandbox(t, { language: "node", runtime });
       for (let i = 0; i < 5; i++) await putFile(t, sb, `in${i}.txt`, `input ${i}`);

@@ -1,5 +1,5 @@
 import os from "node:os";
-import type { NetOp, OpenEntry, TraceEvent } from "./events.js";
+import type { NetOp, OpenEntry, TimedEvent, TraceEvent } from "./events.js";
 import { STRLEN } from "./program.js";
 
 /**
@@ -40,6 +40,13 @@ export const DEFAULT_CAPS: TraceCaps = { files: 1000, execs: 300, net: 300, dns:
 
 /** Events of processes not yet known as the program's, kept per run (see hold). */
 const HELD_MAX = 20_000;
+/**
+ * Timed events kept per run to be put in the kernel's order (see push). Past this, those older than
+ * REORDER_NS before the newest (long read from every CPU's buffer) are taken in, sorted, and at
+ * least the older half of them, to stay bounded.
+ */
+const TIMELINE_MAX = 50_000;
+const REORDER_NS = 2e9;
 /** Distinct (process, path, access, result) open counts kept per run until its summary. */
 const MAX_RAW_OPENS = 200_000;
 
@@ -87,6 +94,9 @@ export function displayPath(b: Buffer): { path: string; path_b64?: string } {
 }
 
 interface PendingExec { path: Buffer; uid: number; args: Buffer[]; more: boolean }
+/** An exec entry with its argv, which follows it (same CPU, same probe) but carries no clock. */
+type ExecEntry = Extract<TraceEvent, { t: "exec" }> & { args: Buffer[]; more: boolean };
+type Timed = Exclude<TimedEvent, { t: "exec" }> | ExecEntry;
 
 export class RunTraceAggregator {
   /** Processes of the program: pid → the first exec id (self_exec_id) whose activity counts. */
@@ -105,6 +115,17 @@ export class RunTraceAggregator {
   private readonly handedOver = new Map<number, TracedExec>();
   private readonly held = new Map<number, (() => void)[]>();
   private heldCount = 0;
+  /** Timed events not yet taken in, in the order read (which is not the order they happened). */
+  private timeline: Timed[] = [];
+  /** Each thread's latest exec entry read, for the argv records that follow it. */
+  private readonly lastExec = new Map<number, ExecEntry>();
+  /** The clock of the latest event taken in: one older than it arriving later could not be ordered. */
+  private appliedUpTo = -Infinity;
+  private late = 0;
+  /** Exec returns read with no entry before them: a sign events were lost. */
+  private orphanReturns = 0;
+  /** The run's program was seen to start (its exec, tried or done, or a warm hand-over). */
+  private programSeen = false;
   lost = 0;
 
   constructor(private readonly programArgv: string[], private readonly caps: TraceCaps = DEFAULT_CAPS) {}
@@ -128,32 +149,101 @@ export class RunTraceAggregator {
     });
   }
 
+  /**
+   * Takes one event in. The kernel hands events over per CPU and bpftrace reads the buffers one
+   * after the other, so the order read is not the order they happened: an exec's return can come
+   * before its entry (execve moves the task to another CPU), a process's connect before the
+   * exec that made it the program. Whether a process is the program's depends on that order, so
+   * the timed events are kept and taken in sorted by the kernel's clock when the summary is made
+   * (or, for very busy runs, once they are old: TIMELINE_MAX). The argv records carry no clock:
+   * they follow their exec entry in its CPU's buffer and join it here.
+   */
   push(ev: TraceEvent): void {
     switch (ev.t) {
-      case "fork":
-        if (this.user.has(ev.parent)) this.adopt(ev.child);
-        else this.hold(ev.parent, () => this.push(ev));
+      case "exec": {
+        const e: ExecEntry = { ...ev, args: [], more: false };
+        this.lastExec.set(ev.tid, e);
+        this.queue(e);
         return;
-      case "exec":
-        this.pending.set(ev.tid, { path: ev.path, uid: ev.uid, args: [], more: false });
-        return;
+      }
       case "arg": {
-        const p = this.pending.get(ev.tid);
-        if (p && ev.i === p.args.length) p.args.push(ev.arg);
+        const e = this.lastExec.get(ev.tid);
+        if (e && ev.i === e.args.length) e.args.push(ev.arg);
         return;
       }
       case "more_args": {
-        const p = this.pending.get(ev.tid);
-        if (p) p.more = true;
+        const e = this.lastExec.get(ev.tid);
+        if (e) e.more = true;
         return;
       }
+      case "fork":
+      case "exec_ret":
+      case "net":
+      case "unix":
+      case "dns":
+      case "handover":
+        this.queue(ev);
+        return;
+      case "open":
+        // One open printed as it happened (an O record); the kernel's counts come without a clock.
+        if (ev.ts !== undefined) this.queue(ev as Timed);
+        else this.apply(ev);
+        return;
+      default:
+        this.apply(ev);
+    }
+  }
+
+  private queue(ev: Timed): void {
+    if (!(ev.ts > this.appliedUpTo)) {
+      // Older than what was already taken in (or without a clock): taken in as it comes.
+      this.late++;
+      this.apply(ev);
+      return;
+    }
+    this.timeline.push(ev);
+    if (this.timeline.length >= TIMELINE_MAX) this.takeIn(REORDER_NS);
+  }
+
+  /** Takes in the queued events (those older than `window` ns before the newest), oldest first. */
+  private takeIn(window = 0): void {
+    if (this.timeline.length === 0) return;
+    // Stable: events of one instant keep the order they were read in.
+    const sorted = this.timeline.sort((a, b) => a.ts - b.ts);
+    let n = sorted.length;
+    if (window > 0) {
+      const cut = sorted[sorted.length - 1].ts - window;
+      n = Math.max(sorted.length >> 1, sorted.findIndex((e) => e.ts >= cut));
+    }
+    this.timeline = sorted.slice(n);
+    for (const ev of sorted.slice(0, n)) {
+      this.appliedUpTo = ev.ts;
+      this.apply(ev);
+    }
+  }
+
+  private apply(ev: TraceEvent | ExecEntry): void {
+    switch (ev.t) {
+      case "fork":
+        if (this.user.has(ev.parent)) this.adopt(ev.child);
+        else this.hold(ev.parent, () => this.apply(ev));
+        return;
+      case "exec":
+        // The entry's argv array itself: records of it read later still land in it.
+        this.pending.set(ev.tid, "args" in ev ? { path: ev.path, uid: ev.uid, args: ev.args, more: ev.more } : { path: ev.path, uid: ev.uid, args: [], more: false });
+        return;
+      case "arg":
+      case "more_args":
+        // Only through push (joined to their exec entry there).
+        return;
       case "exec_ret": {
         const p = this.pending.get(ev.tid);
         this.pending.delete(ev.tid);
-        if (!p) return;
+        if (!p) { this.orphanReturns++; return; }
+        if (this.isProgram(p.args)) this.programSeen = true;
         if (!this.user.has(ev.tid)) {
           if (ev.ret !== 0 || !this.isProgram(p.args)) {
-            this.hold(ev.tid, () => { this.pending.set(ev.tid, p); this.push(ev); });
+            this.hold(ev.tid, () => { this.pending.set(ev.tid, p); this.apply(ev); });
             return;
           }
           this.user.set(ev.tid, (ev.execId ?? 0) * 2);
@@ -170,7 +260,7 @@ export class RunTraceAggregator {
         return;
       }
       case "open_map":
-        for (const e of ev.entries) this.push(e);
+        for (const e of ev.entries) this.apply(e);
         return;
       case "open": {
         if (ev.execId !== undefined) {
@@ -184,7 +274,7 @@ export class RunTraceAggregator {
       }
       case "net":
       case "unix": {
-        if (!this.user.has(ev.pid)) { this.hold(ev.pid, () => this.push(ev)); return; }
+        if (!this.user.has(ev.pid)) { this.hold(ev.pid, () => this.apply(ev)); return; }
         const errno = errnoName(ev.ret);
         const address = ev.t === "net" ? ev.address : displayPath(ev.path).path;
         const port = ev.t === "net" ? ev.port : null;
@@ -193,7 +283,7 @@ export class RunTraceAggregator {
         return;
       }
       case "dns": {
-        if (!this.user.has(ev.pid)) { this.hold(ev.pid, () => this.push(ev)); return; }
+        if (!this.user.has(ev.pid)) { this.hold(ev.pid, () => this.apply(ev)); return; }
         const name = ev.name.toString("utf8");
         this.add(this.dns, this.caps.dns, name, () => ({ name, count: 1, pid: ev.pid }));
         return;
@@ -201,6 +291,7 @@ export class RunTraceAggregator {
       case "handover": {
         // A warm interpreter took over the run (its bootstrap's mark, program.ts): from the mark on,
         // this process is the program, as if it had executed the run's argv then.
+        this.programSeen = true;
         if (this.user.has(ev.pid)) return;
         this.user.set(ev.pid, ev.execId * 2 + 1);
         this.handedOver.set(ev.pid, { ...displayPath(ev.path), argv: [...this.programArgv], argv_truncated: false, count: 1, errno: null, pid: ev.pid, uid: ev.uid, warm: true });
@@ -215,11 +306,11 @@ export class RunTraceAggregator {
   }
 
   /**
-   * Events of a process not (yet) known as the program's, kept in case it turns out to be: the
-   * kernel hands events over per CPU, so a child's exec can be read before its parent's fork.
-   * Replayed when a fork from a process of the program is read (everything a child does follows
-   * its fork); never for a process that becomes the program by executing it (before that, it was
-   * Petri's launcher). Bounded: past HELD_MAX, held events are dropped and counted.
+   * Events of a process not (yet) known as the program's, kept in case it turns out to be: events
+   * taken in out of order (late ones, see queue) can put a child's exec before its parent's fork.
+   * Replayed when a fork from a process of the program is taken in (everything a child does
+   * follows its fork); never for a process that becomes the program by executing it (before that,
+   * it was Petri's launcher). Bounded: past HELD_MAX, held events are dropped and counted.
    */
   private hold(pid: number, replay: () => void): void {
     if (this.heldCount >= HELD_MAX) { this.dropped++; return; }
@@ -251,7 +342,21 @@ export class RunTraceAggregator {
     this.add(this.files, this.caps.files, `${access}\0${errno}\0${p}`, () => ({ ...displayPath(ev.path), access, flags: names, count: 1, errno, pid: ev.pid }), n);
   }
 
+  /**
+   * Why this run's record cannot be trusted to be whole, or null. The program's start is what
+   * everything else is attributed from: a run whose start was never seen would be recorded as
+   * having done nothing.
+   */
+  doubt(): string | null {
+    this.takeIn();
+    if (!this.programSeen) return "the tracer did not see the program start (neither its exec nor a warm hand-over)";
+    if (this.orphanReturns > 0) return `${this.orphanReturns} exec returns were traced without their exec: trace events were lost`;
+    if (this.late > 0) return `${this.late} trace events came too late to be put in order`;
+    return null;
+  }
+
   summary(): TraceSummary {
+    this.takeIn();
     for (const e of this.handedOver.values()) {
       this.add(this.execs, this.caps.execs, JSON.stringify([e.path, e.argv, null, "warm"]), () => e);
     }

@@ -3,7 +3,17 @@ import { describe, test } from "node:test";
 import { decodeBpftraceString, parseTraceLine } from "./events.js";
 import { RunTraceAggregator, openFlags } from "./aggregate.js";
 
-const line = (data: string) => `{"type": "printf", "data": "${data}\\n"}`;
+const raw = (data: string) => `{"type": "printf", "data": "${data}\\n"}`;
+/**
+ * A record as the probes print it; the timed kinds get the kernel's clock after their letter
+ * (program.ts), increasing in the order given unless the record names its own ("X@250 …").
+ */
+let clock = 1_000_000;
+const line = (data: string) => {
+  const m = /^([FEXNUDHO])(?:@(\d+))? (.*)$/s.exec(data);
+  if (!m) return raw(data);
+  return raw(`${m[1]} ${m[2] ?? (clock += 10)} ${m[3]}`);
+};
 
 describe("bpftrace output decoding", () => {
   test("bytes ≥ 0x80 written as \\uffffffXX come back as the bytes; escapes too", () => {
@@ -12,16 +22,17 @@ describe("bpftrace output decoding", () => {
   });
 
   test("each record kind", () => {
-    assert.deepEqual(parseTraceLine(line("F 10 11 99")), { t: "fork", parent: 10, child: 11, run: "99" });
+    assert.deepEqual(parseTraceLine(raw("F 123456789012345 10 11 99")), { t: "fork", ts: 123456789012345, parent: 10, child: 11, run: "99" });
+    assert.equal(parseTraceLine(raw("F 10")), null, "a timed record without its fields");
     const e = parseTraceLine(line("E 11 99 1000 /usr/bin/python3"));
     assert.equal(e?.t, "exec");
     assert.equal(e?.t === "exec" && e.path.toString(), "/usr/bin/python3");
     const a = parseTraceLine(line("A 11 1 two words"));
     assert.equal(a?.t === "arg" && a.arg.toString(), "two words", "the last field keeps its spaces");
-    assert.deepEqual(parseTraceLine(line("X 11 99 -2")), { t: "exec_ret", tid: 11, run: "99", ret: -2 });
+    assert.deepEqual(parseTraceLine(raw("X 77 11 99 -2 4")), { t: "exec_ret", ts: 77, tid: 11, run: "99", ret: -2, execId: 4 });
     const o = parseTraceLine(line("O 11 99 -13 524288 /etc/sh adow"));
     assert.ok(o?.t === "open" && o.ret === -13 && o.path.toString() === "/etc/sh adow");
-    assert.deepEqual(parseTraceLine(line("N 11 99 c -101 4 8443 10.1.2.3")), { t: "net", pid: 11, run: "99", op: "connect", ret: -101, family: "inet", port: 8443, address: "10.1.2.3" });
+    assert.deepEqual(parseTraceLine(raw("N 78 11 99 c -101 4 8443 10.1.2.3")), { t: "net", ts: 78, pid: 11, run: "99", op: "connect", ret: -101, family: "inet", port: 8443, address: "10.1.2.3" });
     const v6 = parseTraceLine(line("N 11 99 c -99 6 8443 0 0 0 1000000"));
     assert.ok(v6?.t === "net" && v6.address === "::1", JSON.stringify(v6));
     const u = parseTraceLine(line("U 11 99 c -2 /var/run/nscd/socket"));
@@ -112,7 +123,7 @@ describe("per-run aggregation", () => {
     for (const l of ["H 5 99 1000 4 /usr/bin/python3", "E 5 99 1000 /usr/bin/python3", "A 5 0 python3", "A 5 1 main.py", "X 5 99 0 5"]) cold.push(parseTraceLine(line(l))!);
     assert.deepEqual(cold.summary().execs.map((e) => [e.path, e.warm ?? false]), [["/usr/bin/python3", false]]);
     // The mark's record: the interpreter's path is the last field and keeps its spaces.
-    assert.deepEqual(parseTraceLine(line("H 5 99 1000 4 /usr/bin/py thon")), { t: "handover", pid: 5, run: "99", uid: 1000, execId: 4, path: Buffer.from("/usr/bin/py thon") });
+    assert.deepEqual(parseTraceLine(raw("H 79 5 99 1000 4 /usr/bin/py thon")), { t: "handover", ts: 79, pid: 5, run: "99", uid: 1000, execId: 4, path: Buffer.from("/usr/bin/py thon") });
   });
 
   test("a child's exec read before its parent's fork (per-CPU buffers) still counts; a launcher's earlier activity does not", () => {
@@ -126,6 +137,52 @@ describe("per-run aggregation", () => {
     ]);
     assert.deepEqual(s.execs.map((e) => e.argv), [["python3", "main.py"], ["getent", "ahosts"], ["/bin/true"]]);
     assert.deepEqual(s.net.map((n) => n.address), ["10.0.0.53"]);
+  });
+
+  test("events read out of order (one buffer per CPU) are taken in the kernel's order", () => {
+    // A cold run: pid 5 is the launcher (exec id 2) that executes the program (exec id 3). execve
+    // moved it to another CPU, so its return (and what followed there) is read before its entry.
+    const map = '{"type": "map", "data": {"@o0": {"99,5,4,0,0,/etc/launcher-only": 1, "99,5,6,0,0,/workspace/in0.txt": 1, "99,5,6,0,577,/tmp/out.txt": 1, "99,6,0,0,0,/workspace/child": 1}}}';
+    const cold = new RunTraceAggregator(["python3", "main.py"]);
+    for (const l of [
+      "X@300 5 99 0 3", "N@310 5 99 c -101 4 8443 10.1.2.3", "F@320 5 6 99",
+      "N@100 5 99 c -101 4 80 10.9.9.9", // the launcher's own, before the exec: not the program's
+      "E@400 6 99 1000 /bin/true", "A 6 0 /bin/true", "X@450 6 99 0 4", "D@460 6 99 example.org",
+      "E@200 5 99 1000 /usr/bin/python3", "A 5 0 python3", "A 5 1 main.py",
+    ]) cold.push(parseTraceLine(line(l))!);
+    cold.push(parseTraceLine(map)!);
+    assert.equal(cold.doubt(), null);
+    const s = cold.summary();
+    assert.deepEqual(s.execs.map((e) => [e.path, e.argv]), [["/usr/bin/python3", ["python3", "main.py"]], ["/bin/true", ["/bin/true"]]]);
+    assert.deepEqual(s.files.map((f) => f.path), ["/workspace/in0.txt", "/tmp/out.txt", "/workspace/child"]);
+    assert.deepEqual(s.net.map((n) => n.address), ["10.1.2.3"]);
+    assert.deepEqual(s.dns.map((d) => d.name), ["example.org"]);
+
+    // A warm run: the interpreter's fork (and its child's exec) read before its hand-over mark.
+    const warm = new RunTraceAggregator(["python3", "main.py"]);
+    for (const l of ["F@500 5 6 99", "E@510 6 99 1000 /bin/true", "A 6 0 /bin/true", "X@520 6 99 0 5", "F@100 5 4 99", "H@400 5 99 1000 4 /usr/bin/python3"]) warm.push(parseTraceLine(line(l))!);
+    assert.equal(warm.doubt(), null);
+    assert.deepEqual(warm.summary().execs.map((e) => [e.path, e.warm ?? false]), [["/bin/true", false], ["/usr/bin/python3", true]]);
+  });
+
+  test("a record the events cannot vouch for says why (the run's trace_complete is false then)", () => {
+    const take = (argv: string[], lines: string[]) => {
+      const agg = new RunTraceAggregator(argv);
+      for (const l of lines) agg.push(parseTraceLine(line(l))!);
+      return agg.doubt();
+    };
+    // The program's start never seen: everything would be left out, silently.
+    assert.match(take(["node", "main.js"], ["E 5 99 0 /sbin/docker-init", "A 5 0 docker-init", "X 5 99 0 2"]) ?? "", /did not see the program start/);
+    // An exec's return without its entry: the entry was lost.
+    assert.match(take(["p"], ["E 5 99 0 /p", "A 5 0 p", "X 5 99 0 2", "X 7 99 0 2"]) ?? "", /without their exec/);
+    // A program that could not be executed was still seen to start (and fail).
+    assert.equal(take(["nope"], ["E 5 99 0 /usr/bin/nope", "A 5 0 nope", "X 5 99 -2 1"]), null);
+    // Past the reorder window, an event older than those taken in cannot be put in order.
+    const busy = new RunTraceAggregator(["p"]);
+    for (const l of ["E@10 5 99 0 /p", "A 5 0 p", "X@20 5 99 0 2"]) busy.push(parseTraceLine(line(l))!);
+    for (let i = 0; i < 50_000; i++) busy.push(parseTraceLine(line(`F@${100 + i} 5 ${1000 + i} 99`))!);
+    busy.push(parseTraceLine(line("N@50 5 99 c -101 4 80 10.0.0.1"))!);
+    assert.match(busy.doubt() ?? "", /too late to be put in order/);
   });
 
   test("a file name that is not UTF-8 is kept losslessly", () => {

@@ -11,15 +11,20 @@
  * Output (bpftrace -f json wraps each printf in one JSON object, so a path holding a newline
  * cannot forge a record). Fields are space separated and the one untrusted string is always
  * last, so it needs no quoting:
- *   F <parent tgid> <child pid> <run>                     fork/clone
- *   E <tid> <run> <uid> <path>                            execve/execveat entered
- *   A <tid> <i> <arg>                                     its argv[i] (i < MAX_ARGS)
- *   M <tid>                                               argv had more than MAX_ARGS entries
- *   X <tid> <run> <ret> <exec id>                         execve returned (0: the program runs)
- *   N <tgid> <run> <op> <ret> <family> <port> <addr…>     connect/bind/sendto with an address
- *   U <tgid> <run> <op> <ret> <path>                      the same for an AF_UNIX address
- *   D <tgid> <run> <name>                                 getaddrinfo(name) (uprobe on libc)
- *   B <n>                                                 barrier n (see TracerService.flush)
+ *   F <ns> <parent tgid> <child pid> <run>                     fork/clone
+ *   E <ns> <tid> <run> <uid> <path>                            execve/execveat entered
+ *   A <tid> <i> <arg>                                          its argv[i] (i < MAX_ARGS)
+ *   M <tid>                                                    argv had more than MAX_ARGS entries
+ *   X <ns> <tid> <run> <ret> <exec id>                         execve returned (0: the program runs)
+ *   N <ns> <tgid> <run> <op> <ret> <family> <port> <addr…>     connect/bind/sendto with an address
+ *   U <ns> <tgid> <run> <op> <ret> <path>                      the same for an AF_UNIX address
+ *   D <ns> <tgid> <run> <name>                                 getaddrinfo(name) (uprobe on libc)
+ *   H <ns> <tgid> <run> <uid> <exec id> <interpreter>          a warm unit's hand-over mark
+ *   B <n>                                                      barrier n (see TracerService.flush)
+ * <ns> is the kernel's monotonic clock (nsecs) when the event happened. It is what puts a run's
+ * events back in order: each CPU has its own buffer and bpftrace reads them one after the other,
+ * so an exec's return can be read before its entry (execve moves a task to another CPU), a fork
+ * after its child's events, a connect before the exec that made its process the program.
  * where op is c (connect), b (bind), s (sendto). Opens (open/openat/openat2/creat, not ENOENT)
  * are counted in the kernel instead, in map @o0 or @o1 keyed by (run, tgid, self_exec_id,
  * result (0 or -errno), flags, path), and printed as one JSON map when drained (DRAIN_BASE).
@@ -98,11 +103,11 @@ function execProbe(sys: "execve" | "execveat"): string {
 tracepoint:syscalls:sys_enter_${sys} ${NS} {${SCOPE}
   if ($in) {
     @ex[tid] = $run;
-    printf("E %d %llu %d %s\\n", tid, $run, uid, str(args->filename));${argvLoop()}
+    printf("E %llu %d %llu %d %s\\n", nsecs, tid, $run, uid, str(args->filename));${argvLoop()}
   }
 }
 tracepoint:syscalls:sys_exit_${sys} /@ex[tid]/ {
-  printf("X %d %llu %d %llu\\n", tid, @ex[tid], args->ret, curtask->self_exec_id);
+  printf("X %llu %d %llu %d %llu\\n", nsecs, tid, @ex[tid], args->ret, curtask->self_exec_id);
   delete(@ex[tid]);
 }`;
 }
@@ -114,7 +119,7 @@ function openProbe(sys: "open" | "openat" | "openat2" | "creat"): string {
 tracepoint:syscalls:sys_enter_${sys} ${NS} {${SCOPE}${sys === "openat" ? `
   if ($in && ((uint64)args->flags & ${(~0o2000000 >>> 0)}) == ${HANDOVER_OPEN_FLAGS}) {
     @hand[pid] = 1;
-    printf("H %d %llu %d %llu %s\\n", pid, $run, uid, curtask->self_exec_id, str(args->filename));
+    printf("H %llu %d %llu %d %llu %s\\n", nsecs, pid, $run, uid, curtask->self_exec_id, str(args->filename));
     $in = 0;
   }` : ""}
   if ($in) { @of[tid] = (uint64)${file}; @ofl[tid] = (uint64)${flags}; @orun[tid] = $run; }
@@ -144,12 +149,12 @@ tracepoint:syscalls:sys_exit_${sys} /@nrun[tid]/ {
   $fam = *(uint16 *)uptr($a);
   $port = (*(uint8 *)uptr($a + 2) << 8) | *(uint8 *)uptr($a + 3);
   if ($fam == 2) {
-    printf("N %d %llu ${op} %d 4 %d %s\\n", pid, @nrun[tid], args->ret, $port, ntop(2, *(uint32 *)uptr($a + 4)));
+    printf("N %llu %d %llu ${op} %d 4 %d %s\\n", nsecs, pid, @nrun[tid], args->ret, $port, ntop(2, *(uint32 *)uptr($a + 4)));
   } else if ($fam == 10) {
-    printf("N %d %llu ${op} %d 6 %d %x %x %x %x\\n", pid, @nrun[tid], args->ret, $port,
+    printf("N %llu %d %llu ${op} %d 6 %d %x %x %x %x\\n", nsecs, pid, @nrun[tid], args->ret, $port,
       *(uint32 *)uptr($a + 8), *(uint32 *)uptr($a + 12), *(uint32 *)uptr($a + 16), *(uint32 *)uptr($a + 20));
   } else if ($fam == 1) {
-    printf("U %d %llu ${op} %d %s\\n", pid, @nrun[tid], args->ret, str(uptr($a + 2)));
+    printf("U %llu %d %llu ${op} %d %s\\n", nsecs, pid, @nrun[tid], args->ret, str(uptr($a + 2)));
   }
   delete(@na[tid]); delete(@nrun[tid]);
 }`;
@@ -160,7 +165,7 @@ function handoverProbe(sys: "access" | "faccessat" | "faccessat2"): string {
 tracepoint:syscalls:sys_enter_${sys} /args->mode == ${HANDOVER_MODE} && curtask->thread_pid->level > 0/ {${SCOPE}
   if ($in) {
     @hand[pid] = 1;
-    printf("H %d %llu %d %llu %s\\n", pid, $run, uid, curtask->self_exec_id, str(args->filename));
+    printf("H %llu %d %llu %d %llu %s\\n", nsecs, pid, $run, uid, curtask->self_exec_id, str(args->filename));
   }
 }`;
 }
@@ -168,7 +173,7 @@ tracepoint:syscalls:sys_enter_${sys} /args->mode == ${HANDOVER_MODE} && curtask-
 function dnsProbe(libc: string): string {
   return `
 uprobe:${libc}:getaddrinfo ${NS} {${SCOPE}
-  if ($in && arg0 != 0) { printf("D %d %llu %s\\n", pid, $run, str(arg0)); }
+  if ($in && arg0 != 0) { printf("D %llu %d %llu %s\\n", nsecs, pid, $run, str(arg0)); }
 }`;
 }
 
@@ -184,7 +189,7 @@ export interface ProgramOptions {
 export function tracerProgram(o: ProgramOptions): string {
   return [
     `tracepoint:sched:sched_process_fork ${NS} {${SCOPE}
-  if ($in) { printf("F %d %d %llu\\n", pid, args->child_pid, $run); }
+  if ($in) { printf("F %llu %d %d %llu\\n", nsecs, pid, args->child_pid, $run); }
 }`,
     execProbe("execve"), execProbe("execveat"),
     openProbe("open"), openProbe("openat"), openProbe("openat2"), openProbe("creat"),

@@ -242,8 +242,9 @@ export class TracerService {
           if (!this.ours.has(ev.run)) this.st.foreign_events++;
           return;
         }
+        // Kept past the exec's return (forgotten when the run ends): the return can be read before
+        // the entry and its argv, which come from another CPU's buffer.
         if (ev.t === "exec") this.execOwner.set(ev.tid, agg);
-        else if (ev.t === "exec_ret") this.execOwner.delete(ev.tid);
         agg.push(ev);
       }
     }
@@ -330,6 +331,9 @@ export class TracerService {
           if (this.active) this.scope(Number(key), false);
         }
         for (const [tid, a] of this.execOwner) if (a === agg) this.execOwner.delete(tid);
+        // Fail closed: a record the events cannot vouch for is not called complete.
+        const doubt = key !== null ? agg.doubt() : null;
+        if (doubt && complete) { complete = false; reason ??= doubt; }
         const summary = agg.summary();
         if (dnsGap && complete) { complete = false; reason ??= dnsGap; }
         if (summary.lost_events > 0) {
