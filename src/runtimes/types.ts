@@ -80,6 +80,12 @@ export interface InterpreterHint {
   kind: "python" | "node";
   preload?: string[];
   triggers?: string[];
+  /**
+   * Modules the preloaded stack imports lazily on first use (pandas' plotting backend, matplotlib's
+   * Agg canvas): imported after `preload`, only when it loaded, and never triggers. Only modules
+   * whose import changes nothing but `sys.modules` belong here (docs/warm.md, "First use").
+   */
+  firstUse?: string[];
 }
 
 export interface RunResult {

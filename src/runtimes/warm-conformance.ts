@@ -55,6 +55,38 @@ import warnings
 warnings.warn("careful")
 `;
 
+/** The data stack's state a program can observe, before and after it plots (see its probe). */
+const DS_STATE = `import gc, hashlib, io, os, sys
+import matplotlib
+from matplotlib import font_manager as fm, rcsetup
+import PIL.Image
+def state(when):
+    raw = dict.__getitem__(matplotlib.rcParams, "backend")
+    print(when, "backend", raw if raw is not rcsetup._auto_backend_sentinel else "auto",
+          "rc changed", sorted(k for k, v in matplotlib.rcParams.items() if k != "backend" and str(v) != str(matplotlib.rcParamsDefault[k])),
+          "rc orig", sorted(k for k, v in matplotlib.rcParamsOrig.items() if k != "backend" and str(v) != str(matplotlib.rcParamsDefault[k])))
+    print(when, "fonts", fm._get_font.cache_info().currsize, fm.FontManager._findfont_cached.cache_info().currsize,
+          "cache dir", sorted(os.listdir(matplotlib.get_cachedir())))
+    print(when, "pil", PIL.Image._initialized, sorted(PIL.Image.OPEN), sorted(PIL.Image.SAVE), sorted(PIL.Image.EXTENSION))
+    print(when, "units", sorted(str(k) for k in matplotlib.units.registry), "gc frozen", gc.get_freeze_count())
+    print(when, "log", [(l, logging.getLogger(l).level, len(logging.getLogger(l).handlers)) for l in ("matplotlib", "PIL", "pandas")])
+import logging
+state("start")
+import matplotlib.pyplot as plt
+import pandas as pd
+print("pyplot", plt.get_fignums(), matplotlib.get_backend(auto_select=False), pd.get_option("plotting.backend"))
+state("pyplot")
+df = pd.DataFrame({"x": range(20), "y": [i % 3 for i in range(20)]})
+ax = df.plot(x="x", y="y", title="t")
+print("figure", ax.figure.number, plt.get_fignums(), matplotlib.get_backend())
+buf = io.BytesIO()
+plt.savefig(buf, format="png")
+print("png", hashlib.sha256(buf.getvalue()).hexdigest())
+plt.savefig("/tmp/state.png")
+print("next figure", plt.figure().number)
+state("end")
+`;
+
 const PROBES: Probe[] = [
   { title: "a file: __main__, argv, orig_argv, path, cwd, env, flags, cmdline, stdin, warnings", files: { "probe.py": PROBE }, argv: ["python3", "probe.py", "a b", "-x"], stdin: "in\nput", path: true, both: true },
   { title: "a snippet: the same for -c", argv: ["python3", "-c", PROBE, "arg"], stdin: "", path: true },
@@ -89,6 +121,13 @@ const PROBES: Probe[] = [
     title: "pandas and matplotlib from the image, pre-imported",
     remove: ["linecache.py"], files: { "plot.py": "import pandas as pd, matplotlib.pyplot as plt\ndf = pd.DataFrame({'a': [1, 2, 3]})\nplt.plot(df.a)\nplt.savefig('/tmp/f.png')\nprint(df.a.sum(), pd.__file__, plt.get_backend())\n" },
     argv: ["python3", "plot.py"], path: true, datascience: true,
+  },
+  {
+    // Whatever the unit did ahead (imports, first-use imports) must leave no state a program can
+    // see: no figure, no chosen backend, no changed rcParams, no filled cache or registry, no
+    // write to matplotlib's cache dir, no frozen objects; and the drawing must be the same bytes.
+    title: "with the data stack pre-imported: pyplot, rcParams, backend, font and image caches, cache dir, gc are a cold start's; the same PNG",
+    files: { "state.py": DS_STATE }, argv: ["python3", "state.py"], path: true, datascience: true,
   },
   {
     title: "with the data stack pre-imported: a file's __main__, argv, path, env, cmdline, stdin, warnings",

@@ -1,8 +1,9 @@
 /**
  * The warm Python bootstrap: the program of a pre-started unit whose runs start `python3`. It is
- * started with `python3 -c BOOT PRELOAD TRIGGERS` (so the interpreter initialises exactly as a
- * cold `python3 -c` does), imports the image's heavy modules with the image's own paths only and
- * the working directory at /, then blocks on stdin for the hand-over message (warm.ts). It then
+ * started with `python3 -c BOOT PRELOAD TRIGGERS FIRST_USE PAD` (so the interpreter initialises
+ * exactly as a cold `python3 -c` does), imports the image's heavy modules with the image's own
+ * paths only and the working directory at /, then what they import lazily on first use (only when
+ * the whole preload loaded), then blocks on stdin for the hand-over message (warm.ts). It then
  * either runs the program in this same, fresh process, with what a cold start would have set up
  * (argv, orig_argv, path, environment, cwd, __main__, tracebacks, exit status), or, when that
  * cannot be guaranteed, execs the run's argv exactly as the plain launcher does (the cold path).
@@ -22,6 +23,8 @@ def _petri_warm():
     g.pop("_petri_warm", None)
     preload = [m for m in sys.argv[1].split(",") if m]
     triggers = {m for m in sys.argv[2].split(",") if m} | {m.split(".")[0] for m in preload}
+    first_use = [m for m in sys.argv[3].split(",") if m]
+    stack = list(preload)
     unit_pp = [p for p in os.environ.get("PYTHONPATH", "").split(":") if p]
     image_path = [p for p in sys.path[1:] if p not in unit_pp]
     taint = None
@@ -54,6 +57,15 @@ def _petri_warm():
                 except Exception as e:
                     taint = "importing %s failed: %r" % (m, e)
                     break
+            # What the stack imports at first use (df.plot, savefig): only over the whole stack,
+            # so a partial one is never left half-imported by a module that needs the rest.
+            if taint is None and all(m in sys.modules for m in stack):
+                for m in first_use:
+                    try:
+                        __import__(m)
+                    except Exception as e:
+                        taint = "importing %s failed: %r" % (m, e)
+                        break
         if caught:
             taint = taint or "importing the image's modules warned: %s" % caught[0].message
         os.chdir(cwd0)
