@@ -32,9 +32,11 @@ const want = {
   // Same sandbox, plus gVisor's own strace of the opens, execs and connects of the sandboxed program,
   // written by the sandbox's boot process to /var/log/petri/runsc/ (this runsc has no per-container
   // log name; Petri finds a run's file by the container id in it and deletes it after reading).
+  // access/faccessat: a warm interpreter's hand-over mark (docs/warm.md), where the program starts;
+  // the list is gvisor-trace.ts's GVISOR_STRACE_SYSCALLS, as runsc-direct passes it.
   "runsc-trace": {
     path: "/usr/bin/runsc",
-    runtimeArgs: ["--platform=ptrace", "--network=none", "--host-uds=open", "--oci-seccomp", "--strace", "--strace-syscalls=open,openat,creat,execve,execveat,connect",
+    runtimeArgs: ["--platform=ptrace", "--network=none", "--host-uds=open", "--oci-seccomp", "--strace", "--strace-syscalls=open,openat,creat,execve,execveat,connect,access,faccessat",
       "--debug-log=/var/log/petri/runsc/", "--debug-command=boot"],
   },
 };

@@ -14,7 +14,7 @@ import { ExecService } from "./exec/exec.js";
 import { ViewPool } from "./exec/views.js";
 import { DockerRuntime } from "./runtimes/docker.js";
 import { BwrapRuntime } from "./runtimes/bwrap.js";
-import { describeChoice, detectRuntimes, dockerStrategy, strategyFor, type RuntimeProbe } from "./runtimes/detect.js";
+import { describeChoice, detectRuntimes, dockerStrategy, gvisorStraceSeesHandover, strategyFor, type RuntimeProbe } from "./runtimes/detect.js";
 import { OciRuntime } from "./runtimes/oci.js";
 import { directOciKind, isDockerRuntime } from "./config.js";
 import type { Runtime } from "./runtimes/types.js";
@@ -349,8 +349,14 @@ export async function setupRuntimes(config: Readonly<Config>, docker: Docker, in
         logger.error({ reason: traceProbe.reason },
           "audit: runsc-trace did not work, so gVisor runs use plain runsc and are NOT traced (their records hold only workspace changes)");
       }
+      // Warm interpreters under runsc-trace need its strace to record their hand-over mark.
+      const info = trace ? (await docker.info().catch(() => null)) as { Runtimes?: Record<string, unknown> } | null : null;
+      const traceSeesHandover = trace && gvisorStraceSeesHandover("runsc-trace", info?.Runtimes ?? {});
+      if (trace && !traceSeesHandover) {
+        logger.warn("runsc-trace's registration does not trace access(): gVisor runs under Docker get no warm interpreters (re-run scripts/setup.sh, which registers it and reloads dockerd)");
+      }
       runtimes.set(oci, new DockerRuntime({
-        docker, ociRuntime: trace ? "runsc-trace" : oci, trace, cgroupParent: `petri-${instanceId}`,
+        docker, ociRuntime: trace ? "runsc-trace" : oci, trace, traceSeesHandover, cgroupParent: `petri-${instanceId}`,
         warm: { idleMs: config.warmIdleMs, images: warmImages },
         onEngineFault: (kind: string) => extra.metrics?.engineFault(oci, kind),
       }));

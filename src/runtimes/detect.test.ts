@@ -12,6 +12,7 @@ import {
   detectRuntimes,
   doctorText,
   dockerStrategy,
+  gvisorStraceSeesHandover,
   pickRuntime,
   type RuntimeProbe,
   type RuntimeStrategy,
@@ -157,4 +158,34 @@ describe("this host", { skip: fs.existsSync("/usr/bin/bwrap") ? false : "no bubb
     assert.equal(p.available, true, `${p.reason} / ${p.fix}`);
     assert.match(p.reason!, /bubblewrap 0\.\d+.*test sandbox ran in \d+ ms/);
   });
+});
+
+test("runsc-trace: warm interpreters only when its strace records the hand-over mark, which setup.sh's registration does", async () => {
+  const { spawnSync } = await import("node:child_process");
+  const os = await import("node:os");
+  const path = await import("node:path");
+  const { GVISOR_STRACE_SYSCALLS } = await import("./gvisor-trace.js");
+  const reg = (args: string[]) => ({ "runsc-trace": { runtimeArgs: args } });
+  const older = ["--platform=ptrace", "--oci-seccomp", "--strace", "--strace-syscalls=open,openat,creat,execve,execveat,connect"];
+  assert.equal(gvisorStraceSeesHandover("runsc-trace", reg(older)), false, "the registration before access() was traced");
+  assert.equal(gvisorStraceSeesHandover("runsc-trace", reg(["--strace"])), true, "--strace without a list traces every call");
+  assert.equal(gvisorStraceSeesHandover("runsc-trace", reg(["--strace-syscalls=access,faccessat"])), false, "no --strace: nothing is traced");
+  assert.equal(gvisorStraceSeesHandover("runsc-trace", {}), false);
+  // The registration scripts/setup.sh writes (the real script, into a scratch daemon.json).
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "petri-daemonjson-"));
+  try {
+    const file = path.join(dir, "daemon.json");
+    const r = spawnSync(process.execPath, ["scripts/docker-daemon-json.mjs", file], { encoding: "utf8" });
+    assert.ok(r.status === 0 || r.status === 10, r.stderr);
+    const runtimes = JSON.parse(fs.readFileSync(file, "utf8")).runtimes as Record<string, { runtimeArgs?: string[] }>;
+    if (!runtimes["runsc-trace"]) {
+      console.log("# SKIP part: /usr/bin/runsc is absent, so the script registers no runsc-trace to check");
+      return;
+    }
+    assert.equal(gvisorStraceSeesHandover("runsc-trace", runtimes), true);
+    const list = runtimes["runsc-trace"].runtimeArgs!.find((a) => a.startsWith("--strace-syscalls="))!.split("=")[1]!.split(",");
+    assert.deepEqual(list, GVISOR_STRACE_SYSCALLS, "Docker's runsc-trace traces what runsc-direct traces");
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

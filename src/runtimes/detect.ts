@@ -89,6 +89,21 @@ export function gvisorSeccompGap(ociRuntime: string, runtimes: Record<string, un
   return ok ? null : `OCI runtime ${ociRuntime} is registered with Docker without --oci-seccomp, so Petri's seccomp profile would not apply inside gVisor`;
 }
 
+/**
+ * Whether a gVisor registration's strace records access() and faccessat(): a warm Python
+ * interpreter marks its hand-over with a refused access() (warm-python.ts), so only then can a
+ * traced run be served by a pre-started interpreter and still be recorded from its program's
+ * first call on (gvisor-trace.ts, warmMark). `--strace` without a list traces every call.
+ */
+export function gvisorStraceSeesHandover(ociRuntime: string, runtimes: Record<string, unknown>): boolean {
+  const args = (runtimes[ociRuntime] as { runtimeArgs?: unknown } | undefined)?.runtimeArgs;
+  if (!Array.isArray(args) || !args.some((a) => /^--?strace(=true)?$/.test(String(a)))) return false;
+  const list = args.map(String).find((a) => /^--?strace-syscalls=/.test(a));
+  if (list === undefined) return true;
+  const calls = list.slice(list.indexOf("=") + 1).split(",");
+  return calls.includes("access") && calls.includes("faccessat");
+}
+
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let t: NodeJS.Timeout;
   return Promise.race([

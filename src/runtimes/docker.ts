@@ -25,6 +25,11 @@ export interface DockerRuntimeOptions {
   warm?: { idleMs: number; images: Set<string> };
   /** The OCI runtime is runsc-trace: read each run's gVisor strace into `RunResult.trace`. */
   trace?: boolean;
+  /**
+   * runsc-trace's strace records access() (detect.ts gvisorStraceSeesHandover), so a warm
+   * interpreter's hand-over mark is in the log: traced units may then be warm interpreters too.
+   */
+  traceSeesHandover?: boolean;
   /** Told when a run or pre-started container is lost to the engine ("run_lost", "prestart_dead"). */
   onEngineFault?: (kind: string) => void;
 }
@@ -92,6 +97,7 @@ export class DockerRuntime implements Runtime {
   private readonly removing = new Set<Promise<void>>();
   private closed = false;
   private readonly trace: boolean;
+  private readonly traceSeesHandover: boolean;
   private readonly onEngineFault: (kind: string) => void;
   /** Containers this process owns (pool, preparing, running, being removed): never orphans. */
   private readonly owned = new Set<string>();
@@ -122,6 +128,7 @@ export class DockerRuntime implements Runtime {
       starting: (prep) => prep.frame !== undefined && prep.frame.phase !== "ready",
     });
     this.trace = opts.trace ?? false;
+    this.traceSeesHandover = opts.traceSeesHandover ?? false;
     this.onEngineFault = opts.onEngineFault ?? (() => undefined);
   }
 
@@ -212,9 +219,10 @@ export class DockerRuntime implements Runtime {
     }
     // gVisor: the guest's limit is RLIMIT_NPROC, the host cgroup's a backstop (gvisor-limits.ts).
     const gvisor = isGvisor(this.ociRuntime);
-    // Under runsc-trace the audit trace starts at the program's exec, so units there stay plain
-    // launchers (a warm interpreter's imports would be attributed to the run).
-    const plan = warm ? unitPlan(spec, { interpreters: !this.trace }) : undefined;
+    // Under runsc-trace the audit trace starts at the program's exec, or at a warm interpreter's
+    // hand-over mark when the strace records it (the unit's imports are not the run's); with an
+    // older registration that does not, units stay plain launchers (re-run scripts/setup.sh).
+    const plan = warm ? unitPlan(spec, { interpreters: !this.trace || this.traceSeesHandover }) : undefined;
     const container = await this.docker.createContainer({
       Image: spec.image,
       Cmd: plan ? plan.argv : spec.argv,
@@ -463,7 +471,11 @@ export class DockerRuntime implements Runtime {
     if (!result.oomKilled && result.signal === "SIGKILL" && !result.timedOut && !result.killed && usage.peakMemoryBytes !== null
       && usage.peakMemoryBytes >= spec.limits.memoryBytes * 0.98) result.oomKilled = true;
     // A pre-started container's launcher execs the program: its exec is the second one.
-    if (this.trace) result.trace = (await readGvisorTrace(container.id, { startAtExec: prep.warm ? 2 : 1, programArgv: spec.auditArgv }).catch(() => null)) ?? undefined;
+    if (this.trace) {
+      result.trace = (await readGvisorTrace(container.id, {
+        startAtExec: prep.warm ? 2 : 1, programArgv: spec.auditArgv, warmMark: prep.warm && prep.plan?.kind === "python",
+      }).catch(() => null)) ?? undefined;
+    }
     // Removal does not hold the result back; count(), reap() and close() wait for it.
     this.removeLater(prep);
     return result;
