@@ -90,9 +90,13 @@ export class Scratch {
       }
     }
     try {
-      // One inode per block (a file needs a block anyway) at 256 bytes each, plus metadata slack;
-      // the .reserve file then takes whatever is free beyond the allowance.
-      const size = Math.ceil((limit + limit / 16 + 8 * 1024 * 1024) / BLOCK) * BLOCK;
+      // One inode per block of the image (a file needs a block anyway) at 256 bytes each: the
+      // inode tables take 1/16 of the image, bitmaps and group descriptors about 1 % more, so 10 %
+      // over the allowance plus 8 MiB of slack always leaves at least the allowance free (with
+      // less, the default 500 MB quota's scratch came out 6.8 MB short: never back to its full
+      // allowance, so never reused, and every cold run paid mkfs and a loop mount). The .reserve
+      // file then takes whatever is free beyond the allowance; the image is sparse.
+      const size = Math.ceil((limit * 1.1 + 8 * 1024 * 1024) / BLOCK) * BLOCK;
       const img = path.join(dir, "img");
       fs.writeFileSync(img, "", { mode: 0o600 });
       fs.truncateSync(img, size);
@@ -135,10 +139,17 @@ export class Scratch {
   }
 }
 
-/** Emptied scratches by allowance, for the next views (a few per size, for a while). */
+/**
+ * Emptied scratches by allowance, for the next views, kept for a while: `keep` of them plus one
+ * per scratch in use. A run's scratch comes back after its result, before its sandbox's next
+ * run takes one; with a fixed `keep` below the runs in flight (8 clients on 2 cores) the pool
+ * overflowed and ran dry in turn, and a run in three paid mkfs, a loop mount and an unmount.
+ */
 export class ScratchPool {
   private readonly idle = new Map<number, { s: Scratch; timer: NodeJS.Timeout }[]>();
   private closed = false;
+  /** Scratches taken and not given back (in views). */
+  private out = 0;
 
   /** Set from the start-up probe (Scratch.probe); loop until then. */
   kind: ScratchKind = "loop";
@@ -151,16 +162,26 @@ export class ScratchPool {
     const got = list?.pop();
     if (got) {
       clearTimeout(got.timer);
+      this.out++;
       return got.s;
     }
-    return Scratch.create(this.root, limit, owner, this.kind);
+    const s = await Scratch.create(this.root, limit, owner, this.kind);
+    this.out++;
+    return s;
+  }
+
+  /** Destroys a taken scratch that no view will use. */
+  async discard(s: Scratch): Promise<void> {
+    this.out = Math.max(0, this.out - 1);
+    await s.destroy().catch(() => undefined);
   }
 
   /** Takes back a scratch whose layers are unmounted; empties it, or destroys it if unsure. */
   async give(s: Scratch, owner: { uid: number; gid: number }): Promise<void> {
+    this.out = Math.max(0, this.out - 1);
     const list = this.idle.get(s.limit) ?? [];
     try {
-      if (this.closed || list.length >= this.opts.keep) throw new Error("not kept");
+      if (this.closed || list.length >= this.opts.keep + this.out) throw new Error("not kept");
       s.reset(owner);
       // Back to the full allowance (a leftover would shrink the next run's): else not reusable.
       if (s.freeBytes() < s.limit) throw new Error("not empty");
@@ -221,7 +242,7 @@ export class WorkspaceView {
     } catch (e) {
       for (const name of LAYERS) if (isMounted(path.join(dir, name))) await unmount(path.join(dir, name)).catch(() => undefined);
       if (mountsUnder(dir).length === 0) fs.rmSync(dir, { recursive: true, force: true });
-      await scratch.destroy().catch(() => undefined);
+      await pool.discard(scratch);
       throw e;
     }
   }
