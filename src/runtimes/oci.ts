@@ -642,9 +642,17 @@ function safeReaddir(dir: string): string[] {
 
 /**
  * Every cgroup hierarchy of the host: v1 controllers, named ones (name=systemd, where runc and
- * crun make the container's cgroup too) and v2.
+ * crun make the container's cgroup too) and v2. Read once: the host's cgroup mounts do not change
+ * under a running server, and the mount table grows with the runs in flight (every run's views),
+ * so reading it after every run cost more than the removal itself.
  */
+let hierarchies: string[] | null = null;
 function allHierarchies(): string[] {
+  if (!hierarchies || hierarchies.length === 0) hierarchies = readHierarchies();
+  return hierarchies;
+}
+
+function readHierarchies(): string[] {
   let mi = "";
   try { mi = fs.readFileSync("/proc/self/mountinfo", "utf8"); } catch { return []; }
   const out: string[] = [];
@@ -668,10 +676,11 @@ function pidsBelow(dir: string): number[] {
     try {
       for (const p of fs.readFileSync(path.join(d, "cgroup.procs"), "utf8").split("\n")) if (p) out.push(Number(p));
     } catch { return; }
-    for (const e of safeReaddir(d)) {
-      const sub = path.join(d, e);
-      try { if (fs.statSync(sub).isDirectory()) walk(sub); } catch { /* gone */ }
-    }
+    // The file types come with the listing: a cgroup holds dozens of control files, and a stat
+    // of each, twice per run, was most of this walk.
+    let entries: fs.Dirent[] = [];
+    try { entries = fs.readdirSync(d, { withFileTypes: true }); } catch { /* gone */ }
+    for (const e of entries) if (e.isDirectory()) walk(path.join(d, e.name));
   };
   walk(dir);
   return out;
