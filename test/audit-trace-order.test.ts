@@ -93,4 +93,22 @@ describe("host tracer: every run's events are taken in the kernel's order", { sk
     }
     assert.deepEqual(bad, [], `runs whose record is wrong:\n${bad.join("\n")}`);
   });
+
+  it("a run whose program was never seen to start is not called complete (fail-closed)", async () => {
+    // The run was to execute main.js; only /bin/true runs in its cgroup: a record of nothing.
+    fs.mkdirSync(path.join(root, "never"));
+    const session = tracer.begin([process.execPath, path.join(dir, "main.js")]) as RunTraceSession;
+    session.attach(`${parent}/never`);
+    const code = await new Promise<number | null>((resolve, reject) => {
+      const p = spawn("/bin/sh", ["-c", `echo $$ > ${path.join(root, "never")}/cgroup.procs && exec unshare --pid --fork /bin/true`], { stdio: "ignore" });
+      p.once("error", reject);
+      p.once("exit", resolve);
+    });
+    assert.equal(code, 0);
+    const r = await session.finish();
+    fs.rmdirSync(path.join(root, "never"));
+    assert.equal(r.complete, false);
+    assert.match(r.reason ?? "", /did not see the program start/);
+    assert.deepEqual(r.summary.execs, [], "the helper's exec is not the program's");
+  });
 });
