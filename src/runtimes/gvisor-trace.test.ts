@@ -140,7 +140,7 @@ describe("parseGvisorStrace: a run handed to a pre-started warm interpreter (run
     assert.deepEqual(t.opens.map((o) => o.path), ["/workspace/main.py"]);
   });
 
-  test("without warmMark (a plain launcher, or Docker's runsc-trace) the mark starts nothing", () => {
+  test("without warmMark (a plain launcher, or a runsc-trace registration that does not trace access) the mark starts nothing", () => {
     const t = parseGvisorStrace(log.join("\n"), { programArgv: ["python3", "main.py"] });
     assert.deepEqual(t.execs, []);
     assert.deepEqual(t.opens, []);
