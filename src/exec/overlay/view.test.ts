@@ -1,0 +1,38 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { Scratch, ScratchPool } from "./view.js";
+import { writeMargin } from "../capture.js";
+
+const owner = { uid: 65600, gid: 65600 };
+
+describe("run scratch filesystems", () => {
+  // The default quota (500 MB) and a large one: a scratch short of its allowance is never reused.
+  for (const mb of [1, 500, 4096]) {
+    it(`a ${mb} MB quota's loop scratch has exactly its allowance free, and comes back to the pool emptied`, async (ctx) => {
+      if (process.getuid?.() !== 0) {
+        ctx.skip("needs root (loop devices and mounts)");
+        return;
+      }
+      const root = fs.mkdtempSync(path.join(os.tmpdir(), "petri-scratch-"));
+      const quota = mb * 1024 * 1024;
+      const limit = quota + writeMargin(quota);
+      const pool = new ScratchPool(path.join(root, "views"), { keep: 1, idleMs: 60_000 });
+      try {
+        const s = await pool.take(limit, owner);
+        assert.equal(s.freeBytes(), s.limit, "free space is exactly the allowance (the .reserve file takes the rest)");
+        fs.writeFileSync(path.join(s.fs, "ws", "upper", "left.bin"), Buffer.alloc(256 * 1024));
+        await pool.give(s, owner);
+        const again = await pool.take(limit, owner);
+        assert.equal(again, s, "the emptied scratch is taken again, not a new one formatted");
+        assert.deepEqual(fs.readdirSync(path.join(again.fs, "ws", "upper")), []);
+        await again.destroy();
+      } finally {
+        await pool.close();
+        fs.rmSync(root, { recursive: true, force: true });
+      }
+    });
+  }
+});
