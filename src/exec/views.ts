@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import type { WorkspaceStore } from "../workspaces/workspaces.js";
 import type { RunSpec, Runtime } from "../runtimes/types.js";
-import { RunWorkspace } from "./capture.js";
+import { RunWorkspace, writeMargin } from "./capture.js";
 import { unmountAllUnder } from "./overlay/mounts.js";
 import { Scratch, ScratchPool, type ScratchKind } from "./overlay/view.js";
 
@@ -45,7 +45,9 @@ export class ViewPool {
   }) {
     // Two emptied scratches per allowance, kept a minute: enough for a sandbox's next run and
     // its ready view, without holding loop devices for idle sandboxes.
-    this.scratches = new ScratchPool(d.root, { keep: 2, idleMs: 60_000 });
+    this.scratches = new ScratchPool(d.root, {
+      keep: 2, idleMs: 60_000, log: (e) => d.log.warn({ err: String(e) }, "could not make a run scratch ahead"),
+    });
   }
 
   /**
@@ -56,6 +58,14 @@ export class ViewPool {
     const r = await Scratch.probe(this.d.root, { uid: this.d.uid, gid: this.d.gid }, want);
     this.scratches.kind = r.kind;
     return r;
+  }
+
+  /**
+   * Keeps one scratch for runs of this workspace quota (the default one) made ahead, so a cold
+   * run (a fresh sandbox's, a one-request run's) only mounts its overlays.
+   */
+  keepScratchReady(quotaBytes: number): void {
+    this.scratches.keepReady(quotaBytes + writeMargin(quotaBytes), { uid: this.d.uid, gid: this.d.gid });
   }
 
   /** Removes views a previous process left (crash): unmounts them, deepest first. */
@@ -141,6 +151,7 @@ export class ViewPool {
   /** Resolves once no view is being made ready or removed (background work after results). */
   async settled(): Promise<void> {
     while (this.preparing.size || this.closing.size) await Promise.all([...this.preparing.values(), ...this.closing]);
+    await this.scratches.settled();
   }
 
   /** Drops a sandbox's ready view (before the sandbox is deleted). */

@@ -35,4 +35,36 @@ describe("run scratch filesystems", () => {
       }
     });
   }
+
+  it("keeps one scratch of the ready allowance made ahead, made again once a view takes it, and none after close", async (ctx) => {
+    if (process.getuid?.() !== 0) {
+      ctx.skip("needs root (loop devices and mounts)");
+      return;
+    }
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), "petri-scratch-"));
+    const views = path.join(root, "views");
+    const made = () => (fs.existsSync(path.join(views, "scratch")) ? fs.readdirSync(path.join(views, "scratch")).sort() : []);
+    const mounted = () => fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n").filter((l) => l.includes(root)).length;
+    const limit = 2 * 1024 * 1024;
+    const pool = new ScratchPool(views, { keep: 2, idleMs: 50 });
+    try {
+      pool.keepReady(limit, owner);
+      await pool.settled();
+      const ahead = made();
+      assert.equal(ahead.length, 1, "one scratch is made ahead");
+      const s = await pool.take(limit, owner);
+      assert.equal(path.basename(s.dir), ahead[0], "a view takes the one made ahead");
+      await pool.settled();
+      assert.equal(made().length, 2, "another one is made ahead at once");
+      await pool.give(s, owner);
+      // Past the idle period the extra one goes; the ready one stays.
+      for (let i = 0; i < 100 && made().length > 1; i++) await new Promise((r) => setTimeout(r, 50));
+      assert.equal(made().length, 1);
+      assert.equal(mounted(), 1);
+    } finally {
+      await pool.close();
+      assert.equal(mounted(), 0, "nothing is left mounted after close");
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
 });

@@ -35,6 +35,8 @@ export interface ViewOptions {
 }
 
 const BLOCK = 4096;
+/** How long after a view took the scratch kept ready another is made, if none came back by then. */
+const REFILL_DELAY_MS = 1000;
 const LAYERS = ["ws", "cache"] as const;
 
 /**
@@ -144,25 +146,81 @@ export class Scratch {
  * per scratch in use. A run's scratch comes back after its result, before its sandbox's next
  * run takes one; with a fixed `keep` below the runs in flight (8 clients on 2 cores) the pool
  * overflowed and ran dry in turn, and a run in three paid mkfs, a loop mount and an unmount.
+ *
+ * And one scratch of the default allowance always made ahead (`keepReady`): a cold run, a fresh
+ * sandbox's first run or a one-request run only mounts its overlays, it never waits for mkfs and
+ * a loop mount (tens of ms). That one is not tied to any sandbox, holds nothing (emptied, or
+ * never used), never expires and is made again in the background when a view took it and none
+ * came back.
  */
 export class ScratchPool {
-  private readonly idle = new Map<number, { s: Scratch; timer: NodeJS.Timeout }[]>();
+  private readonly idle = new Map<number, { s: Scratch; timer: NodeJS.Timeout | null }[]>();
   private closed = false;
   /** Scratches taken and not given back (in views). */
   private out = 0;
+  /** The allowance kept ready, once asked (keepReady), with its owner. */
+  private ready: { limit: number; owner: { uid: number; gid: number } } | null = null;
+  private making: Promise<void> | null = null;
+  private refillTimer: NodeJS.Timeout | null = null;
 
   /** Set from the start-up probe (Scratch.probe); loop until then. */
   kind: ScratchKind = "loop";
 
-  constructor(private readonly root: string, private readonly opts: { keep: number; idleMs: number }) {}
+  constructor(private readonly root: string, private readonly opts: { keep: number; idleMs: number; log?: (e: unknown) => void }) {}
+
+  private static round(limitBytes: number): number {
+    return Math.max(BLOCK, Math.ceil(limitBytes / BLOCK) * BLOCK);
+  }
+
+  /** From now on one scratch of this allowance is always ready (made in the background). */
+  keepReady(limitBytes: number, owner: { uid: number; gid: number }): void {
+    this.ready = { limit: ScratchPool.round(limitBytes), owner };
+    this.refill();
+  }
+
+  /** Makes the ready scratch when none of its allowance is idle (one at a time; never throws). */
+  private refill(): void {
+    const r = this.ready;
+    if (!r || this.closed || this.making || (this.idle.get(r.limit)?.length ?? 0) > 0) return;
+    this.making = (async () => {
+      try {
+        const s = await Scratch.create(this.root, r.limit, r.owner, this.kind);
+        if (this.closed) await s.destroy();
+        else this.park(s, false);
+      } catch (e) {
+        // A run then makes its own, as without this pool; the next take tries again.
+        this.opts.log?.(e);
+      }
+    })().finally(() => { this.making = null; });
+  }
+
+  /**
+   * A moment after a view took one: runs back to back give their scratches back within that
+   * moment, and then nothing is made (formatting one per run in the background would cost
+   * every run CPU on a busy host).
+   */
+  private refillSoon(): void {
+    if (!this.ready || this.refillTimer) return;
+    this.refillTimer = setTimeout(() => {
+      this.refillTimer = null;
+      this.refill();
+    }, REFILL_DELAY_MS);
+    this.refillTimer.unref();
+  }
+
+  /** Resolves once no ready scratch is being made (tests, close). */
+  async settled(): Promise<void> {
+    while (this.making) await this.making;
+  }
 
   async take(limitBytes: number, owner: { uid: number; gid: number }): Promise<Scratch> {
-    const limit = Math.max(BLOCK, Math.ceil(limitBytes / BLOCK) * BLOCK);
+    const limit = ScratchPool.round(limitBytes);
     const list = this.idle.get(limit);
     const got = list?.pop();
     if (got) {
-      clearTimeout(got.timer);
+      if (got.timer) clearTimeout(got.timer);
       this.out++;
+      this.refillSoon();
       return got.s;
     }
     const s = await Scratch.create(this.root, limit, owner, this.kind);
@@ -187,25 +245,40 @@ export class ScratchPool {
       if (s.freeBytes() < s.limit) throw new Error("not empty");
     } catch {
       await s.destroy();
+      this.refill();
       return;
     }
-    const timer = setTimeout(() => {
+    // The first idle one of the ready allowance does not expire: it is the one kept ready.
+    this.park(s, this.ready?.limit !== s.limit || list.length > 0);
+  }
+
+  private park(s: Scratch, expires: boolean): void {
+    const list = this.idle.get(s.limit) ?? [];
+    const timer = expires ? setTimeout(() => {
       const l = this.idle.get(s.limit);
       const i = l?.findIndex((x) => x.s === s) ?? -1;
-      if (i >= 0) l!.splice(i, 1);
+      if (i < 0) return;
+      // The last one of the ready allowance stays: it is now the one kept ready.
+      if (this.ready?.limit === s.limit && l!.length === 1) {
+        l![i]!.timer = null;
+        return;
+      }
+      l!.splice(i, 1);
       void s.destroy().catch(() => undefined);
-    }, this.opts.idleMs);
-    timer.unref();
+    }, this.opts.idleMs) : null;
+    timer?.unref();
     list.push({ s, timer });
     this.idle.set(s.limit, list);
   }
 
   async close(): Promise<void> {
     this.closed = true;
+    if (this.refillTimer) clearTimeout(this.refillTimer);
+    await this.settled();
     const all = [...this.idle.values()].flat();
     this.idle.clear();
     for (const x of all) {
-      clearTimeout(x.timer);
+      if (x.timer) clearTimeout(x.timer);
       await x.s.destroy().catch(() => undefined);
     }
   }
