@@ -9,8 +9,8 @@ import { writeMargin } from "../capture.js";
 const owner = { uid: 65600, gid: 65600 };
 
 describe("run scratch filesystems", () => {
-  // The default quota (500 MB) and a large one: a scratch short of its allowance is never reused.
-  for (const mb of [1, 500, 4096]) {
+  // The default quota (512 MiB) and a large one: a scratch short of its allowance is never reused.
+  for (const mb of [1, 512, 4096]) {
     it(`a ${mb} MB quota's loop scratch has exactly its allowance free, and comes back to the pool emptied`, async (ctx) => {
       if (process.getuid?.() !== 0) {
         ctx.skip("needs root (loop devices and mounts)");

@@ -95,7 +95,7 @@ export class Scratch {
       // One inode per block of the image (a file needs a block anyway) at 256 bytes each: the
       // inode tables take 1/16 of the image, bitmaps and group descriptors about 1 % more, so 10 %
       // over the allowance plus 8 MiB of slack always leaves at least the allowance free (with
-      // less, the default 500 MB quota's scratch came out 6.8 MB short: never back to its full
+      // less, the default 512 MiB quota's scratch came out 6.8 MB short: never back to its full
       // allowance, so never reused, and every cold run paid mkfs and a loop mount). The .reserve
       // file then takes whatever is free beyond the allowance; the image is sparse.
       const size = Math.ceil((limit * 1.1 + 8 * 1024 * 1024) / BLOCK) * BLOCK;
