@@ -400,16 +400,21 @@ describe("workspace views after a crash", () => {
       const v = await WorkspaceView.open({ root, id: "vw_crashed", lowerWorkspace: lower, lowerCache: lower, limitBytes: 1 << 20, uid: 1000, gid: 1000 }, pool);
       fs.writeFileSync(path.join(v.workspace, "new.txt"), "x");
       assert.equal(mounted(), 3, "scratch, workspace and cache overlays are mounted");
+      // The crashed view's own mounts (the new server keeps a fresh scratch made ahead beside them).
+      const crashedMounts = [v.workspace, v.cache, v.scratch.fs];
+      const crashedMounted = () => fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n").filter((l) => crashedMounts.includes(l.split(" ")[4] ?? "")).length;
+      assert.equal(crashedMounted(), 3);
       // The process "dies" here: nothing unmounts. A new server on the same data directory:
       const config = loadConfig({ PETRI_DATA_DIR: dataDir, PETRI_ADMIN_TOKEN: "pk_test_crash_0123456789", PETRI_PORT: "0", PETRI_LOG_LEVEL: "silent", PETRI_RUNTIMES: "bwrap" });
       const server = await createServer(config, { logger: pino({ level: "silent" }) });
       try {
-        assert.equal(mounted(), 0);
+        assert.equal(crashedMounted(), 0);
         assert.ok(!fs.existsSync(path.join(root, "vw_crashed")), "the crashed view is gone");
         assert.deepEqual(fs.readdirSync(lower), ["keep.txt"]);
       } finally {
         await server.close();
       }
+      assert.equal(mounted(), 0, "nothing of the server's (its scratch made ahead included) is left mounted after close");
     } finally {
       for (let i = 0; i < 3 && mounted() > 0; i++) await new Promise((r) => setTimeout(r, 100));
       if (mounted() === 0) fs.rmSync(dataDir, { recursive: true, force: true });

@@ -173,6 +173,9 @@ describe("lifecycle", () => {
       assert.equal(r.status, 200);
     } finally {
       proc.kill("SIGKILL");
+      // A SIGKILLed server leaves its run scratch made ahead mounted (a restart unmounts it).
+      if (proc.exitCode === null && proc.signalCode === null) await new Promise((r) => proc.once("exit", r));
+      await ViewPool.cleanup(path.join(dataDir, "views")).catch(() => undefined);
       fs.rmSync(dataDir, { recursive: true, force: true });
     }
   });

@@ -101,7 +101,8 @@ export class ExecService {
    */
   async probeScratch(): Promise<void> {
     const r = await this.views.probe(this.d.config.runScratch);
-    this.views.keepScratchReady(this.d.config.defaultLimits.workspace_mb * 1024 * 1024);
+    // Ready before the server answers (and mounted before anything can kill it half-made).
+    await this.views.keepScratchReady(this.d.config.defaultLimits.workspace_mb * 1024 * 1024);
     if (r.kind === "loop") this.d.log.info({ scratch: "loop" }, "runs write into loop-mounted ext4 scratches of their quota's size (kernel-enforced quota)");
     else {
       this.d.log.warn({ scratch: "tmpfs", reason: r.reason },

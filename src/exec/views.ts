@@ -64,8 +64,9 @@ export class ViewPool {
    * Keeps one scratch for runs of this workspace quota (the default one) made ahead, so a cold
    * run (a fresh sandbox's, a one-request run's) only mounts its overlays.
    */
-  keepScratchReady(quotaBytes: number): void {
+  keepScratchReady(quotaBytes: number): Promise<void> {
     this.scratches.keepReady(quotaBytes + writeMargin(quotaBytes), { uid: this.d.uid, gid: this.d.gid });
+    return this.scratches.settled();
   }
 
   /** Removes views a previous process left (crash): unmounts them, deepest first. */
