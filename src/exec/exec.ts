@@ -235,10 +235,12 @@ export class ExecService {
     const quotaBytes = plan.limits.workspace_mb * 1024 * 1024;
     const endTurn = await this.takeTurn(sandbox.id, handle);
     if (!endTurn) {
-      this.finishRun(run, { raw: null, error: null, changes: { ...NO_CHANGES, usage: this.d.workspaces.usage(sandbox.id) }, broker: null, quotaBytes });
+      await this.finishRun(run, { raw: null, error: null, changes: { ...NO_CHANGES, usage: this.d.workspaces.usage(sandbox.id) }, broker: null, quotaBytes });
       return;
     }
     let ws: RunWorkspace | null = null;
+    // The run's audit records, appended once the tracer has caught up with its end (after the result).
+    let recorded: Promise<void> | undefined;
     try {
       if (plan.snippet) {
         fs.mkdirSync(run.snippetRunDir, { mode: 0o755 });
@@ -276,7 +278,7 @@ export class ExecService {
         error = startFailure(e, run.spec.image);
       } finally {
         // The tracer's catching up (its barriers and the drain of the kernel's open counts) overlaps
-        // reading the change set: neither needs the other.
+        // reading the change set, and the result does not wait for it: only the audit records do.
         tracing = traceSession?.finish().catch((e: Error) => ({ summary: null, complete: false, reason: e.message }));
         await broker?.close().catch(() => undefined);
         handle.closeStdin();
@@ -285,7 +287,7 @@ export class ExecService {
       const ok = raw !== null && raw.exitCode === 0 && !raw.timedOut && !raw.killed && !raw.oomKilled && !error;
       const commit = plan.commit === "always" ? raw !== null : plan.commit === "on_success" ? ok : false;
       const whyNot = plan.commit === "never" ? "the run asked for commit: never" : raw === null ? "the run did not start" : "the run did not succeed (commit: on_success)";
-      const [changes, trace] = await Promise.all([ws.finish({ commit, whyNot, usageBefore }), tracing]);
+      const changes = await ws.finish({ commit, whyNot, usageBefore });
       this.caches.add(sandbox.id, changes.cacheDelta);
       // The workspace's byte counter learns the commit's delta: no walk.
       if (changes.committed) this.d.workspaces.adjustUsage(sandbox.id, changes.usage - usageBefore);
@@ -299,7 +301,7 @@ export class ExecService {
         };
       }
       // The result does not wait for the view's unmount (the sandbox's next run does).
-      this.finishRun(run, { raw, error, changes, broker, quotaBytes, trace: trace ?? (raw?.trace ? { gvisor: raw.trace } : undefined) });
+      recorded = this.finishRun(run, { raw, error, changes, broker, quotaBytes, trace: tracing ?? (raw?.trace ? { gvisor: raw.trace } : undefined) });
       await ws.close();
       ws = null;
       // The next run of this sandbox will find its view, and perhaps a container, ready.
@@ -308,6 +310,8 @@ export class ExecService {
       endTurn();
       if (ws) await ws.close().catch((e: unknown) => this.d.log.error({ err: String(e), exec: handle.id }, "could not remove a run's workspace view"));
     }
+    // The run stays in `executing` until its records are written: shutdown and sandbox deletion wait for them.
+    await recorded;
   }
 
   private entrySha256(sandboxId: string, entry: string): string | undefined {
@@ -320,7 +324,7 @@ export class ExecService {
   }
 
   /** Redacts the output, builds and records the result, frees the run's slot, settles the handle. */
-  private finishRun(run: ActiveRun, o: { raw: RunResult | null; error: ExecResult["error"]; changes: CapturedChanges; broker: BrokerSession | null; quotaBytes: number; trace?: RunTrace }): void {
+  private finishRun(run: ActiveRun, o: { raw: RunResult | null; error: ExecResult["error"]; changes: CapturedChanges; broker: BrokerSession | null; quotaBytes: number; trace?: RunTrace | Promise<RunTrace> }): Promise<void> {
     const { handle, sandbox, plan } = run;
     // Redaction is the backstop: a secret value that reached the output never leaves Petri.
     const redactions = new Set<string>();
@@ -346,12 +350,13 @@ export class ExecService {
       redact: o.broker ? (b) => o.broker!.redactor.redactBuffer(b).data : undefined,
     }));
     if (run.agent.displayRunDir) fs.rmSync(run.agent.displayRunDir, { recursive: true, force: true });
-    this.recorder.finished(result, o.changes.entries, { ctx: run.auditCtx, stdout, stderr, trace: o.trace });
+    const recorded = this.recorder.finished(result, o.changes.entries, { ctx: run.auditCtx, stdout, stderr, trace: o.trace });
     try {
       this.d.onRunFinished?.({ result, timings: o.raw?.timings, runtimeCalledAt: run.runtimeCalledAt, createdAt: run.createdAt });
     } catch { /* metrics never fail a run */ }
     this.release(run, o.changes.usage);
     handle.settle(result);
+    return recorded;
   }
 
   /**
@@ -375,7 +380,7 @@ export class ExecService {
       this.d.workspaces.bumpGeneration(sandbox.id);
       void this.d.workspaces.reconcile(sandbox.id).catch(() => undefined);
       if (handle.result) return;
-      this.recorder.finished(result, [], null);
+      void this.recorder.finished(result, [], null);
       this.recorder.append({
         kind: "exec", action: "exec.finish", outcome: "failure", error_code: "INTERNAL",
         tenant_id: run.auth.tenantId, key_id: run.auth.keyId, sandbox_id: sandbox.id, exec_id: handle.id,
@@ -497,6 +502,14 @@ export class ExecService {
   async settled(): Promise<void> {
     await Promise.all(this.executing.keys());
     await this.views.settled();
+  }
+
+  /**
+   * Resolves once every run that has a result has its audit records written (they follow the
+   * result by the tracer's catching up): reading the audit after a result sees its run.
+   */
+  auditRecorded(): Promise<void> {
+    return this.recorder.recordsSettled();
   }
 
   /** A run's change set: every entry it created, modified or deleted, with sizes and hashes. */

@@ -86,6 +86,9 @@ export function startFailure(e: unknown, image: string): NonNullable<ExecResult[
  * finish, one per file change). Recording never fails a run: a failure is logged.
  */
 export class RunRecorder {
+  /** Runs whose result is out and whose audit records wait for their trace. */
+  private readonly pending = new Set<Promise<void>>();
+
   constructor(private readonly d: { db: DB; audit?: { append(ev: AuditEvent): unknown; appendMany?(evs: AuditEvent[]): unknown }; log: Log }) {}
 
   get auditing(): boolean {
@@ -102,24 +105,48 @@ export class RunRecorder {
     if (this.d.audit) this.append(runStartEvent(ctx));
   }
 
-  /** Stores the result and the change set; appends the finish and per-file audit events. */
-  finished(result: ExecResult, changes: ChangeEntry[], audit: { ctx: RunAuditContext; stdout: Buffer; stderr: Buffer; trace?: RunTrace } | null): void {
+  /**
+   * Stores the result and the change set; appends the finish, per-file and trace audit events.
+   * The trace may still be on its way (the host tracer catching up with the run's end): then the
+   * result is stored now and the records follow, all at once, when the trace has arrived — a run's
+   * exec.finish is written once, complete. The promise settles when they are appended (never
+   * rejects); `recordsSettled` waits for every run's.
+   */
+  finished(result: ExecResult, changes: ChangeEntry[], audit: { ctx: RunAuditContext; stdout: Buffer; stderr: Buffer; trace?: RunTrace | Promise<RunTrace | undefined> } | null): Promise<void> {
     try {
       this.d.db.prepare("UPDATE execs SET status = ?, result_json = ?, changes_json = ?, finished_at = ? WHERE id = ?")
         .run(result.status, JSON.stringify(result), JSON.stringify(changes), Date.now(), result.id);
     } catch (e) {
       this.d.log.error({ err: (e as Error).message, exec: result.id }, "could not record run result");
     }
-    if (!audit || !this.d.audit) return;
-    try {
-      const cs = { entries: changes, committed: result.committed };
-      const evs = runFinishEvents(audit.ctx, cs, { ...result, stdout: audit.stdout, stderr: audit.stderr }, audit.trace);
-      // One write and one sync for all of them (a traced run can have a thousand records).
-      if (this.d.audit?.appendMany) this.d.audit.appendMany(evs);
-      else for (const ev of evs) this.append(ev);
-    } catch (e) {
-      this.d.log.error({ err: (e as Error).message, exec: result.id }, "could not record the run in the audit log");
+    if (!audit || !this.d.audit) return Promise.resolve();
+    const record = (trace: RunTrace | undefined) => {
+      try {
+        const cs = { entries: changes, committed: result.committed };
+        const evs = runFinishEvents(audit.ctx, cs, { ...result, stdout: audit.stdout, stderr: audit.stderr }, trace);
+        // One write and one sync for all of them (a traced run can have a thousand records).
+        if (this.d.audit?.appendMany) this.d.audit.appendMany(evs);
+        else for (const ev of evs) this.append(ev);
+      } catch (e) {
+        this.d.log.error({ err: (e as Error).message, exec: result.id }, "could not record the run in the audit log");
+      }
+    };
+    if (!(audit.trace instanceof Promise)) {
+      record(audit.trace);
+      return Promise.resolve();
     }
+    const p = audit.trace.then(record, (e: Error) => record({ summary: null, complete: false, reason: `the trace failed: ${e.message}` }))
+      .finally(() => this.pending.delete(p));
+    this.pending.add(p);
+    return p;
+  }
+
+  /**
+   * Resolves once the records of every run that has a result now are in the audit log (runs
+   * finishing meanwhile are not waited for, so a busy server cannot keep a reader waiting).
+   */
+  async recordsSettled(): Promise<void> {
+    await Promise.all([...this.pending]);
   }
 
   append(ev: AuditEvent): void {

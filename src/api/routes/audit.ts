@@ -27,6 +27,8 @@ export async function auditRoutes(app: FastifyInstance, _config: Readonly<Config
   }, async (req) => {
     const audit = deps.audit;
     if (!audit) return { items: [] };
+    // A run's records follow its result (they wait for the tracer): a reader who has the result sees them.
+    await deps.exec.auditRecorded();
     const q = req.query;
     let tenant: string | undefined = req.auth.tenantId;
     if (req.auth.isAdmin) tenant = q.tenant_id;
