@@ -217,7 +217,7 @@ function traceEvents(t: TraceSummary, ctx: Pick<AuditEvent, "tenant_id" | "key_i
   }
   if (t.libraries.count > 0) {
     out.push({ kind: "file", action: "file.open", outcome: "success", ...ctx,
-      detail: { path: "[shared libraries]", access: "read", count: t.libraries.count, distinct: t.libraries.distinct, paths: t.libraries.paths, source } });
+      detail: { path: "[shared libraries]", access: "read", count: t.libraries.count, distinct: t.libraries.distinct, distinct_at_least: t.libraries.distinct_at_least, paths: t.libraries.paths, source } });
   }
   for (const n of t.net) {
     const outcome = netOutcome(n);

@@ -1,6 +1,6 @@
 import os from "node:os";
-import type { NetOp, OpenEntry, TimedEvent, TraceEvent } from "./events.js";
-import { STRLEN } from "./program.js";
+import type { LibCount, NetOp, OpenEntry, TimedEvent, TraceEvent } from "./events.js";
+import { LIBRARY_PREFIXES, STRLEN } from "./program.js";
 
 /**
  * What one run did, from the host tracer's events: programs executed, files opened, network
@@ -25,8 +25,13 @@ export interface TraceSummary {
   source: "ebpf" | "gvisor-strace";
   execs: TracedExec[];
   files: TracedFile[];
-  /** Read-only opens of the image's shared libraries and language runtime files, summed up. */
-  libraries: { count: number; distinct: number; paths: string[] };
+  /**
+   * Read-only opens of the image's shared libraries and language runtime files, summed up.
+   * `distinct_at_least`: some were counted without their path (the host tracer lists a bounded
+   * number per drain, LIB_PATHS_PER_DRAIN, and the summary keeps a bounded number of paths), so
+   * `distinct` is a lower bound; `count` is exact either way.
+   */
+  libraries: { count: number; distinct: number; paths: string[]; distinct_at_least?: boolean };
   net: TracedNet[];
   dns: TracedDns[];
   /** Distinct entries beyond the caps, not listed. */
@@ -50,8 +55,7 @@ const REORDER_NS = 2e9;
 /** Distinct (process, path, access, result) open counts kept per run until its summary. */
 const MAX_RAW_OPENS = 200_000;
 
-// Read-only opens under these are the interpreter and its libraries loading: summed, not listed.
-export const LIBRARY_PREFIXES = ["/usr/lib/", "/usr/lib64/", "/lib/", "/lib64/", "/usr/local/lib/", "/usr/share/", "/etc/ld.so.cache", "/usr/libexec/"];
+export { LIBRARY_PREFIXES };
 
 const ERRNO_NAMES = new Map(Object.entries(os.constants.errno).map(([k, v]) => [v as number, k]));
 export function errnoName(ret: number): string | null {
@@ -108,6 +112,9 @@ export class RunTraceAggregator {
   private readonly files = new Map<string, TracedFile>();
   private readonly libs = new Map<string, number>();
   private libCount = 0;
+  /** Library opens counted without their path (see TraceSummary.libraries), attributed at the summary. */
+  private readonly rawLibCounts: LibCount[] = [];
+  private libsCut = false;
   private readonly net = new Map<string, TracedNet>();
   private readonly dns = new Map<string, TracedDns>();
   private dropped = 0;
@@ -262,6 +269,13 @@ export class RunTraceAggregator {
       case "open_map":
         for (const e of ev.entries) this.apply(e);
         return;
+      case "lib_map":
+        for (const e of ev.entries) this.apply(e);
+        return;
+      case "lib_count":
+        if (this.rawLibCounts.length < MAX_RAW_OPENS) this.rawLibCounts.push(ev);
+        else this.dropped++;
+        return;
       case "open": {
         if (ev.execId !== undefined) {
           if (this.rawOpens.length < MAX_RAW_OPENS) this.rawOpens.push(ev as OpenEntry);
@@ -337,6 +351,7 @@ export class RunTraceAggregator {
     if (access === "read" && errno === null && isLibrary(p)) {
       this.libCount += n;
       if (this.libs.size < this.caps.libraryPaths * 50) this.libs.set(p, 1);
+      else if (!this.libs.has(p)) this.libsCut = true;
       return;
     }
     this.add(this.files, this.caps.files, `${access}\0${errno}\0${p}`, () => ({ ...displayPath(ev.path), access, flags: names, count: 1, errno, pid: ev.pid }), n);
@@ -365,12 +380,16 @@ export class RunTraceAggregator {
       const since = this.user.get(e.pid);
       if (since !== undefined && e.execId >= since) this.countOpen(e, e.count);
     }
+    for (const e of this.rawLibCounts.splice(0)) {
+      const since = this.user.get(e.pid);
+      if (since !== undefined && e.execId >= since) { this.libCount += e.count; this.libsCut = true; }
+    }
     const libPaths = [...this.libs.keys()];
     return {
       source: "ebpf",
       execs: [...this.execs.values()],
       files: [...this.files.values()],
-      libraries: { count: this.libCount, distinct: libPaths.length, paths: libPaths.slice(0, this.caps.libraryPaths) },
+      libraries: { count: this.libCount, distinct: libPaths.length, paths: libPaths.slice(0, this.caps.libraryPaths), ...(this.libsCut ? { distinct_at_least: true } : {}) },
       net: [...this.net.values()],
       dns: [...this.dns.values()],
       dropped: this.dropped,

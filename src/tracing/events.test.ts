@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { decodeBpftraceString, parseTraceLine } from "./events.js";
 import { RunTraceAggregator, openFlags } from "./aggregate.js";
+import { tracerProgram } from "./program.js";
 
 const raw = (data: string) => `{"type": "printf", "data": "${data}\\n"}`;
 /**
@@ -107,6 +108,37 @@ describe("per-run aggregation", () => {
     assert.deepEqual(s.files.map((f) => [f.path, f.access, f.count, f.errno]), [
       ['/workspace/a,b "c"', "write", 3, null], ["/etc/shadow", "read", 1, "EACCES"], ["/tmp/caf\ufffd", "read", 2, null],
     ]);
+  });
+
+  test("library opens past the kernel's listing bound: counted exactly per process image and attributed, distinct said to be a lower bound", () => {
+    const agg = new RunTraceAggregator(["p"]);
+    for (const l of ["E 5 99 0 /p", "A 5 0 p", "X 5 99 0 11", "F 5 7 99"]) agg.push(parseTraceLine(line(l))!);
+    agg.push(parseTraceLine('{"type": "map", "data": {"@o0": {"99,5,22,0,0,/usr/lib/a.so": 2, "99,5,20,0,0,/usr/lib/launcher.so": 1}}}')!);
+    // pid 5 before its exec of the program (exec id 10) is the launcher: its 40 are not the run's.
+    const lc = parseTraceLine('{"type": "map", "data": {"@lc0": {"99,5,22": 1000, "99,7,0": 5, "99,5,20": 40}}}');
+    assert.ok(lc?.t === "lib_map", JSON.stringify(lc));
+    assert.deepEqual(lc.entries[0], { t: "lib_count", run: "99", pid: 5, execId: 22, count: 1000 });
+    assert.deepEqual(parseTraceLine('{"type": "map", "data": {"@lc1": {}}}'), { t: "lib_map", entries: [] });
+    agg.push(lc);
+    assert.deepEqual(agg.summary().libraries, { count: 1007, distinct: 1, paths: ["/usr/lib/a.so"], distinct_at_least: true });
+    const exact = new RunTraceAggregator(["p"]);
+    for (const l of ["E 5 99 0 /p", "A 5 0 p", "X 5 99 0 11"]) exact.push(parseTraceLine(line(l))!);
+    exact.push(parseTraceLine('{"type": "map", "data": {"@o0": {"99,5,22,0,0,/usr/lib/a.so": 2}}}')!);
+    assert.deepEqual(exact.summary().libraries, { count: 2, distinct: 1, paths: ["/usr/lib/a.so"] }, "nothing past the bound: distinct is exact");
+  });
+
+  test("the library test the probes run matches the server's prefixes on the path's first 16 bytes", () => {
+    const prog = tracerProgram({ serverPid: 1, tag: 70 });
+    const cond = /if \((\(\$w0.*)\) \{ \$lib = 1; \}/.exec(prog)![1]!;
+    const words = (p: string) => { const b = Buffer.alloc(16); Buffer.from(p, "latin1").copy(b, 0, 0, 16); return [b.readBigUInt64LE(0), b.readBigUInt64LE(8)]; };
+    const test = (p: string) => {
+      const [w0, w1] = words(p);
+      // Evaluate the generated condition with BigInt arithmetic.
+      const js = cond.replace(/\$w0/g, `${w0}n`).replace(/\$w1/g, `${w1}n`).replace(/(\d+)(?![\dn])/g, "$1n");
+      return Boolean(eval(js));
+    };
+    for (const p of ["/usr/lib/x", "/usr/lib64/x", "/lib/x", "/lib64/x", "/usr/local/lib/x", "/usr/share/x", "/etc/ld.so.cache", "/usr/libexec/x"]) assert.equal(test(p), true, p);
+    for (const p of ["/usr/li", "/usr/libfoo/x", "/lib", "/lib6/x", "/usr/local/bin/x", "/workspace/usr/lib/x", "/etc/ld.so.cach", "/usr/sharex/y", ""]) assert.equal(test(p), false, p);
   });
 
   test("warm hand-over: the interpreter's start and imports are left out, the program's record and opens from the mark on are kept", () => {

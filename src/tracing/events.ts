@@ -12,6 +12,9 @@ export type TraceEvent =
   | { t: "exec_ret"; ts: number; tid: number; run: string; ret: number; execId?: number }
   | { t: "open"; ts?: number; pid: number; run: string; ret: number; flags: number; path: Buffer; execId?: number; count?: number }
   | { t: "open_map"; entries: OpenEntry[]; size: number }
+  /** Library opens past the per-drain listing bound (program.ts), counted per process image. */
+  | { t: "lib_count"; run: string; pid: number; execId: number; count: number }
+  | { t: "lib_map"; entries: LibCount[] }
   | { t: "net"; ts: number; pid: number; run: string; op: NetOp; ret: number; family: "inet" | "inet6"; port: number; address: string }
   | { t: "unix"; ts: number; pid: number; run: string; op: NetOp; ret: number; path: Buffer }
   | { t: "dns"; ts: number; pid: number; run: string; name: Buffer }
@@ -28,6 +31,7 @@ export type TimedEvent = Extract<TraceEvent, { ts: number }> | (Extract<TraceEve
  * execId is the process's self_exec_id × 2, plus 1 once it passed a warm hand-over mark (program.ts).
  */
 export type OpenEntry = Extract<TraceEvent, { t: "open" }> & { execId: number; count: number };
+export type LibCount = Extract<TraceEvent, { t: "lib_count" }>;
 const OPS: Record<string, NetOp> = { c: "connect", b: "bind", s: "sendto" };
 
 const SIMPLE_ESCAPES: Record<string, number> = { '"': 0x22, "\\": 0x5c, "/": 0x2f, b: 8, f: 12, n: 10, r: 13, t: 9 };
@@ -67,6 +71,18 @@ export function decodeBpftraceString(s: string): Buffer | null {
 
 const PRINTF_PREFIX = '{"type": "printf", "data": "';
 const MAP_PREFIX = '{"type": "map", "data": {"@o';
+const LIB_MAP_PREFIX = '{"type": "map", "data": {"@lc';
+
+/** The library-open counts past the listing bound: keys "run,pid,exec id", numbers only. */
+function parseLibMap(line: string): TraceEvent | null {
+  const i = line.indexOf("{", LIB_MAP_PREFIX.length);
+  if (i === -1) return null;
+  const entries: LibCount[] = [];
+  for (const m of line.slice(i).matchAll(/"(\d+),(\d+),(\d+)": (\d+)/g)) {
+    entries.push({ t: "lib_count", run: m[1]!, pid: Number(m[2]), execId: Number(m[3]), count: Number(m[4]) });
+  }
+  return { t: "lib_map", entries };
+}
 
 /**
  * The kernel's open counts, printed by bpftrace as one JSON map whose keys are the fields joined
@@ -169,6 +185,7 @@ function inet6(words: string[]): string {
 /** One line of bpftrace's JSON output → an event, or null for anything else. */
 export function parseTraceLine(line: string): TraceEvent | null {
   if (line.startsWith(MAP_PREFIX)) return parseOpenMap(line);
+  if (line.startsWith(LIB_MAP_PREFIX)) return parseLibMap(line);
   if (!line.startsWith(PRINTF_PREFIX)) {
     if (line.startsWith('{"type": "lost_events"')) {
       try {

@@ -28,8 +28,17 @@
  * where op is c (connect), b (bind), s (sendto). Opens (open/openat/openat2/creat, not ENOENT)
  * are counted in the kernel instead, in map @o0 or @o1 keyed by (run, tgid, self_exec_id,
  * result (0 or -errno), flags, path), and printed as one JSON map when drained (DRAIN_BASE).
+ * Successful read-only opens of shared libraries (LIBRARY_PREFIXES) go there too, up to
+ * LIB_PATHS_PER_DRAIN per process image between two drains; past that they are only counted, per
+ * process image, in @lc0 / @lc1 keyed by (run, tgid, exec id): the audit sums library opens in one
+ * record anyway, and a run walking /usr/lib would otherwise make the drained map thousands of
+ * entries long (bpftrace printing it, and the server parsing it, cost more than the run's opens).
  */
 export const MAX_ARGS = 12;
+// Read-only opens under these are the interpreter and its libraries loading: summed, not listed.
+export const LIBRARY_PREFIXES = ["/usr/lib/", "/usr/lib64/", "/lib/", "/lib64/", "/usr/local/lib/", "/usr/share/", "/etc/ld.so.cache", "/usr/libexec/"];
+/** Library opens of one process image listed by path between two drains; the rest are only counted. */
+export const LIB_PATHS_PER_DRAIN = 512;
 /** Longest string read from a run (paths, arguments), bytes; bpftrace's own limit is 200. */
 export const STRLEN = 200;
 export const BARRIER_BASE = 1_000_000_000;
@@ -69,6 +78,23 @@ export const HANDOVER_MODE = 0x7e7e0;
  */
 export const HANDOVER_OPEN_FLAGS = 0o1 | 0o100 | 0o200 | 0o1000 | 0o200000;
 const ENOENT = 2;
+/** O_ACCMODE | O_CREAT | O_TRUNC: a read-only open has none of these bits. */
+const NOT_READ_ONLY = 0o3 | 0o100 | 0o1000;
+
+/**
+ * "The path starts with a library prefix", on the path's first 16 bytes read as two little-endian
+ * words ($w0, $w1): no string copy or strncmp per prefix. A read that fails gives 0: no match,
+ * and the open is listed by path as any other (the server classifies paths again).
+ */
+function libraryTest(): string {
+  const word = (b: Buffer) => { let v = 0n; for (let i = b.length - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]); return v; };
+  const part = (w: string, b: Buffer) => b.length === 0 ? null : b.length === 8 ? `${w} == ${word(b)}` : `(${w} & ${(1n << BigInt(8 * b.length)) - 1n}) == ${word(b)}`;
+  return LIBRARY_PREFIXES.map((p) => {
+    const b = Buffer.from(p, "latin1");
+    if (b.length > 16) throw new Error(`library prefix ${p} is longer than 16 bytes`);
+    return `(${[part("$w0", b.subarray(0, 8)), part("$w1", b.subarray(8, 16))].filter(Boolean).join(" && ")})`;
+  }).join(" || ");
+}
 
 // The run key and the scope test, inlined into every probe (bpftrace 0.17 has no macros).
 // Casts are needed: without them bpftrace 0.17 does not resolve kernfs_node's fields.
@@ -129,10 +155,26 @@ tracepoint:syscalls:sys_exit_${sys} /@orun[tid]/ {
     $r = args->ret;
     if ($r > 0) { $r = 0; }
     $ph = curtask->self_exec_id * 2 + @hand[pid];
+    $lib = 0;
+    if ($r == 0 && (@ofl[tid] & ${NOT_READ_ONLY}) == 0) {
+      $w0 = *(uint64 *)uptr(@of[tid]);
+      $w1 = *(uint64 *)uptr(@of[tid] + 8);
+      if (${libraryTest()}) { $lib = 1; }
+    }
     if (@gen == 0) {
-      @o0[@orun[tid], pid, $ph, $r, @ofl[tid], str(uptr((uint8 *)@of[tid]))] = count();
+      if ($lib && @ln0[@orun[tid], pid, $ph] >= ${LIB_PATHS_PER_DRAIN}) {
+        @lc0[@orun[tid], pid, $ph] = count();
+      } else {
+        if ($lib) { @ln0[@orun[tid], pid, $ph]++; }
+        @o0[@orun[tid], pid, $ph, $r, @ofl[tid], str(uptr((uint8 *)@of[tid]))] = count();
+      }
     } else {
-      @o1[@orun[tid], pid, $ph, $r, @ofl[tid], str(uptr((uint8 *)@of[tid]))] = count();
+      if ($lib && @ln1[@orun[tid], pid, $ph] >= ${LIB_PATHS_PER_DRAIN}) {
+        @lc1[@orun[tid], pid, $ph] = count();
+      } else {
+        if ($lib) { @ln1[@orun[tid], pid, $ph]++; }
+        @o1[@orun[tid], pid, $ph, $r, @ofl[tid], str(uptr((uint8 *)@of[tid]))] = count();
+      }
     }
   }
   delete(@of[tid]); delete(@ofl[tid]); delete(@orun[tid]);
@@ -208,12 +250,12 @@ export function tracerProgram(o: ProgramOptions): string {
   } else {
     if ($n >= ${DRAIN_BASE}) {
       @gen = 1 - @gen;
-      if (@gen == 1) { print(@o0); clear(@o0); } else { print(@o1); clear(@o1); }
+      if (@gen == 1) { print(@o0); print(@lc0); clear(@o0); clear(@lc0); clear(@ln0); } else { print(@o1); print(@lc1); clear(@o1); clear(@lc1); clear(@ln1); }
     }
     printf("B %d\\n", $n);
   }
 }`,
     // bpftrace prints every map at exit; there is nothing in them worth printing.
-    "END { clear(@mine); clear(@idlo); clear(@hand); clear(@ex); clear(@of); clear(@ofl); clear(@orun); clear(@na); clear(@nrun); clear(@o0); clear(@o1); clear(@gen); }",
+    "END { clear(@mine); clear(@idlo); clear(@hand); clear(@ex); clear(@of); clear(@ofl); clear(@orun); clear(@na); clear(@nrun); clear(@o0); clear(@o1); clear(@lc0); clear(@lc1); clear(@ln0); clear(@ln1); clear(@gen); }",
   ].join("\n");
 }

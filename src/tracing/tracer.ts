@@ -230,6 +230,13 @@ export class TracerService {
           else if (!this.ours.has(e.run)) this.st.foreign_events++;
         }
         return;
+      case "lib_map":
+        for (const e of ev.entries) {
+          const agg = this.runs.get(e.run);
+          if (agg) agg.push(e);
+          else if (!this.ours.has(e.run)) this.st.foreign_events++;
+        }
+        return;
       case "arg":
       case "more_args":
         this.execOwner.get(ev.tid)?.push(ev);
