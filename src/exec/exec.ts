@@ -254,6 +254,8 @@ export class ExecService {
       run.spec.mounts = ws.mounts(run.spec.mounts);
       run.spec.labels = { ...run.spec.labels, [LABEL_VIEW]: ws.view.opts.id };
       if (plan.entry !== "<snippet>" && this.recorder.auditing) run.auditCtx.entrySha256 = this.entrySha256(sandbox.id, plan.entry);
+      // The sandbox's previous run may still be waiting for its trace: its records come first.
+      await this.recorder.recordedFor(sandbox.id);
       this.recorder.started(run.auditCtx);
 
       let raw: RunResult | null = null;

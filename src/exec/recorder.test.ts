@@ -51,12 +51,17 @@ describe("RunRecorder: a run's records follow its result", () => {
       assert.equal(row.status, "completed", "the result does not wait for the trace");
       assert.equal(audit.query({ exec_id: "ex_1" }).length, 0, "no partial record before the trace");
       let settled = false;
+      let next = false;
       const waiting = rec.recordsSettled().then(() => { settled = true; });
+      const nextRun = rec.recordedFor("sb_1").then(() => { next = true; });
       await new Promise((r) => setTimeout(r, 20));
       assert.equal(settled, false, "a reader waits for the pending run");
+      assert.equal(next, false, "the sandbox's next run waits before its exec.start");
+      await rec.recordedFor("sb_other");
       arrive(trace);
       await done;
       await waiting;
+      await nextRun;
       const recs = audit.query({ exec_id: "ex_1" });
       assert.deepEqual(recs.map((r) => r.action), ["exec.finish", "file.open"]);
       assert.equal(recs[0]!.detail.trace_complete, true);

@@ -88,6 +88,7 @@ export function startFailure(e: unknown, image: string): NonNullable<ExecResult[
 export class RunRecorder {
   /** Runs whose result is out and whose audit records wait for their trace. */
   private readonly pending = new Set<Promise<void>>();
+  private readonly pendingBySandbox = new Map<string, Promise<void>>();
 
   constructor(private readonly d: { db: DB; audit?: { append(ev: AuditEvent): unknown; appendMany?(evs: AuditEvent[]): unknown }; log: Log }) {}
 
@@ -135,10 +136,23 @@ export class RunRecorder {
       record(audit.trace);
       return Promise.resolve();
     }
+    const sb = result.sandbox_id;
     const p = audit.trace.then(record, (e: Error) => record({ summary: null, complete: false, reason: `the trace failed: ${e.message}` }))
-      .finally(() => this.pending.delete(p));
+      .finally(() => {
+        this.pending.delete(p);
+        if (this.pendingBySandbox.get(sb) === p) this.pendingBySandbox.delete(sb);
+      });
     this.pending.add(p);
+    this.pendingBySandbox.set(sb, p);
     return p;
+  }
+
+  /**
+   * Resolves once the sandbox's previous run is in the audit log: a run's exec.start waits for
+   * it, so one sandbox's records stay in the order of its runs.
+   */
+  recordedFor(sandboxId: string): Promise<void> {
+    return this.pendingBySandbox.get(sandboxId) ?? Promise.resolve();
   }
 
   /**
