@@ -252,6 +252,8 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
       dependencies.stop();
       await app.close();
       await exec.shutdown();
+      // Deletions answered early (202) finish before the database closes.
+      await sandboxes.settled();
       for (const rt of runtimes.values()) await rt.close?.();
       await tracer.close();
       db.close();

@@ -147,9 +147,11 @@ for (const prestart of [false, true]) describe(`hostile workspaces, pre-start ${
     assert.deepEqual(fs.readdirSync(wsDir(sb)), []);
     deepChain(wsDir(sb), 30000, { name: "leaf", bytes: 1 });
     const gone = await deleteSandbox(sb);
-    assert.equal(gone.status, 204, gone.text);
+    // 204, or 202 when removing 30,000 levels outlasts the call's wait: it then finishes in the background.
+    assert.ok([202, 204].includes(gone.status), gone.text);
     assert.equal(fs.existsSync(wsDir(sb)), false, "the workspace is gone from disk");
     assert.equal((await t.api("GET", `/v1/sandboxes/${sb}`)).status, 404);
+    await t.server.sandboxes.settled();
     assert.deepEqual(fs.readdirSync(path.join(t.dataDir, "workspaces", ".trash")), [], "nothing left in the trash");
   });
 

@@ -6,6 +6,7 @@ import { PetriError } from "../errors.js";
 import type { AppDeps } from "../api/app.js";
 import type { ExecResult } from "../exec/exec.js";
 import { parseRelPath } from "../workspaces/paths.js";
+import { DELETE_WAIT_MS } from "../sandboxes/sandboxes.js";
 import { TOOLS } from "./catalog.js";
 import { renderRun, type ToolOutput } from "./render.js";
 
@@ -81,7 +82,7 @@ async function dispatch(call: ToolCall, name: string, a: Record<string, any>): P
       // As DELETE /v1/sandboxes/{id}: durable first, then cancel, then remove (or finish later).
       deps.sandboxes.markDeleting(sb.id);
       await deps.exec.cancelSandbox(sb.id);
-      const done = await deps.sandboxes.destroy(sb.id);
+      const done = await deps.sandboxes.destroy(sb.id, { waitMs: DELETE_WAIT_MS });
       audit(call, "sandbox.delete", sb.id);
       return json({ deleted: sb.id, status: done ? "deleted" : "deleting" }, done ? `deleted sandbox ${sb.id}` : `deleted sandbox ${sb.id} (its remaining data is removed in the background)`);
     }

@@ -55,6 +55,9 @@ interface Row {
   idle_timeout_ms: number; ttl_ms: number; expires_at: number; egress_json: string; image: string | null;
 }
 
+/** How long a delete request waits for a sandbox's bytes to be removed before it answers "deleting" (the rest goes on in the background). */
+export const DELETE_WAIT_MS = 1000;
+
 /** Merges client limits into a base, refusing anything above the server's maximum. */
 export function resolveLimits(base: Readonly<Limits>, max: Readonly<Limits>, req: Partial<Limits> | undefined): Limits {
   const out: Limits = { ...base };
@@ -233,29 +236,64 @@ export class SandboxService {
 
   /**
    * Removes the sandbox's workspace, caches and run records; the record goes last, only once the
-   * data is gone. Returns false (the sandbox stays in state "deleting" for the janitor) when the
-   * data could not all be removed now.
+   * data is gone. The workspace and cache leave at once, before this returns (each one rename
+   * into a trash: no run and no API call sees them again); their bytes are removed after that,
+   * which for a big workspace takes a while. Resolves true once everything is gone, false (the
+   * sandbox stays in state "deleting" for the janitor) when the data could not all be removed,
+   * or, with `waitMs`, when the removal is still under way after that long: it then finishes in
+   * the background (and a crash meanwhile is finished by the janitor and the trash's drain).
    */
-  async destroy(id: string): Promise<boolean> {
+  destroy(id: string, opts: { waitMs?: number } = {}): Promise<boolean> {
+    let p = this.destroying.get(id);
+    if (!p) {
+      p = this.destroyNow(id).finally(() => this.destroying.delete(id));
+      this.destroying.set(id, p);
+    }
+    if (opts.waitMs === undefined) return p;
+    const done = p;
+    return new Promise((resolve) => {
+      const t = setTimeout(() => resolve(false), opts.waitMs);
+      void done.then((ok) => { clearTimeout(t); resolve(ok); });
+    });
+  }
+
+  /** Deletions under way, so the janitor and an API call never remove the same sandbox twice at once. */
+  private readonly destroying = new Map<string, Promise<boolean>>();
+
+  /** Resolves once the deletions under way have finished (shutdown waits for them). */
+  async settled(): Promise<void> {
+    await Promise.all(this.destroying.values());
+  }
+
+  private async destroyNow(id: string): Promise<boolean> {
     const tenant = this.tenantOf(id);
     this.markDeleting(id);
     try {
-      await this.workspaces.destroy(id);
-      await this.cacheTrash().removeJobFor(this.cacheDirFor(id));
+      // Both calls move their directory into a trash before their first await.
+      const workspace = this.workspaces.destroy(id);
+      const cache = this.cacheTrash().removeJobFor(this.cacheDirFor(id));
+      const [w, c] = await Promise.allSettled([workspace, cache]);
+      if (w.status === "rejected") throw w.reason;
+      if (c.status === "rejected") throw c.reason;
       // Snippet files of finished runs are removed as they end: a few small files at most.
       fs.rmSync(this.snippetDirFor(id), { recursive: true, force: true });
     } catch (e) {
       this.onDeleteError?.(id, e as Error);
       return false;
     }
-    this.db.transaction(() => {
-      this.db.prepare("DELETE FROM execs WHERE sandbox_id = ?").run(id);
-      this.db.prepare("DELETE FROM sandboxes WHERE id = ?").run(id);
-    })();
+    try {
+      this.db.transaction(() => {
+        this.db.prepare("DELETE FROM execs WHERE sandbox_id = ?").run(id);
+        this.db.prepare("DELETE FROM sandboxes WHERE id = ?").run(id);
+      })();
+    } catch (e) {
+      this.onDeleteError?.(id, e as Error);
+      return false;
+    }
     this.quotas?.forget(id);
     if (tenant) {
       try {
-        this.afterDestroy?.(tenant, id);
+        await this.afterDestroy?.(tenant, id);
       } catch (e) {
         this.onDeleteError?.(id, e as Error);
       }
@@ -264,11 +302,12 @@ export class SandboxService {
   }
 
   /** Told once a sandbox's data and record are gone (e.g. to release its content-store refs). */
-  afterDestroy?: (tenantId: string, sandboxId: string) => void;
+  afterDestroy?: (tenantId: string, sandboxId: string) => void | Promise<void>;
 
   /** Sandboxes whose deletion started but has not finished (a crash, or an error). */
   pendingDeletions(): string[] {
-    return (this.db.prepare("SELECT id FROM sandboxes WHERE status = 'deleting'").all() as { id: string }[]).map((r) => r.id);
+    return (this.db.prepare("SELECT id FROM sandboxes WHERE status = 'deleting'").all() as { id: string }[]).map((r) => r.id)
+      .filter((id) => !this.destroying.has(id));
   }
 
   private cacheTrash(): Trash {

@@ -30,6 +30,8 @@ export interface RemoveResult {
 export class Trash {
   readonly dir: string;
   private draining: Promise<void> | null = null;
+  /** Jobs being removed now (a deletion finishing in the background): `drain` leaves them to it. */
+  private readonly active = new Set<string>();
 
   constructor(root: string) {
     this.dir = path.join(root, ".trash");
@@ -84,9 +86,14 @@ export class Trash {
 
   /** Removes a job completely; safe to call again after a crash. */
   async removeJob(job: string, onProgress?: (freedBytes: number) => void): Promise<RemoveResult> {
-    const res = await emptyFlat(job, onProgress);
-    fs.rmdirSync(job);
-    return res;
+    this.active.add(job);
+    try {
+      const res = await emptyFlat(job, onProgress);
+      fs.rmdirSync(job);
+      return res;
+    } finally {
+      this.active.delete(job);
+    }
   }
 
   /** Finishes every job left on disk (by a crash, or by deletions still under way). */
@@ -94,6 +101,7 @@ export class Trash {
     if (this.draining) return this.draining;
     this.draining = (async () => {
       for (const j of fs.readdirSync(this.dir)) {
+        if (this.active.has(path.join(this.dir, j))) continue;
         try {
           await this.removeJob(path.join(this.dir, j));
         } catch (e) {

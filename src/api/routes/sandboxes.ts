@@ -3,6 +3,7 @@ import { Type, type Static } from "@sinclair/typebox";
 import type { Config } from "../../config.js";
 import type { AppDeps } from "../app.js";
 import { CreateSandboxBody, SandboxParams, SandboxSchema, errorResponses } from "../schemas.js";
+import { DELETE_WAIT_MS } from "../../sandboxes/sandboxes.js";
 
 export async function sandboxRoutes(app: FastifyInstance, _config: Readonly<Config>, deps: AppDeps): Promise<void> {
   app.post<{ Body: Static<typeof CreateSandboxBody> }>("/v1/sandboxes", {
@@ -43,7 +44,7 @@ export async function sandboxRoutes(app: FastifyInstance, _config: Readonly<Conf
     config: { action: "sandbox.delete" },
     schema: {
       summary: "Delete a sandbox, its runs and its workspace",
-      description: "204 when everything is gone. 202 when the sandbox is already gone from the API but some of its data could not be removed yet: the server finishes the deletion in the background (also after a restart).",
+      description: "204 when everything is gone. 202 when the sandbox is already gone from the API (and from runs) but some of its data is not removed yet (a big workspace takes longer than the call waits, about a second, or a removal failed): the server finishes the deletion in the background (also after a restart).",
       params: SandboxParams,
       response: { 202: Type.Object({ status: Type.Literal("deleting") }), 204: Type.Null(), ...errorResponses(401, 404) },
     },
@@ -53,7 +54,9 @@ export async function sandboxRoutes(app: FastifyInstance, _config: Readonly<Conf
     deps.sandboxes.markDeleting(sb.id);
     await deps.exec.cancelSandbox(sb.id);
     deps.dependencies?.forgetSandbox(sb.id);
-    if (await deps.sandboxes.destroy(sb.id)) return reply.code(204).send();
+    // A big workspace takes a while to remove: past DELETE_WAIT_MS the answer is 202 and the
+    // removal goes on in the background (it is already invisible to the API and to runs).
+    if (await deps.sandboxes.destroy(sb.id, { waitMs: DELETE_WAIT_MS })) return reply.code(204).send();
     return reply.code(202).send({ status: "deleting" as const });
   });
 }
