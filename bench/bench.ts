@@ -20,7 +20,7 @@
  *   BENCH_PAUSE_MS             untimed pause before each sequential exec, after background work settled (default 50)
  *   BENCH_WS_N                 paced execs per workspace size and runtime in the workspace-size phase (default 20; 0 skips it)
  *   BENCH_WS_SIZES             the sizes: comma list of file counts, or NNNmb for one workspace of that many MB (default 0,1000,20000,50000,500mb)
- *   BENCH_ONLY                 "workspace": run only the workspace-size phase
+ *   BENCH_ONLY                 "workspace": run only the workspace-size phase; "sync": only the sync benchmark (bench/sync.ts, its settings there)
  *   BENCH_OUT                  JSON output (default bench/results/latest.json)
  * PETRI_* variables are passed to the servers, except the ones the benchmark sets per row
  * (data dir, admin token, port, log level, runtimes, default runtime, warm containers).
@@ -1140,6 +1140,8 @@ try {
   if (process.argv.includes("images")) await (await import("./images.js")).main();
   // `npm run bench -- tracing`: what the host eBPF tracer adds to a run (bench/tracing.ts).
   else if (process.argv.includes("tracing")) await (await import("./tracing.js")).main();
+  // `BENCH_ONLY=sync npm run bench` (or `-- sync`): delta sync at project scale through the SDK (bench/sync.ts).
+  else if (settings.only === "sync" || process.argv.includes("sync")) await (await import("./sync.js")).main();
   else await main();
 } catch (e) {
   process.stderr.write(`bench failed: ${(e as Error).stack ?? e}\n`);

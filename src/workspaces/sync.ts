@@ -1,4 +1,4 @@
-import fs from "node:fs";
+import { createHash } from "node:crypto";
 import { Readable } from "node:stream";
 import tar from "tar-stream";
 import { PetriError } from "../errors.js";
@@ -123,25 +123,39 @@ export class SyncService {
     let manifest: Manifest | undefined;
     let wanted: Map<string, ManifestEntry> | undefined;
     const received = new Map<string, StagedFile>();
+    /** Every blob this apply pinned (released at the end, whatever happens). */
+    const pinned: StagedFile[] = [];
     let bytes = 0;
     let pendingPath: string | undefined;
     const limit = () => Math.min(ctx.maxUploadBytes, Math.max(0, ctx.quotaBytes - bytes));
+    const modeOf = (e: ManifestEntry) => execBits(e.mode ?? 0o644);
+    const tooBig = () => new PetriError("WORKSPACE_QUOTA_EXCEEDED", `sync would exceed the workspace quota of ${ctx.quotaBytes} bytes`);
     const accept = async (rel: string, source: Readable | Buffer) => {
       const entry = wanted!.get(rel);
       if (!entry) throw new PetriError("VALIDATION_ERROR", `file ${rel} is not in the manifest`);
+      const mismatch = () => new PetriError("VALIDATION_ERROR", `content of ${rel} does not match its manifest entry (sha256/size)`);
       let staged: StagedFile;
-      try {
-        if (Buffer.isBuffer(source)) {
-          if (source.length > limit()) throw new PetriError("PAYLOAD_TOO_LARGE", `upload exceeds the limit of ${limit()} bytes`);
-          staged = ws.stageBuffer(source);
-        } else {
+      if (Buffer.isBuffer(source)) {
+        // A small file in memory: verified, then written once, as the blob the commit links.
+        if (source.length > limit()) throw limit() < ctx.maxUploadBytes ? tooBig() : new PetriError("PAYLOAD_TOO_LARGE", `upload exceeds the limit of ${limit()} bytes`);
+        const sha = createHash("sha256").update(source).digest("hex");
+        if (sha !== entry.sha256 || source.length !== entry.size) throw mismatch();
+        const blob = blobs.write(ctx.tenantId, sha, source, ws.owner, modeOf(entry));
+        if (blob) pinned.push(blob);
+        staged = blob ?? { ...ws.stageBuffer(source), mode: modeOf(entry) };
+      } else {
+        try {
           staged = await ws.stage(source, limit());
+        } catch (e) {
+          if (e instanceof PetriError && e.code === "PAYLOAD_TOO_LARGE" && limit() < ctx.maxUploadBytes) throw tooBig();
+          throw e;
         }
-      } catch (e) {
-        if (e instanceof PetriError && e.code === "PAYLOAD_TOO_LARGE" && limit() < ctx.maxUploadBytes) {
-          throw new PetriError("WORKSPACE_QUOTA_EXCEEDED", `sync would exceed the workspace quota of ${ctx.quotaBytes} bytes`);
+        staged.mode = modeOf(entry);
+        if (staged.sha256 !== entry.sha256 || staged.size !== entry.size) {
+          ws.discard([staged]);
+          throw mismatch();
         }
-        throw e;
+        blobs.put(ctx.tenantId, staged, ws.owner, modeOf(entry));
       }
       const prev = received.get(rel);
       if (prev) {
@@ -150,10 +164,6 @@ export class SyncService {
       }
       received.set(rel, staged);
       bytes += staged.size;
-      if (staged.sha256 !== entry.sha256 || staged.size !== entry.size) {
-        throw new PetriError("VALIDATION_ERROR", `content of ${rel} does not match its manifest entry (sha256/size)`);
-      }
-      blobs.put(ctx.tenantId, staged, Buffer.isBuffer(source) ? source : undefined);
     };
     const toCommit: { parts: string[]; staged: StagedFile }[] = [];
     try {
@@ -198,16 +208,11 @@ export class SyncService {
         else {
           // The blob's real size, whatever the manifest claimed (it was checked in plan, and the
           // blob may have been replaced since): the quota counts bytes on disk.
-          staged = blobs.materialize(ctx.tenantId, e.sha256, ws.stagingDir);
-          if (staged.size !== e.size) {
-            ws.discard([staged]);
-            throw new PetriError("VALIDATION_ERROR", `size of ${p} does not match its content`);
-          }
+          staged = blobs.use(ctx.tenantId, e.sha256, modeOf(e));
+          if (staged) pinned.push(staged);
+          if (staged?.size !== e.size) throw new PetriError("VALIDATION_ERROR", `size of ${p} does not match its content`);
         }
         received.delete(p);
-        // The staging directory is the server's own: setting the mode here is safe and saves a
-        // second walk to each file after the commit.
-        if (e.mode !== undefined) fs.chmodSync(staged.tmpPath, execBits(e.mode));
         toCommit.push({ parts: [...target, ...p.split("/")], staged });
       }
       ws.discard([...received.values()]);
@@ -226,6 +231,7 @@ export class SyncService {
       return { uploaded, reused: plan.missing.length + plan.reusable.length - uploaded, unchanged: plan.unchanged.length, deleted: plan.delete.length, bytes_received: bytes };
     } finally {
       ws.discard([...received.values(), ...toCommit.map((f) => f.staged)]);
+      blobs.unpin(ctx.tenantId, pinned);
     }
   }
 

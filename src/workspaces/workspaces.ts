@@ -64,6 +64,15 @@ export interface StagedFile {
   tmpPath: string;
   size: number;
   sha256: string;
+  /**
+   * A content-store blob (blobs.ts): the commit hard-links it into place when it may (else copies
+   * it), and never moves or removes it.
+   */
+  shared?: boolean;
+  /** A shared blob this very sync wrote: its times are already the sync's. */
+  fresh?: boolean;
+  /** Permission bits the committed file gets (default: as staged, 0o644). */
+  mode?: number;
 }
 
 /** Open parent directories of one commit, least recently used closed first. */
@@ -129,6 +138,8 @@ export class WorkspaceStore {
   private readonly hashCache = new Map<string, string>();
   private readonly counters = new Map<string, UsageInfo>();
   private readonly generations = new Map<string, number>();
+  /** False once a link from the content store failed with EXDEV (another filesystem): copy from then on. */
+  private linkable = true;
 
   constructor(private readonly opts: { root: string; uid: number; gid: number }) {
     fs.mkdirSync(opts.root, { recursive: true, mode: 0o711 });
@@ -150,6 +161,11 @@ export class WorkspaceStore {
     const g = this.generation(sandboxId) + 1;
     this.generations.set(sandboxId, g);
     return g;
+  }
+
+  /** Owner of workspace files and directories (the sandbox uid). */
+  get owner(): { uid: number; gid: number } {
+    return { uid: this.opts.uid, gid: this.opts.gid };
   }
 
   dirFor(sandboxId: string): string {
@@ -312,7 +328,49 @@ export class WorkspaceStore {
   }
 
   discard(staged: StagedFile[]): void {
-    for (const s of staged) fs.rmSync(s.tmpPath, { force: true });
+    for (const s of staged) if (!s.shared) fs.rmSync(s.tmpPath, { force: true });
+  }
+
+  /**
+   * Puts a staged file at `target` (free: the commit moved any old file aside). A shared blob is
+   * hard-linked when nothing else links it and its owner and mode are right (see blobs.ts: no
+   * two workspaces ever share an inode), its times set to now as a copy's would be (build tools
+   * compare them); otherwise it is copied. A file staged for this commit is moved.
+   */
+  private place(s: StagedFile, target: string | Buffer): void {
+    const { uid, gid } = this.opts;
+    if (s.shared) {
+      const mode = s.mode ?? 0o644;
+      const bst = fs.lstatSync(s.tmpPath);
+      if (this.linkable && bst.nlink === 1 && bst.uid === uid && bst.gid === gid && (bst.mode & 0o7777) === mode) {
+        try {
+          fs.linkSync(s.tmpPath, target);
+          if (!s.fresh) {
+            const now = new Date();
+            fs.utimesSync(s.tmpPath, now, now);
+          }
+          return;
+        } catch (e) {
+          const code = (e as NodeJS.ErrnoException).code;
+          if (code === "EXDEV") this.linkable = false;
+          else if (code !== "EMLINK" && code !== "EPERM") throw e;
+        }
+      }
+      const copy = path.join(this.stagingDir, randomBytes(12).toString("hex"));
+      fs.copyFileSync(s.tmpPath, copy, fs.constants.COPYFILE_FICLONE);
+      try {
+        fs.chownSync(copy, uid, gid);
+        fs.chmodSync(copy, mode);
+        fs.renameSync(copy, target);
+      } catch (e) {
+        fs.rmSync(copy, { force: true });
+        throw e;
+      }
+      return;
+    }
+    fs.chownSync(s.tmpPath, uid, gid);
+    if (s.mode !== undefined) fs.chmodSync(s.tmpPath, s.mode);
+    fs.renameSync(s.tmpPath, target);
   }
 
   /**
@@ -392,7 +450,6 @@ export class WorkspaceStore {
     const out: FileEntry[] = [];
     try {
       for (const p of prepared) {
-        fs.chownSync(p.f.staged.tmpPath, this.opts.uid, this.opts.gid);
         const dirfd = dirs.get(p.parent, false);
         const target = fdPath(dirfd, p.name);
         let backup: string | undefined;
@@ -406,7 +463,7 @@ export class WorkspaceStore {
           }
         }
         moved.push({ parent: p.parent, name: p.name, backup });
-        fs.renameSync(p.f.staged.tmpPath, target);
+        this.place(p.f.staged, target);
         const st = fs.lstatSync(target, { bigint: true });
         this.rememberHash(root, st, p.f.staged.sha256);
         out.push({ ...pathFields(p.f.parts), type: "file", size: p.f.staged.size, mode: Number(st.mode & 0o7777n), sha256: p.f.staged.sha256, mtime: new Date(Number(st.mtimeMs)).toISOString() });
