@@ -4,7 +4,7 @@ import tar from "tar-stream";
 import { PetriError } from "../errors.js";
 import { parseRelPath } from "./paths.js";
 import type { BlobStore } from "./blobs.js";
-import type { FileEntry, StagedFile, WorkspaceStore } from "./workspaces.js";
+import type { StagedFile, SyncEntry, WorkspaceStore } from "./workspaces.js";
 
 export { BlobStore } from "./blobs.js";
 
@@ -87,16 +87,15 @@ export class SyncService {
 
   async plan(tenantId: string, sandboxId: string, m: Manifest, wanted = validateManifest(m)): Promise<SyncPlan & { chmod: string[] }> {
     const target = parseRelPath(m.target ?? "", { allowRoot: true });
-    const current = new Map<string, FileEntry>();
+    let current = new Map<string, SyncEntry>();
     const plan: SyncPlan & { chmod: string[] } = { missing: [], reusable: [], unchanged: [], delete: [], chmod: [], complete: true };
     try {
-      const l = await this.ws.listing(sandboxId, target, { recursive: true, hashes: true, limit: Number.MAX_SAFE_INTEGER });
-      const cut = target.length ? target.join("/").length + 1 : 0;
       // Names that are not UTF-8 cannot be in a manifest: they are neither matched nor deleted.
-      for (const e of l.files) if (e.path_b64 === undefined) current.set(e.path.slice(cut), e);
-      if (!l.complete) {
+      const state = await this.ws.syncState(sandboxId, target);
+      current = state.entries;
+      if (!state.complete) {
         plan.complete = false;
-        plan.reason = l.reason;
+        plan.reason = state.reason;
       }
     } catch (e) {
       if (!(e instanceof PetriError && e.code === "FILE_NOT_FOUND")) throw e;
@@ -114,6 +113,7 @@ export class SyncService {
         // Directories stay (a directory in the manifest's way would be replaced by a file).
         if (e.type !== "directory" && !wanted.has(p)) plan.delete.push(p);
       }
+      plan.delete.sort();
     }
     return plan;
   }
