@@ -148,36 +148,39 @@ tracepoint:syscalls:sys_enter_${sys} ${NS} {${SCOPE}${sys === "openat" ? `
     printf("H %llu %d %llu %d %llu %s\\n", nsecs, pid, $run, uid, curtask->self_exec_id, str(args->filename));
     $in = 0;
   }` : ""}
-  if ($in) { @of[tid] = (uint64)${file}; @ofl[tid] = (uint64)${flags}; @orun[tid] = $run; }
+  // One map entry (a tuple) per open in flight: each update, lookup and delete costs every open.
+  if ($in) { @op[tid] = ((uint64)${file}, (uint64)${flags}, (uint64)$run); }
 }
-tracepoint:syscalls:sys_exit_${sys} /@orun[tid]/ {
+tracepoint:syscalls:sys_exit_${sys} /@op[tid].2/ {
+  $t = @op[tid];
+  $f = $t.0; $fl = $t.1; $run = $t.2;
   if (args->ret != -${ENOENT}) {
     $r = args->ret;
     if ($r > 0) { $r = 0; }
     $ph = curtask->self_exec_id * 2 + @hand[pid];
     $lib = 0;
-    if ($r == 0 && (@ofl[tid] & ${NOT_READ_ONLY}) == 0) {
-      $w0 = *(uint64 *)uptr(@of[tid]);
-      $w1 = *(uint64 *)uptr(@of[tid] + 8);
+    if ($r == 0 && ($fl & ${NOT_READ_ONLY}) == 0) {
+      $w0 = *(uint64 *)uptr($f);
+      $w1 = *(uint64 *)uptr($f + 8);
       if (${libraryTest()}) { $lib = 1; }
     }
     if (@gen == 0) {
-      if ($lib && @ln0[@orun[tid], pid, $ph] >= ${LIB_PATHS_PER_DRAIN}) {
-        @lc0[@orun[tid], pid, $ph] = count();
+      if ($lib && @ln0[$run, pid, $ph] >= ${LIB_PATHS_PER_DRAIN}) {
+        @lc0[$run, pid, $ph] = count();
       } else {
-        if ($lib) { @ln0[@orun[tid], pid, $ph]++; }
-        @o0[@orun[tid], pid, $ph, $r, @ofl[tid], str(uptr((uint8 *)@of[tid]))] = count();
+        if ($lib) { @ln0[$run, pid, $ph]++; }
+        @o0[$run, pid, $ph, $r, $fl, str(uptr((uint8 *)$f))] = count();
       }
     } else {
-      if ($lib && @ln1[@orun[tid], pid, $ph] >= ${LIB_PATHS_PER_DRAIN}) {
-        @lc1[@orun[tid], pid, $ph] = count();
+      if ($lib && @ln1[$run, pid, $ph] >= ${LIB_PATHS_PER_DRAIN}) {
+        @lc1[$run, pid, $ph] = count();
       } else {
-        if ($lib) { @ln1[@orun[tid], pid, $ph]++; }
-        @o1[@orun[tid], pid, $ph, $r, @ofl[tid], str(uptr((uint8 *)@of[tid]))] = count();
+        if ($lib) { @ln1[$run, pid, $ph]++; }
+        @o1[$run, pid, $ph, $r, $fl, str(uptr((uint8 *)$f))] = count();
       }
     }
   }
-  delete(@of[tid]); delete(@ofl[tid]); delete(@orun[tid]);
+  delete(@op[tid]);
 }`;
 }
 
@@ -256,6 +259,6 @@ export function tracerProgram(o: ProgramOptions): string {
   }
 }`,
     // bpftrace prints every map at exit; there is nothing in them worth printing.
-    "END { clear(@mine); clear(@idlo); clear(@hand); clear(@ex); clear(@of); clear(@ofl); clear(@orun); clear(@na); clear(@nrun); clear(@o0); clear(@o1); clear(@lc0); clear(@lc1); clear(@ln0); clear(@ln1); clear(@gen); }",
+    "END { clear(@mine); clear(@idlo); clear(@hand); clear(@ex); clear(@op); clear(@na); clear(@nrun); clear(@o0); clear(@o1); clear(@lc0); clear(@lc1); clear(@ln0); clear(@ln1); clear(@gen); }",
   ].join("\n");
 }
