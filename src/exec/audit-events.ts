@@ -153,7 +153,10 @@ export function runFinishEvents(c: RunAuditContext, cs: { entries: ChangeEntry[]
   const { changes, sha256: changesSha } = toAuditChanges(cs.entries);
   const ctx = { tenant_id: c.tenant_id, key_id: c.key_id, sandbox_id: c.sandbox_id, exec_id: c.exec_id };
   const result = runOutcome(o);
-  const traced = trace && "gvisor" in trace ? { summary: gvisorSummary(trace.gvisor), complete: !trace.gvisor.truncated, reason: trace.gvisor.truncated ? "gVisor's trace held more distinct entries than are kept" : null } : trace;
+  const traced = trace && "gvisor" in trace
+    ? { summary: gvisorSummary(trace.gvisor), complete: !trace.gvisor.truncated && !trace.gvisor.cut,
+      reason: trace.gvisor.cut ?? (trace.gvisor.truncated ? "gVisor's trace held more distinct entries than are kept" : null) }
+    : trace;
   const level = c.auditLevel.level !== "workspace-diff" && !traced
     ? { level: "workspace-diff" as const, reason: "the run was not traced (it did not start, or the tracer had no record of it)" }
     : c.auditLevel;

@@ -115,6 +115,19 @@ describe("readGvisorTrace", () => {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  test("a log longer than what is read says so (the run's trace is then incomplete)", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "gvtrace-"));
+    try {
+      fs.writeFileSync(path.join(dir, "runsc.log.20261126-051219.224515.boot.txt"), sample);
+      const cut = await readGvisorTrace(CID, { dir, maxBytes: sample.length - 1 });
+      assert.match(cut?.cut ?? "", new RegExp(`was ${Buffer.byteLength(sample)} bytes; only the first ${sample.length - 1} were read`));
+      fs.writeFileSync(path.join(dir, "runsc.log.20261126-051219.224515.boot.txt"), sample);
+      assert.equal((await readGvisorTrace(CID, { dir }))?.cut, undefined, "a log read whole is not cut");
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe("parseGvisorStrace: a run handed to a pre-started warm interpreter (runsc-direct)", () => {

@@ -45,6 +45,8 @@ export interface GvisorTrace {
   connects: TracedConnect[];
   /** More distinct entries than `limit` were seen; the rest were dropped. */
   truncated: boolean;
+  /** The log was longer than what is read of it (ReadTraceOptions.maxBytes): its end was not parsed. */
+  cut?: string;
 }
 
 export interface ParseOptions {
@@ -324,15 +326,20 @@ export async function readGvisorTrace(containerId: string, opts: ReadTraceOption
   try {
     const fh = await fs.promises.open(found, "r");
     let text: string;
+    let size: number;
     try {
       const st = await fh.stat();
+      size = st.size;
       const buf = Buffer.alloc(Math.min(st.size, maxBytes));
       await fh.read(buf, 0, buf.length, 0);
       text = buf.toString("utf8");
     } finally {
       await fh.close();
     }
-    return parseGvisorStrace(text, opts);
+    const t = parseGvisorStrace(text, opts);
+    // A run whose strace outgrew the read must not look completely traced.
+    if (size > maxBytes) t.cut = `gVisor's strace of this run was ${size} bytes; only the first ${maxBytes} were read`;
+    return t;
   } finally {
     await fs.promises.rm(found, { force: true });
   }
