@@ -4,6 +4,7 @@ import { rootfsDirFor } from "../images/build.js";
 import { BUILTIN_IMAGES, recipeRef } from "../images/catalog.js";
 import { BwrapRuntime } from "./bwrap.js";
 import { runtimeConformanceSuite } from "./conformance.js";
+import { sweepDeadConformanceRuns } from "./conformance-sweep.js";
 import { warmEquivalenceSuite } from "./warm-conformance.js";
 import { bwrapStrategy, dockerStrategy, ociDirectStrategy, type RuntimeProbe } from "./detect.js";
 import { DockerRuntime } from "./docker.js";
@@ -57,6 +58,8 @@ export interface Selection { images: readonly string[]; modes: readonly Mode[]; 
 
 export async function conformanceMatrix(sel: Selection): Promise<void> {
   const want = (mode: Mode, family: Family) => sel.modes.includes(mode) && sel.families.includes(family);
+  const swept = await sweepDeadConformanceRuns();
+  if (swept > 0) console.log(`# conformance: killed ${swept} processes left by a conformance file that was killed before its clean-up`);
   for (const name of sel.images) {
     const image = recipeRef(BUILTIN_IMAGES[name]);
     const spec = specFor(image);
