@@ -17,10 +17,10 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { freePort } from "../test/helpers.js";
 import { fmt, intEnv, loadavg, machine, mdTable, request, sleep, summarize } from "./lib.js";
 
 const SMALL = intEnv("BENCH_SYNC_SMALL", 5_000, 1, 1_000_000);
@@ -45,17 +45,6 @@ function project(n: number): string {
     fs.writeFileSync(path.join(d, `mod${i}.py`), `# module ${i}\n${crypto.randomBytes(80).toString("hex")}\n`);
   }
   return dir;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const a = srv.address();
-      srv.close(() => resolve(typeof a === "object" && a ? a.port : 0));
-    });
-  });
 }
 
 interface Server { url: string; key: string; dataDir: string; child: ChildProcess; stop(): Promise<void> }
