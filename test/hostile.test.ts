@@ -14,10 +14,11 @@ const STANDARD = recipeRef(BUILTIN_IMAGES.standard);
 
 /**
  * Hostile code: each case must be contained, come back with a clear result, and leave the
- * server answering /healthz while it runs. On Docker with runc, and on the OCI runtimes called
- * directly (no dockerd), whose hardening is written by Petri itself (src/runtimes/oci-spec.ts).
+ * server answering /healthz while it runs. On Docker with runc, on bwrap, and on the OCI runtimes
+ * called directly (no dockerd): the ones whose hardening is written by Petri itself (bwrap.ts,
+ * src/runtimes/oci-spec.ts).
  */
-const RUNTIMES = ["runc", "runc-direct", "crun-direct", "runsc-direct"];
+const RUNTIMES = ["runc", "bwrap", "runc-direct", "crun-direct", "runsc-direct"];
 const probes = await Promise.all(RUNTIMES.map((r) => strategyFor(r, { image: STANDARD, rootfs: rootfsDirFor("/var/lib/petri/images", STANDARD), sandboxUid: 65600, sandboxGid: 65600 }).probe()));
 
 // Both pre-start modes (issue 9): off, and on as in production, where every hostile run below is
