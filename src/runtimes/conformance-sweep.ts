@@ -22,13 +22,13 @@ export async function sweepDeadConformanceRuns(cgroupRoot = "/sys/fs/cgroup", st
   };
   const hierarchies = [cgroupRoot, ...list(cgroupRoot).map((d) => path.join(cgroupRoot, d))].filter((d) => fs.existsSync(path.join(d, "cgroup.procs")));
   const groups = hierarchies.flatMap((h) => list(h).filter(stale).map((d) => path.join(h, d)));
-  let killed = 0;
+  const killed = new Set<number>();
   // Kill first everywhere (a process is in one cgroup per hierarchy), then remove, deepest first.
   for (let round = 0; round < 5; round++) {
     let seen = 0;
     for (const g of groups) for (const dir of tree(g)) for (const pid of procs(dir)) {
       seen++;
-      try { process.kill(pid, "SIGKILL"); killed++; } catch { /* gone already */ }
+      try { process.kill(pid, "SIGKILL"); killed.add(pid); } catch { /* gone already */ }
     }
     if (seen === 0) break;
     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
@@ -41,7 +41,7 @@ export async function sweepDeadConformanceRuns(cgroupRoot = "/sys/fs/cgroup", st
     await unmountAllUnder(dir).catch(() => 0);
     if (mountsUnder(dir).length === 0) fs.rmSync(dir, { recursive: true, force: true });
   }
-  return killed;
+  return killed.size;
 }
 
 function list(dir: string): string[] {
