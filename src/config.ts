@@ -85,6 +85,11 @@ export interface Config {
    * (503 AUDIT_UNAVAILABLE) until it can again; `open` goes on, and says so (logs, health, audit.gap).
    */
   auditFailMode: "closed" | "open";
+  /**
+   * PETRI_GVISOR_TRACE_MAX_MB: how much of one run's gVisor strace (runsc, runsc-direct) is read;
+   * past it the run's trace is cut (trace_complete false) and the log is emptied as gVisor writes it.
+   */
+  gvisorTraceMaxBytes: number;
   /** How long a pre-started single-use container waits for a sandbox's next run; 0 disables. */
   warmIdleMs: number;
   /**
@@ -346,6 +351,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     }),
     auditFailMode: oneOf(env, "PETRI_AUDIT_FAIL", "closed", ["closed", "open"]) as "closed" | "open",
     auditTrace: oneOf(env, "PETRI_AUDIT_TRACE", "auto", ["auto", "required", "off"]) as "auto" | "required" | "off",
+    gvisorTraceMaxBytes: int(env, "PETRI_GVISOR_TRACE_MAX_MB", 64, 1, 64 * 1024) * 1024 * 1024,
   };
   return Object.freeze(cfg);
 }

@@ -340,7 +340,7 @@ export async function setupRuntimes(config: Readonly<Config>, docker: Docker, in
       }
       runtimes.set(p.id, new OciRuntime({
         kind: direct, name: p.id, stateDir: path.join(OCI_STATE_ROOT, instanceId, p.id), cgroupParent: `petri-${p.id}-${instanceId}`,
-        warm: { idleMs: config.warmIdleMs, images: warmImages }, gvisorTrace,
+        warm: { idleMs: config.warmIdleMs, images: warmImages }, gvisorTrace, traceMaxBytes: config.gvisorTraceMaxBytes,
       }));
     } else {
       const oci = p.variant ?? p.id.split("/")[1];
@@ -358,7 +358,7 @@ export async function setupRuntimes(config: Readonly<Config>, docker: Docker, in
         logger.warn("runsc-trace's registration does not trace access(): gVisor runs under Docker get no warm interpreters (re-run scripts/setup.sh, which registers it and reloads dockerd)");
       }
       runtimes.set(oci, new DockerRuntime({
-        docker, ociRuntime: trace ? "runsc-trace" : oci, trace, traceSeesHandover, cgroupParent: `petri-${instanceId}`,
+        docker, ociRuntime: trace ? "runsc-trace" : oci, trace, traceSeesHandover, traceMaxBytes: config.gvisorTraceMaxBytes, cgroupParent: `petri-${instanceId}`,
         warm: { idleMs: config.warmIdleMs, images: warmImages },
         onEngineFault: (kind: string) => extra.metrics?.engineFault(oci, kind),
       }));

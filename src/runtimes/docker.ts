@@ -6,7 +6,7 @@ import { RunOutput, armTimeLimit, connectRun, endRun, readFrames, type RunUnit }
 import { IMPORT_WAIT_MAX_MS, passOverWhileImporting, unitPlan, type StatusFrame, type UnitPlan } from "./warm.js";
 import { EngineLostError, signalFromExitCode, type RunResult, type RunSpec, type Runtime } from "./types.js";
 import { seccompSecurityOpt } from "./seccomp.js";
-import { readGvisorTrace } from "./gvisor-trace.js";
+import { GvisorTraceFollower } from "./gvisor-trace.js";
 import { gvisorHostPidsLimit, isGvisor } from "./gvisor-limits.js";
 import { detectCgroupLayout, readUsage, removeCgroup, type CgroupLayout } from "./cgroups.js";
 
@@ -30,6 +30,8 @@ export interface DockerRuntimeOptions {
    * interpreter's hand-over mark is in the log: traced units may then be warm interpreters too.
    */
   traceSeesHandover?: boolean;
+  /** What is read of one run's strace; past it the trace is cut and the log emptied as it grows (default 64 MiB). */
+  traceMaxBytes?: number;
   /** Told when a run or pre-started container is lost to the engine ("run_lost", "prestart_dead"). */
   onEngineFault?: (kind: string) => void;
 }
@@ -98,6 +100,7 @@ export class DockerRuntime implements Runtime {
   private closed = false;
   private readonly trace: boolean;
   private readonly traceSeesHandover: boolean;
+  private readonly traceMaxBytes: number | undefined;
   private readonly onEngineFault: (kind: string) => void;
   /** Containers this process owns (pool, preparing, running, being removed): never orphans. */
   private readonly owned = new Set<string>();
@@ -129,6 +132,7 @@ export class DockerRuntime implements Runtime {
     });
     this.trace = opts.trace ?? false;
     this.traceSeesHandover = opts.traceSeesHandover ?? false;
+    this.traceMaxBytes = opts.traceMaxBytes;
     this.onEngineFault = opts.onEngineFault ?? (() => undefined);
   }
 
@@ -373,6 +377,12 @@ export class DockerRuntime implements Runtime {
       return container.kill({ signal: "SIGKILL" }).catch(() => undefined);
     };
     const onAbort = () => { killed = true; void kill(); };
+    // The run's strace is read as it is written (its size on the disk stays bounded). A pre-started
+    // container's launcher execs the program: its exec is the second one; a warm interpreter's
+    // hand-over mark starts it.
+    const follower = this.trace ? new GvisorTraceFollower(container.id, {
+      maxBytes: this.traceMaxBytes, startAtExec: prep.warm ? 2 : 1, programArgv: spec.auditArgv, warmMark: prep.warm && (prep.plan?.kind === "python" || prep.plan?.kind === "node"),
+    }) : undefined;
     let result: RunResult;
 
     try {
@@ -456,6 +466,7 @@ export class DockerRuntime implements Runtime {
         ...fallback,
       };
     } catch (e) {
+      void follower?.abandon();
       this.removeLater(prep);
       throw e;
     } finally {
@@ -470,12 +481,7 @@ export class DockerRuntime implements Runtime {
     // send, with the run's memory at its limit, is the kernel's OOM killer.
     if (!result.oomKilled && result.signal === "SIGKILL" && !result.timedOut && !result.killed && usage.peakMemoryBytes !== null
       && usage.peakMemoryBytes >= spec.limits.memoryBytes * 0.98) result.oomKilled = true;
-    // A pre-started container's launcher execs the program: its exec is the second one.
-    if (this.trace) {
-      result.trace = (await readGvisorTrace(container.id, {
-        startAtExec: prep.warm ? 2 : 1, programArgv: spec.auditArgv, warmMark: prep.warm && prep.plan?.kind === "python",
-      }).catch(() => null)) ?? undefined;
-    }
+    if (follower) result.trace = (await follower.finish().catch(() => null)) ?? undefined;
     // Removal does not hold the result back; count(), reap() and close() wait for it.
     this.removeLater(prep);
     return result;

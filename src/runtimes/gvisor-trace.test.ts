@@ -4,7 +4,8 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, test } from "node:test";
-import { parseGvisorStrace, readGvisorTrace } from "./gvisor-trace.js";
+import { GvisorStraceParser, GvisorTraceFollower, parseGvisorStrace, readGvisorTrace } from "./gvisor-trace.js";
+import { HANDOVER_OPEN_FLAGS } from "../tracing/program.js";
 
 // Compiled tests run from dist/; the sample stays in the source tree.
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -96,6 +97,85 @@ describe("parseGvisorStrace", () => {
   });
 });
 
+describe("GvisorStraceParser: the log fed as it grows", () => {
+  test("any split (mid-line, mid-character) gives what the whole log gives", () => {
+    const header = sample.split("\n")[0];
+    const pid = header.split(/\s+/)[2];
+    // A path with multi-byte characters, so some splits fall inside one.
+    const extra = `I1126 05:12:24.100000   ${pid} strace.go:605] [   2:   2] python3 X openat(AT_FDCWD /workspace, 0x1 /workspace/héllo-ü.txt, O_RDONLY, 0o0) = 3 (0x3) (1.2µs)\n`;
+    const text = sample.replace(/\n?$/, "\n") + extra;
+    const whole = parseGvisorStrace(text);
+    assert.ok(whole.opens.some((o) => o.path === "/workspace/héllo-ü.txt"));
+    const bytes = Buffer.from(text, "utf8");
+    for (const step of [1, 7, 4096, 65536]) {
+      const p = new GvisorStraceParser();
+      for (let i = 0; i < bytes.length; i += step) p.push(bytes.subarray(i, i + step));
+      assert.deepEqual(p.result(), whole, `pieces of ${step} bytes`);
+    }
+  });
+});
+
+describe("GvisorTraceFollower: a log that keeps growing while the run lasts", () => {
+  test("past maxBytes the file is emptied at each look (the disk holds one look's worth), and the trace says it was cut", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "gvtrace-"));
+    const file = path.join(dir, "runsc.log.20261126-051219.224515.boot.txt");
+    try {
+      // gVisor opens its log O_APPEND: a writer that appends, as this one does ('a').
+      const out = fs.openSync(file, "a");
+      fs.writeSync(out, sample);
+      const pid = sample.split("\n")[0].split(/\s+/)[2];
+      const flood = (n: number) => Array.from({ length: n }, (_, i) =>
+        `I1126 05:12:25.000000   ${pid} strace.go:605] [   2:   2] python3 X openat(AT_FDCWD /workspace, 0x1 /workspace/f${i}.txt, O_RDONLY, 0o0) = 3 (0x3) (1.2µs)\n`).join("");
+      const cap = sample.length + 64 * 1024;
+      const f = new GvisorTraceFollower(CID, { dir, maxBytes: cap, intervalMs: 0, limit: 100_000 });
+      let written = Buffer.byteLength(sample);
+      let most = 0;
+      for (let round = 0; round < 20; round++) {
+        const chunk = flood(2000); // ~250 KB per look
+        fs.writeSync(out, chunk);
+        written += Buffer.byteLength(chunk);
+        await f.look();
+        most = Math.max(most, fs.statSync(file).size);
+      }
+      assert.ok(written > 10 * cap, "the log was written far past the cap");
+      assert.ok(most <= cap + 300_000, `the file stayed within the cap plus one look's writing: at most ${most} bytes`);
+      assert.ok(fs.statSync(file).size < 300_000, "after the last look it holds only what came since");
+      fs.closeSync(out);
+      const t = await f.finish();
+      assert.ok(t);
+      assert.match(t.cut ?? "", new RegExp(`was ${written} bytes; only the first ${cap} were read`));
+      assert.ok(t.opens.some((o) => o.path === "/workspace/a.txt"), "what came before the cap is kept");
+      const flooded = t.opens.filter((o) => /^\/workspace\/f\d+\.txt$/.test(o.path)).length;
+      assert.ok(flooded > 100 && flooded < 1000, `what came before the cap is parsed, nothing after it: ${flooded} of 40,000 opens`);
+      assert.deepEqual(fs.readdirSync(dir), [], "the log is removed");
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("a log that stays under maxBytes, read while it grows, is complete and equals a read after the run", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "gvtrace-"));
+    const file = path.join(dir, "runsc.log.20261126-051219.224515.boot.txt");
+    try {
+      const f = new GvisorTraceFollower(CID, { dir, intervalMs: 0 });
+      await f.look(); // no log yet: found on a later look
+      const out = fs.openSync(file, "a");
+      const bytes = Buffer.from(sample, "utf8");
+      for (let i = 0; i < bytes.length; i += 3000) {
+        fs.writeSync(out, bytes.subarray(i, i + 3000));
+        await f.look();
+      }
+      fs.closeSync(out);
+      const t = await f.finish();
+      assert.equal(t?.cut, undefined);
+      assert.deepEqual(t, parseGvisorStrace(sample));
+      assert.deepEqual(fs.readdirSync(dir), []);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("readGvisorTrace", () => {
   test("finds a container's log by id, parses it, deletes it; old leftovers go too", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "gvtrace-"));
@@ -163,5 +243,48 @@ describe("parseGvisorStrace: a run handed to a pre-started warm interpreter (run
     const cold = [...log.slice(0, 5), L(`[   2:   2] python3 X execve(0x7f82df5d8870 /usr/bin/python3, 0x4b56d0 ["python3", "main.py"], 0x7f82df5d8df0 ["A=1"]) = 0 (0x0) (383.488µs)`)];
     const t = parseGvisorStrace(cold.join("\n"), { programArgv: ["python3", "main.py"], warmMark: true });
     assert.deepEqual(t.execs, [{ path: "/usr/bin/python3", argv: ["python3", "main.py"], count: 1 }]);
+  });
+});
+
+describe("parseGvisorStrace: a run handed to a pre-started warm node (runsc, runsc-direct)", () => {
+  // Lines as this gVisor prints them (the mark captured from a real runsc-trace run of node 24):
+  // under gVisor a Node unit starts with the run's own command line (warm-node.ts, exactArgv),
+  // so its own exec by docker-init has the program's argv; the hold marks the hand-over with
+  // openat(node, O_WRONLY|O_CREAT|O_EXCL|O_TRUNC|O_DIRECTORY), which gVisor refuses with EISDIR.
+  const L = (s: string) => `I1130 20:11:16.916816   28813 strace.go:608] ${s}`;
+  const log = [
+    "I1130 20:11:16.100000   28813 main.go:217] Args: [runsc-sandbox boot r-1]",
+    L(`[   2:   2] docker-init X execve(0x7fdbe09d8770 /usr/local/bin/node, 0x4b56d0 ["node", "main.js"], 0x7f82df5d8df0 ["A=1"]) = 0 (0x0) (383.488µs)`),
+    L("[   2:   2] node X openat(AT_FDCWD /, 0x7f8f52c0f2b2 /etc/ld.so.cache, O_RDONLY|O_CLOEXEC, 0o0) = 3 (0x3) (174.118µs)"),
+    L("[   2:   2] MainThread X openat(AT_FDCWD /, 0x7ff9bbbd5968 /petri/agent/node/warm.cjs, O_RDONLY|O_CLOEXEC, 0o0) = 17 (0x11) (146.477µs)"),
+    L("[   2:   2] MainThread X openat(AT_FDCWD /, 0x7f02cdacc938 /usr/local/bin/node, O_WRONLY|O_CLOEXEC|O_CREAT|O_DIRECTORY|O_EXCL|O_TRUNC, 0o666) = 0 (0x0) errno=21 (is a directory) (9.024µs)"),
+    L("[   2:   2] MainThread X openat(AT_FDCWD /workspace, 0x7f2c54f27500 /workspace/main.js, O_RDONLY|O_CLOEXEC, 0o0) = 17 (0x11) (10µs)"),
+    L(`[   3:   3] node X execve(0x7f82df5d8870 /bin/true, 0x4b56d0 ["/bin/true"], 0x7f82df5d8df0 ["A=1"]) = 0 (0x0) (383.488µs)`),
+    // The program itself making the same open later is an open like any other.
+    L("[   2:   2] MainThread X openat(AT_FDCWD /, 0x7f02cdacc938 /usr/local/bin/node, O_WRONLY|O_CLOEXEC|O_CREAT|O_DIRECTORY|O_EXCL|O_TRUNC, 0o666) = 0 (0x0) errno=21 (is a directory) (9.024µs)"),
+  ];
+
+  test("the unit's own exec (with the run's argv) is not the program; the mark is, recorded as its warm exec", () => {
+    const t = parseGvisorStrace(log.join("\n"), { startAtExec: 2, programArgv: ["node", "main.js"], warmMark: true });
+    assert.deepEqual(t.execs, [
+      { path: "/usr/local/bin/node", argv: ["node", "main.js"], count: 1, warm: true },
+      { path: "/bin/true", argv: ["/bin/true"], count: 1 },
+    ]);
+    assert.deepEqual(t.opens.map((o) => [o.path, o.errno]), [["/workspace/main.js", null], ["/usr/local/bin/node", "EISDIR"]],
+      "node's start and Petri's hold are left out; after the hand-over the same open is the program's");
+  });
+
+  test("a unit that went cold (its hold exec'd the run): that exec is the program", () => {
+    const cold = [...log.slice(0, 4), L(`[   2:   2] MainThread X execve(0x7f82df5d8870 /usr/local/bin/node, 0x4b56d0 ["node", "main.js"], 0x7f82df5d8df0 ["A=1"]) = 0 (0x0) (383.488µs)`), log[5]];
+    const t = parseGvisorStrace(cold.join("\n"), { startAtExec: 2, programArgv: ["node", "main.js"], warmMark: true });
+    assert.deepEqual(t.execs, [{ path: "/usr/local/bin/node", argv: ["node", "main.js"], count: 1 }]);
+    assert.deepEqual(t.opens.map((o) => o.path), ["/workspace/main.js"]);
+  });
+
+  test("the mark's flags by name are HANDOVER_OPEN_FLAGS", () => {
+    const c = fs.constants as Record<string, number>;
+    assert.equal(["O_WRONLY", "O_CREAT", "O_EXCL", "O_TRUNC", "O_DIRECTORY"].reduce((a, f) => a | c[f], 0), HANDOVER_OPEN_FLAGS);
+    const other = log.map((l) => l.replace("O_EXCL|", ""));
+    assert.deepEqual(parseGvisorStrace(other.join("\n"), { startAtExec: 2, programArgv: ["node", "main.js"], warmMark: true }).execs, [], "another open is no mark");
   });
 });

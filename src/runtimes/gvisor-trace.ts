@@ -59,15 +59,16 @@ export interface ParseOptions {
    */
   startAtExec?: number;
   /**
-   * The program starts at the first successful execve with this argv (Petri's broker forwarder,
-   * the pre-start launcher and docker-init run before it). Processes that executed anything
-   * before it (the forwarder's socat, say) stay Petri's and are left out. Wins over startAtExec.
+   * The program starts at the first successful execve with this argv from the startAtExec-th on
+   * (Petri's broker forwarder, the pre-start launcher and docker-init run before it). Processes
+   * that executed anything before it (the forwarder's socat, say) stay Petri's and are left out.
    */
   programArgv?: string[];
   /**
    * A pre-started warm interpreter serves the run: the program also starts at its bootstrap's
-   * hand-over mark, access(<interpreter>, HANDOVER_MODE) refused with EINVAL (warm-python.ts),
-   * recorded as the program's exec (the interpreter's path, programArgv, warm). Only with
+   * hand-over mark, recorded as the program's exec (the interpreter's path, programArgv, warm):
+   * Python's access(<interpreter>, HANDOVER_MODE) refused with EINVAL (warm-python.ts), or Node's
+   * openat(<node>, HANDOVER_OPEN_FLAGS) refused with EISDIR under gVisor (warm-node.ts). Only with
    * programArgv, and only for units that are warm interpreters: before the hand-over only Petri's
    * bootstrap runs there, so the program cannot forge the mark to hide anything.
    */
@@ -189,74 +190,142 @@ function parseOpen(name: string, args: string): TracedOpen | null {
  * opening a file whose name holds a newline and a fake log line.
  */
 export function parseGvisorStrace(text: string, opts: ParseOptions = {}): GvisorTrace {
-  const limit = opts.limit ?? DEFAULT_LIMIT;
-  const startAt = opts.startAtExec ?? 1;
-  const want = opts.programArgv;
-  const opens = new Map<string, TracedOpen>();
-  const execs = new Map<string, TracedExec>();
-  const connects = new Map<string, TracedConnect>();
-  const helperPids = new Set<string>();
-  let started = false;
-  let truncated = false;
-  let execsSeen = 0;
-  let pid: string | undefined;
+  const p = new GvisorStraceParser(opts);
+  p.push(Buffer.from(text, "utf8"));
+  return p.result();
+}
+
+/** Longest line kept while waiting for its end (gVisor cuts strings at 1 KiB; a line is far shorter). */
+const MAX_LINE = 1024 * 1024;
+
+/**
+ * parseGvisorStrace fed piece by piece as the log grows (GvisorTraceFollower): lines may be split
+ * across pieces; what it keeps is bounded by `limit`, however long the log.
+ */
+export class GvisorStraceParser {
+  private readonly limit: number;
+  private readonly startAt: number;
+  private readonly want?: string[];
+  private readonly opens = new Map<string, TracedOpen>();
+  private readonly execs = new Map<string, TracedExec>();
+  private readonly connects = new Map<string, TracedConnect>();
+  private readonly helperPids = new Set<string>();
+  private started = false;
+  private truncated = false;
+  private execsSeen = 0;
+  private pid: string | undefined;
   // The warm hand-over's record, and its process: a later exec of the run's argv there (the
   // bootstrap went cold after all) is the record instead, as with the host tracer.
-  let mark: { pid: string; exec: TracedExec } | undefined;
-  const markMode = "0o" + HANDOVER_MODE.toString(8);
-  const add = <T extends { count: number }>(map: Map<string, T>, key: string, v: T) => {
+  private mark: { pid: string; exec: TracedExec } | undefined;
+  private rest: Buffer = Buffer.alloc(0);
+
+  constructor(private readonly opts: ParseOptions = {}) {
+    this.limit = opts.limit ?? DEFAULT_LIMIT;
+    this.startAt = opts.startAtExec ?? 1;
+    this.want = opts.programArgv;
+  }
+
+  /** The next bytes of the log. */
+  push(chunk: Buffer): void {
+    let buf = this.rest.length ? Buffer.concat([this.rest, chunk]) : chunk;
+    const end = buf.lastIndexOf(0x0a);
+    if (end < 0) {
+      this.rest = buf.length > MAX_LINE ? Buffer.alloc(0) : Buffer.from(buf);
+      return;
+    }
+    for (const line of buf.toString("utf8", 0, end).split("\n")) this.line(line);
+    buf = buf.subarray(end + 1);
+    this.rest = buf.length > MAX_LINE ? Buffer.alloc(0) : Buffer.from(buf);
+  }
+
+  /** What was parsed; `complete` false: a last line without its end (the log was cut there) is left out. */
+  result(complete = true): GvisorTrace {
+    if (complete && this.rest.length) this.line(this.rest.toString("utf8"));
+    this.rest = Buffer.alloc(0);
+    return {
+      opens: [...this.opens.values()], execs: [...(this.mark ? [this.mark.exec] : []), ...this.execs.values()],
+      connects: [...this.connects.values()], truncated: this.truncated,
+    };
+  }
+
+  private add<T extends { count: number }>(map: Map<string, T>, key: string, v: T): void {
     const e = map.get(key);
     if (e) { e.count++; return; }
-    if (map.size >= limit) { truncated = true; return; }
+    if (map.size >= this.limit) { this.truncated = true; return; }
     map.set(key, v);
-  };
-  for (const line of text.split("\n")) {
+  }
+
+  private line(line: string): void {
     const g = GLOG.exec(line);
-    if (!g) continue;
-    pid ??= g[1];
-    if (g[1] !== pid || !g[2].startsWith("strace.go:")) continue;
+    if (!g) return;
+    this.pid ??= g[1];
+    if (g[1] !== this.pid || !g[2].startsWith("strace.go:")) return;
     const m = STRACE_EXIT.exec(g[3]);
-    if (!m) continue;
+    if (!m) return;
     const [, sandboxPid, name, args, rv, failed, errnoNum] = m;
+    const want = this.want;
+    const err = failed ? Number(errnoNum) : Number(rv) < 0 ? -Number(rv) : 0;
     if (name === "access" || name === "faccessat") {
-      if (started || !want || !opts.warmMark || Number(errnoNum) !== EINVAL) continue;
+      if (this.started || !want || !this.opts.warmMark || err !== EINVAL) return;
       const a = name === "access" ? /^0x[0-9a-f]+ (.*), (0o[0-7]+)$/.exec(args) : /^\S+ (?:\S*), 0x[0-9a-f]+ (.*), (0o[0-7]+)(?:, \S+)?$/.exec(args);
-      if (!a || a[2] !== markMode) continue;
-      started = true;
-      helperPids.delete(sandboxPid);
-      mark = { pid: sandboxPid, exec: { path: a[1], argv: [...want], count: 1, warm: true } };
-      continue;
+      if (a && a[2] === MARK_MODE) this.handOver(sandboxPid, a[1]);
+      return;
     }
     if (name === "connect") {
-      if (!started || helperPids.has(sandboxPid)) continue;
-      const c = parseConnect(args, failed ? Number(errnoNum) : Number(rv) < 0 ? -Number(rv) : 0);
-      if (c) add(connects, JSON.stringify([c.family, c.address, c.port, c.errno]), c);
-      continue;
+      if (!this.started || this.helperPids.has(sandboxPid)) return;
+      const c = parseConnect(args, err);
+      if (c) this.add(this.connects, JSON.stringify([c.family, c.address, c.port, c.errno]), c);
+      return;
     }
-    const err = failed ? Number(errnoNum) : Number(rv) < 0 ? -Number(rv) : 0;
-    if (err && !(name === "open" || name === "openat" || name === "creat")) continue;
+    const isOpen = name === "open" || name === "openat" || name === "creat";
+    if (err && !isOpen) return;
     if (name === "execve" || name === "execveat") {
       const ex = parseExec(name, args);
-      if (!ex) continue;
-      execsSeen++;
-      if (!started) {
-        started = want ? sameArgv(ex.argv, want) : execsSeen >= startAt;
-        if (!started) { helperPids.add(sandboxPid); continue; }
-        helperPids.delete(sandboxPid);
-      } else if (helperPids.has(sandboxPid)) continue;
-      if (mark && mark.pid === sandboxPid && sameArgv(ex.argv, want ?? [])) mark = undefined;
-      add(execs, ex.path + "\0" + JSON.stringify(ex.argv), ex);
-    } else if (started && !helperPids.has(sandboxPid)) {
-      // A refused open is an attempt worth recording (EACCES on /etc/shadow); a miss is a lookup.
-      if (err === ENOENT) continue;
-      const op = parseOpen(name, args);
-      if (op) {
-        op.errno = err ? ERRNO_NAMES.get(err) ?? `E${err}` : null;
-        add(opens, op.path + "\0" + String(op.write) + "\0" + String(op.errno), op);
+      if (!ex) return;
+      this.execsSeen++;
+      if (!this.started) {
+        // Execs before startAtExec are the unit's own start, even one with the run's argv (a Node
+        // unit under gVisor starts with the command line of the run it expects: warm-node.ts).
+        this.started = this.execsSeen >= this.startAt && (!want || sameArgv(ex.argv, want));
+        if (!this.started) { this.helperPids.add(sandboxPid); return; }
+        this.helperPids.delete(sandboxPid);
+      } else if (this.helperPids.has(sandboxPid)) return;
+      if (this.mark && this.mark.pid === sandboxPid && sameArgv(ex.argv, want ?? [])) this.mark = undefined;
+      this.add(this.execs, ex.path + "\0" + JSON.stringify(ex.argv), ex);
+      return;
+    }
+    if (!this.started) {
+      // Node's hand-over mark (warm-node.ts): an open refused before anything is touched (gVisor
+      // says EISDIR where Linux says EINVAL, or EEXIST before 6.4).
+      if (want && this.opts.warmMark && (err === EINVAL || err === EEXIST || err === EISDIR) && name !== "creat") {
+        const op = parseOpen(name, args);
+        if (op && isOpenMark(op.flags)) this.handOver(sandboxPid, op.path);
       }
+      return;
+    }
+    if (this.helperPids.has(sandboxPid)) return;
+    // A refused open is an attempt worth recording (EACCES on /etc/shadow); a miss is a lookup.
+    if (err === ENOENT) return;
+    const op = parseOpen(name, args);
+    if (op) {
+      op.errno = err ? ERRNO_NAMES.get(err) ?? `E${err}` : null;
+      this.add(this.opens, op.path + "\0" + String(op.write) + "\0" + String(op.errno), op);
     }
   }
-  return { opens: [...opens.values()], execs: [...(mark ? [mark.exec] : []), ...execs.values()], connects: [...connects.values()], truncated };
+
+  /** A warm interpreter's hand-over mark: its process is the run's program from here on. */
+  private handOver(pid: string, interpreter: string): void {
+    this.started = true;
+    this.helperPids.delete(pid);
+    this.mark = { pid, exec: { path: interpreter, argv: [...this.want!], count: 1, warm: true } };
+  }
+}
+
+const MARK_MODE = "0o" + HANDOVER_MODE.toString(8);
+/** HANDOVER_OPEN_FLAGS by name, as gVisor prints them; O_CLOEXEC (libuv adds it) and O_LARGEFILE aside. */
+const MARK_OPEN_FLAGS = ["O_CREAT", "O_DIRECTORY", "O_EXCL", "O_TRUNC", "O_WRONLY"].join("|");
+function isOpenMark(flags: string): boolean {
+  return flags.split("|").filter((f) => f !== "O_CLOEXEC" && f !== "O_LARGEFILE").sort().join("|") === MARK_OPEN_FLAGS;
 }
 
 /** gVisor cuts long strings (and marks them "..."): a cut argument matches what it starts. */
@@ -268,6 +337,8 @@ function sameArgv(seen: string[], want: string[]): boolean {
 const ERRNO_NAMES = new Map(Object.entries(os.constants.errno).map(([k, v]) => [v as number, k]));
 const ENOENT = os.constants.errno.ENOENT;
 const EINVAL = os.constants.errno.EINVAL;
+const EEXIST = os.constants.errno.EEXIST;
+const EISDIR = os.constants.errno.EISDIR;
 
 function parseConnect(args: string, errno: number): TracedConnect | null {
   const m = CONNECT_ARGS.exec(args);
@@ -283,64 +354,185 @@ function parseConnect(args: string, errno: number): TracedConnect | null {
 
 export interface ReadTraceOptions extends ParseOptions {
   dir?: string;
-  /** Boot logs bigger than this are read only this far. */
+  /**
+   * What is parsed of a run's log (default 64 MiB). Past it the trace is cut (GvisorTrace.cut), and
+   * what gVisor goes on writing is emptied from the disk as it comes (GvisorTraceFollower).
+   */
   maxBytes?: number;
+  /** How often a followed log is read while the run lasts (default 250 ms). */
+  intervalMs?: number;
+}
+
+const DEFAULT_MAX_BYTES = 64 * 1024 * 1024;
+const HEAD_BYTES = 16 * 1024;
+const CHUNK = 4 * 1024 * 1024;
+
+/**
+ * Follows the boot log of one run while it runs: read and parsed as it grows, so what stays on
+ * the disk is bounded however long the program goes on opening files. gVisor writes the log with
+ * O_APPEND; once `maxBytes` were parsed, each look empties the file (ftruncate to 0) and only
+ * counts what it held, so a run that would write gigabytes of strace leaves at most `maxBytes`
+ * plus what gVisor writes between two looks on the disk, and its trace says it was cut.
+ * The log holds the run's environment values: it is removed when the follower ends.
+ */
+export class GvisorTraceFollower {
+  private readonly dir: string;
+  private readonly maxBytes: number;
+  private readonly parser: GvisorStraceParser;
+  private file: string | undefined;
+  private fh: fs.promises.FileHandle | undefined;
+  /** Where the next read starts in the file as it is now (0 after each emptying). */
+  private offset = 0;
+  private parsed = 0;
+  private emptied = 0;
+  private busy: Promise<void> = Promise.resolve();
+  private timer: NodeJS.Timeout | undefined;
+  private scanned = false;
+  private readonly notOurs = new Set<string>();
+  private ended = false;
+
+  constructor(private readonly containerId: string, opts: ReadTraceOptions = {}) {
+    this.dir = opts.dir ?? GVISOR_TRACE_DIR;
+    this.maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
+    this.parser = new GvisorStraceParser(opts);
+    const interval = opts.intervalMs ?? 250;
+    if (interval > 0) {
+      this.timer = setInterval(() => this.look(), interval);
+      this.timer.unref();
+    }
+  }
+
+  /** Bytes of this run's log on the disk, as the kernel allocated them (for tests and metrics). */
+  async diskBytes(): Promise<number> {
+    if (!this.file) return 0;
+    try { return (await fs.promises.stat(this.file)).blocks * 512; } catch { return 0; }
+  }
+
+  /** Reads what was written since the last look (one look at a time; looks never overlap). */
+  look(): Promise<void> {
+    if (this.ended) return this.busy;
+    this.busy = this.busy.then(() => this.catchUp()).catch(() => undefined);
+    return this.busy;
+  }
+
+  /**
+   * The run has ended (its boot process exited, so the log is complete): the rest is read, the
+   * log removed, the trace returned. Null when there never was a log.
+   */
+  async finish(): Promise<GvisorTrace | null> {
+    await this.look();
+    this.stop();
+    await this.busy;
+    try {
+      if (!this.fh) return null;
+      const cut = this.emptied > 0;
+      const t = this.parser.result(!cut);
+      // A run whose strace outgrew what is parsed must not look completely traced.
+      if (cut) {
+        t.cut = `gVisor's strace of this run was ${this.parsed + this.emptied} bytes; only the first ${this.parsed} were read `
+          + "(the rest was emptied from the disk as it was written)";
+      }
+      return t;
+    } finally {
+      await this.close();
+    }
+  }
+
+  /** Stops without a result (the run failed): the log is removed all the same. */
+  async abandon(): Promise<void> {
+    this.stop();
+    await this.busy;
+    await this.close();
+  }
+
+  private stop(): void {
+    this.ended = true;
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  private async close(): Promise<void> {
+    await this.fh?.close().catch(() => undefined);
+    this.fh = undefined;
+    if (this.file) await fs.promises.rm(this.file, { force: true });
+  }
+
+  private async catchUp(): Promise<void> {
+    if (!this.fh) await this.locate();
+    const fh = this.fh;
+    if (!fh) return;
+    for (;;) {
+      const size = (await fh.stat()).size;
+      if (size <= this.offset) {
+        // Smaller than where we are: only an emptying does that, and it was ours.
+        if (size < this.offset) this.offset = size;
+        return;
+      }
+      if (this.parsed >= this.maxBytes) {
+        // Past what is parsed: the log is emptied, so the disk holds no more than one look's worth.
+        // gVisor appends (O_APPEND), so its next line lands at the new end, not past a hole.
+        await fh.truncate(0);
+        this.emptied += size - this.offset;
+        this.offset = 0;
+        return;
+      }
+      const n = Math.min(size - this.offset, this.maxBytes - this.parsed, CHUNK);
+      const buf = Buffer.allocUnsafe(n);
+      const { bytesRead } = await fh.read(buf, 0, n, this.offset);
+      if (bytesRead === 0) return;
+      this.parser.push(buf.subarray(0, bytesRead));
+      this.offset += bytesRead;
+      this.parsed += bytesRead;
+    }
+  }
+
+  /**
+   * Finds the run's log: this runsc names logs by time only, so by the container id in the log's
+   * opening lines. Logs left behind by crashed runs are deleted once an hour old (first look only).
+   */
+  private async locate(): Promise<void> {
+    let names: string[];
+    try {
+      names = await fs.promises.readdir(this.dir);
+    } catch {
+      return;
+    }
+    const sweep = !this.scanned;
+    this.scanned = true;
+    for (const name of names) {
+      if (!name.endsWith(".txt") || this.notOurs.has(name)) continue;
+      const file = path.join(this.dir, name);
+      let keep = false;
+      let fh: fs.promises.FileHandle | undefined;
+      try {
+        fh = await fs.promises.open(file, "r+");
+        const st = await fh.stat();
+        if (!this.fh) {
+          const head = Buffer.alloc(Math.min(st.size, HEAD_BYTES));
+          await fh.read(head, 0, head.length, 0);
+          if (head.toString("latin1").includes(this.containerId)) {
+            this.fh = fh;
+            this.file = file;
+            keep = true;
+            if (!sweep) return;
+            continue;
+          }
+          // A head not yet complete may still name us; a complete one never will.
+          if (st.size >= HEAD_BYTES) this.notOurs.add(name);
+        }
+        if (sweep && Date.now() - st.mtimeMs > 3600_000) { await fs.promises.rm(file, { force: true }); this.notOurs.add(name); }
+      } catch {
+        /* removed by a concurrent reader */
+      } finally {
+        if (!keep) await fh?.close().catch(() => undefined);
+      }
+    }
+  }
 }
 
 /**
- * Finds the boot log of `containerId` (this runsc names logs by time only, so by the container id
- * in the log's opening lines), parses it and deletes it: it holds the run's environment values.
- * Logs left behind by crashed runs are deleted once an hour old. Null when there is no log.
+ * Finds the boot log of `containerId`, parses it and deletes it (a run that ended without being
+ * followed). Null when there is no log.
  */
 export async function readGvisorTrace(containerId: string, opts: ReadTraceOptions = {}): Promise<GvisorTrace | null> {
-  const dir = opts.dir ?? GVISOR_TRACE_DIR;
-  const maxBytes = opts.maxBytes ?? 64 * 1024 * 1024;
-  let names: string[];
-  try {
-    names = await fs.promises.readdir(dir);
-  } catch {
-    return null;
-  }
-  let found: string | undefined;
-  for (const name of names) {
-    if (!name.endsWith(".txt")) continue;
-    const file = path.join(dir, name);
-    try {
-      const fh = await fs.promises.open(file, "r");
-      try {
-        const st = await fh.stat();
-        if (!found) {
-          const head = Buffer.alloc(Math.min(st.size, 16 * 1024));
-          await fh.read(head, 0, head.length, 0);
-          if (head.toString("latin1").includes(containerId)) { found = file; continue; }
-        }
-        if (Date.now() - st.mtimeMs > 3600_000) await fs.promises.rm(file, { force: true });
-      } finally {
-        await fh.close();
-      }
-    } catch {
-      /* removed by a concurrent reader */
-    }
-  }
-  if (!found) return null;
-  try {
-    const fh = await fs.promises.open(found, "r");
-    let text: string;
-    let size: number;
-    try {
-      const st = await fh.stat();
-      size = st.size;
-      const buf = Buffer.alloc(Math.min(st.size, maxBytes));
-      await fh.read(buf, 0, buf.length, 0);
-      text = buf.toString("utf8");
-    } finally {
-      await fh.close();
-    }
-    const t = parseGvisorStrace(text, opts);
-    // A run whose strace outgrew the read must not look completely traced.
-    if (size > maxBytes) t.cut = `gVisor's strace of this run was ${size} bytes; only the first ${maxBytes} were read`;
-    return t;
-  } finally {
-    await fs.promises.rm(found, { force: true });
-  }
+  return new GvisorTraceFollower(containerId, { ...opts, intervalMs: 0 }).finish();
 }

@@ -11,7 +11,7 @@ import { ociConfig } from "./oci-spec.js";
 import { RootfsLayers } from "./oci-rootfs.js";
 import { petriSeccompProfile } from "./seccomp.js";
 import { gvisorHostPidsLimit } from "./gvisor-limits.js";
-import { GVISOR_TRACE_DIR, gvisorStraceFlags, readGvisorTrace } from "./gvisor-trace.js";
+import { GVISOR_TRACE_DIR, GvisorTraceFollower, gvisorStraceFlags } from "./gvisor-trace.js";
 import { EngineLostError, signalFromExitCode, type CappedBuffer, type RunResult, type RunSpec, type Runtime } from "./types.js";
 
 /**
@@ -59,6 +59,8 @@ export interface OciRuntimeOptions {
   gvisorTrace?: boolean;
   /** Where each traced run's boot log is written, one directory per run (default /var/log/petri/runsc/direct). */
   traceDir?: string;
+  /** What is read of one run's strace; past it the trace is cut and the log emptied as it grows (default 64 MiB). */
+  traceMaxBytes?: number;
   cgroupPlan?: CgroupPlan;
 }
 
@@ -126,6 +128,7 @@ export class OciRuntime implements Runtime {
   /** Runs are traced by gVisor's strace (runsc only). */
   readonly gvisorTrace: boolean;
   private readonly traceDir: string;
+  private readonly traceMaxBytes: number | undefined;
   private readonly pool: UnitPool<Started>;
   private readonly live = new Map<string, Started>();
   /** Pre-starts whose container is not up yet, and removals still running (the benchmark waits for both). */
@@ -156,6 +159,7 @@ export class OciRuntime implements Runtime {
     // On disk, not beside the bundle: /run is often a tmpfs, and an open-flooding program's
     // strace would fill memory.
     this.traceDir = opts.traceDir ?? path.join(GVISOR_TRACE_DIR, "direct");
+    this.traceMaxBytes = opts.traceMaxBytes;
     this.pool = new UnitPool<Started>(opts.warm, {
       alive: (st) => st.proc.exitCode === null && st.proc.signalCode === null,
       discard: (st) => void this.finish(st),
@@ -405,6 +409,13 @@ export class OciRuntime implements Runtime {
     let timer: { clear: () => void } | undefined;
     const onAbort = () => st.onKill();
     const frame = st.frame;
+    // The run's strace is read as it is written (its size on the disk stays bounded). It starts at
+    // the exec of the run's own argv (a pre-started launcher's exec) or, in a warm interpreter, at
+    // its bootstrap's hand-over mark.
+    const follower = this.gvisorTrace ? new GvisorTraceFollower(st.id, {
+      dir: this.traceDirOf(st.id), maxBytes: this.traceMaxBytes, startAtExec: st.warm ? 2 : 1, programArgv: spec.auditArgv,
+      warmMark: st.warm && (st.plan?.kind === "python" || st.plan?.kind === "node"),
+    }) : undefined;
     let result: RunResult;
     try {
       // A pre-started unit's own start (and a warm interpreter's imports) is not the run's CPU time.
@@ -458,15 +469,10 @@ export class OciRuntime implements Runtime {
         timings,
         ...fallback,
       };
-      // The sandbox's boot process has exited, so its log is complete. The trace starts at the
-      // exec of the run's own argv (a pre-started launcher's exec) or, in a warm interpreter, at
-      // its bootstrap's hand-over mark.
-      if (this.gvisorTrace) {
-        result.trace = (await readGvisorTrace(st.id, {
-          dir: this.traceDirOf(st.id), startAtExec: st.warm ? 2 : 1, programArgv: spec.auditArgv, warmMark: st.warm && st.plan?.kind === "python",
-        }).catch(() => null)) ?? undefined;
-      }
+      // The sandbox's boot process has exited, so its log is complete.
+      if (follower) result.trace = (await follower.finish().catch(() => null)) ?? undefined;
     } catch (e) {
+      await follower?.abandon();
       await this.finish(st);
       throw e;
     } finally {
