@@ -226,7 +226,7 @@ export class DockerRuntime implements Runtime {
     // Under runsc-trace the audit trace starts at the program's exec, or at a warm interpreter's
     // hand-over mark when the strace records it (the unit's imports are not the run's); with an
     // older registration that does not, units stay plain launchers (re-run scripts/setup.sh).
-    const plan = warm ? unitPlan(spec, { interpreters: !this.trace || this.traceSeesHandover }) : undefined;
+    const plan = warm ? unitPlan(spec, { interpreters: !this.trace || this.traceSeesHandover, fixedCmdline: gvisor }) : undefined;
     const container = await this.docker.createContainer({
       Image: spec.image,
       Cmd: plan ? plan.argv : spec.argv,

@@ -233,7 +233,7 @@ export class OciRuntime implements Runtime {
     // Before the spawn: the tracer follows only registered cgroups, and the program may exec at once.
     if (!warm) spec.tracer?.attach(this.cgroupOf(id));
     const bundle = path.join(this.bundles, id);
-    const plan = warm ? unitPlan(spec, { interpreters: true }) : undefined;
+    const plan = warm ? unitPlan(spec, { interpreters: true, fixedCmdline: this.kind === "runsc" }) : undefined;
     const inner = plan ? { ...spec, argv: plan.argv, env: plan.env, cwd: plan.startCwd } : spec;
     try {
       fs.mkdirSync(bundle, { mode: 0o700 });

@@ -67,4 +67,23 @@ describe("warm Node units", () => {
     assert.equal(h.inProcess, false);
     assert.ok(h.bytes.includes(Buffer.from("exec\0")), "another program is handed over as an exec");
   });
+
+  test("gVisor (fixedCmdline): the unit has the run's own command line, BOOT comes through NODE_OPTIONS, only the same command runs in it", () => {
+    const u = unitPlan(spec(["node", "main.js", "a b"]), { interpreters: true, fixedCmdline: true });
+    assert.equal(u.kind, "node");
+    assert.deepEqual(u.argv, ["node", "main.js", "a b"], "no hold, placeholder or padding on the command line");
+    assert.equal(u.env.NODE_OPTIONS, `--require /petri/agent/node/preload.cjs --require ${NODE_BOOT_FILE}`, "BOOT after the run's own preloads");
+    assert.equal(u.startCwd, "/");
+    assert.ok(inProcess(u, spec(["node", "main.js", "a b"], { env: { ...ENV, PETRI_DISPLAY_DIR: "/petri/display/ex_2" } })));
+    assert.ok(!inProcess(u, spec(["node", "main.js", "a", "b"])), "other arguments: exec'd cold");
+    assert.ok(!inProcess(u, spec(["node", "other.js", "a b"])), "another file: exec'd cold");
+    const h = handover(u, spec(["node", "main.js", "a b"], { env: { PATH: ENV.PATH } }));
+    assert.ok(h.bytes.includes(Buffer.from("\0NODE_OPTIONS")), "a run without NODE_OPTIONS has the unit's unset");
+    const tsu = unitPlan(spec(ts("main.ts"), { interpreter: LANGUAGES.typescript.warm }), { interpreters: true, fixedCmdline: true });
+    assert.deepEqual(tsu.argv, ts("main.ts"), "TypeScript: its loader stays on the command line, loaded after the hand-over");
+    for (const lang of ["node", "typescript"] as const) {
+      assert.equal(unitPlan(spec(snippet(lang), { interpreter: LANGUAGES[lang].warm }), { interpreters: true, fixedCmdline: true }).kind, "launcher",
+        "a snippet's file name holds its run's id: never the same command line twice");
+    }
+  });
 });

@@ -14,9 +14,9 @@ import { HANDOVER_OPEN_FLAGS } from "../tracing/program.js";
  * /proc/self/cmdline, and the main module's path (an entry in node's resolution cache for the
  * placeholder MAIN that node resolved at start).
  *
- * A run the host audit tracer follows is never warm here (warm.ts): the tracer learns where a
- * warm program begins from access(path, 0x7e7e0) (src/tracing/program.ts), and node cannot make
- * that call (fs.access and its binding refuse modes beyond R|W|X; node has no raw system calls).
+ * The hand-over is marked for the audit tracers (host and gVisor's strace) with an open the kernel
+ * refuses (HANDOVER_OPEN_FLAGS): node cannot make Python's access(path, 0x7e7e0) mark (fs.access
+ * and its binding refuse modes beyond R|W|X; node has no raw system calls).
  */
 
 /** Where the agent helpers are mounted (agent-files.ts writes BOOT there). */
@@ -85,14 +85,31 @@ function startupSafe(env: Record<string, string>, readOnly: (p: string) => boole
   return true;
 }
 
-/** The unit to pre-start after a node run (null: a plain launcher). `readOnly` says whether a path is on a read-only mount or the image. */
-export function nodeUnit(spec: RunSpec, readOnly: (p: string) => boolean): { argv: string[]; opts: string[] } | null {
+/**
+ * The unit to pre-start after a node run (null: a plain launcher). `readOnly` says whether a path
+ * is on a read-only mount or the image.
+ *
+ * `exactArgv` (gVisor, where no process can write its own memory, so /proc/self/cmdline cannot be
+ * rewritten at hand-over): the unit starts with the very command line of the run it follows,
+ * which is the next run's when a sandbox repeats its command (`node main.js` again), and BOOT
+ * comes through NODE_OPTIONS, which neither /proc/self/cmdline nor process.execArgv shows.
+ * A run with another command line is exec'd cold (inProcess). A snippet's file name holds its
+ * run's id, never the same twice: a plain launcher.
+ */
+export function nodeUnit(spec: RunSpec, readOnly: (p: string) => boolean, o: { exactArgv?: boolean } = {}): { argv: string[]; opts: string[]; env?: Record<string, string>; exact?: boolean } | null {
   const form = nodeForm(spec.argv);
   if (!form) return null;
   // BOOT is one of the agent helpers: without them mounted (read-only), there is nothing to hold on.
   if (!spec.mounts.some((m: Mount) => m.target === NODE_AGENT_DIR && m.readonly)) return null;
   if (!startupSafe(spec.env, readOnly)) return null;
   if (form.requires.some((p) => !p.startsWith("/") || !readOnly(p))) return null;
+  if (o.exactArgv) {
+    if (form.evalCode) return null;
+    // BOOT after the run's own NODE_OPTIONS preloads; the command line's --require ones (the
+    // TypeScript loader) then load after the hand-over, as the run's own code, in its cwd.
+    const env = { ...spec.env, NODE_OPTIONS: [spec.env.NODE_OPTIONS, `--require ${NODE_BOOT_FILE}`].filter(Boolean).join(" ") };
+    return { argv: [...spec.argv], opts: form.opts, env, exact: true };
+  }
   // BOOT is the last preload (after Petri's and the TypeScript loader): everything before it is warm.
   const k = form.evalCode ? form.opts.length - 2 : form.opts.length;
   const argv = ["node", ...form.opts.slice(0, k), "--require", NODE_BOOT_FILE, ...form.opts.slice(k), ...(form.evalCode ? [] : [NODE_MAIN_PLACEHOLDER])];
@@ -130,7 +147,10 @@ export const NODE_BOOT = String.raw`'use strict';
   if (!require('worker_threads').isMainThread) return forget();
   const path = require('path');
   const M = require('module');
-  const PLACEHOLDER = ${JSON.stringify(NODE_MAIN_PLACEHOLDER)};
+  // What node took as the main module at start (before the preloads): the placeholder, or under
+  // gVisor the expected run's program resolved from '/' (BOOT then came through NODE_OPTIONS).
+  const START_MAIN = process.argv[1];
+  const VIA_ENV = (process.env.NODE_OPTIONS || '').split(/\s+/).includes(BOOT);
 
   function readExact(n) {
     const b = Buffer.alloc(n);
@@ -198,7 +218,7 @@ export const NODE_BOOT = String.raw`'use strict';
   const at = own.findIndex((a, j) => a === '--require' && own[j + 1] === BOOT);
   const opts = at < 0 ? own : own.slice(0, at).concat(own.slice(at + 2));
   const evalCode = opts.length >= 2 && (opts[opts.length - 2] === '-e' || opts[opts.length - 2] === '--eval');
-  if (at < 0 || argv[0] !== 'node' || opts.some((o, j) => argv[1 + j] !== o) || argv.length < opts.length + 2) {
+  if ((at < 0 && !VIA_ENV) || argv[0] !== 'node' || opts.some((o, j) => argv[1 + j] !== o) || argv.length < opts.length + 2) {
     cold("the run's node options differ from the pre-started node's");
   }
   const file = argv[1 + opts.length];
@@ -217,16 +237,20 @@ export const NODE_BOOT = String.raw`'use strict';
   try {
     const cmd = Buffer.from(argv.map((a) => a + '\0').join(''), 'utf8');
     const cur = fs.readFileSync('/proc/self/cmdline');
-    if (cmd.length > cur.length) cold('the command line is longer than the pre-started one');
-    const stat = fs.readFileSync('/proc/self/stat', 'latin1');
-    const st = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const start = Number(st[45]), end = Number(st[46]);
-    if (!start || end - start !== cur.length) throw new Error('the argument area is not where /proc/self/stat says');
-    const room = Buffer.alloc(cur.length);
-    cmd.copy(room);
-    const fd = fs.openSync('/proc/self/mem', 'r+');
-    try { fs.writeSync(fd, room, 0, room.length, start); } finally { fs.closeSync(fd); }
-    if (!fs.readFileSync('/proc/self/cmdline').equals(room)) throw new Error('it did not change');
+    // Started with the run's own command line (gVisor: see nodeUnit's exactArgv): nothing to write.
+    if (!cur.equals(cmd)) {
+      if (VIA_ENV) cold('the command line differs from the pre-started one');
+      if (cmd.length > cur.length) cold('the command line is longer than the pre-started one');
+      const stat = fs.readFileSync('/proc/self/stat', 'latin1');
+      const st = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const start = Number(st[45]), end = Number(st[46]);
+      if (!start || end - start !== cur.length) throw new Error('the argument area is not where /proc/self/stat says');
+      const room = Buffer.alloc(cur.length);
+      cmd.copy(room);
+      const fd = fs.openSync('/proc/self/mem', 'r+');
+      try { fs.writeSync(fd, room, 0, room.length, start); } finally { fs.closeSync(fd); }
+      if (!fs.readFileSync('/proc/self/cmdline').equals(room)) throw new Error('it did not change');
+    }
   } catch (e) {
     cold('cannot set /proc/self/cmdline: ' + e.message);
   }
@@ -242,7 +266,7 @@ export const NODE_BOOT = String.raw`'use strict';
 
   // Node resolved the placeholder main at start; it now resolves to the run's program (node's
   // resolution cache, the one entry node reads for it before it loads the module).
-  if (main) M._pathCache[PLACEHOLDER + '\0'] = main;
+  if (main) M._pathCache[START_MAIN + '\0'] = main;
   fs.writeSync(1, '\0petri-warm:1\n');
   forget();
 })();

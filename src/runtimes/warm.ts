@@ -30,6 +30,8 @@ export interface UnitPlan {
   startCwd: string;
   /** Node units: the node options (up to `-e CODE`) the unit started with; the next run must have the same (warm-node.ts). */
   nodeOpts?: string[];
+  /** Node units under gVisor: the command line the unit started with, which the next run must have (warm-node.ts, exactArgv). */
+  exactArgv?: string[];
 }
 
 /** Per-run variables a warm run may set at hand-over: nothing reads them at start-up or import. */
@@ -75,13 +77,20 @@ function readOnlyPath(p: string, mounts: Mount[]): boolean {
 /** Room in the unit's command line for the run's (so /proc/self/cmdline can show the run's). */
 const CMDLINE_ROOM = 16 * 1024;
 
-/** The unit to pre-start after a run of `spec` (warmInterpreters: false gives the plain launcher). */
-export function unitPlan(spec: RunSpec, opts: { interpreters: boolean }): UnitPlan {
+/**
+ * The unit to pre-start after a run of `spec` (warmInterpreters: false gives the plain launcher).
+ * `fixedCmdline`: the runtime lets no process rewrite its own command line (gVisor), so a Node
+ * unit starts with the command line of the run it follows (warm-node.ts, exactArgv).
+ */
+export function unitPlan(spec: RunSpec, opts: { interpreters: boolean; fixedCmdline?: boolean }): UnitPlan {
   const launcher: UnitPlan = { kind: "launcher", argv: LAUNCHER_ARGV, env: { PATH: "/usr/bin:/bin" }, predicted: spec.env, cwd: spec.cwd, startCwd: spec.cwd };
   const hint = spec.interpreter;
   if (opts.interpreters && hint?.kind === "node") {
-    const unit = nodeUnit(spec, (p) => readOnlyPath(p, spec.mounts));
-    return unit ? { kind: "node", argv: unit.argv, env: { ...spec.env }, predicted: spec.env, cwd: spec.cwd, startCwd: "/", nodeOpts: unit.opts } : launcher;
+    const unit = nodeUnit(spec, (p) => readOnlyPath(p, spec.mounts), { exactArgv: opts.fixedCmdline });
+    return unit ? {
+      kind: "node", argv: unit.argv, env: unit.env ?? { ...spec.env }, predicted: spec.env, cwd: spec.cwd, startCwd: "/", nodeOpts: unit.opts,
+      ...(unit.exact ? { exactArgv: unit.argv } : {}),
+    } : launcher;
   }
   if (!opts.interpreters || hint?.kind !== "python" || !startupSafe(spec.env)) return launcher;
   const pp = plainEntries(spec.env.PYTHONPATH);
@@ -104,6 +113,7 @@ export function inProcess(unit: UnitPlan, spec: RunSpec): boolean {
   const a = spec.argv;
   const form = unit.kind === "node" ? nodeRunFits(unit.nodeOpts ?? [], spec) : a[0] === "python3" && ((a[1] === "-c" && a.length >= 3) || (a.length >= 2 && a[1] !== "" && !a[1].startsWith("-")));
   if (!form) return false;
+  if (unit.exactArgv && (unit.exactArgv.length !== a.length || unit.exactArgv.some((x, i) => x !== a[i]))) return false;
   if (unit.kind === "python" && plainEntries(spec.env.PYTHONPATH) === null) return false;
   const keys = new Set([...Object.keys(unit.predicted), ...Object.keys(spec.env)]);
   for (const k of keys) if (!LATE_ENV.has(k) && unit.predicted[k] !== spec.env[k]) return false;
