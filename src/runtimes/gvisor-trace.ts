@@ -402,12 +402,6 @@ export class GvisorTraceFollower {
     }
   }
 
-  /** Bytes of this run's log on the disk, as the kernel allocated them (for tests and metrics). */
-  async diskBytes(): Promise<number> {
-    if (!this.file) return 0;
-    try { return (await fs.promises.stat(this.file)).blocks * 512; } catch { return 0; }
-  }
-
   /** Reads what was written since the last look (one look at a time; looks never overlap). */
   look(): Promise<void> {
     if (this.ended) return this.busy;
