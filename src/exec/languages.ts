@@ -84,6 +84,9 @@ export const LANGUAGES: Readonly<Record<string, Language>> = Object.freeze({
       // What DataFrame.plot and savefig import the first time (pandas looks its plotting backend up
       // through importlib.metadata): ~9 ms of a plotting run. Imports without side effects only.
       firstUse: ["importlib.metadata", "pandas.plotting._matplotlib", "matplotlib.backends.backend_agg"],
+      // gc.freeze() of what the unit holds: the exit would otherwise walk the stack's ~89,000
+      // objects (~200 ms CPU); without the stack, ~1.5 ms a run (docs/warm.md, "The frozen stack").
+      freeze: true,
     },
   },
   node: {

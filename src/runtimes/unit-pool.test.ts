@@ -136,4 +136,14 @@ describe("warm unit frames (StatusFrame) and runs arriving during the imports", 
     ready.push(Buffer.concat([FRAME("importing"), FRAME("ready")]));
     assert.equal(passOverWhileImporting(unit, ready, spec({ argv: ["python3", "-c", "print(1)"] })), null, "a ready unit serves every run");
   });
+
+  test("the data stack's unit is told to freeze it; PYTHONHASHSEED=random (Python's default) keeps a unit a plain launcher: a cold start on request", () => {
+    const unit = unitPlan(spec(), { interpreters: true });
+    assert.equal(unit.kind, "python");
+    assert.equal(unit.argv[6], "freeze", "after PRELOAD TRIGGERS FIRST_USE (warm-python.ts reads sys.argv[4])");
+    assert.equal(unitPlan(spec({ interpreter: { ...LANGUAGES.python.warm!, freeze: false } }), { interpreters: true }).argv[6], "");
+    // The escape hatch docs/warm.md ("The frozen stack") names: a run or sandbox env with it starts python3 afresh.
+    const cold = spec({ env: { PATH: "/usr/bin:/bin", PYTHONHASHSEED: "random" } });
+    assert.equal(unitPlan(cold, { interpreters: true }).kind, "launcher");
+  });
 });

@@ -6,7 +6,7 @@ import { after, before, describe, test } from "node:test";
 import { LANGUAGES } from "../exec/languages.js";
 import type { RunResult, RunSpec, Runtime } from "./types.js";
 import { nodeWarmSection } from "./warm-conformance-node.js";
-import { assertWarmMatchesCold, describeRun } from "./warm-compare.js";
+import { assertWarmMatchesCold, describeRun, type KnownDifference } from "./warm-compare.js";
 
 /**
  * Warm and cold paths of one runtime, side by side (docs/warm.md): every probe runs once in a
@@ -38,7 +38,12 @@ interface Probe {
   datascience?: boolean;
   /** Also on images with the data stack (where it goes cold by the memory rule); else there it is skipped (CI time). */
   both?: boolean;
+  /** Documented differences the probe prints on purpose (docs/warm.md); all else must match. */
+  differences?: KnownDifference[];
 }
+
+/** The unit froze the data stack for the collector (docs/warm.md, "The frozen stack"): said, not ignored. */
+const FROZEN: KnownDifference = { cold: "gc frozen False", warm: "gc frozen True" };
 
 const PROBE = `import sys, os
 g = {k: (type(v).__name__, v if isinstance(v, (str, type(None), int)) else "") for k, v in list(globals().items())}
@@ -68,7 +73,7 @@ def state(when):
     print(when, "fonts", fm._get_font.cache_info().currsize, fm.FontManager._findfont_cached.cache_info().currsize,
           "cache dir", sorted(os.listdir(matplotlib.get_cachedir())))
     print(when, "pil", PIL.Image._initialized, sorted(PIL.Image.OPEN), sorted(PIL.Image.SAVE), sorted(PIL.Image.EXTENSION))
-    print(when, "units", sorted(str(k) for k in matplotlib.units.registry), "gc frozen", gc.get_freeze_count())
+    print(when, "units", sorted(str(k) for k in matplotlib.units.registry), "gc frozen", gc.get_freeze_count() > 0)
     print(when, "log", [(l, logging.getLogger(l).level, len(logging.getLogger(l).handlers)) for l in ("matplotlib", "PIL", "pandas")])
 import logging
 state("start")
@@ -85,6 +90,55 @@ print("png", hashlib.sha256(buf.getvalue()).hexdigest())
 plt.savefig("/tmp/state.png")
 print("next figure", plt.figure().number)
 state("end")
+`;
+
+/**
+ * The program's own garbage with the stack frozen. Prints what a cold start prints: counts that
+ * depend on the stack's objects (how many the collector found, gc.get_objects()'s length) are
+ * compared as facts, not numbers.
+ */
+const gcProbe = (stack: "pandas" | "os") => `import gc, sys, weakref
+import ${stack} as pre
+class Node:
+    def __init__(self, name):
+        self.name, self.other = name, None
+    def __del__(self):
+        print("finalised", self.name, flush=True)
+def pair(name):
+    a, b = Node(name + ".a"), Node(name + ".b")
+    a.other, b.other = b, a
+    return a
+x = pair("collect"); ref = weakref.ref(x, lambda r: print("weakref callback", flush=True)); del x
+print("alive before collect", ref() is not None)
+print("collect found the cycle", gc.collect() >= 2, ref() is None)
+y = pair("automatic"); ref = weakref.ref(y); del y
+keep = [[i] for i in range(20000)]
+print("automatic collection", ref() is None)
+mine, holder = [1, 2], {}
+holder["k"] = mine
+print("tracked", gc.is_tracked(mine), any(o is mine for o in gc.get_objects()), any(o is holder for o in gc.get_objects()))
+print("referrers", any(r is holder for r in gc.get_referrers(mine)), "referents", gc.get_referents(holder) == [mine])
+${stack === "pandas" ? `df = pre.DataFrame({"a": [1, 2]}); df.attrs["self"] = df; ref = weakref.ref(df); del df
+gc.collect()
+print("own DataFrame cycle collected", ref() is None)
+` : ""}pre.petri_probe = pair("hung on a pre-imported module"); ref = weakref.ref(pre.petri_probe); del pre.petri_probe
+gc.collect()
+print("collected once unhooked", ref() is None)
+z = pair("left for the exit")
+print("gc frozen", gc.get_freeze_count() > 0, "enabled", gc.isenabled(), "garbage", gc.garbage)
+`;
+
+/** gc.unfreeze() at the start: the collector sees everything again, and the exit finalises as cold. */
+const gcUnfreeze = (stack: "pandas" | "os") => `import gc, ${stack} as pre
+gc.unfreeze()
+print("frozen", gc.get_freeze_count())
+print("objects include what existed before", any(o is vars(pre) for o in gc.get_objects()), any(o is globals() for o in gc.get_objects()))
+class Late:
+    def __del__(self):
+        print("finalised at exit", flush=True)
+cycle = Late(); cycle.me = cycle
+gc.collect()
+print("done")
 `;
 
 const PROBES: Probe[] = [
@@ -113,6 +167,11 @@ const PROBES: Probe[] = [
     argv: ["python3", "app.py"], path: true,
   },
   {
+    title: "the interpreter's own objects frozen: the program's cycles are collected and finalised as cold (gc.collect, automatic, at exit)",
+    files: { "gcprobe.py": gcProbe("os") }, argv: ["python3", "gcprobe.py"], path: true, differences: [FROZEN],
+  },
+  { title: "gc.unfreeze() first: the collector's cold-start view", argv: ["python3", "-c", gcUnfreeze("os")], path: true },
+  {
     title: "a workspace module named like one the interpreter already imported goes cold, and is the one imported",
     files: { "linecache.py": "print('workspace linecache')\n" }, argv: ["python3", "-c", "import linecache"], path: /would shadow/,
   },
@@ -126,8 +185,19 @@ const PROBES: Probe[] = [
     // Whatever the unit did ahead (imports, first-use imports) must leave no state a program can
     // see: no figure, no chosen backend, no changed rcParams, no filled cache or registry, no
     // write to matplotlib's cache dir, no frozen objects; and the drawing must be the same bytes.
-    title: "with the data stack pre-imported: pyplot, rcParams, backend, font and image caches, cache dir, gc are a cold start's; the same PNG",
-    files: { "state.py": DS_STATE }, argv: ["python3", "state.py"], path: true, datascience: true,
+    title: "with the data stack pre-imported: pyplot, rcParams, backend, font and image caches, cache dir are a cold start's; the same PNG; the stack is frozen for gc (the documented difference)",
+    files: { "state.py": DS_STATE }, argv: ["python3", "state.py"], path: true, datascience: true, differences: [FROZEN],
+  },
+  {
+    // With the stack frozen, the program's own objects are still the collector's as on a cold
+    // start: explicit and automatic collections, __del__ of cycles during the run and at exit,
+    // weakref callbacks, gc.get_objects()/get_referrers() for what the program made.
+    title: "with the data stack frozen: the program's own cycles are collected and finalised as cold (gc.collect, automatic, at exit)",
+    files: { "gcprobe.py": gcProbe("pandas") }, argv: ["python3", "gcprobe.py"], path: true, datascience: true, differences: [FROZEN],
+  },
+  {
+    title: "with the data stack frozen: a program that calls gc.unfreeze() first gets the collector's cold-start view back",
+    argv: ["python3", "-c", gcUnfreeze("pandas")], path: true, datascience: true,
   },
   {
     title: "with the data stack pre-imported: a file's __main__, argv, path, env, cmdline, stdin, warnings",
@@ -224,7 +294,7 @@ export function warmEquivalenceSuite(name: string, make: () => Promise<WarmSubje
         await unitReady();
         const warm = await subject.warm.run(specFor(probe.argv, probe));
         const cold = await subject.cold.run(specFor(probe.argv, probe));
-        assertWarmMatchesCold(warm, cold, expected);
+        assertWarmMatchesCold(warm, cold, expected, expected === true ? probe.differences : []);
       });
     }
 

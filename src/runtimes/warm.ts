@@ -101,7 +101,7 @@ export function unitPlan(spec: RunSpec, opts: { interpreters: boolean; fixedCmdl
   const ro = pp.filter((p) => readOnlyPath(p, spec.mounts));
   if (ro.length) env.PYTHONPATH = ro.join(":");
   else delete env.PYTHONPATH;
-  const argv = ["python3", "-c", PY_BOOT, (hint.preload ?? []).join(","), (hint.triggers ?? []).join(","), (hint.firstUse ?? []).join(",")];
+  const argv = ["python3", "-c", PY_BOOT, (hint.preload ?? []).join(","), (hint.triggers ?? []).join(","), (hint.firstUse ?? []).join(","), hint.freeze ? "freeze" : ""];
   const used = argv.reduce((a, s) => a + Buffer.byteLength(s) + 1, 0);
   argv.push(" ".repeat(Math.max(0, CMDLINE_ROOM - used)));
   return { kind: "python", argv, env, predicted: spec.env, cwd: spec.cwd, startCwd: "/" };
