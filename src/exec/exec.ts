@@ -304,6 +304,10 @@ export class ExecService {
       }
       // The result does not wait for the view's unmount (the sandbox's next run does).
       recorded = this.finishRun(run, { raw, error, changes, broker, quotaBytes, trace: tracing ?? (raw?.trace ? { gvisor: raw.trace } : undefined) });
+      // The answer first: the result's waiters (the HTTP reply, serialised and written in
+      // microtasks) run before the unmount, whose spawn blocks the event loop until the helper has
+      // exec'd (1–2 ms on a quiet host, 10+ ms on a loaded one) and whose scratch reset is sync I/O.
+      await new Promise<void>((r) => setImmediate(r));
       await ws.close();
       ws = null;
       // The next run of this sandbox will find its view, and perhaps a container, ready.
