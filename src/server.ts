@@ -105,13 +105,18 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   {
     // Every event passes the metrics on its way in (counts by kind; broker connections come from
     // the brokers' own events), whichever service appended it.
-    // append() goes through appendMany(), so this sees every event once.
+    // append() goes through appendMany(), so these two see every event once.
     const appendMany = audit.appendMany.bind(audit);
     audit.appendMany = (evs) => {
       const recs = appendMany(evs);
       for (const ev of evs) metricsRef.m?.auditAppended(ev);
       return recs;
     };
+    const appendDurable = audit.appendDurable.bind(audit);
+    audit.appendDurable = (evs) => appendDurable(evs).then((recs) => {
+      for (const ev of evs) metricsRef.m?.auditAppended(ev);
+      return recs;
+    });
   }
   const keys = new KeyService(db);
   const bootstrap = keys.ensureBootstrapAdmin({ adminToken: config.adminToken, dataDir: config.dataDir });

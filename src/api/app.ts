@@ -36,6 +36,8 @@ import type { Readiness } from "../metrics/readiness.js";
 
 export interface AuditSink {
   append(ev: AuditEvent): unknown;
+  /** Resolves once durable; concurrent requests' records share one sync (AuditLog group commit). */
+  appendDurable?(evs: AuditEvent[]): Promise<unknown>;
   query(f: AuditQuery): AuditRecord[];
   /** PETRI_AUDIT_FAIL=closed and the log cannot be appended: requests are refused (503). */
   refusesWork?(): boolean;
@@ -219,20 +221,27 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps): Promise
   // PETRI_AUDIT_FAIL=closed a read whose record cannot be written is answered 503 instead of
   // its data; a change has already happened by then, so its answer stands and the lost record
   // is counted in the audit.gap record written once the log takes writes again.
-  const recordRequest = (req: FastifyRequest, status: number, body?: string): void => {
+  const requestEvent = (req: FastifyRequest, status: number, body?: string): AuditEvent => {
     (req as { auditRecorded?: boolean }).auditRecorded = true;
-    deps.audit!.append(apiAuditEvent({
+    return apiAuditEvent({
       method: req.method, route: req.routeOptions.url, action: req.routeOptions.config?.action, status,
       params: (req.params ?? {}) as Record<string, string>, query: (req.query ?? {}) as Record<string, unknown>,
       tenantId: req.auth.tenantId, keyId: req.auth.keyId, ip: req.ip, requestId: req.id,
       responseBody: body, userAgent: req.headers["user-agent"],
       created: req.auditIds ?? undefined,
-    }));
+    });
+  };
+  const recordRequest = (req: FastifyRequest, status: number, body?: string): void => {
+    deps.audit!.append(requestEvent(req, status, body));
   };
   app.addHook("onSend", async (req, reply, payload) => {
     if (!req.auth || !deps.audit || req.routeOptions.config?.public) return payload;
     try {
-      recordRequest(req, reply.statusCode, typeof payload === "string" && payload.length <= 1_000_000 ? payload : undefined);
+      const ev = requestEvent(req, reply.statusCode, typeof payload === "string" && payload.length <= 1_000_000 ? payload : undefined);
+      // Durable before the answer leaves, as before; the sync is a group commit off the event
+      // loop, shared with the records of every request (and run) written meanwhile.
+      if (deps.audit.appendDurable) await deps.audit.appendDurable([ev]);
+      else deps.audit.append(ev);
     } catch (e) {
       req.log.error({ err: (e as Error).message }, "audit append failed for an API request");
       if ((req.method === "GET" || req.method === "HEAD") && deps.audit.refusesWork?.()) {

@@ -72,6 +72,31 @@ describe("fail mode when the audit log cannot be appended", { skip: root ? false
     });
   });
 
+  it("closed, group commit (appendDurable): a failed group is rejected, counted and recorded in the gap; the chain stays whole", async () => {
+    await onFullDisk(async (dir, fill, free) => {
+      const log = AuditLog.open({ dir, failMode: "closed", checkpointIntervalMs: 0 });
+      try {
+        await log.appendDurable([event]);
+        fill();
+        const results = await Promise.allSettled([log.appendDurable([event, event]), log.appendDurable([event])]);
+        assert.ok(results.every((r) => r.status === "rejected" && /ENOSPC/.test(String(r.reason))), JSON.stringify(results));
+        assert.equal(log.refusesWork(), true);
+        assert.ok(log.health().lost_records >= 1);
+        free();
+        await new Promise((r) => setTimeout(r, 1100));
+        assert.equal(log.refusesWork(), false);
+        // As with append(): a cut-off write can free room for a gap record in between; together
+        // they count every record of the failed groups.
+        assert.equal(gapsIn(dir).reduce((n, g) => n + Number(g.detail.lost_records), 0), 3);
+        const [after] = await log.appendDurable([event]);
+        assert.equal(after!.seq, 2 + gapsIn(dir).length, "nothing of the failed groups is in the chain: the first record, the gap records, this one");
+      } finally {
+        await log.close();
+      }
+      assert.equal(verifyAuditLog(dir).ok, true, "failed groups left no torn or unchained record behind");
+    });
+  });
+
   it("open: work goes on, health says the log is not being written, the gap is recorded afterwards", async () => {
     await onFullDisk(async (dir, fill, free) => {
       const log = AuditLog.open({ dir, failMode: "open", checkpointIntervalMs: 0 });

@@ -184,4 +184,38 @@ describe("AuditLog", () => {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it("appendDurable: a group commit — records placed in order at once, one sync for appends that arrive together, visible only once durable", async () => {
+    const dir = tmpDir();
+    try {
+      const log = AuditLog.open({ dir, checkpointIntervalMs: 0, log: pino({ level: "silent" }) });
+      log.append(ev(0));
+      const before = log.syncs;
+      const waits = Array.from({ length: 10 }, (_, i) => log.appendDurable([ev(i + 1), ev(100 + i)]));
+      // Written, not yet durable: neither queries nor sinks see them yet.
+      assert.equal(lines(dir).length, 21);
+      assert.equal(log.query({}).length, 1);
+      assert.equal(log.head().seq, 1);
+      const recs = (await Promise.all(waits)).flat();
+      assert.deepEqual(recs.map((r) => r.seq), Array.from({ length: 20 }, (_, i) => i + 2), "in the order of the calls");
+      // The first sync starts with the first append; the nine after it share the second.
+      assert.ok(log.syncs - before <= 2, `${log.syncs - before} syncs for 10 appends`);
+      assert.equal(log.query({ limit: 100 }).length, 21);
+      assert.equal(log.head().seq, 21);
+      // A synchronous append after pending ones syncs them too, in order.
+      const pending = log.appendDurable([ev(50)]);
+      const sync = log.append(ev(51));
+      const [p] = await pending;
+      assert.equal(p!.seq, 22);
+      assert.equal(sync.seq, 23);
+      assert.equal(sync.prev_hash, p!.hash);
+      assert.throws(() => log.appendDurable([{ ...ev(1), outcome: "ok" as never }]), TypeError);
+      const last = log.appendDurable([ev(52)]);
+      await log.close();
+      assert.equal((await last)[0]!.seq, 24, "close waits for, or makes, the last group's sync");
+      assert.equal(verifyAuditLog(dir).ok, true);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

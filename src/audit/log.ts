@@ -15,6 +15,19 @@ import {
 
 export const INDEX_FILE = "audit-index.sqlite";
 
+type RecordFields = Omit<AuditRecord, "id" | "seq" | "time" | "prev_hash" | "hash">;
+
+/** Records of one append, written and waiting for a sync. */
+interface UnsyncedBatch {
+  recs: AuditRecord[];
+  lengths: number[];
+  offset: number;
+  /** File size after them. */
+  end: number;
+  /** appendDurable's waiter. */
+  settle?: (e?: Error) => void;
+}
+
 export interface AuditLogOptions {
   /** Directory of the log, its signing key, query index and sink cursors. Created (mode 0700) if missing. */
   dir: string;
@@ -106,7 +119,7 @@ function lastLineStart(fd: number, size: number): number {
  * SHA-256 of the previous one, with Ed25519-signed checkpoints written into the same chain, a
  * rebuildable SQLite index for queries, and sink workers that stream the file to SIEMs.
  */
-function eventFields(ev: AuditEvent): Omit<AuditRecord, "id" | "seq" | "time" | "prev_hash" | "hash"> {
+function eventFields(ev: AuditEvent): RecordFields {
   return {
     kind: ev.kind,
     action: ev.action,
@@ -137,6 +150,19 @@ export class AuditLog implements LogSource {
   private readonly flushTimeoutMs: number;
   readonly failMode: "closed" | "open";
   private outage: { since: string; error: string; lost: number; lastProbe: number } | null = null;
+  /**
+   * Records written to the file and not yet known durable, oldest first, each batch with its
+   * waiter (appendDurable) — the group waiting for the next commit. Queries (the index) and sinks
+   * see a record only once it is durable.
+   */
+  private readonly unsynced: UnsyncedBatch[] = [];
+  /** Where the log is known durable: the last synced record and the file size after it. */
+  private durable: { seq: number; hash: string; end: number };
+  /** The group commit in flight (an fdatasync on the thread pool), if any. */
+  private syncing: Promise<void> | null = null;
+  /** Bumped when unsynced records are dropped: a sync begun before that settles nothing. */
+  private epoch = 0;
+  private syncCount = 0;
 
   private constructor(
     readonly dir: string,
@@ -151,6 +177,7 @@ export class AuditLog implements LogSource {
     this.headSeq = head.seq;
     this.headHash = head.hash;
     this.end = head.end;
+    this.durable = { seq: head.seq, hash: head.hash, end: head.end };
     this.sinceCheckpoint = head.sinceCheckpoint;
     this.checkpointEvery = opts.checkpointEvery ?? 1000;
     this.flushTimeoutMs = opts.flushTimeoutMs ?? 5000;
@@ -301,7 +328,50 @@ export class AuditLog implements LogSource {
       for (let i = 0; i < evs.length; i++) this.noteFailure(e as Error);
       throw e;
     }
-    this.sinceCheckpoint += recs.length;
+    this.countTowardsCheckpoint(recs.length);
+    return recs;
+  }
+
+  /**
+   * Appends several events as one write, in order and chained like appendMany, and resolves once
+   * they are durable. The records are placed at once (their seq and hash chain are fixed when
+   * this returns); the fdatasync is a group commit on the thread pool: one sync covers every
+   * record written before it started, appends arriving meanwhile share the next one, and the
+   * event loop never waits for the disk. Rejects (with nothing of the group recorded, counted
+   * as lost in the outage like a failed append) when the write or the sync fails; a sync failure
+   * drops every record not yet durable, since each later one chains on the lost ones. Throws
+   * TypeError at once on an invalid event.
+   */
+  appendDurable(evs: AuditEvent[]): Promise<AuditRecord[]> {
+    for (const ev of evs) validate(ev);
+    if (evs.length === 0) return Promise.resolve([]);
+    let batch: UnsyncedBatch;
+    try {
+      if (this.outage) this.recordGap();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    try {
+      batch = this.put(evs.map(eventFields));
+    } catch (e) {
+      for (let i = 0; i < evs.length; i++) this.noteFailure(e as Error);
+      return Promise.reject(e);
+    }
+    const durable = new Promise<AuditRecord[]>((resolve, reject) => {
+      batch.settle = (e) => (e ? reject(e) : resolve(batch.recs));
+    });
+    this.countTowardsCheckpoint(batch.recs.length);
+    this.commitSoon();
+    return durable;
+  }
+
+  /** fdatasyncs so far (group commits and synchronous appends): for tests and metrics. */
+  get syncs(): number {
+    return this.syncCount;
+  }
+
+  private countTowardsCheckpoint(n: number): void {
+    this.sinceCheckpoint += n;
     if (this.sinceCheckpoint >= this.checkpointEvery) {
       try {
         this.checkpoint();
@@ -309,7 +379,75 @@ export class AuditLog implements LogSource {
         this.log.error({ err: String(e) }, "audit checkpoint failed");
       }
     }
-    return recs;
+  }
+
+  /** Starts a group commit of what is unsynced, or asks for one after the commit in flight. */
+  private commitSoon(): void {
+    if (this.syncing || this.unsynced.length === 0 || this.closed) return;
+    const epoch = this.epoch;
+    const upTo = this.end;
+    this.syncing = new Promise<void>((done) => {
+      fs.fdatasync(this.fd, (err) => {
+        this.syncing = null;
+        if (epoch === this.epoch && !this.closed) {
+          if (!err) {
+            this.syncCount++;
+            this.markDurable(upTo);
+          } else if (this.durable.end < upTo) {
+            this.dropUnsynced(err);
+          }
+        }
+        // Records written while this one ran: the next group.
+        this.commitSoon();
+        done();
+      });
+    });
+  }
+
+  /** Everything up to `end` is on disk: those batches become visible (index, sinks) and their waiters resolve, in order. */
+  private markDurable(end: number): void {
+    let moved = false;
+    while (this.unsynced.length && this.unsynced[0]!.end <= end) {
+      const b = this.unsynced.shift()!;
+      try {
+        let at = b.offset;
+        this.index.insertMany(b.recs.map((record, i) => {
+          const row = { record, offset: at, length: b.lengths[i]! };
+          at += b.lengths[i]!;
+          return row;
+        }));
+      } catch (e) {
+        // The log has the records; the index is rebuilt from it on the next start.
+        this.log.error({ seq: b.recs[0]!.seq, err: String(e) }, "audit index insert failed");
+      }
+      const last = b.recs[b.recs.length - 1]!;
+      this.durable = { seq: last.seq, hash: last.hash, end: b.end };
+      moved = true;
+      b.settle?.();
+    }
+    if (moved) for (const w of this.workers) w.notify();
+  }
+
+  /**
+   * A sync failed: nothing after the last durable record can be trusted to be on disk, and each
+   * unsynced record chains on the ones before it, so all of them are cut off and their appends
+   * fail (`except`: the synchronous append that saw the failure, which counts its own loss).
+   */
+  private dropUnsynced(e: Error, except?: UnsyncedBatch): void {
+    this.epoch++;
+    try {
+      fs.ftruncateSync(this.fd, this.durable.end);
+    } catch {
+      this.broken = e;
+    }
+    this.end = this.durable.end;
+    this.headSeq = this.durable.seq;
+    this.headHash = this.durable.hash;
+    for (const b of this.unsynced.splice(0)) {
+      if (b === except) continue;
+      for (let i = 0; i < b.recs.length; i++) this.noteFailure(e);
+      b.settle?.(e);
+    }
   }
 
   private noteFailure(e: Error): void {
@@ -368,7 +506,25 @@ export class AuditLog implements LogSource {
     return this.write([eventFields(ev)])[0]!;
   }
 
-  private write(list: Omit<AuditRecord, "id" | "seq" | "time" | "prev_hash" | "hash">[], time = new Date().toISOString()): AuditRecord[] {
+  /** Writes and syncs (covering every unsynced record before it too). Throws with none of them recorded. */
+  private write(list: RecordFields[], time = new Date().toISOString()): AuditRecord[] {
+    const batch = this.put(list, time);
+    try {
+      fs.fdatasyncSync(this.fd);
+    } catch (e) {
+      this.dropUnsynced(e as Error, batch);
+      throw e;
+    }
+    this.syncCount++;
+    this.markDurable(batch.end);
+    return batch.recs;
+  }
+
+  /**
+   * Chains the records after the head and writes them to the file, not yet synced (queued in
+   * `unsynced`). A failed write is cut off again (records before it stay) and throws.
+   */
+  private put(list: RecordFields[], time = new Date().toISOString()): UnsyncedBatch {
     if (this.closed) throw new Error("audit log is closed");
     if (this.broken) throw new Error(`audit log is unusable after a failed write: ${this.broken.message}`);
     const recs: AuditRecord[] = [];
@@ -387,7 +543,6 @@ export class AuditLog implements LogSource {
     const offset = this.end;
     try {
       writeAll(this.fd, buf);
-      fs.fdatasyncSync(this.fd);
     } catch (e) {
       try {
         fs.ftruncateSync(this.fd, offset);
@@ -399,19 +554,9 @@ export class AuditLog implements LogSource {
     this.end = offset + buf.length;
     this.headSeq = seq;
     this.headHash = prev;
-    try {
-      let at = offset;
-      this.index.insertMany(recs.map((record, i) => {
-        const row = { record, offset: at, length: bufs[i]!.length };
-        at += bufs[i]!.length;
-        return row;
-      }));
-    } catch (e) {
-      // The log has the records; the index is rebuilt from it on the next start.
-      this.log.error({ seq: recs[0]!.seq, err: String(e) }, "audit index insert failed");
-    }
-    for (const w of this.workers) w.notify();
-    return recs;
+    const batch: UnsyncedBatch = { recs, lengths: bufs.map((b) => b.length), offset, end: this.end };
+    this.unsynced.push(batch);
+    return batch;
   }
 
   /**
@@ -470,7 +615,7 @@ export class AuditLog implements LogSource {
 
   /** Resolves true once every sink has delivered everything appended so far; false on timeout. */
   async waitForSinks(timeoutMs: number): Promise<boolean> {
-    const seq = this.headSeq;
+    const seq = this.durable.seq;
     const results = await Promise.all(this.workers.map((w) => w.waitDelivered(seq, timeoutMs)));
     return results.every(Boolean);
   }
@@ -479,15 +624,26 @@ export class AuditLog implements LogSource {
   close(): Promise<void> {
     this.closing ??= (async () => {
       if (this.timer) clearInterval(this.timer);
+      // The group commit in flight settles first; the checkpoint's own sync covers what is left.
+      while (this.syncing) await this.syncing;
       try {
         this.checkpoint();
       } catch (e) {
         this.log.error({ err: String(e) }, "audit checkpoint on close failed");
       }
+      if (this.unsynced.length) {
+        try {
+          fs.fdatasyncSync(this.fd);
+          this.syncCount++;
+          this.markDurable(this.end);
+        } catch (e) {
+          this.dropUnsynced(e as Error);
+        }
+      }
       this.closed = true;
       // Hand everything to the transports; stopping them then closes gracefully, which is what
       // confirms syslog deliveries without waiting out their confirmation window.
-      const head = this.headSeq;
+      const head = this.durable.seq;
       await Promise.all(this.workers.map((w) => w.waitSent(head, this.flushTimeoutMs)));
       await Promise.all(this.workers.map((w) => w.stop(1000)));
       this.index.close();
@@ -499,8 +655,9 @@ export class AuditLog implements LogSource {
 
   // LogSource, for the sink workers.
 
+  /** Sinks deliver what is durable only (a record a failed sync cuts off was never sent). */
   head(): LogPosition {
-    return { seq: this.headSeq, offset: this.end };
+    return { seq: this.durable.seq, offset: this.durable.end };
   }
 
   locate(seq: number): LogPosition | undefined {
@@ -512,8 +669,8 @@ export class AuditLog implements LogSource {
   readAfter(pos: LogPosition, max: number): { records: AuditRecord[]; end: LogPosition } {
     const records: AuditRecord[] = [];
     let end = pos;
-    if (pos.offset >= this.end) return { records, end };
-    for (const line of readLines(this.fd, pos.offset, this.end, 256 * 1024)) {
+    if (pos.offset >= this.durable.end) return { records, end };
+    for (const line of readLines(this.fd, pos.offset, this.durable.end, 256 * 1024)) {
       if (line.partial) break;
       try {
         const r = JSON.parse(line.text) as AuditRecord;

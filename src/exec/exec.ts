@@ -43,7 +43,10 @@ export interface ExecDeps {
   /** TenantVault: secrets runs may use through brokers, never read. */
   vault?: SecretStore;
   /** The audit log: every run is recorded (what ran, what it touched, how it ended). */
-  audit?: { append(ev: AuditEvent): unknown; failMode?: "closed" | "open"; refusesWork?(): boolean };
+  audit?: {
+    append(ev: AuditEvent): unknown; appendMany?(evs: AuditEvent[]): unknown; appendDurable?(evs: AuditEvent[]): Promise<unknown>;
+    failMode?: "closed" | "open"; refusesWork?(): boolean;
+  };
   /** Told of every finished run (metrics): its result, the runtime's timings, when the runtime was asked. */
   onRunFinished?: (r: { result: ExecResult; timings?: Record<string, number>; runtimeCalledAt: number | null; createdAt: number }) => void;
   /** Host eBPF tracer for runc, crun and bwrap runs (what each run executed, opened, connected to). */
@@ -68,6 +71,26 @@ interface ActiveRun {
   /** For agents (agent-result.ts): hosts the broker refused, whether it had network, its display folder. */
   agent: { blocked: BlockedHosts; network: boolean; displayRunDir: string | null };
   runtimeCalledAt: number | null;
+  /** The caller's answer of the result has left (ExecService.start's `answered`). */
+  answered?: Promise<unknown>;
+}
+
+/** The longest the work after a result waits for the caller to answer it. */
+const ANSWER_WAIT_MS = 1000;
+
+/**
+ * Resolves once `answered` has (at most ANSWER_WAIT_MS), and after the event loop's next poll
+ * for I/O: what is ready to be read or written by then (the reply reaching a client on this host,
+ * requests that arrived meanwhile) goes before the background work that follows.
+ */
+export async function afterAnswer(answered: Promise<unknown> | undefined): Promise<void> {
+  if (answered) {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([answered.catch(() => undefined), new Promise<void>((r) => { timer = setTimeout(r, ANSWER_WAIT_MS); })]);
+    clearTimeout(timer);
+  }
+  // An immediate queued from an immediate runs in the next loop iteration, after its poll phase.
+  await new Promise<void>((r) => setImmediate(() => setImmediate(r)));
 }
 
 /**
@@ -125,7 +148,11 @@ export class ExecService {
   }
 
   /** Validates and starts a run; the returned handle's `done` resolves with the result. */
-  start(auth: AuthContext, sandbox: Sandbox, req: ExecRequest, opts: { interactiveStdin?: boolean; deps?: PreparedDeps | null } = {}): RunHandle {
+  start(auth: AuthContext, sandbox: Sandbox, req: ExecRequest, opts: {
+    interactiveStdin?: boolean; deps?: PreparedDeps | null;
+    /** Resolves once the result has been answered: the work after the result (the view's unmount, the next run's view) waits for it, at most ANSWER_WAIT_MS. */
+    answered?: Promise<unknown>;
+  } = {}): RunHandle {
     const { config, workspaces } = this.d;
     const id = newId("ex");
     const snippetDir = this.d.sandboxes.snippetDirFor(sandbox.id);
@@ -176,7 +203,7 @@ export class ExecService {
     const run: ActiveRun = {
       auth, sandbox, plan, handle, runtime, spec, createdAt, released: false,
       snippetRunDir: path.join(snippetDir, id),
-      agent: { blocked: new BlockedHosts(), network: false, displayRunDir: null }, runtimeCalledAt: null,
+      agent: { blocked: new BlockedHosts(), network: false, displayRunDir: null }, runtimeCalledAt: null, answered: opts.answered,
       runDir: path.join(config.dataDir, "runs", id),
       auditCtx: {
         tenant_id: auth.tenantId, key_id: auth.keyId, sandbox_id: sandbox.id, exec_id: id, language: sandbox.language,
@@ -250,13 +277,18 @@ export class ExecService {
       // /cache is bounded like the workspace: past the workspace quota it is emptied (it is only a cache).
       this.caches.prepare(sandbox.id, this.d.sandboxes.cacheDirFor(sandbox.id), { uid: this.d.config.sandboxUid, gid: this.d.config.sandboxGid, maxBytes: quotaBytes });
       const usageBefore = this.d.workspaces.usage(sandbox.id);
-      ws = await this.views.take(sandbox.id, quotaBytes);
-      run.spec.mounts = ws.mounts(run.spec.mounts);
-      run.spec.labels = { ...run.spec.labels, [LABEL_VIEW]: ws.view.opts.id };
+      const viewing = this.views.take(sandbox.id, quotaBytes);
+      viewing.catch(() => undefined); // awaited below; not unhandled meanwhile
       if (plan.entry !== "<snippet>" && this.recorder.auditing) run.auditCtx.entrySha256 = this.entrySha256(sandbox.id, plan.entry);
       // The sandbox's previous run may still be waiting for its trace: its records come first.
       await this.recorder.recordedFor(sandbox.id);
-      this.recorder.started(run.auditCtx);
+      // exec.start is durable before the program starts; its sync (a group commit off the event
+      // loop) overlaps the view's mount instead of following it.
+      const started = this.recorder.started(run.auditCtx);
+      ws = await viewing;
+      run.spec.mounts = ws.mounts(run.spec.mounts);
+      run.spec.labels = { ...run.spec.labels, [LABEL_VIEW]: ws.view.opts.id };
+      await started;
 
       let raw: RunResult | null = null;
       let error: ExecResult["error"] = null;
@@ -304,10 +336,11 @@ export class ExecService {
       }
       // The result does not wait for the view's unmount (the sandbox's next run does).
       recorded = this.finishRun(run, { raw, error, changes, broker, quotaBytes, trace: tracing ?? (raw?.trace ? { gvisor: raw.trace } : undefined) });
-      // The answer first: the result's waiters (the HTTP reply, serialised and written in
-      // microtasks) run before the unmount, whose spawn blocks the event loop until the helper has
-      // exec'd (1–2 ms on a quiet host, 10+ ms on a loaded one) and whose scratch reset is sync I/O.
-      await new Promise<void>((r) => setImmediate(r));
+      // The answer first: the result's waiters (the HTTP reply, which waits for its audit record's
+      // group commit) go before the unmount, whose spawn blocks the event loop until the helper
+      // has exec'd (1–2 ms on a quiet host, 10+ ms on a loaded one) and whose scratch reset is
+      // sync I/O; and before the next run's view and pre-started unit (more spawns).
+      await afterAnswer(run.answered);
       await ws.close();
       ws = null;
       // The next run of this sandbox will find its view, and perhaps a container, ready.

@@ -66,7 +66,8 @@ export function decodeFiles(files: InlineFile[], maxBytes: number): { parts: str
 export class OneShotService {
   constructor(private readonly d: OneShotDeps) {}
 
-  async run(auth: AuthContext, req: OneShotRequest): Promise<{ result: ExecResult; sandbox: Sandbox; cleanup: () => Promise<void> }> {
+  /** `answered`: resolves once the caller has answered the result (ExecService.start). */
+  async run(auth: AuthContext, req: OneShotRequest, opts: { answered?: Promise<unknown> } = {}): Promise<{ result: ExecResult; sandbox: Sandbox; cleanup: () => Promise<void> }> {
     const { files = [], language, image, runtime, ...rest } = req;
     if (rest.filename === undefined && rest.code === undefined) {
       if (files.length === 0) throw new PetriError("VALIDATION_ERROR", "give `files`, `filename` or `code`");
@@ -104,7 +105,7 @@ export class OneShotService {
       const prepared = (await this.d.dependencies?.prepare(auth.tenantId, sb, rest)) ?? null;
       let handle;
       try {
-        handle = this.d.exec.start(auth, sb, rest, { deps: prepared });
+        handle = this.d.exec.start(auth, sb, rest, { deps: prepared, answered: opts.answered });
       } catch (e) {
         prepared?.release();
         throw e;

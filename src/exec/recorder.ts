@@ -90,7 +90,11 @@ export class RunRecorder {
   private readonly pending = new Set<Promise<void>>();
   private readonly pendingBySandbox = new Map<string, Promise<void>>();
 
-  constructor(private readonly d: { db: DB; audit?: { append(ev: AuditEvent): unknown; appendMany?(evs: AuditEvent[]): unknown }; log: Log }) {}
+  constructor(private readonly d: {
+    db: DB;
+    audit?: { append(ev: AuditEvent): unknown; appendMany?(evs: AuditEvent[]): unknown; appendDurable?(evs: AuditEvent[]): Promise<unknown> };
+    log: Log;
+  }) {}
 
   get auditing(): boolean {
     return Boolean(this.d.audit);
@@ -102,8 +106,13 @@ export class RunRecorder {
       .run(r.execId, r.sandboxId, r.tenantId, JSON.stringify(r.request), r.createdAt);
   }
 
-  started(ctx: RunAuditContext): void {
-    if (this.d.audit) this.append(runStartEvent(ctx));
+  /**
+   * The run's exec.start record, placed in the log now (its order is fixed); resolves once it is
+   * durable (the caller starts the program only then), never rejects (a failure is logged).
+   */
+  started(ctx: RunAuditContext): Promise<void> {
+    if (!this.d.audit) return Promise.resolve();
+    return this.appendDurable([runStartEvent(ctx)]);
   }
 
   /**
@@ -125,19 +134,18 @@ export class RunRecorder {
       try {
         const cs = { entries: changes, committed: result.committed };
         const evs = runFinishEvents(audit.ctx, cs, { ...result, stdout: audit.stdout, stderr: audit.stderr }, trace);
-        // One write and one sync for all of them (a traced run can have a thousand records).
-        if (this.d.audit?.appendMany) this.d.audit.appendMany(evs);
-        else for (const ev of evs) this.append(ev);
+        // One write and one sync for all of them (a traced run can have a thousand records); the
+        // sync is a group commit that the result does not wait for (the request's own record,
+        // written after these, is durable before its answer, so these are too).
+        return this.appendDurable(evs, result.id);
       } catch (e) {
         this.d.log.error({ err: (e as Error).message, exec: result.id }, "could not record the run in the audit log");
       }
     };
-    if (!(audit.trace instanceof Promise)) {
-      record(audit.trace);
-      return Promise.resolve();
-    }
     const sb = result.sandbox_id;
-    const p = audit.trace.then(record, (e: Error) => record({ summary: null, complete: false, reason: `the trace failed: ${e.message}` }))
+    const p = (audit.trace instanceof Promise
+      ? audit.trace.then(record, (e: Error) => record({ summary: null, complete: false, reason: `the trace failed: ${e.message}` }))
+      : Promise.resolve(record(audit.trace)))
       .finally(() => {
         this.pending.delete(p);
         if (this.pendingBySandbox.get(sb) === p) this.pendingBySandbox.delete(sb);
@@ -168,6 +176,19 @@ export class RunRecorder {
       this.d.audit?.append(ev);
     } catch (e) {
       this.d.log.error({ err: (e as Error).message, action: ev.action }, "audit append failed");
+    }
+  }
+
+  /** Appends in one group commit when the log has them (else synchronously); never rejects. */
+  private async appendDurable(evs: AuditEvent[], exec?: string): Promise<void> {
+    const audit = this.d.audit;
+    if (!audit) return;
+    try {
+      if (audit.appendDurable) await audit.appendDurable(evs);
+      else if (audit.appendMany) audit.appendMany(evs);
+      else for (const ev of evs) audit.append(ev);
+    } catch (e) {
+      this.d.log.error({ err: (e as Error).message, exec: exec ?? evs[0]?.exec_id, action: evs.length === 1 ? evs[0]!.action : undefined }, "audit append failed");
     }
   }
 }

@@ -4,6 +4,7 @@ import { Type, type Static } from "@sinclair/typebox";
 import type { Config } from "../../config.js";
 import type { AppDeps } from "../app.js";
 import { PetriError } from "../../errors.js";
+import { answered } from "../answered.js";
 import { ChangeSetSchema, ExecBody, ExecResultSchema, SandboxParams, errorResponses } from "../schemas.js";
 
 const ExecParams = Type.Object({ id: Type.String({ maxLength: 64 }), execId: Type.String({ maxLength: 64 }) });
@@ -28,7 +29,8 @@ export async function execRoutes(app: FastifyInstance, _config: Readonly<Config>
     const prepared = (await deps.dependencies?.prepare(req.auth.tenantId, sb, body)) ?? null;
     let handle;
     try {
-      handle = exec.start(req.auth, sb, body, { interactiveStdin: body.stdin_open === true, deps: prepared });
+      // A plain answer: the work after the result waits for it to leave (streams and detached runs have theirs already).
+      handle = exec.start(req.auth, sb, body, { interactiveStdin: body.stdin_open === true, deps: prepared, answered: body.detach || streaming ? undefined : answered(reply) });
     } catch (e) {
       prepared?.release();
       throw e;

@@ -3,6 +3,8 @@ import type { Static } from "@sinclair/typebox";
 import type { Config } from "../../config.js";
 import type { AppDeps } from "../app.js";
 import { OneShotService } from "../../exec/oneshot.js";
+import { answered } from "../answered.js";
+import { afterAnswer } from "../../exec/exec.js";
 import { ExecResultSchema, OneShotBody, errorResponses } from "../schemas.js";
 
 export async function runRoutes(app: FastifyInstance, config: Readonly<Config>, deps: AppDeps): Promise<void> {
@@ -19,11 +21,13 @@ export async function runRoutes(app: FastifyInstance, config: Readonly<Config>, 
       response: { 200: ExecResultSchema, ...errorResponses(400, 401, 404, 413, 429, 503) },
     },
   }, async (req, reply) => {
-    const { result, sandbox, cleanup } = await oneshot.run(req.auth, req.body);
+    const done = answered(reply);
+    const { result, sandbox, cleanup } = await oneshot.run(req.auth, req.body, { answered: done });
     req.auditIds = { sandbox_id: sandbox.id, exec_id: result.id };
     const sent = reply.code(200).send(result);
-    // After the answer is on its way: removal never delays it.
-    setImmediate(() => void cleanup());
+    // Once the answer has left (its audit record's sync comes first): removal never delays it.
+    // Bounded (afterAnswer), so a reply that never finishes cannot keep the sandbox.
+    void afterAnswer(done).then(cleanup);
     return sent;
   });
 }
