@@ -381,25 +381,37 @@ export class AuditLog implements LogSource {
     }
   }
 
-  /** Starts a group commit of what is unsynced, or asks for one after the commit in flight. */
+  /**
+   * Starts a group commit of what is unsynced, unless one is under way (it starts the next when
+   * it ends). It begins once this turn of the event loop is over, so the appends of one turn
+   * share it: a run's exec.finish and its request's own record are one sync, not two.
+   */
   private commitSoon(): void {
     if (this.syncing || this.unsynced.length === 0 || this.closed) return;
-    const epoch = this.epoch;
-    const upTo = this.end;
     this.syncing = new Promise<void>((done) => {
-      fs.fdatasync(this.fd, (err) => {
-        this.syncing = null;
-        if (epoch === this.epoch && !this.closed) {
-          if (!err) {
-            this.syncCount++;
-            this.markDurable(upTo);
-          } else if (this.durable.end < upTo) {
-            this.dropUnsynced(err);
-          }
+      setImmediate(() => {
+        // A synchronous append may have synced everything meanwhile.
+        if (this.unsynced.length === 0 || this.closed) {
+          this.syncing = null;
+          done();
+          return;
         }
-        // Records written while this one ran: the next group.
-        this.commitSoon();
-        done();
+        const epoch = this.epoch;
+        const upTo = this.end;
+        fs.fdatasync(this.fd, (err) => {
+          this.syncing = null;
+          if (epoch === this.epoch && !this.closed) {
+            if (!err) {
+              this.syncCount++;
+              this.markDurable(upTo);
+            } else if (this.durable.end < upTo) {
+              this.dropUnsynced(err);
+            }
+          }
+          // Records written while this one ran: the next group.
+          this.commitSoon();
+          done();
+        });
       });
     });
   }
