@@ -94,6 +94,16 @@ const PROBES: NodeProbe[] = [
     },
     program: "threads.js", path: true, gvisor: true,
   },
+  {
+    title: "NODE_OPTIONS as the program and its children see it; a child node runs normally (no hold of its own)",
+    form: "node",
+    files: {
+      "env.js": "const { execFileSync } = require('child_process');\nconsole.log(JSON.stringify(process.env.NODE_OPTIONS));\n"
+        + "console.log(execFileSync(process.execPath, ['-e', 'console.log(JSON.stringify([process.env.NODE_OPTIONS, process.execArgv, Object.keys(require.cache), require(\"fs\").readFileSync(0, \"utf8\")]))'], { input: 'child stdin', timeout: 20000 }).toString().trim());\n"
+        + "console.log(execFileSync('/bin/sh', ['-c', 'echo \"$NODE_OPTIONS\"; tr \"\\\\0\" \"\\\\n\" < /proc/self/environ | grep ^NODE_OPTIONS=']).toString().trim());\n",
+    },
+    program: "env.js", path: true, gvisor: true,
+  },
   { title: "a missing program goes cold and fails as a cold start does", form: "node", program: "missing.js", path: /cannot find the program/, gvisor: true },
   { title: "a snippet (CommonJS): require, module, [eval] names, argv, execArgv, cmdline, env, stdin", form: "node-snippet", program: REPORT, args: ["s1"], stdin: "snippet input", gvisor: true, path: "exec" },
   { title: "a snippet again: now in the pre-started node (a unit takes the form of the run it follows)", form: "node-snippet", program: REPORT, args: ["s2"], stdin: "", gvisor: true, path: true },
