@@ -517,9 +517,12 @@ export class ExecService {
 
   /**
    * Cancels every run of a sandbox, waits for them to end, and removes any pre-started
-   * container kept for it (used before deleting it).
+   * container kept for it (used before deleting it). `runtime`: the sandbox's runtime, when the
+   * caller knows it — its units only ever run there, so only that runtime is asked (a Docker
+   * runtime's reap is an engine API call, a direct runtime's a scan of its bundles); without it,
+   * every runtime is.
    */
-  async cancelSandbox(sandboxId: string): Promise<void> {
+  async cancelSandbox(sandboxId: string, opts: { runtime?: string } = {}): Promise<void> {
     const hs = [...this.running.values()].filter((h) => h.sandboxId === sandboxId);
     for (const h of hs) h.cancel("cancel");
     await Promise.all(hs.map((h) => h.done));
@@ -528,7 +531,8 @@ export class ExecService {
     await Promise.all([...this.executing].filter(([, sb]) => sb === sandboxId).map(([p]) => p));
     // The next run's view (and the unit pre-started on it) first, then whatever else is left.
     await this.views.forget(sandboxId);
-    for (const rt of this.d.runtimes.values()) {
+    const own = opts.runtime !== undefined ? this.d.runtimes.get(opts.runtime) : undefined;
+    for (const rt of own ? [own] : this.d.runtimes.values()) {
       await rt.reap({ "io.jhansi.petri.instance": this.d.instanceId, "io.jhansi.petri.sandbox": sandboxId }).catch(() => 0);
     }
     this.caches.forget(sandboxId);

@@ -88,7 +88,7 @@ export class OneShotService {
     const cleanup = async () => {
       try {
         this.d.sandboxes.markDeleting(sb.id);
-        await this.d.exec.cancelSandbox(sb.id);
+        await this.d.exec.cancelSandbox(sb.id, { runtime: sb.runtime });
         this.d.dependencies?.forgetSandbox(sb.id);
         if (!(await this.d.sandboxes.destroy(sb.id))) {
           this.d.log.warn({ sandbox: sb.id }, "one-request sandbox could not be removed yet; the janitor finishes it");

@@ -81,7 +81,7 @@ async function dispatch(call: ToolCall, name: string, a: Record<string, any>): P
       const sb = deps.sandboxes.get(auth, a.sandbox_id);
       // As DELETE /v1/sandboxes/{id}: durable first, then cancel, then remove (or finish later).
       deps.sandboxes.markDeleting(sb.id);
-      await deps.exec.cancelSandbox(sb.id);
+      await deps.exec.cancelSandbox(sb.id, { runtime: sb.runtime });
       const done = await deps.sandboxes.destroy(sb.id, { waitMs: DELETE_WAIT_MS });
       audit(call, "sandbox.delete", sb.id);
       return json({ deleted: sb.id, status: done ? "deleted" : "deleting" }, done ? `deleted sandbox ${sb.id}` : `deleted sandbox ${sb.id} (its remaining data is removed in the background)`);

@@ -52,7 +52,7 @@ export async function sandboxRoutes(app: FastifyInstance, _config: Readonly<Conf
     const sb = deps.sandboxes.get(req.auth, req.params.id);
     // Durable first: no new run can start, and a crash from here on is finished by the janitor.
     deps.sandboxes.markDeleting(sb.id);
-    await deps.exec.cancelSandbox(sb.id);
+    await deps.exec.cancelSandbox(sb.id, { runtime: sb.runtime });
     deps.dependencies?.forgetSandbox(sb.id);
     // A big workspace takes a while to remove: past DELETE_WAIT_MS the answer is 202 and the
     // removal goes on in the background (it is already invisible to the API and to runs).
