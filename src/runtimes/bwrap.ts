@@ -17,10 +17,11 @@ import { EngineLostError, signalFromExitCode, type RunLimits, type RunResult, ty
  *
  * How one run is started (all pids stay the same through the execs):
  *
- *   node ─spawn→ sh          writes its own pid into the run's cgroup(s): everything it execs or
+ *   node ─spawn→ sh          sets RLIMIT_NOFILE / RLIMIT_FSIZE / RLIMIT_CORE=0 (its own ulimit;
+ *                            prlimit only for a file size that is not whole 512-byte blocks) and
+ *                            writes its own pid into the run's cgroup(s): everything it execs or
  *                            forks is born inside the cgroup, so there is no window in which a
  *                            fork escapes the limits
- *        ─exec→  prlimit     RLIMIT_NOFILE / RLIMIT_FSIZE / RLIMIT_CORE=0
  *        ─exec→  setpriv     drops to the sandbox uid/gid with no supplementary groups, so the
  *                            user namespace bwrap creates maps the sandbox uid to the *same* host
  *                            uid (files written to the workspace belong to it, and root-owned host
@@ -40,8 +41,12 @@ const BWRAP_OWN_PIDS = 2;
 const CPU_PERIOD_US = 100_000;
 const HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-// The entry script: arguments up to "--" are cgroup.procs files to join, the rest is exec'd.
-const ENTER_SCRIPT = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 126; shift; done; shift; exec "$@"';
+// The entry script: open files and file size (512-byte blocks: POSIX `ulimit -f`, dash and bash
+// as sh alike) to set, soft and hard, with no core dumps; then arguments up to "--" are
+// cgroup.procs files to join; the rest is exec'd. The shell's own ulimit spares an exec of
+// prlimit on every run.
+const ENTER_SCRIPT = 'n=$1 f=$2; shift 2; ulimit -n "$n" && ulimit -f "$f" && ulimit -c 0 || exit 126; ' +
+  'while [ "$1" != -- ]; do echo $$ > "$1" || exit 126; shift; done; shift; exec "$@"';
 
 // ---------------------------------------------------------------------------------------------
 // cgroups (v1, v2 and hybrid)
@@ -512,9 +517,13 @@ export class BwrapRuntime implements Runtime {
       if (warm) st.plan = unitPlan(spec, { interpreters: true });
       readFrames(st);
       const inner = st.plan ? { ...spec, argv: st.plan.argv, env: st.plan.env, cwd: st.plan.startCwd } : spec;
+      // A file size that is not whole 512-byte blocks is set exactly by prlimit after the shell's
+      // (rounded down) one.
+      const fsize = spec.limits.fileSizeBytes;
+      const exact = fsize % 512 === 0 ? [] : ["prlimit", `--fsize=${fsize}`, "--"];
       const args = [
-        "-c", ENTER_SCRIPT, "petri-enter", ...(cg?.procsFiles ?? []), "--",
-        "prlimit", `--nofile=${spec.limits.openFiles}`, `--fsize=${spec.limits.fileSizeBytes}`, "--core=0", "--",
+        "-c", ENTER_SCRIPT, "petri-enter", String(spec.limits.openFiles), String(Math.floor(fsize / 512)), ...(cg?.procsFiles ?? []), "--",
+        ...exact,
         "setpriv", `--reuid=${spec.uid}`, `--regid=${spec.gid}`, "--clear-groups", "--",
         this.bwrap, ...this.bwrapArgs(inner), "--", ...inner.argv,
       ];
