@@ -568,16 +568,16 @@ export class BwrapRuntime implements Runtime {
   }
 
   wantsPrestartAfter(spec: RunSpec): boolean {
-    return this.pool.enabled(spec) && this.pool.gate.allowsAfter(spec);
+    return this.pool.wantsAfter(spec);
   }
 
   prestart(spec: RunSpec): void {
-    if (this.pool.enabled(spec) && this.pool.gate.allows) this.pool.fill(spec, () => this.startUnit(spec));
+    this.pool.prestart(spec, (next) => this.startUnit(next));
   }
 
   /** Keeps one pre-started sandbox of this shape ready for `idleMs`. */
   private replenish(spec: RunSpec): void {
-    this.pool.replenish(spec, () => this.startUnit(spec));
+    this.pool.replenish(spec, (next) => this.startUnit(next));
   }
 
   private startUnit(spec: RunSpec): Started {

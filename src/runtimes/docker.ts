@@ -303,16 +303,16 @@ export class DockerRuntime implements Runtime {
   }
 
   wantsPrestartAfter(spec: RunSpec): boolean {
-    return this.pool.enabled(spec) && this.pool.gate.allowsAfter(spec);
+    return this.pool.wantsAfter(spec);
   }
 
   prestart(spec: RunSpec): void {
-    if (this.pool.enabled(spec) && this.pool.gate.allows) this.pool.fill(spec, () => this.prepare(spec, true));
+    this.pool.prestart(spec, (next) => this.prepare(next, true));
   }
 
   /** Keeps one pre-started container of this shape ready, for `idleMs`. */
   private replenish(spec: RunSpec): void {
-    this.pool.replenish(spec, () => this.prepare(spec, true));
+    this.pool.replenish(spec, (next) => this.prepare(next, true));
   }
 
   private async dispose(prep: Prepared): Promise<void> {

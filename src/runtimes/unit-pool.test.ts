@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { LANGUAGES } from "../exec/languages.js";
 import { UnitPool } from "./unit-pool.js";
-import { StatusFrame, passOverWhileImporting, unitPlan } from "./warm.js";
+import { LABEL_SANDBOX } from "./launcher.js";
+import { StatusFrame, inProcess, passOverWhileImporting, unitPlan } from "./warm.js";
 import type { RunSpec } from "./types.js";
 
 const spec = (over: Partial<RunSpec> = {}): RunSpec => ({
@@ -31,7 +32,30 @@ describe("pre-started units (UnitPool)", () => {
     assert.deepEqual(p.take(spec({ cwd: "/x", mounts: [] })), {}, "another shape misses");
     assert.equal(p.take(spec()).unit?.n, 1);
     assert.deepEqual(p.take(spec()), {}, "used once");
-    assert.deepEqual(p.stats(), { ready: 0, hits: 1, misses: 2, passedOver: 0, importing: 0, starting: 0 });
+    assert.deepEqual(p.stats(), { ready: 0, hits: 1, misses: 2, passedOver: 0, importing: 0, starting: 0, predicted: 0 });
+  });
+
+  test("a sandbox alternating forms gets units in the form of its next run; one repeating or switching for good, in its own", () => {
+    const { p } = pool();
+    const node = (argv: string[]) => spec({
+      argv, interpreter: LANGUAGES.node.warm, labels: { [LABEL_SANDBOX]: "sb_1" },
+      mounts: [{ source: "/w", target: "/workspace", readonly: false }, { source: "/a", target: "/petri/agent", readonly: true }],
+    });
+    const file = node(["node", "main.js"]);
+    const snippet = node(["node", "-e", "LOADER", "/petri/snippet/ex_1/snippet.js"]);
+    const runs = [file, snippet, file, snippet, file, snippet, snippet, snippet, file, file];
+    const served: boolean[] = [];
+    let waiting: RunSpec | undefined;
+    for (const r of runs) {
+      served.push(waiting !== undefined && p.take(r).unit !== undefined && inProcess(unitPlan(waiting, { interpreters: true }), r));
+      waiting = undefined;
+      p.replenish(r, (next) => { waiting = next; return { n: 1 }; });
+    }
+    // Run 1 leaves nothing (a sandbox's first run), run 3 finds run 2's form (cold); from the
+    // fourth run on the alternation is seen (before: every run cold); the switches to snippets
+    // (run 7) and back to files (run 9) cost one cold run each, as before.
+    assert.deepEqual(served, [false, false, false, true, true, true, false, true, false, true]);
+    assert.equal(p.stats().predicted, 4);
   });
 
   test("a dead unit is discarded and the run misses; an idle one expires", async () => {
@@ -52,7 +76,7 @@ describe("pre-started units (UnitPool)", () => {
     p.replenish(spec(), start);
     assert.deepEqual(p.take(spec(), () => "busy"), { passedOver: "busy" });
     assert.equal(p.take(spec(), () => null).unit?.n, 1);
-    assert.deepEqual(p.stats(), { ready: 0, hits: 1, misses: 0, passedOver: 1, importing: 0, starting: 0 });
+    assert.deepEqual(p.stats(), { ready: 0, hits: 1, misses: 0, passedOver: 1, importing: 0, starting: 0, predicted: 0 });
   });
 
   test("units that have not said ready are counted as starting until they do", () => {

@@ -1,5 +1,9 @@
-import { PrestartGate, shapeKey } from "./launcher.js";
+import { LABEL_SANDBOX, PrestartGate, shapeKey } from "./launcher.js";
 import type { RunSpec } from "./types.js";
+import { unitFormKey } from "./warm.js";
+
+/** Sandboxes whose latest run forms are remembered (the oldest forgotten first). */
+const MAX_FORMS = 2_000;
 
 /** Pre-starting of a runtime: how long a unit waits, and for which images (config). */
 export interface WarmOptions {
@@ -37,6 +41,9 @@ export class UnitPool<U extends object> {
   private hits = 0;
   private misses = 0;
   private passed = 0;
+  private predicted = 0;
+  /** Sandbox (or shape) → the forms of its last three runs within the warm period, oldest first; latest sandboxes last (bounded). */
+  private readonly lastForms = new Map<string, Array<{ form: string; at: number } & Pick<RunSpec, "argv" | "env" | "cwd" | "interpreter">>>();
 
   constructor(opts: WarmOptions | undefined, private readonly hooks: UnitHooks<U>) {
     this.opts = opts && opts.idleMs > 0 ? opts : undefined;
@@ -49,10 +56,61 @@ export class UnitPool<U extends object> {
     return Boolean(this.opts && !this.closed && this.opts.images.has(spec.image));
   }
 
-  /** After a run of `spec`: keeps one unit of its shape ready, when the policy says a next run is likely. */
-  replenish(spec: RunSpec, start: () => U | Promise<U>): void {
-    if (!this.enabled(spec) || !this.gate.allowsAfter(spec)) return;
-    this.fill(spec, start);
+  /**
+   * A run of `spec` starts: records it for the pre-start policy (PrestartGate) and its form (for
+   * `nextForm`); true when a unit should follow it. Call once per run.
+   */
+  wantsAfter(spec: RunSpec): boolean {
+    if (!this.enabled(spec)) return false;
+    this.noteForm(spec);
+    return this.gate.allowsAfter(spec);
+  }
+
+  /** After a run of `spec` (the runtime's own path): one unit ready for the next, when the policy says a next run is likely. */
+  replenish(spec: RunSpec, start: (next: RunSpec) => U | Promise<U>): void {
+    if (!this.wantsAfter(spec)) return;
+    const next = this.nextForm(spec);
+    this.fill(next, () => start(next));
+  }
+
+  /** A unit for the run after `spec`, asked for by the exec service (which recorded the run with wantsAfter). */
+  prestart(spec: RunSpec, start: (next: RunSpec) => U | Promise<U>): void {
+    if (!this.enabled(spec) || !this.gate.allows) return;
+    const next = this.nextForm(spec);
+    this.fill(next, () => start(next));
+  }
+
+  /** Records the form of a run of `spec` in its sandbox's (else its shape's) last three. */
+  private noteForm(spec: RunSpec): void {
+    const key = spec.labels[LABEL_SANDBOX] ?? shapeKey(spec);
+    const now = Date.now();
+    const runs = (this.lastForms.get(key) ?? []).filter((r) => now - r.at <= this.opts!.idleMs);
+    this.lastForms.delete(key);
+    this.lastForms.set(key, [...runs.slice(-2), { form: unitFormKey(spec), at: now, argv: spec.argv, env: spec.env, cwd: spec.cwd, interpreter: spec.interpreter }]);
+    // Oldest first: forget what is past the warm period, and bound the map.
+    for (const [k, r] of this.lastForms) {
+      if (this.lastForms.size <= MAX_FORMS && now - r[r.length - 1].at <= this.opts!.idleMs) break;
+      this.lastForms.delete(k);
+    }
+  }
+
+  /**
+   * The spec to start the next unit with after a run of `spec`. A unit serves in-process only a
+   * run of its own form (warm.ts unitFormKey: file or snippet, node or TypeScript, env, cwd), and
+   * is started in the form of the run it follows — unless the sandbox's last three runs alternate
+   * (A, B, A): then the next run most likely is B again, and the unit takes the form of the run
+   * before this one. So a sandbox alternating forms (file, snippet, file…) gets warm runs from its
+   * fourth run on instead of none; one that repeats its form, or switches for good (A, A, B, B),
+   * is unchanged. Only the form (argv, env, cwd, interpreter) comes from the earlier run; the
+   * shape (mounts, limits) and labels are this run's.
+   */
+  private nextForm(spec: RunSpec): RunSpec {
+    const runs = this.lastForms.get(spec.labels[LABEL_SANDBOX] ?? shapeKey(spec)) ?? [];
+    if (runs.length < 3) return spec;
+    const [a, b, c] = runs.slice(-3);
+    if (c.form !== unitFormKey(spec) || a.form !== c.form || b.form === c.form) return spec;
+    this.predicted++;
+    return { ...spec, argv: b.argv, env: b.env, cwd: b.cwd, interpreter: b.interpreter };
   }
 
   /** Starts a unit of this shape unless one is waiting or starting. `start` may throw (nothing kept). */
@@ -136,10 +194,10 @@ export class UnitPool<U extends object> {
     while (this.preparing.size > 0) await Promise.all(this.preparing.values());
   }
 
-  stats(): { ready: number; hits: number; misses: number; passedOver: number; importing: number; starting: number } {
+  stats(): { ready: number; hits: number; misses: number; passedOver: number; importing: number; starting: number; predicted: number } {
     const units = [...this.units.values()];
     const importing = units.filter((u) => this.hooks.importing?.(u)).length;
     const starting = units.filter((u) => this.hooks.starting?.(u)).length;
-    return { ready: this.units.size, hits: this.hits, misses: this.misses, passedOver: this.passed, importing, starting };
+    return { ready: this.units.size, hits: this.hits, misses: this.misses, passedOver: this.passed, importing, starting, predicted: this.predicted };
   }
 }

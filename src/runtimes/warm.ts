@@ -1,6 +1,7 @@
+import { createHash } from "node:crypto";
 import { LAUNCHER_ARGV, launchLine } from "./launcher.js";
 import type { Mount, RunSpec } from "./types.js";
-import { nodeRunFits, nodeUnit } from "./warm-node.js";
+import { nodeForm, nodeRunFits, nodeUnit } from "./warm-node.js";
 import { PY_BOOT } from "./warm-python.js";
 
 /**
@@ -105,6 +106,23 @@ export function unitPlan(spec: RunSpec, opts: { interpreters: boolean; fixedCmdl
   const used = argv.reduce((a, s) => a + Buffer.byteLength(s) + 1, 0);
   argv.push(" ".repeat(Math.max(0, CMDLINE_ROOM - used)));
   return { kind: "python", argv, env, predicted: spec.env, cwd: spec.cwd, startCwd: "/" };
+}
+
+/**
+ * What a unit is started with beyond its shape (launcher.ts shapeKey): the interpreter, Node's
+ * options (file or `-e`, node or TypeScript) and a file run's command, cwd and environment but
+ * the per-run variables. Runs of one form key are served in-process by each other's units
+ * (inProcess); runs of different keys may not be, so a sandbox alternating forms needs its units
+ * started in the form of the run after next (UnitPool's prediction).
+ */
+export function unitFormKey(spec: RunSpec): string {
+  const kind = spec.interpreter?.kind ?? null;
+  const node = kind === "node" ? nodeForm(spec.argv) : null;
+  // A file's name and arguments too: under gVisor a Node unit serves only the very command it was
+  // started with (exactArgv). A snippet's file name holds the run's id: its form is its options.
+  const form = node ? [...node.opts, ...(node.evalCode ? [] : spec.argv.slice(1 + node.opts.length))] : null;
+  const env = Object.entries(spec.env).filter(([k]) => !LATE_ENV.has(k)).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return createHash("sha256").update(JSON.stringify([kind, form, spec.cwd, env])).digest("base64");
 }
 
 /** Whether the run can be executed in the unit's pre-started interpreter (else the unit execs it). */
