@@ -1138,6 +1138,8 @@ process.on("SIGTERM", () => void stop("SIGTERM"));
 try {
   // `npm run bench -- images`: the images' toolchains (bench/images.ts) instead of the runtime benchmark.
   if (process.argv.includes("images")) await (await import("./images.js")).main();
+  // `npm run bench -- tracing probes`: the host tracer's cost per open, apart from the server.
+  else if (process.argv.includes("tracing") && process.argv.includes("probes")) await (await import("./tracing-probes.js")).main();
   // `npm run bench -- tracing`: what the host eBPF tracer adds to a run (bench/tracing.ts).
   else if (process.argv.includes("tracing")) await (await import("./tracing.js")).main();
   // `BENCH_ONLY=sync npm run bench` (or `-- sync`): delta sync at project scale through the SDK (bench/sync.ts).

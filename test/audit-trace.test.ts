@@ -140,6 +140,56 @@ describe("host tracer: the audit shows what the program did", { skip: pre.ok ? f
 });
 
 /**
+ * Execs made by a thread other than the process's first: the kernel's de_thread() gives such a
+ * thread its process's pid, so the exec returns under another id than it entered with. A child
+ * does it, then the program itself (after printing its log), replacing itself with /bin/true.
+ */
+const THREAD_EXEC_PROGRAM = String.raw`
+import json, os, threading
+truth = {"programs": [["/bin/echo", "from a thread"], ["/bin/true", "self"]]}
+pid = os.fork()
+if pid == 0:
+    os.dup2(os.open("/dev/null", os.O_WRONLY), 1)
+    threading.Thread(target=lambda: os.execv("/bin/echo", ["/bin/echo", "from a thread"])).start()
+    threading.Event().wait(30)
+    os._exit(9)
+truth["child_exit"] = os.waitpid(pid, 0)[1]
+print(json.dumps(truth), flush=True)
+threading.Thread(target=lambda: os.execv("/bin/true", ["/bin/true", "self"])).start()
+threading.Event().wait(30)
+`;
+
+describe("host tracer: execs by threads other than the leader are recorded", { skip: pre.ok ? false : `host cannot trace: ${(pre as { reason: string }).reason}` }, () => {
+  let t: TestServer;
+  before(async () => {
+    t = await startTestServer({ PETRI_RUNTIMES: "runc,crun,bwrap,runc-direct,crun-direct", PETRI_AUDIT_TRACE: "required", PETRI_WARM_IDLE_MS: "60000" });
+  });
+  after(async () => { await t?.close(); });
+
+  for (const runtime of ["runc", "crun", "bwrap", "runc-direct", "crun-direct"]) {
+    it(`${runtime}: a child's exec from a thread and the program's own are in the audit`, async (ctx) => {
+      if (!t.server.runtimes.has(runtime)) return ctx.skip(`${runtime} is not available on this host`);
+      const sb = await createSandbox(t, { language: "python", runtime });
+      await putFile(t, sb, "main.py", THREAD_EXEC_PROGRAM);
+      // Twice: the second run may take a pre-started (warm) unit.
+      for (const round of [1, 2]) {
+        const r = await exec(t, sb, { filename: "main.py" });
+        assert.equal(r.json.exit_code, 0, r.text);
+        const truth = JSON.parse(r.json.stdout.trim().split("\n").pop());
+        assert.equal(truth.child_exit, 0, "the child's thread executed /bin/echo");
+        const recs = (await t.api("GET", `/v1/audit?exec_id=${r.json.id}&limit=1000`)).json.items as any[];
+        const finish = recs.find((x) => x.action === "exec.finish");
+        assert.equal(finish.detail.trace_complete, true, `round ${round}: ${finish.detail.audit_level_reason}`);
+        const argvs = recs.filter((x) => x.action === "process.exec").map((e) => JSON.stringify(e.detail.argv));
+        assert.ok(argvs.includes(JSON.stringify(["python3", "main.py"])), `round ${round}: the program itself: ${argvs}`);
+        for (const argv of truth.programs) assert.ok(argvs.includes(JSON.stringify(argv)), `round ${round}: ${JSON.stringify(argv)} in ${argvs}`);
+        assert.equal(argvs.length, 1 + truth.programs.length, `round ${round}: only the program and what it ran: ${argvs}`);
+      }
+    });
+  }
+});
+
+/**
  * The same for Node, whose warm units mark the hand-over with a refused open (warm-node.ts): the
  * third run runs in a pre-started node, and the audit must still match the program's own log.
  */

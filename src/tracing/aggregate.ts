@@ -131,6 +131,8 @@ export class RunTraceAggregator {
   private late = 0;
   /** Exec returns read with no entry before them: a sign events were lost. */
   private orphanReturns = 0;
+  /** Opens the probes saw but could not read the arguments of (not counted). */
+  private unreadable = 0;
   /** The run's program was seen to start (its exec, tried or done, or a warm hand-over). */
   private programSeen = false;
   lost = 0;
@@ -248,21 +250,24 @@ export class RunTraceAggregator {
         this.pending.delete(ev.tid);
         if (!p) { this.orphanReturns++; return; }
         if (this.isProgram(p.args)) this.programSeen = true;
-        if (!this.user.has(ev.tid)) {
+        // The process: a thread other than the leader that executes a program becomes the leader
+        // (its pid is the process's from then on); a failed exec leaves it one thread of the process.
+        const proc = ev.pid ?? ev.tid;
+        if (!this.user.has(proc)) {
           if (ev.ret !== 0 || !this.isProgram(p.args)) {
-            this.hold(ev.tid, () => { this.pending.set(ev.tid, p); this.apply(ev); });
+            this.hold(proc, () => { this.pending.set(ev.tid, p); this.apply(ev); });
             return;
           }
-          this.user.set(ev.tid, (ev.execId ?? 0) * 2);
+          this.user.set(proc, (ev.execId ?? 0) * 2);
         }
         // A warm interpreter that went cold after its mark execs the program: that exec is the record.
-        if (ev.ret === 0) this.handedOver.delete(ev.tid);
+        if (ev.ret === 0) this.handedOver.delete(proc);
         // A PATH search tries directories until one has the program: those misses are not attempts.
         if (ev.ret === -2) return;
         const argv = p.args.map((a) => a.toString("utf8"));
         const errno = errnoName(ev.ret);
         this.add(this.execs, this.caps.execs, JSON.stringify([p.path.toString("latin1"), argv, errno]), () => ({
-          ...displayPath(p.path), argv, argv_truncated: p.more || p.args.some((a) => a.length >= STRLEN - 1), count: 1, errno, pid: ev.tid, uid: p.uid,
+          ...displayPath(p.path), argv, argv_truncated: p.more || p.args.some((a) => a.length >= STRLEN - 1), count: 1, errno, pid: proc, uid: p.uid,
         }));
         return;
       }
@@ -313,6 +318,9 @@ export class RunTraceAggregator {
       }
       case "lost":
         this.lost += ev.count;
+        return;
+      case "unreadable":
+        this.unreadable++;
         return;
       default:
         return;
@@ -365,6 +373,7 @@ export class RunTraceAggregator {
   doubt(): string | null {
     this.takeIn();
     if (!this.programSeen) return "the tracer did not see the program start (neither its exec nor a warm hand-over)";
+    if (this.unreadable > 0) return `${this.unreadable} opens could not be read (the kernel's saved registers are not where the tracer looks for them): they are not counted`;
     if (this.orphanReturns > 0) return `${this.orphanReturns} exec returns were traced without their exec: trace events were lost`;
     if (this.late > 0) return `${this.late} trace events came too late to be put in order`;
     return null;

@@ -9,7 +9,8 @@ export type TraceEvent =
   | { t: "exec"; ts: number; tid: number; run: string; uid: number; path: Buffer }
   | { t: "arg"; tid: number; i: number; arg: Buffer }
   | { t: "more_args"; tid: number }
-  | { t: "exec_ret"; ts: number; tid: number; run: string; ret: number; execId?: number }
+  /** tid: the thread that entered the exec (its E and A records'); pid: its process (after a non-leader's exec, the leader's pid). */
+  | { t: "exec_ret"; ts: number; tid: number; run: string; ret: number; execId?: number; pid?: number }
   | { t: "open"; ts?: number; pid: number; run: string; ret: number; flags: number; path: Buffer; execId?: number; count?: number }
   | { t: "open_map"; entries: OpenEntry[]; size: number }
   /** Library opens past the per-drain listing bound (program.ts), counted per process image. */
@@ -19,6 +20,8 @@ export type TraceEvent =
   | { t: "unix"; ts: number; pid: number; run: string; op: NetOp; ret: number; path: Buffer }
   | { t: "dns"; ts: number; pid: number; run: string; name: Buffer }
   | { t: "handover"; ts: number; pid: number; run: string; uid: number; execId: number; path: Buffer }
+  /** An open of the run whose arguments the probe could not read (program.ts, openExitProbe). */
+  | { t: "unreadable"; run: string }
   | { t: "barrier"; n: number }
   | { t: "lost"; count: number }
   | { t: "attached"; probes: number };
@@ -236,6 +239,7 @@ export function parseTraceLine(line: string): TraceEvent | null {
       return { t: "more_args", tid: int(rest.toString("latin1")) };
     case "X": {
       const f = rest.toString("latin1").split(" ");
+      if (f.length === 5) return { t: "exec_ret", ts, tid: int(f[0]), run: f[1], ret: int(f[2]), execId: int(f[3]), pid: int(f[4]) };
       if (f.length === 4) return { t: "exec_ret", ts, tid: int(f[0]), run: f[1], ret: int(f[2]), execId: int(f[3]) };
       return f.length === 3 ? { t: "exec_ret", ts, tid: int(f[0]), run: f[1], ret: int(f[2]) } : null;
     }
@@ -267,6 +271,8 @@ export function parseTraceLine(line: string): TraceEvent | null {
     }
     case "B":
       return { t: "barrier", n: int(rest.toString("latin1")) };
+    case "Z":
+      return { t: "unreadable", run: rest.toString("latin1") };
     default:
       return null;
   }

@@ -17,6 +17,7 @@ import { RunTraceAggregator, type TraceCaps, type TraceSummary } from "./aggrega
 const MAP_KEYS_MAX = 65_536;
 /** While runs are live, the open counts are drained this often (ms), so no map fills up. */
 const DRAIN_EVERY_MS = 3000;
+const STARTING = "the tracer is compiling its probes";
 
 export interface TracerStatus {
   /** active: tracing; unavailable: this host cannot (reason says why); failed: it could, then stopped. */
@@ -43,6 +44,8 @@ export interface TracerOptions {
    */
   images?: { ref: string; rootfs: string[]; layers: string[] }[];
   caps?: TraceCaps;
+  /** How opens' arguments are had (program.ts, ProgramOptions.opens); by default as the architecture allows. */
+  opens?: "exit" | "entry";
   /** How long a run's end waits for its last events, ms. */
   flushTimeoutMs?: number;
 }
@@ -136,7 +139,7 @@ export class TracerService {
   }
 
   private async startOnce(): Promise<TracerStatus> {
-    this.st = { ...this.st, state: "starting", reason: "the tracer is compiling its probes" };
+    this.st = { ...this.st, state: "starting", reason: STARTING };
     const bin = this.o.bpftrace ?? "bpftrace";
     const pre = tracerPrerequisites(bin);
     if (!pre.ok) {
@@ -150,7 +153,10 @@ export class TracerService {
       this.dns.record(im.ref, "layers", libcsIn(im.layers));
     }
     const libcs = libcsIn([...(this.o.imageRoots ?? []), ...(this.o.images ?? []).flatMap((im) => [...im.rootfs, ...im.layers])]);
-    const program = tracerProgram({ serverPid: process.pid, tag: this.tag, libcs: [...new Set(libcs.map((f) => fs.realpathSync(f)))] });
+    return this.launch(bin, tracerProgram({ serverPid: process.pid, tag: this.tag, opens: this.o.opens, libcs: [...new Set(libcs.map((f) => fs.realpathSync(f)))] }));
+  }
+
+  private launch(bin: string, program: string): Promise<TracerStatus> {
     const proc = spawn(bin, ["-B", "line", "-f", "json", "-e", program], {
       stdio: ["ignore", "pipe", "pipe"],
       env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", BPFTRACE_STRLEN: String(STRLEN), BPFTRACE_PERF_RB_PAGES: "1024", BPFTRACE_MAP_KEYS_MAX: String(MAP_KEYS_MAX) },
@@ -196,14 +202,16 @@ export class TracerService {
       });
       proc.once("exit", (code, signal) => {
         clearTimeout(timer);
-        const why = stderr.split("\n").filter((l) => l && !/RLIMIT_MEMLOCK|available_filter_functions/.test(l)).slice(0, 5).join("; ");
+        const why = stderr.split("\n").filter((l) => l && !/RLIMIT_MEMLOCK|available_filter_functions|WARNING|^\s/.test(l)).slice(0, 5).join("; ");
         if (this.closing) {
           // close() already said so
         } else if (this.st.state === "active") {
           this.st = { ...this.st, state: "failed", reason: `bpftrace exited (${signal ?? code})${why ? `: ${why}` : ""}` };
           this.o.log.error({ reason: this.st.reason }, "audit tracer stopped: runs are no longer traced");
         } else {
-          this.st = { ...this.st, state: "unavailable", reason: this.st.reason ?? `bpftrace could not attach (${signal ?? code})${why ? `: ${why}` : ""}` };
+          // The reason of a timeout stands; "compiling" does not (it was never null while starting).
+          const had = this.st.reason !== STARTING ? this.st.reason : null;
+          this.st = { ...this.st, state: "unavailable", reason: had ?? `bpftrace could not attach (${signal ?? code})${why ? `: ${why}` : ""}` };
         }
         for (const r of this.barriers.values()) r();
         resolve(this.status());
