@@ -8,7 +8,11 @@
  *      re-sync, then DELETE of that sandbox: how long the call takes, and how long until its
  *      bytes are gone from the disk (the call may answer 202 and finish in the background);
  *   2. first sync of BENCH_SYNC_LARGE small files (default 50,000), BENCH_SYNC_ROUNDS no-change
- *      re-syncs (default 5; target: p50 ≤ 1 s), one re-sync with one file changed, and DELETE.
+ *      re-syncs (default 5; target: p50 ≤ 1 s), the parts of a no-change sync timed one by one
+ *      (the SDK's walk, its hash lookups and digest, the quick check's request, and the full
+ *      comparison it replaces: the manifest sent and the server's walk), a no-change sync after a
+ *      restart of the server (no quick check then: the full comparison, hashes from the store),
+ *      one re-sync with one file changed, and DELETE.
  *
  * The files are ~180-byte source-like files spread over 50 × 7 folders, made before the server
  * starts and aged past the SDK's racy-timestamp window. BENCH_SYNC_OUT: JSON output (default
@@ -47,12 +51,13 @@ function project(n: number): string {
   return dir;
 }
 
-interface Server { url: string; key: string; dataDir: string; child: ChildProcess; stop(): Promise<void> }
+interface Server { url: string; key: string; dataDir: string; child: ChildProcess; stop(opts?: { keepData?: boolean }): Promise<void> }
 
-async function startServer(): Promise<Server> {
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "petri-bench-sync-data-"));
-  const port = await freePort();
-  const key = `pk_bench_${crypto.randomBytes(8).toString("hex")}`;
+/** `petri serve` on a new data directory, or on `again`'s (a restart: same port, key and data). */
+async function startServer(again?: Server): Promise<Server> {
+  const dataDir = again?.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), "petri-bench-sync-data-"));
+  const port = again ? Number(new URL(again.url).port) : await freePort();
+  const key = again?.key ?? `pk_bench_${crypto.randomBytes(8).toString("hex")}`;
   // PETRI_* variables pass through (e.g. PETRI_RUNTIMES), except what the benchmark sets.
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
@@ -62,14 +67,14 @@ async function startServer(): Promise<Server> {
   child.stderr!.on("data", (b: Buffer) => { errText = (errText + b.toString()).slice(-4000); });
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
   const url = `http://127.0.0.1:${port}`;
-  const stop = async () => {
+  const stop = async (opts: { keepData?: boolean } = {}) => {
     if (child.exitCode === null) {
       child.kill("SIGTERM");
       const t = setTimeout(() => child.kill("SIGKILL"), 60_000);
       await exited;
       clearTimeout(t);
     }
-    fs.rmSync(dataDir, { recursive: true, force: true });
+    if (!opts.keepData) fs.rmSync(dataDir, { recursive: true, force: true });
   };
   for (const deadline = Date.now() + 120_000; ;) {
     if (child.exitCode !== null) throw new Error(`petri serve exited: ${errText}`);
@@ -100,6 +105,44 @@ function entriesBelow(dir: string): number {
 
 interface DeleteFigures { status: number; callMs: number; goneMs: number }
 
+interface Parts { walk: number[]; hash: number[]; digest: number[]; quick: number[]; full: number[] }
+
+/**
+ * The parts of a no-change sync, one by one, with the SDK's own functions (from its build): the
+ * local walk (a stat per file, ignore rules), the hash lookups (nothing is read: all remembered),
+ * the manifest's digest, the quick check's request, and the full comparison the quick check
+ * replaces (the whole manifest sent, the server's walk of the workspace, the plan's answer).
+ */
+async function timeParts(s: Server, sandboxId: string, dir: string, rounds: number): Promise<Parts> {
+  const dist = path.join(REPO, "sdks", "typescript", "dist");
+  const { walkLocal } = (await import(path.join(dist, "internal", "walk.js"))) as { walkLocal(d: string): { path: string; size: number; mode: number }[] };
+  const { hashAll } = (await import(path.join(dist, "internal", "hash.js"))) as { hashAll(f: unknown[]): Promise<string[]> };
+  const { manifestDigest } = (await import(path.join(dist, "sync.js"))) as { manifestDigest(m: unknown[]): string };
+  const out: Parts = { walk: [], hash: [], digest: [], quick: [], full: [] };
+  const plan = `/v1/sandboxes/${sandboxId}/sync/plan`;
+  for (let i = 0; i < rounds; i++) {
+    let t = performance.now();
+    const local = walkLocal(dir);
+    out.walk.push(performance.now() - t);
+    t = performance.now();
+    const hashes = await hashAll(local);
+    out.hash.push(performance.now() - t);
+    const manifest = local.map((f, j) => ({ path: f.path, sha256: hashes[j], size: f.size, mode: f.mode }));
+    t = performance.now();
+    const digest = manifestDigest(manifest);
+    out.digest.push(performance.now() - t);
+    t = performance.now();
+    const q = await request(s.url, "POST", plan, { key: s.key, json: { manifest_sha256: digest, delete_extraneous: false } });
+    out.quick.push(performance.now() - t);
+    if (q.status !== 200 || JSON.parse(q.body).up_to_date !== true) throw new Error(`the quick check did not find the workspace up to date: ${q.status} ${q.body.slice(0, 300)}`);
+    t = performance.now();
+    const f = await request(s.url, "POST", plan, { key: s.key, json: { files: manifest, delete_extraneous: false }, timeoutMs: 600_000 });
+    out.full.push(performance.now() - t);
+    if (f.status !== 200 || JSON.parse(f.body).up_to_date !== true) throw new Error(`the full plan did not find the workspace up to date: ${f.status} ${f.body.slice(0, 300)}`);
+  }
+  return out;
+}
+
 /** DELETE through HTTP (for its status), then waits until the workspace's bytes are gone from the trash. */
 async function timeDelete(s: Server, id: string): Promise<DeleteFigures> {
   const t0 = performance.now();
@@ -120,7 +163,7 @@ export async function main(): Promise<void> {
   const large = LARGE ? project(LARGE) : null;
   // Past the SDK's racy-timestamp window (50 ms), as a real project's files would be.
   await sleep(200);
-  const s = await startServer();
+  let s = await startServer();
   const loadStart = loadavg();
   log(`server up; load ${loadStart.join(" ")}`);
   const rows: (string | number)[][] = [];
@@ -151,6 +194,18 @@ export async function main(): Promise<void> {
         noChange.push(r.durationMs);
         row(`no-change sync, ${LARGE} files (${i + 1}/${ROUNDS})`, r);
       }
+      const parts = await timeParts(s, b.id, large, ROUNDS);
+      const partRows = (["walk", "hash", "digest", "quick", "full"] as const).map((k) => [k, fmt(summarize(parts[k]).median), fmt(summarize(parts[k]).min), fmt(summarize(parts[k]).max)]);
+      log(`parts of a no-change sync of ${LARGE} files (p50 ms): ${partRows.map((r) => `${r[0]} ${r[1]}`).join(", ")}`);
+      // A restart: the quick check knows nothing yet, so the full comparison runs, with the hashes
+      // the server kept in its store (no file read).
+      await s.stop({ keepData: true });
+      s = await startServer(s);
+      const afterRestart = await b.sync(large);
+      if (afterRestart.uploaded || afterRestart.unchanged !== LARGE) throw new Error(`the sync after a restart sent ${afterRestart.uploaded} files`);
+      row(`no-change sync after a server restart, ${LARGE} files`, afterRestart);
+      const hashedAfterRestart = Number(/^petri_workspace_files_hashed_total (\d+)/m.exec((await request(s.url, "GET", "/metrics", { key: s.key })).body)?.[1]);
+      log(`files the restarted server read to hash them: ${hashedAfterRestart}`);
       const victim = path.join(large, "pkg3", "sub3", "mod3.py");
       fs.writeFileSync(victim, `# changed ${Date.now()}\n`);
       await sleep(200);
@@ -158,7 +213,11 @@ export async function main(): Promise<void> {
       row(`one file changed, ${LARGE} files`, one);
       const delLarge = await timeDelete(s, b.id);
       log(`delete (${LARGE} files): ${delLarge.status} in ${fmt(delLarge.callMs)} ms, bytes gone after ${fmt(delLarge.goneMs)} ms`);
-      Object.assign(figures, { firstLargeMs: firstL.durationMs, noChangeLarge: summarize(noChange), oneChangedLargeMs: one.durationMs, deleteLarge: delLarge });
+      Object.assign(figures, {
+        firstLargeMs: firstL.durationMs, noChangeLarge: summarize(noChange), oneChangedLargeMs: one.durationMs, deleteLarge: delLarge,
+        parts: Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, summarize(v)])), partRows,
+        afterRestartMs: afterRestart.durationMs, hashedAfterRestart,
+      });
     }
   } finally {
     await s.stop();
@@ -166,7 +225,7 @@ export async function main(): Promise<void> {
     if (large) fs.rmSync(large, { recursive: true, force: true });
   }
   const loadEnd = loadavg();
-  const f = figures as { firstSmallMs: number; deleteSmall: DeleteFigures; noChangeLarge?: { median: number }; deleteLarge?: DeleteFigures };
+  const f = figures as { firstSmallMs: number; deleteSmall: DeleteFigures; noChangeLarge?: { median: number }; deleteLarge?: DeleteFigures; partRows?: string[][] };
   const verdicts = [
     `- first sync of ${SMALL} small files ≤ 2 s: ${f.firstSmallMs <= 2000 ? "met" : "NOT met"} (${fmt(f.firstSmallMs)} ms)`,
     ...(f.noChangeLarge ? [`- no-change sync of ${LARGE} files ≤ 1 s (p50 of ${ROUNDS}): ${f.noChangeLarge.median <= 1000 ? "met" : "NOT met"} (${fmt(f.noChangeLarge.median)} ms)`] : []),
@@ -178,6 +237,12 @@ export async function main(): Promise<void> {
     "",
     mdTable(["sync", "ms", "uploaded", "reused", "unchanged", "bytes sent"], rows),
     "",
+    ...(f.partRows ? [
+      `Parts of a no-change sync of ${LARGE} files, ${ROUNDS} rounds (ms): the SDK's walk, hash lookups and digest; the quick check's request; the full comparison it replaces (manifest sent, server's walk).`,
+      "",
+      mdTable(["part", "p50", "min", "max"], f.partRows),
+      "",
+    ] : []),
     ...verdicts,
   ].join("\n");
   fs.mkdirSync(path.dirname(OUT), { recursive: true });

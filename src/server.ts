@@ -120,7 +120,7 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
   }
   const keys = new KeyService(db);
   const bootstrap = keys.ensureBootstrapAdmin({ adminToken: config.adminToken, dataDir: config.dataDir });
-  const workspaces = new WorkspaceStore({ root: config.workspaceRoot, uid: config.sandboxUid, gid: config.sandboxGid });
+  const workspaces = new WorkspaceStore({ root: config.workspaceRoot, uid: config.sandboxUid, gid: config.sandboxGid, db });
   fs.mkdirSync(config.cacheRoot, { recursive: true, mode: 0o711 });
 
   const metrics = new PetriMetrics();
@@ -195,6 +195,7 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
     prestart: () => [...runtimes.entries()].map(([name, rt]) => ({ runtime: name, ...(rt.prestartStats?.() ?? { ready: 0, hits: 0, misses: 0 }) })),
     auditHeadSeq: () => audit.head().seq,
     sinks: () => audit.sinkStatus().map((s) => ({ name: s.name, lag: s.lag, failures: s.consecutive_failures })),
+    filesHashed: () => workspaces.filesHashed,
   });
   const dockerOffered = [...runtimes.values()].some((r) => r instanceof DockerRuntimeClass);
   const readiness = new Readiness({
@@ -261,6 +262,7 @@ export async function createServer(config: Readonly<Config>, opts: { logger?: Lo
       await sandboxes.settled();
       for (const rt of runtimes.values()) await rt.close?.();
       await tracer.close();
+      workspaces.flush();
       db.close();
       await audit.close();
     },

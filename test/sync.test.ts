@@ -1,10 +1,12 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import tar from "tar-stream";
-import { startTestServer, createSandbox, putFile, type TestServer } from "./helpers.js";
+import { startTestServer, createSandbox, exec, putFile, type TestServer } from "./helpers.js";
 
 /** A tar archive of `files` (path → content), as the SDKs send many small files in one part. */
 async function tarOf(files: Record<string, string | Buffer>): Promise<Buffer> {
@@ -263,5 +265,163 @@ describe("delta sync", () => {
     await t.server.sandboxes.settled();
     assert.equal(t.server.db.prepare("SELECT id FROM sandboxes WHERE id = ?").get(sb), undefined, "the record went with the bytes");
     assert.deepEqual(fs.readdirSync(trash), [], "nothing left in the trash");
+  });
+});
+
+/** The quick check's digest, computed as the API documents it (independently of the server's code). */
+const digestOf = (entries: { path: string; sha256: string; size: number; mode?: number }[]) =>
+  sha(entries.map((e) => `${e.path}\n${e.sha256}\n${e.size}\n${e.mode ?? ""}\n`).join(""));
+const entriesOf = (files: Record<string, string>, modes: Record<string, number> = {}) =>
+  Object.entries(files).map(([p, c]) => ({ path: p, sha256: sha(c), size: Buffer.byteLength(c), mode: modes[p] ?? 0o644 }));
+
+/** Plan (quick check or full) and apply against one server, as the SDKs do it. */
+function syncClient(t: () => TestServer, key: () => string) {
+  const api = (m: string, p: string, o: Parameters<TestServer["api"]>[2] = {}) => t().api(m, p, { key: key(), ...o });
+  return {
+    async quick(sb: string, entries: ReturnType<typeof entriesOf>, extra: Record<string, unknown> = {}): Promise<boolean> {
+      const r = await api("POST", `/v1/sandboxes/${sb}/sync/plan`, { body: { manifest_sha256: digestOf(entries), ...extra } });
+      assert.equal(r.status, 200, r.text);
+      assert.deepEqual([r.json.missing, r.json.reusable, r.json.delete], [[], [], []], "a quick check plans nothing");
+      return r.json.up_to_date;
+    },
+    async plan(sb: string, entries: ReturnType<typeof entriesOf>) {
+      const r = await api("POST", `/v1/sandboxes/${sb}/sync/plan`, { body: { files: entries } });
+      assert.equal(r.status, 200, r.text);
+      return r.json as { missing: string[]; reusable: string[]; unchanged: string[]; delete: string[]; up_to_date: boolean };
+    },
+    async apply(sb: string, files: Record<string, string>, entries: ReturnType<typeof entriesOf>, extra: Record<string, unknown> = {}) {
+      const form = new FormData();
+      form.append("manifest", JSON.stringify({ files: entries, ...extra }));
+      for (const [p, c] of Object.entries(files)) form.append(p, new Blob([c]), "f");
+      const r = await api("POST", `/v1/sandboxes/${sb}/sync/apply`, { raw: form });
+      assert.equal(r.status, 200, r.text);
+      return r.json;
+    },
+  };
+}
+
+describe("sync's quick check (manifest_sha256): up to date only while nothing changed the workspace", () => {
+  let t: TestServer;
+  before(async () => { t = await startTestServer(); });
+  after(async () => { await t.close(); });
+
+  it("uploads, deletes, run commits, other syncs and chmods each end it; a full plan after each is right, and a sync puts the files back", async () => {
+    const c = syncClient(() => t, () => t.adminKey);
+    const sb = await createSandbox(t);
+    const files: Record<string, string> = { "a.py": "print('a')\n", "lib/b.py": "B = 1\n", "c.txt": "c\n" };
+    const entries = entriesOf(files);
+    assert.equal(await c.quick(sb, entries), false, "never synced");
+    await c.apply(sb, files, entries);
+    assert.equal(await c.quick(sb, entries), true, "just synced");
+    assert.equal(await c.quick(sb, entries, { delete_extraneous: true }), false, "the sync kept other files: it cannot vouch there are none");
+    assert.equal(await c.quick(sb, entries, { target: "sub" }), false, "another target folder");
+    assert.equal(await c.quick(sb, entriesOf({ ...files, "c.txt": "C\n" })), false, "another manifest");
+    // A run that changes nothing commits nothing: the mark holds.
+    assert.equal((await exec(t, sb, { code: "print(open('a.py').read())" })).json.stdout, "print('a')\n\n");
+    assert.equal(await c.quick(sb, entries), true, "a run that wrote nothing leaves it up to date");
+
+    /** After a change: the quick check says no, the full plan finds exactly `changed`, a sync restores it. */
+    const expectChanged = async (what: string, changed: string[]) => {
+      assert.equal(await c.quick(sb, entries), false, `after ${what}, the quick check says not up to date`);
+      const plan = await c.plan(sb, entries);
+      assert.deepEqual([...plan.missing, ...plan.reusable].sort(), changed, `after ${what}, the full plan finds it`);
+      await c.apply(sb, Object.fromEntries(plan.missing.map((p) => [p, files[p]])), entries);
+      for (const p of changed) assert.equal((await t.api("GET", `/v1/sandboxes/${sb}/files/${p}`)).text, files[p], `${p} is back after ${what}`);
+      assert.equal(await c.quick(sb, entries), true, `synced again after ${what}`);
+    };
+    assert.equal((await putFile(t, sb, "a.py", "print('A')\n")).status, 201);
+    await expectChanged("an upload over a synced file", ["a.py"]);
+    assert.equal((await t.api("DELETE", `/v1/sandboxes/${sb}/files/lib/b.py`)).status, 204);
+    await expectChanged("a delete", ["lib/b.py"]);
+    const run = await exec(t, sb, { code: "open('c.txt', 'w').write('c\\n' * 2)" });
+    assert.equal(run.json.committed, true, run.text);
+    await expectChanged("a run's commit", ["c.txt"]);
+    // A run that rewrites a file with the bytes it had changes nothing (its change set is empty).
+    const same = await exec(t, sb, { code: "open('c.txt', 'w').write('c\\n')" });
+    assert.deepEqual(same.json.files, { created: [], modified: [], deleted: [] }, same.text);
+    assert.equal(await c.quick(sb, entries), true, "a run that rewrote a file with the same bytes changed nothing");
+    assert.equal((await c.plan(sb, entries)).up_to_date, true, "and the full comparison agrees");
+    // An upload elsewhere changes the workspace too: the quick check is conservative.
+    assert.equal((await putFile(t, sb, "other/x.txt", "x")).status, 201);
+    assert.equal(await c.quick(sb, entries), false, "after an upload elsewhere");
+    assert.equal((await c.plan(sb, entries)).up_to_date, true);
+
+    // Another client's sync (one more file, one file made executable) ends the first manifest's mark.
+    const files2 = { ...files, "d.txt": "d\n" };
+    const entries2 = entriesOf(files2, { "a.py": 0o755 });
+    await c.apply(sb, { "d.txt": "d\n" }, entries2);
+    assert.equal(await c.quick(sb, entries), false, "the workspace now holds another manifest");
+    assert.equal(await c.quick(sb, entries2), true, "the one just synced");
+    assert.equal((await t.api("GET", `/v1/sandboxes/${sb}/files?recursive=true`)).json.files.find((f: { path: string }) => f.path === "a.py").mode, 0o755);
+    // Back to the first manifest (a.py loses its executable bit: a chmod, nothing sent).
+    const back = await c.plan(sb, entries);
+    assert.equal(back.up_to_date, false, "a mode differs");
+    await c.apply(sb, {}, entries, { delete_extraneous: true });
+    assert.equal(await c.quick(sb, entries, { delete_extraneous: true }), true, "a sync that deleted extraneous files vouches for their absence");
+    assert.equal((await t.api("GET", `/v1/sandboxes/${sb}/files/d.txt`)).status, 404);
+    const metrics = (await t.api("GET", "/metrics")).text;
+    assert.match(metrics, /petri_sync_plans_total\{kind="quick_hit"\} [1-9]/);
+    assert.match(metrics, /petri_sync_plans_total\{kind="quick_miss"\} [1-9]/);
+  });
+
+  it("refuses a plan without files or a digest, and a malformed digest", async () => {
+    const sb = await createSandbox(t);
+    for (const body of [{}, { manifest_sha256: "abc" }]) {
+      const r = await t.api("POST", `/v1/sandboxes/${sb}/sync/plan`, { body });
+      assert.equal(r.status, 400, r.text);
+      assert.equal(r.json.error.code, "VALIDATION_ERROR");
+    }
+  });
+});
+
+describe("the server's hash cache survives a restart", () => {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "petri-sync-restart-"));
+  const env = { PETRI_DATA_DIR: dataDir, PETRI_ADMIN_TOKEN: `pk_test_restart_${Date.now().toString(36)}` };
+  let t: TestServer | undefined;
+  after(async () => {
+    await t?.close();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+  const hashed = async () => Number(/^petri_workspace_files_hashed_total (\d+)/m.exec((await t!.api("GET", "/metrics")).text)?.[1]);
+
+  it("the first plan after a restart reads no unchanged file, and finds the one changed while the server was down (same size, same mtime)", async () => {
+    t = await startTestServer(env);
+    const c = syncClient(() => t!, () => env.PETRI_ADMIN_TOKEN);
+    const sb = await createSandbox(t, undefined, env.PETRI_ADMIN_TOKEN);
+    const files: Record<string, string> = {};
+    for (let i = 0; i < 40; i++) files[`pkg/m${i}.py`] = `# module ${i}\nVALUE = ${1000 + i}\n`;
+    const entries = entriesOf(files);
+    await c.apply(sb, files, entries);
+    // The same bytes uploaded again: a file of its own (a synced file shares its inode with the
+    // content store's blob, which an in-place write below would change too).
+    assert.equal((await putFile(t, sb, "pkg/m7.py", files["pkg/m7.py"], env.PETRI_ADMIN_TOKEN)).status, 201);
+    assert.equal((await c.plan(sb, entries)).unchanged.length, 40);
+    assert.equal(await hashed(), 0, "files a sync or an upload wrote are known without reading them");
+    await t.close();
+    t = undefined;
+
+    // While the server is down, one file gets other bytes of the same length in place (same
+    // inode), its mtime put back: only its ctime tells.
+    const victim = path.join(dataDir, "workspaces", sb, "pkg", "m7.py");
+    const st = fs.statSync(victim, { bigint: true });
+    const ref = path.join(dataDir, "mtime-ref");
+    assert.equal(spawnSync("cp", ["-p", victim, ref]).status, 0);
+    const fd = fs.openSync(victim, "r+");
+    fs.writeSync(fd, Buffer.from(files["pkg/m7.py"].replace("1007", "9999")), 0, undefined, 0);
+    fs.closeSync(fd);
+    // touch -r sets the mtime to the nanosecond (utimes from JavaScript numbers would not).
+    assert.equal(spawnSync("touch", ["-m", "-r", ref, victim]).status, 0);
+    const now = fs.statSync(victim, { bigint: true });
+    assert.deepEqual([now.ino, now.size, now.mtimeNs], [st.ino, st.size, st.mtimeNs], "same inode, size and mtime");
+    assert.notEqual(now.ctimeNs, st.ctimeNs);
+
+    t = await startTestServer(env);
+    assert.equal(await c.quick(sb, entries), false, "a new process vouches for nothing");
+    const plan = await c.plan(sb, entries);
+    assert.deepEqual([...plan.missing, ...plan.reusable], ["pkg/m7.py"], "the file changed while the server was down is found");
+    assert.equal(plan.unchanged.length, 39);
+    assert.equal(await hashed(), 1, "only the changed file was read: the others' hashes came from the store");
+    await c.apply(sb, {}, entries);
+    assert.equal((await t.api("GET", `/v1/sandboxes/${sb}/files/pkg/m7.py`, { key: env.PETRI_ADMIN_TOKEN })).text, files["pkg/m7.py"]);
   });
 });

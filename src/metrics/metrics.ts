@@ -23,6 +23,8 @@ export interface MetricSources {
   prestart(): { runtime: string; ready: number; hits: number; misses: number }[];
   auditHeadSeq(): number;
   sinks(): { name: string; lag: number; failures: number }[];
+  /** Workspace files whose content was read to hash them (hash cache misses), since start. */
+  filesHashed?(): number;
 }
 
 const RUN_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
@@ -42,6 +44,7 @@ export class PetriMetrics {
   private readonly auditByKind: client.Counter<"kind">;
   private readonly engineFaults: client.Counter<"runtime" | "kind">;
   private readonly httpRequests: client.Counter<"status_class">;
+  private readonly syncPlans: client.Counter<"kind">;
   private sources: MetricSources | null = null;
   private pgOpen = 0;
 
@@ -59,6 +62,7 @@ export class PetriMetrics {
     this.brokerActive = new client.Gauge({ name: "petri_broker_connections_active", help: "PostgreSQL broker sessions open now", labelNames: ["broker"], registers: r });
     this.auditByKind = new client.Counter({ name: "petri_audit_records_appended_total", help: "Audit records appended by this process, by kind", labelNames: ["kind"], registers: r });
     this.engineFaults = new client.Counter({ name: "petri_engine_faults_total", help: "Runs or pre-started sandboxes lost to the container engine or sandbox helper", labelNames: ["runtime", "kind"], registers: r });
+    this.syncPlans = new client.Counter({ name: "petri_sync_plans_total", help: "Sync plans answered: quick checks found up to date (quick_hit) or not (quick_miss), and full comparisons (full)", labelNames: ["kind"], registers: r });
     this.httpRequests = new client.Counter({ name: "petri_http_requests_total", help: "HTTP requests answered, by status class", labelNames: ["status_class"], registers: r });
 
     const self = this;
@@ -79,6 +83,10 @@ export class PetriMetrics {
           this.set({ runtime: p.runtime, result: "miss" }, p.misses);
         }
       },
+    });
+    new client.Counter({
+      name: "petri_workspace_files_hashed_total", help: "Workspace files the server read to hash them (sync plans, hashed listings): hash cache misses", registers: r,
+      collect() { this.reset(); this.inc(self.sources?.filesHashed?.() ?? 0); },
     });
     new client.Gauge({ name: "petri_audit_records", help: "Records in the audit log (its head sequence number)", registers: r, collect() { this.set(self.sources?.auditHeadSeq() ?? 0); } });
     new client.Gauge({
@@ -105,6 +113,10 @@ export class PetriMetrics {
     obs("start", o.startSeconds);
     obs("run", o.runSeconds);
     obs("total", o.totalSeconds);
+  }
+
+  syncPlanned(kind: "quick_hit" | "quick_miss" | "full"): void {
+    this.syncPlans.inc({ kind });
   }
 
   quotaRefused(quota: string): void {

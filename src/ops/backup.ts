@@ -137,6 +137,8 @@ export function restore(config: Readonly<Config>, dir: string): BackupManifest {
   const db = new Database(path.join(config.dataDir, "petri.db"));
   try {
     db.prepare("DELETE FROM meta WHERE key = 'instance_id'").run();
+    // Restored files are new inodes with new ctimes, so no remembered hash could match them anyway.
+    if (db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'file_hashes'").get()) db.prepare("DELETE FROM file_hashes").run();
   } finally {
     db.close();
   }

@@ -100,6 +100,17 @@ const MIGRATIONS: string[] = [
   `
   ALTER TABLE execs ADD COLUMN changes_json TEXT;
   `,
+  // The sha256 of workspace files by inode, valid while size, mtime and ctime (ns) match
+  // (src/workspaces/hash-cache.ts): a sync plan after a restart reads no unchanged file.
+  `
+  CREATE TABLE file_hashes (
+    sandbox_id TEXT NOT NULL,
+    file_id TEXT NOT NULL,
+    stat TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (sandbox_id, file_id)
+  ) WITHOUT ROWID;
+  `,
 ];
 
 /** The schema version this code writes; a store at a higher one was written by a newer Petri. */

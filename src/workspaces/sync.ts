@@ -16,7 +16,14 @@ export interface ManifestEntry {
 }
 
 export interface Manifest {
-  files: ManifestEntry[];
+  /** Absent in a plan request that only presents `manifest_sha256` (the quick check). */
+  files?: ManifestEntry[];
+  /**
+   * Plan only: `manifestDigest` of the client's manifest. Without `files`: the server answers
+   * `up_to_date: true` when the workspace still holds what the last sync with that manifest left
+   * (nothing changed it since), else `up_to_date: false` and the client sends the manifest.
+   */
+  manifest_sha256?: string;
   /** Delete files below `target` that the manifest does not list. Default false. */
   delete_extraneous?: boolean;
   /** Workspace folder the manifest's paths are relative to (default: the workspace root). */
@@ -33,6 +40,8 @@ export interface SyncPlan {
   /** False when the workspace could not be listed completely (see `reason`). */
   complete: boolean;
   reason?: string;
+  /** Nothing to send, reuse, delete or chmod: the workspace already holds the manifest. */
+  up_to_date: boolean;
 }
 
 export interface ApplyResult {
@@ -62,8 +71,27 @@ const SHA = /^[0-9a-f]{64}$/;
 const SMALL_ENTRY = 1024 * 1024;
 const execBits = (mode: number) => (mode & 0o111 ? 0o755 : 0o644);
 
+/**
+ * The digest a client presents instead of its manifest (both SDKs compute it the same way):
+ * sha256 over `path \n sha256 \n size \n mode \n` per entry, in the manifest's order, mode empty
+ * when absent. Paths cannot hold a newline (paths.ts refuses control bytes), so it is unambiguous.
+ */
+export function manifestDigest(files: ManifestEntry[]): string {
+  const h = createHash("sha256");
+  let chunk = "";
+  for (const f of files) {
+    chunk += `${f.path}\n${f.sha256}\n${f.size}\n${f.mode ?? ""}\n`;
+    if (chunk.length > 65536) {
+      h.update(chunk);
+      chunk = "";
+    }
+  }
+  return h.update(chunk).digest("hex");
+}
+
 export function validateManifest(m: Manifest): Map<string, ManifestEntry> {
   const out = new Map<string, ManifestEntry>();
+  if (!Array.isArray(m.files)) throw new PetriError("VALIDATION_ERROR", "manifest.files must be an array");
   for (const f of m.files) {
     const rel = parseRelPath(f.path).join("/");
     if (!SHA.test(f.sha256)) throw new PetriError("VALIDATION_ERROR", `sha256 of ${f.path} must be 64 lowercase hex digits`);
@@ -81,17 +109,34 @@ export function validateManifest(m: Manifest): Map<string, ManifestEntry> {
  * server compares against is the workspace itself (hashes cached by inode and timestamps, so
  * files written by uploads are known without reading them); quotas count the bytes staged on
  * disk, never a manifest's claims.
+ *
+ * A sync that leaves the workspace holding a manifest marks it (the manifest's digest and the
+ * workspace's generation, which every change bumps: uploads, deletes, run commits, syncs); a
+ * client that presents the same digest while the mark holds is told `up_to_date` without sending
+ * its manifest or the server walking the workspace. After a restart (marks live in memory, a
+ * restored backup is a new process) the full comparison runs once again.
  */
 export class SyncService {
   constructor(private readonly ws: WorkspaceStore, private readonly blobs: BlobStore) {}
 
+  /** The quick check: does the workspace still hold what a manifest with this digest says? */
+  upToDate(sandboxId: string, m: Pick<Manifest, "manifest_sha256" | "target" | "delete_extraneous">): boolean {
+    if (m.manifest_sha256 === undefined || !SHA.test(m.manifest_sha256)) throw new PetriError("VALIDATION_ERROR", "manifest_sha256 must be 64 lowercase hex digits");
+    const target = parseRelPath(m.target ?? "", { allowRoot: true }).join("/");
+    const mark = this.ws.syncMark(sandboxId);
+    return mark !== undefined && mark.digest === m.manifest_sha256 && mark.target === target && (mark.exact || m.delete_extraneous !== true);
+  }
+
   async plan(tenantId: string, sandboxId: string, m: Manifest, wanted = validateManifest(m)): Promise<SyncPlan & { chmod: string[] }> {
     const target = parseRelPath(m.target ?? "", { allowRoot: true });
+    // Read before the walk: a change made while it runs bumps past it, so the mark cannot hold.
+    const generation = this.ws.generation(sandboxId);
     let current = new Map<string, SyncEntry>();
-    const plan: SyncPlan & { chmod: string[] } = { missing: [], reusable: [], unchanged: [], delete: [], chmod: [], complete: true };
+    const plan: SyncPlan & { chmod: string[] } = { missing: [], reusable: [], unchanged: [], delete: [], chmod: [], complete: true, up_to_date: false };
     try {
       // Names that are not UTF-8 cannot be in a manifest: they are neither matched nor deleted.
-      const state = await this.ws.syncState(sandboxId, target);
+      // A file whose size differs from the manifest's cannot be unchanged: it is not read.
+      const state = await this.ws.syncState(sandboxId, target, (p, size) => wanted.get(p)?.size === size);
       current = state.entries;
       if (!state.complete) {
         plan.complete = false;
@@ -114,6 +159,10 @@ export class SyncService {
         if (e.type !== "directory" && !wanted.has(p)) plan.delete.push(p);
       }
       plan.delete.sort();
+    }
+    plan.up_to_date = plan.missing.length + plan.reusable.length + plan.delete.length + plan.chmod.length === 0;
+    if (plan.up_to_date && plan.complete) {
+      this.ws.markSynced(sandboxId, { generation, digest: manifestDigest(m.files!), target: target.join("/"), exact: m.delete_extraneous === true });
     }
     return plan;
   }
@@ -194,6 +243,10 @@ export class SyncService {
         if (part.file.truncated) throw new PetriError("PAYLOAD_TOO_LARGE", `file ${rel} exceeds the upload limit of ${ctx.maxUploadBytes} bytes`);
       }
       if (!manifest || !wanted) throw new PetriError("VALIDATION_ERROR", "missing the manifest field");
+      // Each change below bumps the workspace's generation once; any other bump from here on (a
+      // run's commit, an upload) means the workspace is not just this manifest: no mark then.
+      const generation = ws.generation(ctx.sandboxId);
+      let ownBumps = 0;
       const plan = await this.plan(ctx.tenantId, ctx.sandboxId, manifest, wanted);
       const stillMissing = plan.missing.filter((p) => !received.has(p));
       if (stillMissing.length) {
@@ -218,14 +271,24 @@ export class SyncService {
       ws.discard([...received.values()]);
       received.clear();
       ctx.checkTenantBytes?.(toCommit.reduce((a, f) => a + f.staged.size, 0));
-      if (toCommit.length) ws.commit(ctx.sandboxId, toCommit.splice(0), ctx.quotaBytes);
-      for (const p of plan.chmod) await ws.chmod(ctx.sandboxId, [...target, ...p.split("/")], execBits(wanted.get(p)!.mode!));
+      if (toCommit.length) {
+        ownBumps++;
+        ws.commit(ctx.sandboxId, toCommit.splice(0), ctx.quotaBytes);
+      }
+      for (const p of plan.chmod) {
+        ownBumps++;
+        await ws.chmod(ctx.sandboxId, [...target, ...p.split("/")], execBits(wanted.get(p)!.mode!));
+      }
       for (const p of plan.delete) {
+        ownBumps++;
         try {
           await ws.remove(ctx.sandboxId, [...target, ...p.split("/")], false);
         } catch (e) {
           if (!(e instanceof PetriError && e.code === "FILE_NOT_FOUND")) throw e;
         }
+      }
+      if (plan.complete && ws.generation(ctx.sandboxId) === generation + ownBumps) {
+        ws.markSynced(ctx.sandboxId, { generation: generation + ownBumps, digest: manifestDigest(manifest.files!), target: target.join("/"), exact: manifest.delete_extraneous === true });
       }
       blobs.addRefs(ctx.tenantId, ctx.sandboxId, [...plan.missing, ...plan.reusable].map((p) => wanted!.get(p)!.sha256));
       return { uploaded, reused: plan.missing.length + plan.reusable.length - uploaded, unchanged: plan.unchanged.length, deleted: plan.delete.length, bytes_received: bytes };

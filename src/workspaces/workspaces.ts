@@ -8,6 +8,8 @@ import { fdPath, mapFsError, openDirNoFollow, openFileNoFollow, parseRelPath } f
 import { displayPath, isTextPath, pathFields, pathFromKey, pathKey, splitBytes, type NamePart, type WsPath } from "./names.js";
 import { entryPath, walkTree, type WalkResult } from "./walk.js";
 import { Trash } from "./trash.js";
+import { HashCache } from "./hash-cache.js";
+import type { DB } from "../store/db.js";
 
 export interface FileEntry {
   /** For display; see names.ts. */
@@ -84,6 +86,21 @@ export interface StagedFile {
   mode?: number;
 }
 
+/**
+ * What the last sync left in a workspace (`WorkspaceStore.markSynced`): while the workspace's
+ * generation is still the one recorded, it holds what the manifest with this digest says, so a
+ * client presenting the same digest needs no comparison at all (docs/workspace-changes.md).
+ */
+export interface SyncMark {
+  generation: number;
+  /** `manifestDigest` of the manifest the workspace matched. */
+  digest: string;
+  /** The manifest's target folder (`a/b`, "" for the root). */
+  target: string;
+  /** True when files below the target that the manifest does not list were deleted too. */
+  exact: boolean;
+}
+
 /** Open parent directories of one commit, least recently used closed first. */
 const DIR_CACHE = 256;
 class DirCache {
@@ -115,11 +132,12 @@ class DirCache {
   }
 }
 
+/** Files up to this size are hashed from one read. */
+const READ_WHOLE = 256n * 1024n;
 /** Paths longer than PATH_MAX cannot be named through the API; listings say they left them out. */
 export const MAX_LISTED_PATH_BYTES = 4096;
 /** Default cap of one listing's entries (a walk past it says `complete: false`). */
 export const DEFAULT_LIST_LIMIT = 200_000;
-const HASH_CACHE_MAX = 250_000;
 
 function typeOf(st: fs.Stats | fs.BigIntStats): FileEntry["type"] {
   if (st.isFile()) return "file";
@@ -144,13 +162,16 @@ const byPath = (a: FileEntry, b: FileEntry) => (a.path < b.path ? -1 : a.path > 
 export class WorkspaceStore {
   readonly stagingDir: string;
   readonly trash: Trash;
-  private readonly hashCache = new Map<string, string>();
+  private readonly hashes: HashCache;
+  private readonly syncMarks = new Map<string, SyncMark>();
   private readonly counters = new Map<string, UsageInfo>();
   private readonly generations = new Map<string, number>();
   /** False once a link from the content store failed with EXDEV (another filesystem): copy from then on. */
   private linkable = true;
 
-  constructor(private readonly opts: { root: string; uid: number; gid: number }) {
+  /** `db`: where the hash cache is kept across restarts (without it, in memory only). */
+  constructor(private readonly opts: { root: string; uid: number; gid: number; db?: DB }) {
+    this.hashes = new HashCache(opts.db);
     fs.mkdirSync(opts.root, { recursive: true, mode: 0o711 });
     this.stagingDir = path.join(opts.root, ".staging");
     fs.mkdirSync(this.stagingDir, { recursive: true, mode: 0o700 });
@@ -170,6 +191,27 @@ export class WorkspaceStore {
     const g = this.generation(sandboxId) + 1;
     this.generations.set(sandboxId, g);
     return g;
+  }
+
+  /** Records what a sync left in the workspace at `mark.generation` (see SyncMark). */
+  markSynced(sandboxId: string, mark: SyncMark): void {
+    if (mark.generation === this.generation(sandboxId)) this.syncMarks.set(sandboxId, mark);
+  }
+
+  /** The last sync's mark, only while nothing has changed the workspace since. */
+  syncMark(sandboxId: string): SyncMark | undefined {
+    const m = this.syncMarks.get(sandboxId);
+    return m && m.generation === this.generation(sandboxId) ? m : undefined;
+  }
+
+  /** Files whose content was read to hash it since start (hash cache misses). */
+  get filesHashed(): number {
+    return this.hashes.filesHashed;
+  }
+
+  /** Writes what the hash cache has not written yet (before the store closes). */
+  flush(): void {
+    this.hashes.flush();
   }
 
   /** Owner of workspace files and directories (the sandbox uid). */
@@ -199,6 +241,8 @@ export class WorkspaceStore {
   async destroy(sandboxId: string): Promise<void> {
     this.bumpGeneration(sandboxId);
     this.counters.delete(sandboxId);
+    this.syncMarks.delete(sandboxId);
+    this.hashes.drop(sandboxId);
     let job: string;
     try {
       job = this.trash.moveInPath(this.dirFor(sandboxId));
@@ -474,7 +518,7 @@ export class WorkspaceStore {
         moved.push({ parent: p.parent, name: p.name, backup });
         this.place(p.f.staged, target);
         const st = fs.lstatSync(target, { bigint: true });
-        this.rememberHash(root, st, p.f.staged.sha256);
+        this.hashes.set(sandboxId, st, p.f.staged.sha256);
         out.push({ ...pathFields(p.f.parts), type: "file", size: p.f.staged.size, mode: Number(st.mode & 0o7777n), sha256: p.f.staged.sha256, mtime: new Date(Number(st.mtimeMs)).toISOString() });
       }
     } catch (e) {
@@ -593,7 +637,7 @@ export class WorkspaceStore {
     if (opts.hashes) {
       for (let i = 0; i < out.length; i++) {
         if (out[i].type !== "file") continue;
-        out[i].sha256 = await this.hashFile(root, [...parts, ...this.partsOf(out[i])].slice(parts.length), rawStats[i]);
+        out[i].sha256 = await this.hashFile(sandboxId, [...parts, ...this.partsOf(out[i])].slice(parts.length), rawStats[i]);
       }
     }
     const listing: Listing = { files: out.sort(byPath), complete: r.complete && tooLong === 0 };
@@ -607,16 +651,22 @@ export class WorkspaceStore {
    * (a manifest cannot name others), by path relative to `start`, files with their sha256 (from
    * the hash cache when inode, size and times match, else read). Like `listing`, but without its
    * per-entry formatting, dates and sorting: a no-change sync of 50,000 files runs this.
+   * `wantHash(path, size)`: whether a file's hash matters (a file whose size differs from the
+   * manifest's cannot be unchanged: it is not read); by default every file's does.
    */
-  async syncState(sandboxId: string, start: WsPath): Promise<{ entries: Map<string, SyncEntry>; complete: boolean; reason?: string }> {
+  async syncState(sandboxId: string, start: WsPath, wantHash?: (path: string, size: number) => boolean): Promise<{ entries: Map<string, SyncEntry>; complete: boolean; reason?: string }> {
     const root = this.dirFor(sandboxId);
     const entries = new Map<string, SyncEntry>();
     const unhashed: { e: SyncEntry; parts: WsPath; st: fs.BigIntStats }[] = [];
     const prefixBytes = start.length ? Buffer.byteLength(displayPath(start)) + 1 : 0;
+    const known = this.hashes.lookup(sandboxId);
+    // A walk of the whole workspace sees every file the cache may know: the others are gone.
+    const seen = start.length === 0 ? new Set<string>() : undefined;
     let tooLong = 0;
     let r: WalkResult;
     try {
       r = await walkTree(root, start, (w) => {
+        if (seen && w.st.isFile()) seen.add(HashCache.fileId(w.st));
         if (prefixBytes + w.pathBytes > MAX_LISTED_PATH_BYTES) {
           tooLong++;
           return;
@@ -625,15 +675,19 @@ export class WorkspaceStore {
         if (!isTextPath(parts)) return;
         const e: SyncEntry = { type: typeOf(w.st), mode: Number(w.st.mode & 0o7777n) };
         if (e.type === "file") {
-          e.sha256 = this.hashCache.get(hashKey(root, w.st));
-          if (e.sha256 === undefined) unhashed.push({ e, parts, st: w.st });
+          e.sha256 = known(w.st);
+          if (e.sha256 === undefined) {
+            const key = parts.join("/");
+            if (!wantHash || wantHash(key, Number(w.st.size))) unhashed.push({ e, parts, st: w.st });
+          }
         }
         entries.set(parts.join("/"), e);
       });
     } catch (e) {
       mapFsError(e, displayPath(start));
     }
-    for (const u of unhashed) u.e.sha256 = await this.hashFile(root, [...start, ...u.parts], u.st);
+    if (seen && r.complete) this.hashes.prune(sandboxId, seen);
+    for (const u of unhashed) u.e.sha256 = await this.hashFile(sandboxId, [...start, ...u.parts], u.st);
     const out: { entries: Map<string, SyncEntry>; complete: boolean; reason?: string } = { entries, complete: r.complete && tooLong === 0 };
     if (!r.complete) out.reason = r.reason;
     else if (tooLong) out.reason = `${tooLong} entries have paths longer than ${MAX_LISTED_PATH_BYTES} bytes`;
@@ -650,23 +704,12 @@ export class WorkspaceStore {
     return splitB64(e.path_b64);
   }
 
-  private rememberHash(root: string, st: fs.BigIntStats, sha: string): void {
-    if (this.hashCache.size >= HASH_CACHE_MAX) {
-      // Drop the oldest tenth rather than everything: a big workspace keeps most of its hashes.
-      let n = HASH_CACHE_MAX / 10;
-      for (const k of this.hashCache.keys()) {
-        this.hashCache.delete(k);
-        if (--n <= 0) break;
-      }
-    }
-    this.hashCache.set(hashKey(root, st), sha);
-  }
-
-  private async hashFile(root: string, fullParts: WsPath, known?: fs.BigIntStats): Promise<string | undefined> {
+  private async hashFile(sandboxId: string, fullParts: WsPath, known?: fs.BigIntStats): Promise<string | undefined> {
+    const root = this.dirFor(sandboxId);
     // The walk's lstat identifies the content (inode, size, mtime and ctime to the nanosecond):
     // a hit needs no open at all, which is what makes a no-change sync of 50,000 files cheap.
     if (known) {
-      const hit = this.hashCache.get(hashKey(root, known));
+      const hit = this.hashes.get(sandboxId, known);
       if (hit) return hit;
     }
     let fd: number;
@@ -676,15 +719,25 @@ export class WorkspaceStore {
       return undefined;
     }
     const stat = fs.fstatSync(fd, { bigint: true });
-    const cached = this.hashCache.get(hashKey(root, stat));
+    const cached = this.hashes.get(sandboxId, stat);
     if (cached) {
       fs.closeSync(fd);
       return cached;
     }
+    this.hashes.filesHashed++;
     const hash = createHash("sha256");
-    await pipeline(fs.createReadStream("", { fd, autoClose: true }), hash);
+    if (stat.size <= READ_WHOLE) {
+      // A stream (1 MiB buffer, a thread-pool round trip per chunk) costs more than a small file's read.
+      try {
+        hash.update(fs.readFileSync(fd));
+      } finally {
+        fs.closeSync(fd);
+      }
+    } else {
+      await pipeline(fs.createReadStream("", { fd, autoClose: true }), hash);
+    }
     const hex = hash.digest("hex");
-    this.rememberHash(root, stat, hex);
+    this.hashes.set(sandboxId, stat, hex);
     return hex;
   }
 
@@ -702,10 +755,6 @@ export class WorkspaceStore {
     }
     return snap;
   }
-}
-
-function hashKey(root: string, st: fs.BigIntStats): string {
-  return `${root}\0${st.dev}:${st.ino}\0${st.size}\0${st.mtimeNs}\0${st.ctimeNs}`;
 }
 
 function splitB64(b64: string): WsPath {

@@ -8,7 +8,7 @@ import hashlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ._ignore import LocalFile
 
@@ -21,13 +21,21 @@ def _racy_window_ns(mtime_ns: int) -> int:
     return 2_000_000_000 if mtime_ns % 1_000_000_000 == 0 else 50_000_000
 
 
-def sha256_of(f: LocalFile) -> str:
+def _cached(f: LocalFile) -> Optional[str]:
+    """The remembered sha256 of an unchanged file, or None."""
     with _lock:
         c = _cache.get(f.abs)
     if c is not None:
         size, mtime, ctime, ino, hashed_at, digest = c
         if (size, mtime, ctime, ino) == (f.size, f.mtime_ns, f.ctime_ns, f.ino) and f.mtime_ns < hashed_at - _racy_window_ns(f.mtime_ns):
             return digest
+    return None
+
+
+def sha256_of(f: LocalFile) -> str:
+    digest = _cached(f)
+    if digest is not None:
+        return digest
     hashed_at = time.time_ns()
     h = hashlib.sha256()
     with open(f.abs, "rb") as fh:
@@ -43,8 +51,17 @@ def sha256_of(f: LocalFile) -> str:
 
 
 def hash_all(files: List[LocalFile]) -> List[str]:
-    """Hashes many files (hashlib releases the GIL on large buffers), keeping their order."""
-    if len(files) < 8:
-        return [sha256_of(f) for f in files]
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(sha256_of, files))
+    """Hashes many files (hashlib releases the GIL on large buffers), keeping their order.
+
+    Remembered ones are looked up first, in this thread: a thread-pool task per unchanged file
+    costs more than the lookup (a re-sync of 50,000 unchanged files)."""
+    out: List[Optional[str]] = [_cached(f) for f in files]
+    todo = [i for i, d in enumerate(out) if d is None]
+    if len(todo) < 8:
+        for i in todo:
+            out[i] = sha256_of(files[i])
+    else:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for i, d in zip(todo, pool.map(lambda i: sha256_of(files[i]), todo)):
+                out[i] = d
+    return out  # type: ignore[return-value]  # every entry is filled above

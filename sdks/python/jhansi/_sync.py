@@ -3,6 +3,7 @@
 Mirrors sdks/typescript/src/sync.ts.
 """
 
+import hashlib
 import io
 import json
 import os
@@ -11,6 +12,7 @@ import time
 from typing import Any, Dict, Iterable, List, Optional
 
 from ._hash import hash_all
+from .exceptions import InvalidRequestException
 from ._http import ApiClient, Multipart, encode_path
 from ._ignore import LocalFile, walk_local
 from .files import BATCH_MAX_BYTES, BATCH_MAX_FILES, append_local_file, batches, upload_timeout
@@ -18,6 +20,14 @@ from .models import SyncResult
 
 TAR_MAX_FILE = 8 * 1024 * 1024
 """Files up to this size travel inside a tar part; bigger ones as their own part, streamed from disk."""
+
+
+def manifest_digest(files: List[Dict[str, Any]]) -> str:
+    """The digest the server compares with what the last sync left (``manifest_sha256``): sha256
+    over ``path \\n sha256 \\n size \\n mode \\n`` per entry, in the order sent. Same in the TypeScript SDK."""
+    h = hashlib.sha256()
+    h.update("".join(f"{m['path']}\n{m['sha256']}\n{m['size']}\n{m['mode']}\n" for m in files).encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
 
 
 def _tar_of(files: List[LocalFile]) -> bytes:
@@ -49,6 +59,16 @@ def sync_directory(client: ApiClient, sandbox_id: str, local_dir: str, *, delete
     ]
     target = "/".join(p for p in target.split("/") if p)
     where: Dict[str, Any] = {"target": target} if target else {}
+    # The quick check: if nothing changed the workspace since it last took this very manifest,
+    # the server says so without the manifest (7 MB for 50,000 files) or a walk of its own.
+    quick: Dict[str, Any] = {}
+    try:
+        quick = client.json("POST", f"{base}/plan", json={"manifest_sha256": manifest_digest(manifest), "delete_extraneous": delete_extraneous, **where})
+    except InvalidRequestException:
+        pass  # a server from before the quick check refuses the field: the full plan works with any
+    if quick.get("up_to_date") is True:
+        return SyncResult(uploaded=0, reused=0, deleted=0, unchanged=len(manifest), bytes_sent=0,
+                          duration_ms=(time.perf_counter() - started) * 1000, reused_paths=[], deleted_paths=[])
     plan = client.json("POST", f"{base}/plan", json={"files": manifest, "delete_extraneous": delete_extraneous, **where})
     missing_paths: List[str] = plan.get("missing", [])
     reusable: List[str] = plan.get("reusable", [])

@@ -116,3 +116,41 @@ def test_names_with_spaces_quotes_and_non_ascii_letters(server, tmp_path):
         assert workspace_paths(other) == ['q"uote.txt', "sp ace/a'b.txt", "ünï/é.txt"]
         assert other.files.read("ünï/é.txt") == "é\n"
         assert other.sync(tmp_path).bytes_sent == 0
+
+
+def _quick_hits(server) -> int:
+    """The server's count of quick checks that found the workspace up to date (no manifest sent, no walk)."""
+    import re
+    import urllib.request
+    with urllib.request.urlopen(f"{server.url}/metrics") as r:
+        m = re.search(r'^petri_sync_plans_total\{kind="quick_hit"\} (\d+)', r.read().decode(), re.M)
+    return int(m.group(1)) if m else 0
+
+
+def test_unchanged_project_is_checked_by_digest_and_sandbox_side_changes_are_put_right(server, tmp_path):
+    proj = tmp_path / "proj"
+    write_tree(proj, {"main.py": "print('v1')\n", "lib/a.py": "A = 1\n", "ünï/é.txt": "é\n"})
+    with Sandbox(language="python", **server.conn) as other:
+        other.sync(proj)
+        h0 = _quick_hits(server)
+        again = other.sync(proj)
+        assert (again.uploaded, again.reused, again.unchanged, again.deleted) == (0, 0, 3, 0)
+        assert _quick_hits(server) == h0 + 1, "the re-sync was answered by the quick check (the SDK's digest is the server's)"
+
+        other.files.write("main.py", "print('edited')\n")
+        r = other.sync(proj)
+        assert r.uploaded + r.reused == 1, "a file written in the sandbox is put back"
+        assert other.files.read("main.py") == "print('v1')\n"
+        assert other.exec("open('lib/a.py', 'w').write('A = 99\\n')").exit_code == 0
+        assert other.files.read("lib/a.py") == "A = 99\n"
+        r = other.sync(proj)
+        assert r.uploaded + r.reused == 1, "a file a run changed is put back"
+        assert other.files.read("lib/a.py") == "A = 1\n"
+        other.files.remove("lib/a.py")
+        r = other.sync(proj)
+        assert r.uploaded + r.reused == 1, "a file deleted in the sandbox is put back"
+        assert other.files.read("lib/a.py") == "A = 1\n"
+        h1 = _quick_hits(server)
+        r = other.sync(proj)
+        assert (r.uploaded, r.reused, r.unchanged) == (0, 0, 3)
+        assert _quick_hits(server) == h1 + 1

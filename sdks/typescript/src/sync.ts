@@ -1,5 +1,7 @@
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import tar from "tar-stream";
+import { InvalidRequestError } from "./errors.js";
 import { BATCH_MAX_BYTES, BATCH_MAX_FILES, appendLocalFile, batches, uploadTimeout } from "./files.js";
 import { hashAll } from "./internal/hash.js";
 import { encodeSegment, type ApiClient } from "./internal/http.js";
@@ -47,6 +49,24 @@ interface Plan {
   delete: string[];
   reusable: string[];
   unchanged?: string[];
+  up_to_date?: boolean;
+}
+
+/**
+ * The digest the server compares with what the last sync left (`manifest_sha256`): sha256 over
+ * `path \n sha256 \n size \n mode \n` per entry, in the order sent. Same in the Python SDK.
+ */
+export function manifestDigest(files: ManifestEntry[]): string {
+  const h = createHash("sha256");
+  let chunk = "";
+  for (const f of files) {
+    chunk += `${f.path}\n${f.sha256}\n${f.size}\n${f.mode}\n`;
+    if (chunk.length > 65536) {
+      h.update(chunk);
+      chunk = "";
+    }
+  }
+  return h.update(chunk).digest("hex");
 }
 
 /** A tar archive of small files, in memory (each is at most TAR_MAX_FILE, a batch at most BATCH_MAX_BYTES). */
@@ -84,7 +104,23 @@ export async function syncDirectory(client: ApiClient, sandboxId: string, localD
   const deleteExtraneous = opts.deleteExtraneous ?? false;
   const target = (opts.target ?? "").split("/").filter(Boolean).join("/");
   const common = { ...(target ? { target } : {}), archive: "tar" as const };
-  const plan = await client.json<Plan>("POST", `${base}/plan`, { json: { files: manifest, delete_extraneous: deleteExtraneous, ...(target ? { target } : {}) } });
+  const where = { delete_extraneous: deleteExtraneous, ...(target ? { target } : {}) };
+  // The quick check: if nothing changed the workspace since it last took this very manifest,
+  // the server says so without the manifest (7 MB for 50,000 files) or a walk of its own.
+  let quick: Plan | undefined;
+  try {
+    quick = await client.json<Plan>("POST", `${base}/plan`, { json: { manifest_sha256: manifestDigest(manifest), ...where } });
+  } catch (e) {
+    // A server from before the quick check refuses the field: the full plan works with any.
+    if (!(e instanceof InvalidRequestError)) throw e;
+  }
+  if (quick?.up_to_date === true) {
+    return {
+      uploaded: 0, reused: 0, deleted: 0, unchanged: manifest.length, bytesSent: 0, durationMs: performance.now() - started,
+      uploadedPaths: [], reusedPaths: [], deletedPaths: [],
+    };
+  }
+  const plan = await client.json<Plan>("POST", `${base}/plan`, { json: { files: manifest, ...where } });
   const result: SyncResult = {
     uploaded: 0, reused: 0, deleted: 0, unchanged: plan.unchanged?.length ?? manifest.length - plan.missing.length - plan.reusable.length,
     bytesSent: 0, durationMs: 0, uploadedPaths: [], reusedPaths: plan.reusable, deletedPaths: plan.delete,

@@ -107,6 +107,42 @@ test("sync: into a target folder; files.upload's files are known to the next syn
   }
 });
 
+test("sync: an unchanged project is checked by its manifest's digest alone; changes made in the sandbox (write, run, delete) are still put right", async () => {
+  const proj = tmpDir("jhansi-ts-quick-");
+  const other = await Sandbox.create({ language: "python", ...server.conn });
+  /** The server's count of quick checks that found the workspace up to date (no manifest sent, no walk). */
+  const quickHits = async () => Number(/^petri_sync_plans_total\{kind="quick_hit"\} (\d+)/m.exec(await (await fetch(`${server.url}/metrics`)).text())?.[1] ?? 0);
+  try {
+    writeTree(proj, { "main.py": "print('v1')\n", "lib/a.py": "A = 1\n" });
+    await other.sync(proj);
+    const h0 = await quickHits();
+    const again = await other.sync(proj);
+    assert.deepEqual([again.uploaded, again.reused, again.unchanged, again.deleted], [0, 0, 2, 0]);
+    assert.equal(await quickHits(), h0 + 1, "the re-sync was answered by the quick check (the SDK's digest is the server's)");
+
+    await other.files.write("main.py", "print('edited')\n");
+    let r = await other.sync(proj);
+    assert.equal(r.uploaded + r.reused, 1, "a file written in the sandbox is put back");
+    assert.equal(await other.files.read("main.py"), "print('v1')\n");
+    assert.equal((await other.exec("open('lib/a.py', 'w').write('A = 99\\n')")).exitCode, 0);
+    assert.equal(await other.files.read("lib/a.py"), "A = 99\n");
+    r = await other.sync(proj);
+    assert.equal(r.uploaded + r.reused, 1, "a file a run changed is put back");
+    assert.equal(await other.files.read("lib/a.py"), "A = 1\n");
+    await other.files.remove("lib/a.py");
+    r = await other.sync(proj);
+    assert.equal(r.uploaded + r.reused, 1, "a file deleted in the sandbox is put back");
+    assert.equal(await other.files.read("lib/a.py"), "A = 1\n");
+    const h1 = await quickHits();
+    r = await other.sync(proj);
+    assert.deepEqual([r.uploaded, r.reused, r.unchanged], [0, 0, 2]);
+    assert.equal(await quickHits(), h1 + 1);
+  } finally {
+    await other.kill();
+    fs.rmSync(proj, { recursive: true, force: true });
+  }
+});
+
 test("sync: content the key owner already uploaded is reused, not sent again", async () => {
   const other = await Sandbox.create({ language: "python", ...server.conn });
   try {

@@ -7,12 +7,13 @@ import { SyncService, type IncomingPart, type Manifest } from "../../workspaces/
 import { SandboxParams, errorResponses } from "../schemas.js";
 
 export const ManifestSchema = Type.Object({
-  files: Type.Array(Type.Object({
+  files: Type.Optional(Type.Array(Type.Object({
     path: Type.String(),
     sha256: Type.String({ pattern: "^[0-9a-f]{64}$" }),
     size: Type.Integer({ minimum: 0, description: "checked against the bytes received; a reused blob counts with its real size" }),
     mode: Type.Optional(Type.Integer({ minimum: 0, maximum: 0o7777 })),
-  }, { additionalProperties: false }), { maxItems: 100000 }),
+  }, { additionalProperties: false }), { maxItems: 100000, description: "required, except in the quick check (`manifest_sha256` alone)" })),
+  manifest_sha256: Type.Optional(Type.String({ pattern: "^[0-9a-f]{64}$", description: "plan only, without `files`: the quick check. sha256 over `path\\nsha256\\nsize\\nmode\\n` per manifest entry in order (mode empty when absent); `up_to_date: true` when the workspace still holds what the last sync of that manifest left, else `false`: send the manifest" })),
   delete_extraneous: Type.Optional(Type.Boolean({ default: false, description: "delete files below `target` that the manifest does not list" })),
   target: Type.Optional(Type.String({ maxLength: 1024, description: "workspace folder the manifest's paths are relative to (default: the root)" })),
   archive: Type.Optional(Type.Literal("tar", { description: "apply only: file parts named `tar` are tar archives of manifest paths" })),
@@ -25,6 +26,7 @@ const PlanSchema = Type.Object({
   delete: Type.Array(Type.String(), { description: "paths apply will delete (only with delete_extraneous)" }),
   complete: Type.Boolean({ description: "false when the workspace could not be listed completely" }),
   reason: Type.Optional(Type.String()),
+  up_to_date: Type.Boolean({ description: "nothing to send, reuse or delete. In the quick check (no `files`), false means: send the manifest" }),
 });
 
 /** JSON half of delta sync: the plan. */
@@ -40,6 +42,13 @@ export async function syncPlanRoutes(app: FastifyInstance, _config: Readonly<Con
     },
   }, async (req) => {
     const sb = deps.sandboxes.get(req.auth, req.params.id);
+    if (req.body.files === undefined) {
+      if (req.body.manifest_sha256 === undefined) throw new PetriError("VALIDATION_ERROR", "the manifest needs files (or manifest_sha256 alone, for the quick check)");
+      const upToDate = sync.upToDate(sb.id, req.body);
+      deps.metrics?.syncPlanned(upToDate ? "quick_hit" : "quick_miss");
+      return { missing: [], reusable: [], unchanged: [], delete: [], complete: true, up_to_date: upToDate };
+    }
+    deps.metrics?.syncPlanned("full");
     const { chmod: _chmod, ...plan } = await sync.plan(req.auth.tenantId, sb.id, req.body);
     return plan;
   });

@@ -35,11 +35,18 @@ async function hashFile(abs: string, size: number): Promise<string> {
   return h.digest("hex");
 }
 
-export async function sha256Of(f: LocalFile): Promise<string> {
+/** The remembered sha256 of an unchanged file, or undefined. */
+function cached(f: LocalFile): string | undefined {
   const c = cache.get(f.abs);
   if (c && c.size === f.size && c.mtimeMs === f.mtimeMs && c.ctimeMs === f.ctimeMs && c.ino === f.ino && f.mtimeMs < c.hashedAt - racyWindowMs(f.mtimeMs)) {
     return c.sha256;
   }
+  return undefined;
+}
+
+export async function sha256Of(f: LocalFile): Promise<string> {
+  const c = cached(f);
+  if (c !== undefined) return c;
   const hashedAt = Date.now();
   const sha256 = f.size === 0 ? createHash("sha256").digest("hex") : await hashFile(f.abs, f.size);
   cache.set(f.abs, { size: f.size, mtimeMs: f.mtimeMs, ctimeMs: f.ctimeMs, ino: f.ino, hashedAt, sha256 });
@@ -49,13 +56,20 @@ export async function sha256Of(f: LocalFile): Promise<string> {
 /** Hashes many files with bounded concurrency, keeping their order. */
 export async function hashAll(files: LocalFile[], concurrency = 16): Promise<string[]> {
   const out = new Array<string>(files.length);
+  // Remembered ones first, without a promise each (a re-sync of 50,000 unchanged files).
+  const todo: number[] = [];
+  for (let i = 0; i < files.length; i++) {
+    const c = cached(files[i]);
+    if (c === undefined) todo.push(i);
+    else out[i] = c;
+  }
   let next = 0;
   const worker = async () => {
-    while (next < files.length) {
-      const i = next++;
+    while (next < todo.length) {
+      const i = todo[next++];
       out[i] = await sha256Of(files[i]);
     }
   };
-  await Promise.all(Array.from({ length: Math.min(concurrency, files.length) }, worker));
+  await Promise.all(Array.from({ length: Math.min(concurrency, todo.length) }, worker));
   return out;
 }
