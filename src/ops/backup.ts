@@ -1,6 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import Database from "better-sqlite3";
 import type { Config } from "../config.js";
 import { SCHEMA_VERSION } from "../store/db.js";
@@ -37,6 +38,66 @@ function copyTree(src: string, dest: string, exclude: string[] = []): void {
   const st = fs.statSync(src);
   fs.chmodSync(dest, st.mode & 0o7777);
   fs.chownSync(dest, st.uid, st.gid);
+}
+
+/** Visits every entry below `root` (names as bytes, any depth, symlinks not followed); `skipTop`: top-level names left out. */
+function walkBytes(root: Buffer, visit: (rel: Buffer, st: fs.Stats) => void, skipTop: string[] = []): void {
+  const stack: Buffer[] = [Buffer.alloc(0)];
+  const SLASH = Buffer.from("/");
+  while (stack.length) {
+    const rel = stack.pop()!;
+    let names: Buffer[];
+    try {
+      names = fs.readdirSync(rel.length ? Buffer.concat([root, SLASH, rel]) : root, { encoding: "buffer" });
+    } catch {
+      continue; // gone, or past PATH_MAX: its files stay separate copies
+    }
+    for (const n of names) {
+      if (!rel.length && skipTop.includes(n.toString("latin1"))) continue;
+      const r = rel.length ? Buffer.concat([rel, SLASH, n]) : n;
+      const st = fs.lstatSync(Buffer.concat([root, SLASH, r]), { throwIfNoEntry: false });
+      if (!st) continue;
+      if (st.isDirectory()) stack.push(r);
+      else visit(r, st);
+    }
+  }
+}
+
+/**
+ * A synced file is its content-store blob hard-linked into the workspace (src/workspaces/blobs.ts).
+ * `cp -a` keeps hard links only among the files of one invocation, and the blobs and the
+ * workspaces are copied apart, so each such file would be stored twice. This links the copies
+ * again: a workspace file whose source shares its inode with a blob becomes a link to that blob's
+ * copy (blobs never change in place, so the blob's copy holds what the file holds). Returns how
+ * many files were linked. Anything that does not line up (a file gone, a size that differs) stays
+ * a separate copy: correct, only larger.
+ */
+export function relinkBlobs(src: { blobs: string; workspaces: string }, dest: { blobs: string; workspaces: string }): number {
+  const blobOf = new Map<string, Buffer>();
+  if (!fs.existsSync(src.blobs)) return 0;
+  walkBytes(Buffer.from(src.blobs), (rel, st) => { if (st.isFile() && st.nlink > 1) blobOf.set(`${st.dev}:${st.ino}`, rel); });
+  if (blobOf.size === 0) return 0;
+  const SLASH = Buffer.from("/");
+  let linked = 0;
+  walkBytes(Buffer.from(src.workspaces), (rel, st) => {
+    if (!st.isFile() || st.nlink < 2) return;
+    const blob = blobOf.get(`${st.dev}:${st.ino}`);
+    if (!blob) return;
+    const from = Buffer.concat([Buffer.from(dest.blobs), SLASH, blob]);
+    const to = Buffer.concat([Buffer.from(dest.workspaces), SLASH, rel]);
+    const fst = fs.lstatSync(from, { throwIfNoEntry: false });
+    const tst = fs.lstatSync(to, { throwIfNoEntry: false });
+    if (!fst?.isFile() || !tst?.isFile() || fst.size !== tst.size || fst.ino === tst.ino) return;
+    const tmp = Buffer.concat([to, Buffer.from(`.petri-link-${randomBytes(6).toString("hex")}`)]);
+    try {
+      fs.linkSync(from, tmp);
+      fs.renameSync(tmp, to);
+      linked++;
+    } catch {
+      try { fs.rmSync(tmp, { force: true }); } catch { /* a name too long to link beside: stays a copy */ }
+    }
+  }, [".staging", ".trash"]);
+  return linked;
 }
 
 /** Copies a JSON Lines file up to its last complete line (the writer may be mid-append). */
@@ -97,6 +158,7 @@ export async function backup(config: Readonly<Config>, dir: string): Promise<Bac
   contents.push("blobs");
   copyTree(config.workspaceRoot, path.join(dir, "workspaces"), [".staging", ".trash"]);
   contents.push("workspaces");
+  relinkBlobs({ blobs: path.join(config.dataDir, "blobs"), workspaces: config.workspaceRoot }, { blobs: path.join(dir, "blobs"), workspaces: path.join(dir, "workspaces") });
 
   const manifest: BackupManifest = {
     format: BACKUP_FORMAT,
@@ -156,5 +218,6 @@ export function restore(config: Readonly<Config>, dir: string): BackupManifest {
   copyTree(path.join(dir, "blobs"), path.join(config.dataDir, "blobs"));
   copyTree(path.join(dir, "workspaces"), config.workspaceRoot);
   fs.chmodSync(config.workspaceRoot, 0o711);
+  relinkBlobs({ blobs: path.join(dir, "blobs"), workspaces: path.join(dir, "workspaces") }, { blobs: path.join(config.dataDir, "blobs"), workspaces: config.workspaceRoot });
   return manifest;
 }
