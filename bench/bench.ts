@@ -400,6 +400,12 @@ interface ConcurrencyResult {
   errorSamples: string[];
   latency: Summary;
   warmHits: number;
+  /**
+   * CPU of this process (server and clients) and of everything it spawned, per correct run, ms:
+   * with 8 clients on 2 cores the runs are CPU-bound, and this, unlike runs/s, hardly depends on
+   * what else the machine runs. Absent where /proc cannot tell.
+   */
+  cpuMsPerRun?: number;
   leakedContainers: number;
   leakedCgroups: number;
   /** Runs still in flight after every client had its answer or gave up (a run that never ends). */
@@ -422,6 +428,7 @@ async function concurrency(b: BenchServer, runtime: string): Promise<Concurrency
   const lat: number[] = [];
   const errors: string[] = [];
   const runsBefore = b.runs.length;
+  const cpu0 = treeCpuMs();
   const t0 = performance.now();
   const deadline = t0 + settings.concurrencySeconds * 1000;
   let lastOk = t0;
@@ -434,6 +441,7 @@ async function concurrency(b: BenchServer, runtime: string): Promise<Concurrency
   }));
   // Up to the last good answer (a request that never gets one is an error, not a longer phase).
   const elapsed = (Math.max(deadline, lastOk) - t0) / 1000;
+  const cpu1 = treeCpuMs();
   const recs = b.runs.slice(runsBefore);
   return {
     clients,
@@ -444,7 +452,39 @@ async function concurrency(b: BenchServer, runtime: string): Promise<Concurrency
     errorSamples: [...new Set(errors)].slice(0, 5),
     latency: summarize(lat),
     warmHits: recs.filter((r) => r.warm).length,
+    ...(cpu0 !== null && cpu1 !== null && lat.length ? { cpuMsPerRun: round1((cpu1 - cpu0) / lat.length) } : {}),
   };
+}
+
+/**
+ * CPU time, ms, of this process (all threads), of its children already reaped (each with its own
+ * reaped descendants: the OCI runtime, the container's processes, mount tools …) and of its live
+ * children (helpers such as the mount helper or the tracer) — or null without /proc.
+ */
+function treeCpuMs(): number | null {
+  // utime, stime, cutime, cstime: fields 14-17 of /proc/PID/stat, in clock ticks (100 per second on Linux).
+  const ticks = (pid: number | "self"): number => {
+    const st = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = st.slice(st.lastIndexOf(")") + 2).split(" ");
+    return Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+  };
+  try {
+    // The process's own share from cpuUsage (finer than ticks), its reaped children's from stat.
+    const own = process.cpuUsage();
+    const st = fs.readFileSync("/proc/self/stat", "utf8");
+    const f = st.slice(st.lastIndexOf(")") + 2).split(" ");
+    let total = (own.user + own.system) / 1000 + (Number(f[13]) + Number(f[14])) * 10;
+    for (const task of fs.readdirSync("/proc/self/task")) {
+      let kids = "";
+      try { kids = fs.readFileSync(`/proc/self/task/${task}/children`, "utf8"); } catch { continue; }
+      for (const pid of kids.split(" ").filter(Boolean)) {
+        try { total += ticks(Number(pid)) * 10; } catch { /* gone meanwhile */ }
+      }
+    }
+    return total;
+  } catch {
+    return null;
+  }
 }
 
 async function bareBaseline(rootfs: string, n: number): Promise<{ samples: number[]; errors: string[] }> {
@@ -993,10 +1033,10 @@ function report(r: { interleaved?: Awaited<ReturnType<typeof interleavedPhase>> 
   if (concRows.length) {
     out.push(`## Concurrency: ${settings.clients} clients, each with its own sandbox, looping exec`);
     out.push("");
-    out.push(mdTable(["runtime", "load", "seconds", "runs", "runs/s", "errors", "median ms", "p90 ms", "p99 ms", "warm", "stuck runs", "leaked containers / cgroups"],
+    out.push(mdTable(["runtime", "load", "seconds", "runs", "runs/s", "CPU ms/run", "errors", "median ms", "p90 ms", "p99 ms", "warm", "stuck runs", "leaked containers / cgroups"],
       concRows.map((x) => {
         const c = x.concurrency!;
-        return [x.label, c.loadavg ? fmt(c.loadavg[0]!) : "–", c.seconds, String(c.runs), c.throughput, String(c.errors), c.latency.median, c.latency.p90, c.latency.p99,
+        return [x.label, c.loadavg ? fmt(c.loadavg[0]!) : "–", c.seconds, String(c.runs), c.throughput, c.cpuMsPerRun ?? "–", String(c.errors), c.latency.median, c.latency.p90, c.latency.p99,
           warmPct(x, c.warmHits, c.runs + c.errors),
           String(c.stuckRuns) + (c.closeTimedOut ? " (close hung)" : ""),
           `${c.leakedContainers} / ${c.leakedCgroups}`];

@@ -126,6 +126,7 @@ export class ExecService {
     const r = await this.views.probe(this.d.config.runScratch);
     // Ready before the server answers (and mounted before anything can kill it half-made).
     await this.views.keepScratchReady(this.d.config.defaultLimits.workspace_mb * 1024 * 1024);
+    if (r.mounter === "helper") this.d.log.info({ mounts: "helper" }, "views' overlays are mounted by a long-lived helper (no process per mount)");
     if (r.kind === "loop") this.d.log.info({ scratch: "loop" }, "runs write into loop-mounted ext4 scratches of their quota's size (kernel-enforced quota)");
     else {
       this.d.log.warn({ scratch: "tmpfs", reason: r.reason },

@@ -3,7 +3,8 @@ import fs from "node:fs";
 import type { WorkspaceStore } from "../workspaces/workspaces.js";
 import type { RunSpec, Runtime } from "../runtimes/types.js";
 import { RunWorkspace, writeMargin } from "./capture.js";
-import { unmountAllUnder } from "./overlay/mounts.js";
+import { OVERLAY_FIXED_OPTIONS, helperMounter, unmountAllUnder } from "./overlay/mounts.js";
+import { MountHelper } from "./overlay/mount-helper.js";
 import { Scratch, ScratchPool, type ScratchKind } from "./overlay/view.js";
 
 /** Label on a run's container naming its workspace view (part of a pre-started unit's shape). */
@@ -48,16 +49,28 @@ export class ViewPool {
     this.scratches = new ScratchPool(d.root, {
       keep: 2, idleMs: 60_000, log: (e) => d.log.warn({ err: String(e) }, "could not make a run scratch ahead"),
     });
+    // The views' overlays are mounted by one long-lived helper (no process per mount), restricted
+    // to this root; mount(8) when it cannot run.
+    let warned = false;
+    this.scratches.mounter = helperMounter(new MountHelper({ roots: [d.root], overlayOptions: OVERLAY_FIXED_OPTIONS }), {
+      onFallback: (e) => {
+        if (warned) return;
+        warned = true;
+        d.log.warn({ err: String(e) }, "the mount helper cannot run: views are mounted with mount(8), a process per mount");
+      },
+    });
   }
 
   /**
    * Finds which scratch filesystem bounds runs' writes here (loop devices, else tmpfs) and uses
    * it from now on. Throws when none works.
    */
-  async probe(want: "auto" | ScratchKind): Promise<{ kind: ScratchKind; reason: string | null }> {
+  async probe(want: "auto" | ScratchKind): Promise<{ kind: ScratchKind; reason: string | null; mounter: string }> {
     const r = await Scratch.probe(this.d.root, { uid: this.d.uid, gid: this.d.gid }, want);
     this.scratches.kind = r.kind;
-    return r;
+    // Started now rather than by the first run (which would wait for python3 to start).
+    await this.scratches.mounter.ready();
+    return { ...r, mounter: this.scratches.mounter.kind };
   }
 
   /**
@@ -168,5 +181,6 @@ export class ViewPool {
     for (const id of [...this.ready.keys()]) await this.forget(id);
     await Promise.all(this.closing);
     await this.scratches.close();
+    this.scratches.mounter.close();
   }
 }

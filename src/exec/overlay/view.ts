@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { isMounted, mountsUnder, overlayArgs, sh, unmount } from "./mounts.js";
+import { isMounted, mountsUnder, sh, shellMounter, unmount, type Mounter } from "./mounts.js";
 import { removeTree } from "./changes.js";
 
 /**
@@ -165,6 +165,8 @@ export class ScratchPool {
 
   /** Set from the start-up probe (Scratch.probe); loop until then. */
   kind: ScratchKind = "loop";
+  /** How the views on these scratches mount their overlays (ViewPool sets the mount helper). */
+  mounter: Mounter = shellMounter;
 
   constructor(private readonly root: string, private readonly opts: { keep: number; idleMs: number; log?: (e: unknown) => void }) {}
 
@@ -306,11 +308,9 @@ export class WorkspaceView {
       for (const name of LAYERS) fs.mkdirSync(path.join(dir, name), { mode: 0o755 });
       const t = Date.now();
       const lowers = { ws: o.lowerWorkspace, cache: o.lowerCache };
-      const cmds = LAYERS.map((name) => overlayArgs({
+      await pool.mounter.overlay(LAYERS.map((name) => ({
         lower: lowers[name], upper: path.join(scratch.fs, name, "upper"), work: path.join(scratch.fs, name, "work"), target: path.join(dir, name),
-      }));
-      // Both overlays in one process: a spawn costs more than a mount.
-      await sh("sh", ["-ec", 'mount "$1" "$2" "$3" "$4" "$5" "$6"; shift 6; mount "$@"', "petri-view", ...cmds[0], ...cmds[1]]);
+      })));
       return new WorkspaceView(dir, o, scratch, t);
     } catch (e) {
       for (const name of LAYERS) if (isMounted(path.join(dir, name))) await unmount(path.join(dir, name)).catch(() => undefined);
@@ -329,18 +329,19 @@ export class WorkspaceView {
   async close(pool: ScratchPool): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const targets = LAYERS.map((n) => path.join(this.dir, n)).filter((p) => isMounted(p));
-    if (targets.length) {
-      try {
-        await sh("umount", targets);
-      } catch {
-        for (const p of targets) if (isMounted(p)) await unmount(p);
-      }
+    const targets = LAYERS.map((n) => path.join(this.dir, n));
+    await pool.mounter.unmount(targets);
+    // Never remove through a mount: rmdir removes only an empty directory and refuses a mount
+    // point (EBUSY), so the workspace behind an overlay still mounted is never reached. (Reading
+    // the mount table to check instead cost a parse of it per run, and it grows with the runs.)
+    try {
+      for (const p of targets) fs.rmdirSync(p);
+      fs.rmdirSync(this.dir);
+    } catch {
+      const left = mountsUnder(this.dir);
+      if (left.length) throw new Error(`cannot remove ${this.dir}: still mounted: ${left.join(", ")}`);
+      fs.rmSync(this.dir, { recursive: true, force: true });
     }
-    // Never remove through a mount: through the workspace overlay that would delete the workspace.
-    const left = mountsUnder(this.dir);
-    if (left.length) throw new Error(`cannot remove ${this.dir}: still mounted: ${left.join(", ")}`);
-    fs.rmSync(this.dir, { recursive: true, force: true });
     // Emptied and kept, or destroyed when it does not come back to its full allowance.
     await pool.give(this.scratch, this.opts);
   }
