@@ -345,10 +345,17 @@ export async function setupRuntimes(config: Readonly<Config>, docker: Docker, in
         if (gvisorTrace) logger.info("audit: runsc-direct runs are traced by gVisor's strace (programs, files opened, connects)");
         else logger.error({ reason: p.trace?.reason }, "audit: gVisor's strace did not work with runsc-direct, so its runs are NOT traced (their records hold only workspace changes)");
       }
-      runtimes.set(p.id, new OciRuntime({
+      const rt = new OciRuntime({
         kind: direct, name: p.id, stateDir: path.join(OCI_STATE_ROOT, instanceId, p.id), cgroupParent: `petri-${p.id}-${instanceId}`,
         warm: { idleMs: config.warmIdleMs, images: warmImages }, gvisorTrace, traceMaxBytes: config.gvisorTraceMaxBytes,
-      }));
+      });
+      // crun's sealed copy (oci.ts sealedBinary) is made before the first run, not raced by it.
+      await rt.binaryReady;
+      if (direct === "crun") {
+        if (!rt.executable.startsWith("/proc/")) logger.warn("crun-direct: no sealed copy of crun could be made here; crun copies and re-executes itself on every run (CVE-2019-5736 guard)");
+        else logger.info("crun-direct: crun runs from a sealed in-memory copy made once (it does not copy and re-execute itself per run)");
+      }
+      runtimes.set(p.id, rt);
     } else {
       const oci = p.variant ?? p.id.split("/")[1];
       // gVisor with its strace on (runsc-trace) when that is registered and works, still named runsc.

@@ -93,7 +93,12 @@ export async function conformanceMatrix(sel: Selection): Promise<void> {
       const tag = `${process.pid}-${kind}-${name}`;
       if (want("off", "direct")) runtimeConformanceSuite(
         `${kind}-direct [${name}]`,
-        async () => ({ runtime: new OciRuntime({ kind, stateDir: `/run/petri/conformance-${tag}/${kind}-direct`, cgroupParent: `petri-conformance-${tag}` }), baseSpec: spec }),
+        async () => {
+          const runtime = new OciRuntime({ kind, stateDir: `/run/petri/conformance-${tag}/${kind}-direct`, cgroupParent: `petri-conformance-${tag}` });
+          // crun from its sealed copy, as the server runs it, for every case.
+          await runtime.binaryReady;
+          return { runtime, baseSpec: spec };
+        },
         { skip: skipReason(probe), slowCases: name === "standard" },
       );
     }
@@ -114,7 +119,11 @@ export async function conformanceMatrix(sel: Selection): Promise<void> {
       if (want("on", "direct")) for (const kind of ["runc", "crun", "runsc"] as OciKind[]) {
         const tag = `${process.pid}-${kind}-${name}-prestart`;
         runtimeConformanceSuite(`${kind}-direct [${name}], pre-start on`,
-          async () => ({ runtime: new OciRuntime({ kind, warm, stateDir: `/run/petri/conformance-${tag}/${kind}-direct`, cgroupParent: `petri-conformance-${tag}` }), baseSpec: spec }),
+          async () => {
+            const runtime = new OciRuntime({ kind, warm, stateDir: `/run/petri/conformance-${tag}/${kind}-direct`, cgroupParent: `petri-conformance-${tag}` });
+            await runtime.binaryReady;
+            return { runtime, baseSpec: spec };
+          },
           { ...on, skip: skipReason(direct[kind]), warmInterpreters: true });
       }
     }

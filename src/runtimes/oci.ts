@@ -12,6 +12,7 @@ import { RootfsLayers } from "./oci-rootfs.js";
 import { petriSeccompProfile } from "./seccomp.js";
 import { gvisorHostPidsLimit } from "./gvisor-limits.js";
 import { GVISOR_TRACE_DIR, GvisorTraceFollower, gvisorStraceFlags } from "./gvisor-trace.js";
+import { sealedCopy } from "../exec/overlay/mount-helper.js";
 import { EngineLostError, signalFromExitCode, type CappedBuffer, type RunResult, type RunSpec, type Runtime } from "./types.js";
 
 /**
@@ -62,6 +63,11 @@ export interface OciRuntimeOptions {
   /** What is read of one run's strace; past it the trace is cut and the log emptied as it grows (default 64 MiB). */
   traceMaxBytes?: number;
   cgroupPlan?: CgroupPlan;
+  /**
+   * Run the runtime from a sealed in-memory copy of its binary made once per server (default: crun
+   * only), so it does not copy and re-execute itself on every container start (see sealedBinary).
+   */
+  sealedBinary?: boolean;
 }
 
 /** The run could not be set up by the OCI runtime: nothing of the user's code ran. */
@@ -100,6 +106,33 @@ export function findBinary(kind: OciKind): string | null {
 }
 
 let runSeq = 0;
+
+/** One sealed copy per binary per process, shared by every runtime instance (never more than one held). */
+const sealedCopies = new Map<string, Promise<string | null>>();
+
+/**
+ * The path to run an OCI runtime from: a sealed in-memory copy of its binary (mount-helper.ts
+ * sealedCopy), or null when none can be made here.
+ *
+ * crun 1.8 (like upstream runc 1.1) guards against CVE-2019-5736 by copying its own binary and
+ * executing itself again from the copy on every container start, so the container can never
+ * reach and overwrite the host's binary through /proc/<pid>/exe; it skips that when it already
+ * runs from a memfd sealed against writes (F_SEAL_SEAL|SHRINK|GROW|WRITE, as runc's
+ * cloned_binary.c checks and runc's contrib/memfd-bind relies on; test/oci-direct-sealed counts
+ * the re-executions). Same protection, one copy per server instead of an exec and a copy per
+ * run. Debian 12's runc
+ * 1.1.5 makes no such copy (traced: runc run → runc init → the container's init, no memfd, no
+ * re-exec), so it is run as installed unless asked (`sealedBinary: true`).
+ */
+export function sealedBinary(binary: string): Promise<string | null> {
+  let p = sealedCopies.get(binary);
+  if (!p) {
+    p = sealedCopy(binary, { verifyArgs: ["--version"] });
+    sealedCopies.set(binary, p);
+  }
+  return p;
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Started extends ChildUnit {
@@ -116,6 +149,10 @@ export class OciRuntime implements Runtime {
   readonly name: string;
   readonly kind: OciKind;
   private readonly bin: string;
+  /** What `run` executes: the binary, or its sealed copy once made (sealedBinary). */
+  private runBin: string;
+  /** Resolves once runBin is settled (the sealed copy made, or not to be had). */
+  readonly binaryReady: Promise<void>;
   private readonly stateDir: string;
   private readonly stateRoot: string;
   private readonly bundles: string;
@@ -142,6 +179,11 @@ export class OciRuntime implements Runtime {
     const bin = opts.binary ?? findBinary(opts.kind);
     if (!bin) throw new Error(`${opts.kind} is not installed`);
     this.bin = bin;
+    this.runBin = bin;
+    // Until the copy is made (a fraction of a second at start) runs use the binary itself.
+    this.binaryReady = opts.kind !== "runsc" && (opts.sealedBinary ?? opts.kind === "crun")
+      ? sealedBinary(bin).then((p) => { if (p) this.runBin = p; })
+      : Promise.resolve();
     this.stateDir = opts.stateDir;
     this.stateRoot = path.join(opts.stateDir, "state");
     this.bundles = path.join(opts.stateDir, "bundles");
@@ -172,6 +214,11 @@ export class OciRuntime implements Runtime {
 
   get variant(): string {
     return `${this.kind}-direct`;
+  }
+
+  /** The path `run` executes (the sealed copy, /proc/<pid>/fd/<n>, once made). */
+  get executable(): string {
+    return this.runBin;
   }
 
   private runtimeArgs(...args: string[]): string[] {
@@ -262,7 +309,7 @@ export class OciRuntime implements Runtime {
       fs.mkdirSync(this.traceDirOf(id), { mode: 0o700 });
       traceArgs = gvisorStraceFlags(this.traceDirOf(id));
     }
-    const proc = spawn(this.bin, [...logArgs, ...this.runtimeArgs(...traceArgs, "run", "--bundle", bundle, id)], { stdio, env: { PATH: HOST_PATH } });
+    const proc = spawn(this.runBin, [...logArgs, ...this.runtimeArgs(...traceArgs, "run", "--bundle", bundle, id)], { stdio, env: { PATH: HOST_PATH } });
     const st: Started = {
       id, bundle, cg, warm, plan, labels, proc, timings,
       exited: new Promise((resolve) => {
