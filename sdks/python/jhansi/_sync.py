@@ -115,6 +115,10 @@ def sync_directory(client: ApiClient, sandbox_id: str, local_dir: str, *, delete
             apply(entries, group, False)
         if to_delete:
             apply(manifest, [], delete_extraneous)
+        else:
+            # Each batch left the server a mark of its own part only: one plan of the whole manifest
+            # (all unchanged now) marks it, so the next sync of an unchanged tree is one quick check.
+            client.json("POST", f"{base}/plan", json={"files": manifest, "delete_extraneous": delete_extraneous, **where})
     result.uploaded = len(result.uploaded_paths)
     result.duration_ms = (time.perf_counter() - started) * 1000
     return result

@@ -1,5 +1,4 @@
 import os
-import random
 
 import pytest
 from conftest import write_tree
@@ -100,12 +99,16 @@ def test_content_already_uploaded_by_the_key_owner_is_reused(server, sb, project
 
 
 def test_more_files_than_one_request_carries_go_in_batches(server, tmp_path):
-    write_tree(tmp_path, {f"d{i % 7}/f{i}.txt": f"file {i} {random.random()}\n" for i in range(1100)})
+    n = 10_100  # one request carries at most 10,000 files (BATCH_MAX_FILES × 20)
+    write_tree(tmp_path, {f"d{i % 7}/f{i}.txt": f"{i}\n" for i in range(n)})
     with Sandbox(language="bash", **server.conn) as other:
         r = other.sync(tmp_path)
-        assert r.uploaded == 1100
-        assert len(workspace_paths(other)) == 1100
-        assert other.sync(tmp_path).bytes_sent == 0
+        assert r.uploaded == n
+        assert len(workspace_paths(other)) == n
+        h0 = _quick_hits(server)
+        again = other.sync(tmp_path)
+        assert again.bytes_sent == 0 and again.unchanged == n
+        assert _quick_hits(server) == h0 + 1, "after a sync in batches, the next one is a quick check (the whole manifest was marked)"
 
 
 def test_names_with_spaces_quotes_and_non_ascii_letters(server, tmp_path):

@@ -161,6 +161,9 @@ export async function syncDirectory(client: ApiClient, sandboxId: string, localD
       await apply(entries, group, false);
     }
     if (plan.delete.length) await apply(manifest, [], deleteExtraneous);
+    // Each batch left the server a mark of its own part only: one plan of the whole manifest
+    // (all unchanged now) marks it, so the next sync of an unchanged tree is one quick check.
+    else await client.json<Plan>("POST", `${base}/plan`, { json: { files: manifest, ...where } });
   }
   result.uploaded = result.uploadedPaths.length;
   result.durationMs = performance.now() - started;

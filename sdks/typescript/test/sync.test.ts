@@ -161,14 +161,20 @@ test("sync: more files than one request may carry are sent in batches", async ()
   const many = tmpDir("jhansi-ts-many-");
   const other = await Sandbox.create({ language: "bash", ...server.conn });
   try {
+    // One request carries at most 10,000 files (BATCH_MAX_FILES × 20).
+    const n = 10_100;
     const files: Record<string, string> = {};
-    for (let i = 0; i < 1_100; i++) files[`d${i % 7}/f${i}.txt`] = `file ${i} ${Math.random()}\n`;
+    for (let i = 0; i < n; i++) files[`d${i % 7}/f${i}.txt`] = `${i}\n`;
     writeTree(many, files);
     const r = await other.sync(many);
-    assert.equal(r.uploaded, 1_100);
-    assert.equal((await workspacePaths(other)).length, 1_100);
+    assert.equal(r.uploaded, n);
+    assert.equal((await workspacePaths(other)).length, n);
+    const hits = async () => Number(/^petri_sync_plans_total\{kind="quick_hit"\} (\d+)/m.exec(await (await fetch(`${server.url}/metrics`)).text())?.[1] ?? 0);
+    const h0 = await hits();
     const again = await other.sync(many);
     assert.equal(again.bytesSent, 0);
+    assert.equal(again.unchanged, n);
+    assert.equal(await hits(), h0 + 1, "after a sync in batches, the next one is a quick check (the whole manifest was marked)");
   } finally {
     await other.kill();
     fs.rmSync(many, { recursive: true, force: true });
