@@ -5,7 +5,8 @@
  * TracerService following it ("on") or no tracer of this benchmark alive at all ("off"). Blocks
  * alternate off, on, off, on … (the shared machine's load drifts); the loop times itself (wall and
  * CPU of its own process, the list of paths made before the clock starts), so neither the server,
- * the interpreter's start nor the tracer's catching up after the run is in the figure.
+ * the interpreter's start nor the tracer's catching up after the run is in the figure. Between
+ * them, hello-world runs (`python3 -c`) are timed from spawn to exit, registration included.
  *
  * Environment: BENCH_PROBES_ROUNDS (off/on pairs, default 4), BENCH_PROBES_N (runs per block,
  * default 6), BENCH_PROBES_OUT (default bench/results/tracing-probes-latest.json).
@@ -21,6 +22,8 @@ const ROUNDS = intEnv("BENCH_PROBES_ROUNDS", 4, 1, 100);
 const N = intEnv("BENCH_PROBES_N", 6, 1, 1000);
 const OUT = process.env.BENCH_PROBES_OUT || "bench/results/tracing-probes-latest.json";
 const FILES = 10_000;
+/** Hello-world runs after each 10,000-open run. */
+const HELLO_PER_RUN = 4;
 const log = (m: string) => process.stderr.write(`[bench probes ${new Date().toISOString().slice(11, 19)}] ${m}\n`);
 
 const LOOP = String.raw`
@@ -53,7 +56,7 @@ print(n, t1 - t0, int(cpu))
 `;
 
 interface Run { wallNs: number; cpuNs: number }
-interface Block { mode: "off" | "on"; runs: Run[]; load: number; traced?: { complete: boolean; reason: string | null; libraryOpens: number; fileOpens: number } }
+interface Block { mode: "off" | "on"; runs: Run[]; hello: number[]; load: number; traced?: { complete: boolean; reason: string | null; libraryOpens: number; fileOpens: number } }
 
 function otherTracers(): number {
   const r = spawnSync("pgrep", ["-c", "-x", "bpftrace"], { encoding: "utf8" });
@@ -98,6 +101,31 @@ export async function main(): Promise<void> {
       fs.rmdirSync(path.join(root, name));
     }
   };
+  /**
+   * A hello-world run: spawn → exit of the shell, unshare and `python3 -c "print('hello world')"`,
+   * with the run's registration before it (as a server does) but not its finish (a server's result
+   * does not wait for the trace), in ms.
+   */
+  const hello = async (tracer: TracerService | null): Promise<number> => {
+    const name = `h${seq++}`;
+    fs.mkdirSync(path.join(root, name));
+    const argv = ["/usr/bin/python3", "-c", "print('hello world')"];
+    try {
+      const t0 = performance.now();
+      const session = tracer?.begin(argv) ?? null;
+      session?.attach(path.relative(pre.v2, path.join(root, name)));
+      await new Promise<void>((resolve, reject) => {
+        const p = spawn("/bin/sh", ["-c", `echo $$ > ${path.join(root, name)}/cgroup.procs && exec unshare --pid --fork /usr/bin/python3 -c "print('hello world')"`], { stdio: "ignore" });
+        p.once("error", reject);
+        p.once("exit", (c) => c === 0 ? resolve() : reject(new Error(`hello exited ${c}`)));
+      });
+      const ms = performance.now() - t0;
+      await session?.finish();
+      return ms;
+    } finally {
+      fs.rmdirSync(path.join(root, name));
+    }
+  };
   const blocks: Block[] = [];
   try {
     log(`start: ${m.git}, load ${loadavg().join(" ")}, ${ROUNDS} rounds of ${N} runs per block`);
@@ -110,11 +138,12 @@ export async function main(): Promise<void> {
             const st = await tracer.start();
             if (st.state !== "active") throw new Error(`tracer: ${st.state} ${st.reason}`);
           }
-          const b: Block = { mode, runs: [], load: loadavg()[0] };
+          const b: Block = { mode, runs: [], hello: [], load: loadavg()[0] };
           for (let i = 0; i < N; i++) {
             const r = await once(tracer);
             b.runs.push(r.run);
             if (r.traced) b.traced = r.traced;
+            for (let k = 0; k < HELLO_PER_RUN; k++) b.hello.push(await hello(tracer));
           }
           blocks.push(b);
           log(`round ${round} ${mode}: wall median ${fmt(summarize(b.runs.map((r) => r.wallNs / 1e6)).median)} ms, cpu ${fmt(summarize(b.runs.map((r) => r.cpuNs / 1e6)).median)} ms, load ${b.load}, other bpftrace ${otherTracers() - (tracer ? 1 : 0)}${b.traced ? `, record: complete ${b.traced.complete}, ${b.traced.libraryOpens} library + ${b.traced.fileOpens} other opens` : ""}`);
@@ -134,6 +163,10 @@ export async function main(): Promise<void> {
       `${round1((on.median / off.median - 1) * 100)} %`, `${round1(((on.median - off.median) * 1e6) / FILES)} ns`,
       blocks.map((b) => `${b.mode} ${fmt(summarize(b.runs.map((r) => r[k] / 1e6)).median)}`).join(" / ")];
   });
+  const hOff = summarize(blocks.filter((b) => b.mode === "off").flatMap((b) => b.hello));
+  const hOn = summarize(blocks.filter((b) => b.mode === "on").flatMap((b) => b.hello));
+  rows.push(["hello world, spawn → exit (ms)", fmt(hOff.median), fmt(hOn.median), `${round1(hOn.median - hOff.median)} ms`, "",
+    blocks.map((b) => `${b.mode} ${fmt(summarize(b.hello).median)}`).join(" / ")]);
   const t = blocks.find((b) => b.traced)?.traced;
   const md = [
     `## Tracer cost per open (${new Date().toISOString().slice(0, 16)}Z, ${m.git}, ${m.cpu}, ${m.nproc} CPUs)`,
