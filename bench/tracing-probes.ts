@@ -56,7 +56,7 @@ print(n, t1 - t0, int(cpu))
 `;
 
 interface Run { wallNs: number; cpuNs: number }
-interface Block { mode: "off" | "on"; runs: Run[]; hello: number[]; load: number; traced?: { complete: boolean; reason: string | null; libraryOpens: number; fileOpens: number } }
+interface Block { mode: "off" | "on"; runs: Run[]; hello: number[]; helloAlive: number[]; load: number; traced?: { complete: boolean; reason: string | null; libraryOpens: number; fileOpens: number } }
 
 function otherTracers(): number {
   const r = spawnSync("pgrep", ["-c", "-x", "bpftrace"], { encoding: "utf8" });
@@ -106,13 +106,13 @@ export async function main(): Promise<void> {
    * with the run's registration before it (as a server does) but not its finish (a server's result
    * does not wait for the trace), in ms.
    */
-  const hello = async (tracer: TracerService | null): Promise<number> => {
+  const hello = async (tracer: TracerService | null, follow = true): Promise<number> => {
     const name = `h${seq++}`;
     fs.mkdirSync(path.join(root, name));
     const argv = ["/usr/bin/python3", "-c", "print('hello world')"];
     try {
       const t0 = performance.now();
-      const session = tracer?.begin(argv) ?? null;
+      const session = follow ? tracer?.begin(argv) ?? null : null;
       session?.attach(path.relative(pre.v2, path.join(root, name)));
       await new Promise<void>((resolve, reject) => {
         const p = spawn("/bin/sh", ["-c", `echo $$ > ${path.join(root, name)}/cgroup.procs && exec unshare --pid --fork /usr/bin/python3 -c "print('hello world')"`], { stdio: "ignore" });
@@ -138,12 +138,17 @@ export async function main(): Promise<void> {
             const st = await tracer.start();
             if (st.state !== "active") throw new Error(`tracer: ${st.state} ${st.reason}`);
           }
-          const b: Block = { mode, runs: [], hello: [], load: loadavg()[0] };
+          const b: Block = { mode, runs: [], hello: [], helloAlive: [], load: loadavg()[0] };
           for (let i = 0; i < N; i++) {
             const r = await once(tracer);
             b.runs.push(r.run);
             if (r.traced) b.traced = r.traced;
-            for (let k = 0; k < HELLO_PER_RUN; k++) b.hello.push(await hello(tracer));
+            // With a tracer alive, runs it follows and runs it does not take turns: what following a
+            // run costs, apart from the drift between blocks.
+            for (let k = 0; k < HELLO_PER_RUN; k++) {
+              b.hello.push(await hello(tracer));
+              if (tracer) b.helloAlive.push(await hello(tracer, false));
+            }
           }
           blocks.push(b);
           log(`round ${round} ${mode}: wall median ${fmt(summarize(b.runs.map((r) => r.wallNs / 1e6)).median)} ms, cpu ${fmt(summarize(b.runs.map((r) => r.cpuNs / 1e6)).median)} ms, load ${b.load}, other bpftrace ${otherTracers() - (tracer ? 1 : 0)}${b.traced ? `, record: complete ${b.traced.complete}, ${b.traced.libraryOpens} library + ${b.traced.fileOpens} other opens` : ""}`);
@@ -167,6 +172,9 @@ export async function main(): Promise<void> {
   const hOn = summarize(blocks.filter((b) => b.mode === "on").flatMap((b) => b.hello));
   rows.push(["hello world, spawn → exit (ms)", fmt(hOff.median), fmt(hOn.median), `${round1(hOn.median - hOff.median)} ms`, "",
     blocks.map((b) => `${b.mode} ${fmt(summarize(b.hello).median)}`).join(" / ")]);
+  const hAlive = summarize(blocks.filter((b) => b.mode === "on").flatMap((b) => b.helloAlive));
+  rows.push(["hello world, tracer alive: run not followed → followed, in turns (ms)", fmt(hAlive.median), fmt(hOn.median), `${round1(hOn.median - hAlive.median)} ms`, "",
+    blocks.filter((b) => b.mode === "on").map((b) => `${fmt(summarize(b.helloAlive).median)} → ${fmt(summarize(b.hello).median)}`).join(" / ")]);
   const t = blocks.find((b) => b.traced)?.traced;
   const md = [
     `## Tracer cost per open (${new Date().toISOString().slice(0, 16)}Z, ${m.git}, ${m.cpu}, ${m.nproc} CPUs)`,
