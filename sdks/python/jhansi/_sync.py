@@ -69,7 +69,10 @@ def sync_directory(client: ApiClient, sandbox_id: str, local_dir: str, *, delete
     if quick.get("up_to_date") is True:
         return SyncResult(uploaded=0, reused=0, deleted=0, unchanged=len(manifest), bytes_sent=0,
                           duration_ms=(time.perf_counter() - started) * 1000, reused_paths=[], deleted_paths=[])
-    plan = client.json("POST", f"{base}/plan", json={"files": manifest, "delete_extraneous": delete_extraneous, **where})
+    # The server may have to read every file whose hash it does not know yet (files written outside
+    # Petri, or its first plan of a workspace): the deadline grows with the manifest, 1 ms a file.
+    plan_timeout = client.request_timeout + len(manifest) / 1000
+    plan = client.json("POST", f"{base}/plan", json={"files": manifest, "delete_extraneous": delete_extraneous, **where}, timeout=plan_timeout)
     missing_paths: List[str] = plan.get("missing", [])
     reusable: List[str] = plan.get("reusable", [])
     to_delete: List[str] = plan.get("delete", [])
@@ -118,7 +121,7 @@ def sync_directory(client: ApiClient, sandbox_id: str, local_dir: str, *, delete
         else:
             # Each batch left the server a mark of its own part only: one plan of the whole manifest
             # (all unchanged now) marks it, so the next sync of an unchanged tree is one quick check.
-            client.json("POST", f"{base}/plan", json={"files": manifest, "delete_extraneous": delete_extraneous, **where})
+            client.json("POST", f"{base}/plan", json={"files": manifest, "delete_extraneous": delete_extraneous, **where}, timeout=plan_timeout)
     result.uploaded = len(result.uploaded_paths)
     result.duration_ms = (time.perf_counter() - started) * 1000
     return result

@@ -120,7 +120,10 @@ export async function syncDirectory(client: ApiClient, sandboxId: string, localD
       uploadedPaths: [], reusedPaths: [], deletedPaths: [],
     };
   }
-  const plan = await client.json<Plan>("POST", `${base}/plan`, { json: { files: manifest, ...where } });
+  // The server may have to read every file whose hash it does not know yet (files written outside
+  // Petri, or its first plan of a workspace): the deadline grows with the manifest, 1 ms a file.
+  const planTimeoutMs = client.requestTimeoutMs + manifest.length;
+  const plan = await client.json<Plan>("POST", `${base}/plan`, { json: { files: manifest, ...where }, timeoutMs: planTimeoutMs });
   const result: SyncResult = {
     uploaded: 0, reused: 0, deleted: 0, unchanged: plan.unchanged?.length ?? manifest.length - plan.missing.length - plan.reusable.length,
     bytesSent: 0, durationMs: 0, uploadedPaths: [], reusedPaths: plan.reusable, deletedPaths: plan.delete,
@@ -163,7 +166,7 @@ export async function syncDirectory(client: ApiClient, sandboxId: string, localD
     if (plan.delete.length) await apply(manifest, [], deleteExtraneous);
     // Each batch left the server a mark of its own part only: one plan of the whole manifest
     // (all unchanged now) marks it, so the next sync of an unchanged tree is one quick check.
-    else await client.json<Plan>("POST", `${base}/plan`, { json: { files: manifest, ...where } });
+    else await client.json<Plan>("POST", `${base}/plan`, { json: { files: manifest, ...where }, timeoutMs: planTimeoutMs });
   }
   result.uploaded = result.uploadedPaths.length;
   result.durationMs = performance.now() - started;
