@@ -161,14 +161,19 @@ threading.Event().wait(30)
 
 describe("host tracer: execs by threads other than the leader are recorded", { skip: pre.ok ? false : `host cannot trace: ${(pre as { reason: string }).reason}` }, () => {
   let t: TestServer;
+  let runscTrace = false;
   before(async () => {
-    t = await startTestServer({ PETRI_RUNTIMES: "runc,crun,bwrap,runc-direct,crun-direct", PETRI_AUDIT_TRACE: "required", PETRI_WARM_IDLE_MS: "60000" });
+    t = await startTestServer({ PETRI_RUNTIMES: "runc,crun,bwrap,runc-direct,crun-direct,runsc-direct,runsc", PETRI_AUDIT_TRACE: "required", PETRI_WARM_IDLE_MS: "60000" });
+    const info = (await docker.info()) as { Runtimes?: Record<string, unknown> };
+    runscTrace = Boolean(info.Runtimes?.["runsc-trace"]);
   });
   after(async () => { await t?.close(); });
 
-  for (const runtime of ["runc", "crun", "bwrap", "runc-direct", "crun-direct"]) {
+  // gVisor's strace (runsc-direct, Docker's runsc-trace) is checked the same way: only programs.
+  for (const runtime of ["runc", "crun", "bwrap", "runc-direct", "crun-direct", "runsc-direct", "runsc"]) {
     it(`${runtime}: a child's exec from a thread and the program's own are in the audit`, async (ctx) => {
       if (!t.server.runtimes.has(runtime)) return ctx.skip(`${runtime} is not available on this host`);
+      if (runtime === "runsc" && !runscTrace) return ctx.skip("runsc-trace is not registered with Docker (run scripts/setup.sh)");
       const sb = await createSandbox(t, { language: "python", runtime });
       await putFile(t, sb, "main.py", THREAD_EXEC_PROGRAM);
       // Twice: the second run may take a pre-started (warm) unit.
