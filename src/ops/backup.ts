@@ -16,6 +16,8 @@ export interface BackupManifest {
   /** Whether master.key is inside; with PETRI_MASTER_KEY the key lives in the operator's secret manager. */
   master_key: "included" | "from PETRI_MASTER_KEY, not included";
   contents: string[];
+  /** Workspace files stored as a hard link to their content-store blob (absent in older backups). */
+  linked_files?: number;
 }
 
 function emptyOrMissing(dir: string): boolean {
@@ -158,7 +160,7 @@ export async function backup(config: Readonly<Config>, dir: string): Promise<Bac
   contents.push("blobs");
   copyTree(config.workspaceRoot, path.join(dir, "workspaces"), [".staging", ".trash"]);
   contents.push("workspaces");
-  relinkBlobs({ blobs: path.join(config.dataDir, "blobs"), workspaces: config.workspaceRoot }, { blobs: path.join(dir, "blobs"), workspaces: path.join(dir, "workspaces") });
+  const linked = relinkBlobs({ blobs: path.join(config.dataDir, "blobs"), workspaces: config.workspaceRoot }, { blobs: path.join(dir, "blobs"), workspaces: path.join(dir, "workspaces") });
 
   const manifest: BackupManifest = {
     format: BACKUP_FORMAT,
@@ -169,6 +171,7 @@ export async function backup(config: Readonly<Config>, dir: string): Promise<Bac
     })(),
     master_key: contents.includes("master.key") ? "included" : "from PETRI_MASTER_KEY, not included",
     contents,
+    linked_files: linked,
   };
   fs.writeFileSync(path.join(dir, "manifest.json"), JSON.stringify(manifest, null, 2) + "\n", { mode: 0o600 });
   return manifest;
