@@ -51,11 +51,20 @@ describe("pre-started units (UnitPool)", () => {
       waiting = undefined;
       p.replenish(r, (next) => { waiting = next; return { n: 1 }; });
     }
-    // Run 1 leaves nothing (a sandbox's first run), run 3 finds run 2's form (cold); from the
-    // fourth run on the alternation is seen (before: every run cold); the switches to snippets
-    // (run 7) and back to files (run 9) cost one cold run each, as before.
-    assert.deepEqual(served, [false, false, false, true, true, true, false, true, false, true]);
-    assert.equal(p.stats().predicted, 4);
+    // Run 1 leaves nothing (a sandbox's first run), runs 3 and 4 find the previous run's form
+    // (cold); from the fifth run on the alternation is seen (before: every run cold); the
+    // switches to snippets (run 7) and back to files (run 9) cost one cold run each, as before.
+    assert.deepEqual(served, [false, false, false, false, true, true, false, true, false, true]);
+    assert.equal(p.stats().predicted, 3);
+    // One run of another form (a different env, say) is no alternation: the unit after the
+    // return to the usual form is of that form (A, A, B, A: A), as before.
+    const q = pool().p;
+    const odd = node(["node", "main.js"]);
+    odd.env = { ...odd.env, EXTRA: "1" };
+    let last: RunSpec | undefined;
+    for (const r of [file, file, odd, file]) q.replenish(r, (next) => { last = next; return { n: 1 }; });
+    assert.ok(last && inProcess(unitPlan(last, { interpreters: true }), file), "the unit after A, A, B, A serves A");
+    assert.equal(q.stats().predicted, 0);
   });
 
   test("a dead unit is discarded and the run misses; an idle one expires", async () => {

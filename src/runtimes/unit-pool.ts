@@ -42,7 +42,7 @@ export class UnitPool<U extends object> {
   private misses = 0;
   private passed = 0;
   private predicted = 0;
-  /** Sandbox (or shape) → the forms of its last three runs within the warm period, oldest first; latest sandboxes last (bounded). */
+  /** Sandbox (or shape) → the forms of its last four runs within the warm period, oldest first; latest sandboxes last (bounded). */
   private readonly lastForms = new Map<string, Array<{ form: string; at: number } & Pick<RunSpec, "argv" | "env" | "cwd" | "interpreter">>>();
 
   constructor(opts: WarmOptions | undefined, private readonly hooks: UnitHooks<U>) {
@@ -80,13 +80,13 @@ export class UnitPool<U extends object> {
     this.fill(next, () => start(next));
   }
 
-  /** Records the form of a run of `spec` in its sandbox's (else its shape's) last three. */
+  /** Records the form of a run of `spec` in its sandbox's (else its shape's) last four. */
   private noteForm(spec: RunSpec): void {
     const key = spec.labels[LABEL_SANDBOX] ?? shapeKey(spec);
     const now = Date.now();
     const runs = (this.lastForms.get(key) ?? []).filter((r) => now - r.at <= this.opts!.idleMs);
     this.lastForms.delete(key);
-    this.lastForms.set(key, [...runs.slice(-2), { form: unitFormKey(spec), at: now, argv: spec.argv, env: spec.env, cwd: spec.cwd, interpreter: spec.interpreter }]);
+    this.lastForms.set(key, [...runs.slice(-3), { form: unitFormKey(spec), at: now, argv: spec.argv, env: spec.env, cwd: spec.cwd, interpreter: spec.interpreter }]);
     // Oldest first: forget what is past the warm period, and bound the map.
     for (const [k, r] of this.lastForms) {
       if (this.lastForms.size <= MAX_FORMS && now - r[r.length - 1].at <= this.opts!.idleMs) break;
@@ -97,20 +97,21 @@ export class UnitPool<U extends object> {
   /**
    * The spec to start the next unit with after a run of `spec`. A unit serves in-process only a
    * run of its own form (warm.ts unitFormKey: file or snippet, node or TypeScript, env, cwd), and
-   * is started in the form of the run it follows — unless the sandbox's last three runs alternate
-   * (A, B, A): then the next run most likely is B again, and the unit takes the form of the run
+   * is started in the form of the run it follows — unless the sandbox's last four runs alternate
+   * (A, B, A, B): then the next run most likely is A again, and the unit takes the form of the run
    * before this one. So a sandbox alternating forms (file, snippet, file…) gets warm runs from its
-   * fourth run on instead of none; one that repeats its form, or switches for good (A, A, B, B),
-   * is unchanged. Only the form (argv, env, cwd, interpreter) comes from the earlier run; the
-   * shape (mounts, limits) and labels are this run's.
+   * fifth run on instead of none; one that repeats its form, switches for good (A, A, B, B) or
+   * deviates once (A, A, B, A, A: three runs were not enough, they read a one-off B as the start
+   * of an alternation) is unchanged. Only the form (argv, env, cwd, interpreter) comes from the
+   * earlier run; the shape (mounts, limits) and labels are this run's.
    */
   private nextForm(spec: RunSpec): RunSpec {
     const runs = this.lastForms.get(spec.labels[LABEL_SANDBOX] ?? shapeKey(spec)) ?? [];
-    if (runs.length < 3) return spec;
-    const [a, b, c] = runs.slice(-3);
-    if (c.form !== unitFormKey(spec) || a.form !== c.form || b.form === c.form) return spec;
+    if (runs.length < 4) return spec;
+    const [w, x, y, z] = runs.slice(-4);
+    if (z.form !== unitFormKey(spec) || w.form !== y.form || x.form !== z.form || y.form === z.form) return spec;
     this.predicted++;
-    return { ...spec, argv: b.argv, env: b.env, cwd: b.cwd, interpreter: b.interpreter };
+    return { ...spec, argv: y.argv, env: y.env, cwd: y.cwd, interpreter: y.interpreter };
   }
 
   /** Starts a unit of this shape unless one is waiting or starting. `start` may throw (nothing kept). */
