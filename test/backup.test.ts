@@ -6,10 +6,9 @@ import path from "node:path";
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import pino from "pino";
-import tar from "tar-stream";
 import { loadConfig } from "../src/config.js";
 import { createServer, type PetriServer } from "../src/server.js";
-import { startTestServer, type TestServer } from "./helpers.js";
+import { startTestServer, tarOf, type TestServer } from "./helpers.js";
 
 const BIN = path.resolve("bin/petri.js");
 
@@ -108,15 +107,6 @@ describe("backup while runs are in flight, restore on a second server", () => {
 });
 
 const sha = (b: Buffer | string) => createHash("sha256").update(b).digest("hex");
-
-async function tarOf(files: Record<string, string>): Promise<Buffer> {
-  const pack = tar.pack();
-  for (const [name, c] of Object.entries(files)) pack.entry({ name, size: Buffer.byteLength(c) }, c);
-  pack.finalize();
-  const chunks: Buffer[] = [];
-  for await (const c of pack) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
-}
 
 describe("backup and restore keep a synced file one file: its blob linked into the workspace", () => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "petri-backup-links-"));

@@ -3,6 +3,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import pino from "pino";
+import tar from "tar-stream";
 import Docker from "dockerode";
 import { execFileSync } from "node:child_process";
 import { loadConfig } from "../src/config.js";
@@ -156,4 +157,14 @@ export async function waitHealthy(url: string, ms = 20000): Promise<void> {
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error("server did not become healthy");
+}
+
+/** A tar archive of `files` (path → content), as the SDKs send many small files in one sync part. */
+export async function tarOf(files: Record<string, string | Buffer>): Promise<Buffer> {
+  const pack = tar.pack();
+  for (const [name, c] of Object.entries(files)) pack.entry({ name, size: Buffer.byteLength(c) }, c);
+  pack.finalize();
+  const chunks: Buffer[] = [];
+  for await (const c of pack) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
 }

@@ -5,18 +5,7 @@ import { createHash } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import tar from "tar-stream";
-import { startTestServer, createSandbox, exec, putFile, type TestServer } from "./helpers.js";
-
-/** A tar archive of `files` (path → content), as the SDKs send many small files in one part. */
-async function tarOf(files: Record<string, string | Buffer>): Promise<Buffer> {
-  const pack = tar.pack();
-  for (const [name, c] of Object.entries(files)) pack.entry({ name, size: Buffer.byteLength(c) }, c);
-  pack.finalize();
-  const chunks: Buffer[] = [];
-  for await (const c of pack) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
-}
+import { startTestServer, createSandbox, exec, putFile, tarOf, type TestServer } from "./helpers.js";
 
 const sha = (b: Buffer | string) => createHash("sha256").update(b).digest("hex");
 
