@@ -100,7 +100,7 @@ const PROBES: NodeProbe[] = [
     files: {
       "env.js": "const { execFileSync } = require('child_process');\nconsole.log(JSON.stringify(process.env.NODE_OPTIONS));\n"
         + "console.log(execFileSync(process.execPath, ['-e', 'console.log(JSON.stringify([process.env.NODE_OPTIONS, process.execArgv, Object.keys(require.cache), require(\"fs\").readFileSync(0, \"utf8\")]))'], { input: 'child stdin', timeout: 20000 }).toString().trim());\n"
-        + "console.log(execFileSync('/bin/sh', ['-c', 'echo \"$NODE_OPTIONS\"; tr \"\\\\0\" \"\\\\n\" < /proc/self/environ | grep ^NODE_OPTIONS=']).toString().trim());\n",
+        + "console.log(execFileSync('/bin/sh', ['-c', 'echo \"$NODE_OPTIONS\"; tr \"\\\\0\" \"\\\\n\" < /proc/self/environ | grep ^NODE_OPTIONS=; echo grep=$?']).toString().trim());\n",
     },
     program: "env.js", path: true, gvisor: true,
   },
