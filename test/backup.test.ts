@@ -42,12 +42,7 @@ describe("backup while runs are in flight, restore on a second server", () => {
     const syncedSha = createHash("sha256").update(synced).digest("hex");
     const form = new FormData();
     form.append("manifest", JSON.stringify({ files: [{ path: "lib/synced.py", sha256: syncedSha, size: Buffer.byteLength(synced) }], archive: "tar" }));
-    const pack = tar.pack();
-    pack.entry({ name: "lib/synced.py", size: Buffer.byteLength(synced) }, synced);
-    pack.finalize();
-    const chunks: Buffer[] = [];
-    for await (const ch of pack) chunks.push(ch as Buffer);
-    form.append("tar", new Blob([Buffer.concat(chunks)]), "files.tar");
+    form.append("tar", new Blob([await tarOf({ "lib/synced.py": synced })]), "files.tar");
     const applied = await a.api("POST", `/v1/sandboxes/${sb}/sync/apply`, { key: token, raw: form });
     assert.equal(applied.status, 200, applied.text);
     const linkedIn = (root: string, blobs: string) => {
