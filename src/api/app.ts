@@ -146,6 +146,10 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps): Promise
         ? given : `req_${Math.random().toString(36).slice(2, 12)}${Date.now().toString(36)}`;
     },
   });
+  // A client that half-closes its socket right after its request (`printf … | nc`) still gets the
+  // answer: node's HTTP server otherwise ends the socket as soon as it reads the FIN, and a reply
+  // waits for its audit record's group commit, so the FIN would win. The socket ends after the reply.
+  (app.server as unknown as { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   app.addHook("onSend", async (req, reply) => { reply.header("x-request-id", req.id); });
   app.decorateRequest("auth", null as unknown as AuthContext);
   app.decorateRequest("auditIds", null);
